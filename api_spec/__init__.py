@@ -1,0 +1,1 @@
+"""The HTTP contract: marshmallow schemas, the single source of `openapi.yaml`. No Flask here."""

@@ -1,0 +1,103 @@
+"""Stage 1, instruction bootstrapping: prompt with sampled pool instructions, parse, filter, grow the pool."""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Awaitable
+from typing import Any
+
+from jobs import parsing
+from jobs.decisions import Decision
+from jobs.engine import Run
+from jobs.filters import InstructionFilter
+from jobs.llm import LLM, Completion
+from jobs.prompts import instruction_prompt
+from jobs.similarity import RougeLIndex
+from jobs.window import ordered
+
+STAGE = "instructions"
+
+
+async def bootstrap(run: Run, llm: LLM) -> None:
+    cfg, cp = run.config, run.checkpoint
+    target = cfg.num_instructions
+    seeds = [t for t in run.seed_tasks if t.is_classification] if cfg.classification_only else run.seed_tasks
+    seed_texts = [t.instruction for t in seeds]
+    # The pool is the prompt's seed instructions plus kept machine instructions, as in the reference.
+    pool = InstructionFilter(cfg, RougeLIndex())
+    for task in seeds:
+        pool.add(task.id, task.instruction)
+    for kept in cp.instructions:
+        pool.add(kept["id"], kept["text"])
+    machine = [kept["text"] for kept in cp.instructions]
+    kept_at = [kept["prompt"] for kept in cp.instructions]  # prompt index of each, non-decreasing
+    decoding = cfg.decoding[STAGE]
+    run.start_stage(target)
+    run.stage_done = len(machine)
+
+    def stage_tokens() -> int:
+        return run.usage.prompt_tokens[STAGE] + run.usage.completion_tokens[STAGE]
+
+    def build(i: int) -> Awaitable[list[Completion]] | None:
+        if (i + 1) * decoding.n > cfg.request_budget:
+            return None
+        if cfg.max_tokens is not None and stage_tokens() >= cfg.max_tokens:
+            return None
+        in_flight = i - cp.next_prompt
+        yield_per_prompt = max(len(machine) / cp.next_prompt if cp.next_prompt else 1.0, 0.5)
+        if in_flight > 0 and len(machine) + in_flight * yield_per_prompt >= target:
+            return None  # enough is probably on its way; saves wasted requests at the end
+        rng = cfg.rng(STAGE, i)
+        visible = machine[: bisect_left(kept_at, i - cfg.window + 1)]
+        chosen = rng.sample(visible, min(cfg.prompt_machine_instructions, len(visible)))
+        chosen += rng.sample(seed_texts, min(cfg.prompt_instructions - len(chosen), len(seed_texts)))
+        rng.shuffle(chosen)
+        prompt = instruction_prompt(chosen, cfg.classification_only)
+        return llm.complete(prompt, decoding, cfg.derived_seed(STAGE, i), STAGE)
+
+    def handle(i: int, completions: list[Completion]) -> bool:
+        for j, completion in enumerate(completions):
+            if completion.finish_reason == "length":
+                cp.truncated_responses += 1  # discarded whole, as the reference does
+                continue
+            for k, text in enumerate(parsing.instructions(completion.text)):
+                candidate_id = f"i{i}.{j}.{k}"
+                source = {"prompt": i, "completion": j}
+                if len(machine) >= target:
+                    run.record(Decision(candidate_id, "instruction", text, "target_reached", source))
+                    continue
+                rule, detail = pool(text)
+                run.record(Decision(candidate_id, "instruction", text, rule, source, detail))
+                if rule == "kept":
+                    pool.add(candidate_id, text)
+                    machine.append(text)
+                    kept_at.append(i)
+                    cp.instructions.append(
+                        {
+                            "id": candidate_id,
+                            "text": text,
+                            "prompt": i,
+                            "score": detail["score"],
+                            "nearest_id": detail["nearest_id"],
+                        }
+                    )
+        cp.next_prompt = i + 1
+        done = len(machine) >= target
+        run.handled(progress=len(machine), force=done)
+        return done
+
+    if len(machine) < target:
+        leftover = await ordered(cp.next_prompt, build, handle, cfg.concurrency, cfg.window)
+        _count_waste(run, leftover.finished, leftover.cancelled)
+    if len(machine) >= target:
+        cp.stop_reason = "target_reached"
+    elif cfg.max_tokens is not None and stage_tokens() >= cfg.max_tokens:
+        cp.stop_reason = "token_budget"
+    else:
+        cp.stop_reason = "request_budget"
+
+
+def _count_waste(run: Run, finished: list[Any], cancelled: int) -> None:
+    wasted = run.checkpoint.wasted
+    wasted["requests"] += cancelled + sum(len(batch) for batch in finished)
+    wasted["completion_tokens"] += sum(c.completion_tokens for batch in finished for c in batch)

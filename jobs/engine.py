@@ -1,0 +1,209 @@
+"""A generation run: the stages in order over one checkpoint, resumable at any commit."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from jobs import __version__
+from jobs.config import GenerationConfig
+from jobs.decisions import Decision
+from jobs.llm import LLM, Endpoint, Usage
+from jobs.prompts import Prompts
+from jobs.seed_tasks import SeedTask, content_hash
+from jobs.state import Checkpoint, Store
+
+log = structlog.get_logger(__name__)
+
+STAGE_ORDER = ("instructions", "classification", "instances", "export", "done")
+Progress = Callable[[dict[str, Any]], None]
+
+
+class Canceled(Exception):
+    """The run was asked to stop; everything handled so far is committed."""
+
+
+class Run:
+    """The live state of one run: its checkpoint, the decisions not yet committed, and accounting."""
+
+    def __init__(
+        self,
+        run_id: str,
+        seed_tasks: list[SeedTask],
+        config: GenerationConfig,
+        endpoint: Endpoint,
+        store: Store,
+        progress: Progress | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ):
+        self.run_id = run_id
+        self.seed_tasks = seed_tasks
+        self.config = config.validate()
+        if config.classification_only and not any(t.is_classification for t in seed_tasks):
+            raise ValueError("classification_only needs classification tasks in the seed set")
+        self.endpoint = endpoint
+        self.store = store
+        self.checkpoint = store.load() or Checkpoint()
+        self.usage = Usage.from_dict(self.checkpoint.usage) if self.checkpoint.usage else Usage()
+        self.prompts = Prompts(seed_tasks, config.seed, config.demo_chars, config.classification_only)
+        self._progress = progress
+        self._should_stop = should_stop
+        self._pending: list[Decision] = []
+        self._since_commit = 0
+        self._elapsed_before = self.checkpoint.elapsed
+        self._session_start = time.monotonic()
+        self.stage_total = 0
+        self.stage_done = 0
+
+    # --- bookkeeping used by the stages ---
+
+    def record(self, decision: Decision) -> None:
+        self._pending.append(decision)
+        counts = self.checkpoint.counts.setdefault(decision.stage, {})
+        counts[decision.rule] = counts.get(decision.rule, 0) + 1
+
+    def count(self, stage: str, key: str) -> None:
+        counts = self.checkpoint.counts.setdefault(stage, {})
+        counts[key] = counts.get(key, 0) + 1
+
+    def handled(self, progress: int | None = None, force: bool = False) -> None:
+        """One prompt or completion fully handled: commit every few, report progress, honour a stop.
+
+        `progress` sets the stage's done count (default: one more)."""
+        self.stage_done = self.stage_done + 1 if progress is None else progress
+        self._since_commit += 1
+        if force or self._since_commit >= self.config.checkpoint_every:
+            self.commit()
+        self.report()
+        if self._should_stop and self._should_stop():
+            self.commit()
+            raise Canceled("the run was asked to stop")
+
+    def commit(self) -> None:
+        cp = self.checkpoint
+        cp.usage = self.usage.to_dict()
+        cp.elapsed = self.elapsed
+        cp.decisions += len(self._pending)
+        self.store.commit(cp, self._pending)
+        self._pending = []
+        self._since_commit = 0
+
+    @property
+    def elapsed(self) -> float:
+        return self._elapsed_before + time.monotonic() - self._session_start
+
+    def report(self) -> None:
+        if self._progress:
+            self._progress(self.progress())
+
+    def progress(self) -> dict[str, Any]:
+        cp = self.checkpoint
+        return {
+            "stage": cp.stage,
+            "stage_done": self.stage_done,
+            "stage_total": self.stage_total,
+            "instructions_kept": len(cp.instructions),
+            "instructions_target": self.config.num_instructions,
+            "instances_kept": sum(len(v) for v in cp.instances.values()),
+            "prompt_tokens": sum(self.usage.prompt_tokens.values()),
+            "completion_tokens": sum(self.usage.completion_tokens.values()),
+            "elapsed_seconds": round(self.elapsed, 3),
+        }
+
+    def start_stage(self, total: int) -> None:
+        self.stage_total, self.stage_done = total, 0
+        self.report()
+
+    def advance(self, stage: str) -> None:
+        self.checkpoint.stage = stage
+        self.commit()
+        log.info("stage", run_id=self.run_id, stage=stage)
+
+    # --- results ---
+
+    def stats(self) -> dict[str, Any]:
+        cp = self.checkpoint
+        usage = self.usage.to_dict()
+        wall = self.elapsed
+        counts = {stage: dict(sorted(rules.items())) for stage, rules in sorted(cp.counts.items())}
+        return {
+            "engine_version": __version__,
+            "stop_reason": cp.stop_reason,
+            "instructions_kept": len(cp.instructions),
+            "instances_kept": sum(len(v) for v in cp.instances.values()),
+            "tasks_with_instances": sum(1 for v in cp.instances.values() if v),
+            "verdicts": {s: c for s, c in counts.items() if s in ("instruction", "instance")},
+            "classification": counts.get("classification", {}),
+            "truncated_responses": cp.truncated_responses,
+            "requests": usage["requests"],
+            "retries": usage["retries"],
+            "failed_attempts": usage["errors"],
+            "tokens": {
+                "prompt": sum(usage["prompt_tokens"].values()),
+                "completion": sum(usage["completion_tokens"].values()),
+                "prompt_by_stage": usage["prompt_tokens"],
+                "completion_by_stage": usage["completion_tokens"],
+            },
+            "wasted": cp.wasted,
+            "wall_seconds": round(wall, 3),
+            "endpoint_busy_seconds": usage["busy_seconds"],
+            "endpoint_busy_fraction": round(usage["busy_seconds"] / wall, 4) if wall > 0 else 0.0,
+        }
+
+    def export(self, out_dir: str | Path) -> dict[str, int]:
+        """Write the dataset files into out_dir and mark the run done; returns records per file."""
+        from jobs import exports
+
+        if self.checkpoint.stage not in ("export", "done"):
+            raise RuntimeError(f"the run is at stage {self.checkpoint.stage!r}, not ready to export")
+        records = exports.write(
+            out_dir,
+            self.checkpoint,
+            self.seed_tasks,
+            self.config,
+            self.store.decisions(),
+            self.stats(),
+            self.run_record(),
+        )
+        self.advance("done")
+        return records
+
+    def run_record(self) -> dict[str, Any]:
+        """run.json: everything needed to run it again."""
+        return {
+            "run_id": self.run_id,
+            "engine_version": __version__,
+            "seed_set": {"sha256": content_hash(self.seed_tasks), "tasks": len(self.seed_tasks)},
+            "random_seed": self.config.seed,
+            "endpoint": self.endpoint.public(),
+            "config": self.config.to_dict(),
+        }
+
+
+async def _stages(run: Run, until: str) -> None:
+    # Imported here: the stage modules import Run for their type hints.
+    from jobs.bootstrap import bootstrap
+    from jobs.classification import classify
+    from jobs.instances import generate_instances
+
+    llm = LLM(run.endpoint, run.config.concurrency, run.usage)
+    steps = (("instructions", bootstrap), ("classification", classify), ("instances", generate_instances))
+    try:
+        for stage, step in steps:
+            if run.checkpoint.stage == stage and STAGE_ORDER.index(stage) < STAGE_ORDER.index(until):
+                await step(run, llm)
+                run.advance(STAGE_ORDER[STAGE_ORDER.index(stage) + 1])
+    finally:
+        await llm.close()
+
+
+def execute(run: Run, until: str = "export") -> Checkpoint:
+    """Run the LLM stages up to (not including) `until`, resuming from the checkpoint."""
+    log.info("run_start", run_id=run.run_id, stage=run.checkpoint.stage)
+    asyncio.run(_stages(run, until))
+    return run.checkpoint

@@ -1,0 +1,271 @@
+"""Dataset files: the paper's fine-tuning JSONL, Alpaca JSON, OpenAI chat JSONL, Parquet, and a card.
+
+Everything is a function of the checkpoint, the seed set and the config, so two runs that made the
+same candidates write byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from jobs.config import GenerationConfig
+from jobs.decisions import RULES, Decision
+from jobs.seed_tasks import SeedTask
+from jobs.state import Checkpoint
+
+FILES = {
+    "finetune": "finetune.jsonl",
+    "alpaca": "alpaca.json",
+    "chat": "chat.jsonl",
+    "parquet": "dataset.parquet",
+}
+ALWAYS = ("instructions.jsonl", "decisions.jsonl", "stats.json", "run.json", "README.md")
+
+# The reference's prompt/completion templates (prepare_for_finetuning.py).
+TEMPLATES_WITH_INPUT = (
+    ("{instruction}\nInput: {input}\nOutput:", " {output}<|endoftext|>"),
+    ("{instruction}\n\nInput: {input}\n\nOutput:", " {output}<|endoftext|>"),
+    ("Task: {instruction}\nInput: {input}\nOutput:", " {output}<|endoftext|>"),
+    ("{instruction}\n\n{input}\n\nOutput:", " {output}<|endoftext|>"),
+    ("{instruction}\n\n{input}\n\n", "{output}<|endoftext|>"),
+    ("{instruction}\n{input}\n\n", "{output}<|endoftext|>"),
+    ("Task: {instruction}\n\n{input}\n\n", "{output}<|endoftext|>"),
+)
+TEMPLATES_WITHOUT_INPUT = (
+    ("{instruction} Output:", " {output}<|endoftext|>"),
+    ("{instruction}\nOutput:", " {output}<|endoftext|>"),
+    ("{instruction}\n\nOutput:", " {output}<|endoftext|>"),
+    ("{instruction}\n", "{output}<|endoftext|>"),
+    ("{instruction}\n\n", "{output}<|endoftext|>"),
+    ("Task: {instruction}\n\n", "{output}<|endoftext|>"),
+)
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str
+    instruction_id: str
+    instruction: str
+    input: str
+    output: str
+    is_classification: bool
+    source: str  # "machine" or "seed"
+
+
+def examples(checkpoint: Checkpoint, seed_tasks: list[SeedTask], include_seed_tasks: bool) -> list[Example]:
+    """Kept instances in pool order (then the seed set's own, if asked for)."""
+    out = []
+    for kept in checkpoint.instructions:
+        is_clf = checkpoint.classification.get(kept["id"], {}).get("label") == "yes"
+        for k, inst in enumerate(checkpoint.instances.get(kept["id"], [])):
+            out.append(
+                Example(
+                    f"{kept['id']}#{k}",
+                    kept["id"],
+                    kept["text"],
+                    inst["input"],
+                    inst["output"],
+                    is_clf,
+                    "machine",
+                )
+            )
+    if include_seed_tasks:
+        for task in seed_tasks:
+            for k, inst in enumerate(task.instances):
+                out.append(
+                    Example(
+                        f"{task.id}#{k}",
+                        task.id,
+                        task.instruction,
+                        inst.input,
+                        inst.output,
+                        task.is_classification,
+                        "seed",
+                    )
+                )
+    return out
+
+
+def _finetune_records(items: list[Example], config: GenerationConfig) -> list[dict[str, str]]:
+    """The reference's encoding: input clean-up half the time, a random template, dedup, shuffle."""
+    rng = config.rng("finetune")
+    records, seen = [], set()
+    for ex in items:
+        inst_input = ex.input
+        if rng.random() < 0.5:
+            # a single `field:` name is dropped from the input; double newlines become single
+            if len(set(re.findall(r"(\w+):", inst_input))) == 1:
+                inst_input = inst_input.split(":", 1)[1].strip()
+            else:
+                inst_input = inst_input.strip()
+            inst_input = inst_input.replace("\n\n", "\n")
+        instruction, inst_input, output = ex.instruction.strip(), inst_input.strip(), ex.output.strip()
+        templates = TEMPLATES_WITH_INPUT if inst_input else TEMPLATES_WITHOUT_INPUT
+        prompt_t, completion_t = rng.choice(templates)
+        prompt = prompt_t.format(instruction=instruction, input=inst_input)
+        completion = completion_t.format(output=output)
+        if (prompt, completion) in seen:
+            continue
+        seen.add((prompt, completion))
+        records.append(
+            {
+                "prompt": prompt,
+                "completion": completion,
+                "instruction": instruction,
+                "input": inst_input,
+                "output": output,
+            }
+        )
+    rng.shuffle(records)
+    return records
+
+
+def _chat(ex: Example) -> dict[str, Any]:
+    user = ex.instruction.strip() + (f"\n\n{ex.input.strip()}" if ex.input.strip() else "")
+    return {
+        "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": ex.output.strip()}]
+    }
+
+
+def _jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
+def write(
+    out_dir: str | Path,
+    checkpoint: Checkpoint,
+    seed_tasks: list[SeedTask],
+    config: GenerationConfig,
+    decisions: Iterable[Decision],
+    stats: dict[str, Any],
+    run_record: dict[str, Any],
+) -> dict[str, int]:
+    """Write every file into out_dir; returns the record count of each data file."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    items = examples(checkpoint, seed_tasks, config.include_seed_tasks)
+    records: dict[str, int] = {}
+    if "finetune" in config.export_formats:
+        rows = _finetune_records(items, config)
+        _jsonl(out / FILES["finetune"], rows)
+        records[FILES["finetune"]] = len(rows)
+    if "alpaca" in config.export_formats:
+        _json(
+            out / FILES["alpaca"],
+            [{"instruction": e.instruction, "input": e.input, "output": e.output} for e in items],
+        )
+        records[FILES["alpaca"]] = len(items)
+    if "chat" in config.export_formats:
+        _jsonl(out / FILES["chat"], (_chat(e) for e in items))
+        records[FILES["chat"]] = len(items)
+    if "parquet" in config.export_formats:
+        table = pa.Table.from_pylist(
+            [e.__dict__ for e in items],
+            schema=pa.schema(
+                [
+                    (name, pa.bool_() if name == "is_classification" else pa.string())
+                    for name in Example.__dataclass_fields__
+                ]
+            ),
+        )
+        pq.write_table(table, out / FILES["parquet"])
+        records[FILES["parquet"]] = len(items)
+
+    instruction_rows = []
+    for kept in checkpoint.instructions:
+        label = checkpoint.classification.get(kept["id"], {})
+        instruction_rows.append(
+            {
+                **kept,
+                "classification": label.get("label"),
+                "classification_raw": label.get("raw"),
+                "instances": len(checkpoint.instances.get(kept["id"], [])),
+            }
+        )
+    _jsonl(out / "instructions.jsonl", instruction_rows)
+    records["instructions.jsonl"] = len(instruction_rows)
+    count = 0
+    with (out / "decisions.jsonl").open("w", encoding="utf-8") as f:
+        for decision in decisions:
+            f.write(json.dumps(decision.to_dict(), ensure_ascii=False) + "\n")
+            count += 1
+    records["decisions.jsonl"] = count
+    _json(out / "stats.json", stats)
+    _json(out / "run.json", run_record)
+    (out / "README.md").write_text(card(records, stats, run_record), encoding="utf-8")
+    return records
+
+
+def card(records: dict[str, int], stats: dict[str, Any], run_record: dict[str, Any]) -> str:
+    """The dataset card: what is in the directory, how it was made, how to load it."""
+    cfg = run_record["config"]
+    lines = [
+        "# Self-Instruct dataset",
+        "",
+        f"Generated with the SELF-INSTRUCT method (Wang et al., 2022) by selfinstruct-service "
+        f"{run_record['engine_version']}, run `{run_record['run_id']}`.",
+        "",
+        "## Contents",
+        "",
+        "| file | records | what |",
+        "|---|---|---|",
+    ]
+    what = {
+        FILES[
+            "finetune"
+        ]: "prompt/completion pairs in the paper's varied templates (also instruction/input/output)",
+        FILES["alpaca"]: "a JSON list of {instruction, input, output} (Stanford Alpaca format)",
+        FILES["chat"]: "OpenAI chat fine-tuning records ({messages: [user, assistant]})",
+        FILES["parquet"]: "one row per instance with ids and the classification flag",
+        "instructions.jsonl": "kept machine instructions with classification answer and nearest pool item",
+        "decisions.jsonl": "one record per candidate instruction and instance: kept or dropped, rule, detail",
+    }
+    for name, count in records.items():
+        lines.append(f"| `{name}` | {count} | {what.get(name, '')} |")
+    lines += ["", "`stats.json` holds the counts, tokens and timings; `run.json` the configuration.", ""]
+    lines += [
+        "## How it was made",
+        "",
+        f"- seed set: {run_record['seed_set']['tasks']} tasks, sha256 `{run_record['seed_set']['sha256']}`",
+        f"- model: `{run_record['endpoint']['model']}`; random seed {run_record['random_seed']}",
+        f"- target {cfg['num_instructions']} instructions; stop reason: {stats.get('stop_reason')}",
+        f"- kept {stats['instructions_kept']} instructions and {stats['instances_kept']} instances",
+        f"- ROUGE-L threshold {cfg['similarity_threshold']}; "
+        f"at most {cfg['max_instances_per_task']} instances a task",
+        "",
+        "## Filter decisions",
+        "",
+        "| stage | rule | count | meaning |",
+        "|---|---|---|---|",
+    ]
+    for stage, rules in stats["verdicts"].items():
+        for rule, count in rules.items():
+            lines.append(f"| {stage} | `{rule}` | {count} | {RULES[rule]} |")
+    lines += [
+        "",
+        "## Loading",
+        "",
+        "```python",
+        "import datasets",
+        f'ds = datasets.load_dataset("parquet", data_files="{FILES["parquet"]}")',
+        f'alpaca = datasets.load_dataset("json", data_files="{FILES["alpaca"]}")',
+        "```",
+        "",
+        "Machine-generated data: review it before training on it; it inherits the model's errors.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,145 @@
+"""The paper's filters. Each returns a rule name (see jobs.decisions.RULES) and a detail dict."""
+
+from __future__ import annotations
+
+import random
+import re
+import string
+from collections.abc import Callable
+from typing import Any
+
+from jobs.config import GenerationConfig
+from jobs.similarity import Similarity
+
+Outcome = tuple[str, dict[str, Any]]
+Check = Callable[[str], Outcome | None]  # None: the candidate passes this check
+
+
+def length_check(min_words: int, max_words: int) -> Check:
+    def check(text: str) -> Outcome | None:
+        words = len(text.split())
+        if words < min_words:
+            return "too_short", {"words": words}
+        if words > max_words:
+            return "too_long", {"words": words}
+        return None
+
+    return check
+
+
+def blacklist_check(keywords: tuple[str, ...]) -> Check:
+    patterns = [(k, re.compile(rf"\b({re.escape(k)})\b", re.IGNORECASE)) for k in keywords]
+
+    def check(text: str) -> Outcome | None:
+        for keyword, pattern in patterns:
+            if pattern.search(text):
+                return "blacklisted_keyword", {"keyword": keyword}
+        return None
+
+    return check
+
+
+def write_a_program(text: str) -> Outcome | None:
+    return ("write_a_program", {}) if text.startswith("Write a program") else None
+
+
+def starts_with_punctuation(text: str) -> Outcome | None:
+    return ("starts_with_punctuation", {}) if text[:1] in string.punctuation else None
+
+
+def starts_with_non_ascii(text: str) -> Outcome | None:
+    return ("starts_with_non_ascii", {}) if not text[:1].isascii() else None
+
+
+class InstructionFilter:
+    """The stage-1 filters in the paper's order, then exact and ROUGE-L duplicates against the pool.
+
+    Kept candidates must be `add`ed: the pool is seeds plus kept machine instructions, in that order.
+    """
+
+    def __init__(self, config: GenerationConfig, index: Similarity):
+        self.threshold = config.similarity_threshold
+        self.checks: list[Check] = [
+            length_check(config.min_words, config.max_words),
+            blacklist_check(config.keyword_blacklist),
+            write_a_program,
+            starts_with_punctuation,
+            starts_with_non_ascii,
+        ]
+        self.index = index
+        self._texts: list[str] = []
+        self._by_text: dict[str, str] = {}
+
+    def add(self, item_id: str, text: str) -> None:
+        self.index.add(item_id, text)
+        self._texts.append(text)
+        self._by_text.setdefault(text, item_id)
+
+    def __call__(self, text: str) -> Outcome:
+        for check in self.checks:
+            if outcome := check(text):
+                return outcome
+        if (same := self._by_text.get(text)) is not None:
+            return "exact_duplicate", {"nearest_id": same, "nearest_text": text, "score": 1.0}
+        match = self.index.nearest(text)
+        detail = {
+            "nearest_id": match.id,
+            "nearest_text": None if match.index is None else self._texts[match.index],
+            "score": match.score,
+        }
+        return ("too_similar" if match.score > self.threshold else "kept"), detail
+
+
+def _invalid(inst_input: str, output: str) -> Outcome | None:
+    if inst_input == output:
+        return "output_equals_input", {}
+    if output == "":
+        return "empty_output", {}
+    if inst_input.strip().endswith(":") or output.strip().endswith(":"):
+        return "ends_with_colon", {}
+    return None
+
+
+def filter_instances(
+    parsed: list[tuple[str, str]], truncated: bool, limit: int, rng: random.Random
+) -> list[Outcome]:
+    """One outcome per parsed (input, output), in order, as the reference's stage-4 filtering.
+
+    Note the reference's order: an instance whose output equals its (empty) input counts as
+    output_equals_input before empty_output.
+    """
+    outcomes: list[Outcome | None] = [None] * len(parsed)
+    if truncated and parsed:
+        outcomes[-1] = ("truncated", {})
+    live = [i for i, o in enumerate(outcomes) if o is None]
+    for i in live:
+        outcomes[i] = _invalid(*parsed[i])
+    live = [i for i in live if outcomes[i] is None]
+
+    first_output: dict[str, tuple[int, str]] = {}
+    conflict = None
+    for i in live:
+        inst_input, output = parsed[i]
+        if inst_input == "":
+            continue
+        if inst_input in first_output and first_output[inst_input][1] != output:
+            conflict = (first_output[inst_input][0], i)
+            break
+        first_output.setdefault(inst_input, (i, output))
+    if conflict:
+        for i in live:
+            outcomes[i] = ("conflicting_outputs", {"between": list(conflict)})
+        live = []
+
+    seen: dict[tuple[str, str], int] = {}
+    unique = []
+    for i in live:
+        if parsed[i] in seen:
+            outcomes[i] = ("duplicate_instance", {"duplicate_of": seen[parsed[i]]})
+        else:
+            seen[parsed[i]] = i
+            unique.append(i)
+    chosen = set(rng.sample(unique, min(limit, len(unique))))
+    for i in unique:
+        outcomes[i] = ("kept", {}) if i in chosen else ("over_limit", {"limit": limit})
+    return [o for o in outcomes if o is not None]

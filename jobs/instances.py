@@ -1,0 +1,60 @@
+"""Stage 3, instance generation and filtering: output-first for classification, input-first otherwise."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+
+from jobs import parsing
+from jobs.classification import is_classification
+from jobs.decisions import Decision
+from jobs.engine import Run
+from jobs.filters import filter_instances
+from jobs.llm import LLM, Completion
+from jobs.window import ordered
+
+STAGE = "instances"
+
+
+async def generate_instances(run: Run, llm: LLM, instruction_ids: list[str] | None = None) -> None:
+    """Generate and filter instances for every kept instruction (or the given ones) not done yet."""
+    cfg, cp = run.config, run.checkpoint
+    wanted = set(instruction_ids) if instruction_ids is not None else None
+    tasks = [k for k in cp.instructions if wanted is None or k["id"] in wanted]
+    todo = [k for k in tasks if k["id"] not in cp.instances]
+    decoding = cfg.decoding[STAGE]
+    run.start_stage(len(tasks))
+    run.stage_done = len(tasks) - len(todo)
+
+    def build(i: int) -> Awaitable[list[Completion]] | None:
+        if i >= len(todo):
+            return None
+        kept = todo[i]
+        prompt = run.prompts.instances(kept["text"], is_classification(run, kept["id"]))
+        return llm.complete(prompt, decoding, cfg.derived_seed(STAGE, kept["id"]), STAGE, n=1)
+
+    def handle(i: int, completions: list[Completion]) -> bool:
+        task_id = todo[i]["id"]
+        completion = completions[0]
+        source = {"instruction_id": task_id}
+        classification = is_classification(run, task_id)
+        parse = parsing.classification_instances if classification else parsing.generation_instances
+        parsed = parse(completion.text)
+        kept: list[dict[str, str]] = []
+        if not parsed:
+            run.record(Decision(f"{task_id}:x", "instance", completion.text, "unparseable", source))
+        outcomes = filter_instances(
+            parsed, completion.finish_reason == "length", cfg.max_instances_per_task, cfg.rng(STAGE, task_id)
+        )
+        for k, ((inst_input, output), (rule, detail)) in enumerate(zip(parsed, outcomes, strict=True)):
+            if "duplicate_of" in detail:
+                detail = {"duplicate_of": f"{task_id}:{detail['duplicate_of']}"}
+            if "between" in detail:
+                detail = {"between": [f"{task_id}:{b}" for b in detail["between"]]}
+            run.record(Decision(f"{task_id}:{k}", "instance", output, rule, source, detail, input=inst_input))
+            if rule == "kept":
+                kept.append({"input": inst_input, "output": output})
+        cp.instances[task_id] = kept
+        run.handled()
+        return False
+
+    await ordered(0, build, handle, cfg.concurrency, lag=4 * max(cfg.concurrency, cfg.window))

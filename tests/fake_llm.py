@@ -1,0 +1,274 @@
+"""A scripted OpenAI-compatible completions server, for fault injection and fast deterministic runs.
+
+Answers /v1/completions with text that depends only on the prompt, the seed and the decoding
+parameters, shaped like what each Self-Instruct stage expects (with some candidates every filter
+should drop), and injects faults at a configurable rate: 429 with Retry-After, 500, responses slower
+than the client's timeout, dropped connections, malformed bodies and garbage text.
+
+    python -m tests.fake_llm --port 8099 --fault-rate 0.3
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+FAULTS = ("429", "500", "slow", "drop", "malformed", "garbage")
+ALL_FAULTS = (*FAULTS, "400")
+
+VERBS = (
+    "Write", "Describe", "List", "Explain", "Summarize", "Classify", "Translate", "Compare", "Suggest",
+    "Rewrite", "Identify", "Generate", "Find", "Rank", "Outline", "Plan", "Evaluate", "Create",
+)  # fmt: skip
+NOUNS = (
+    "recipe", "poem", "email", "budget", "schedule", "story", "argument", "review", "headline", "joke",
+    "letter", "speech", "question", "riddle", "slogan", "tweet", "essay", "summary", "proverb", "menu",
+    "itinerary", "workout", "lesson", "contract", "apology", "invitation", "complaint", "resume", "toast",
+    "lullaby", "limerick", "report", "survey", "quiz", "dialogue", "advertisement", "biography", "forecast",
+)  # fmt: skip
+TOPICS = (
+    "gardening", "chess", "volcanoes", "jazz", "taxes", "penguins", "bread", "rainforests", "robots",
+    "marathons", "origami", "coffee", "satellites", "bees", "pirates", "bicycles", "glaciers", "tea",
+    "libraries", "dinosaurs", "sailing", "yoga", "comets", "cheese", "castles", "tigers", "opera", "soap",
+    "fossils", "tennis", "lighthouses", "mushrooms", "deserts", "violins", "trains", "honey", "kites",
+)  # fmt: skip
+AUDIENCES = (
+    "a child", "a retiree", "a new employee", "a tourist", "a chef", "a student", "a farmer", "a nurse",
+    "a beginner", "an expert", "a teenager", "a landlord", "a scientist", "a coach", "a neighbour",
+)  # fmt: skip
+LABELS = ("positive", "negative", "neutral", "yes", "no", "spam", "not spam")
+
+
+def _rng(*parts: Any) -> random.Random:
+    return random.Random(hashlib.sha256(repr(parts).encode()).digest())
+
+
+def _instruction(rng: random.Random) -> str:
+    shape = rng.random()
+    if shape < 0.1:
+        return f"{rng.choice(VERBS)} it now."  # too short
+    if shape < 0.2:
+        return f"Draw a picture of {rng.choice(TOPICS)} for {rng.choice(AUDIENCES)}."  # blacklisted
+    if shape < 0.27:
+        return f"Write a program that sorts {rng.choice(TOPICS)} by popularity."
+    if shape < 0.34:
+        return f'"{rng.choice(TOPICS)}" is a word; use it in a sentence.'  # leading punctuation
+    noun, topic, audience = rng.choice(NOUNS), rng.choice(TOPICS), rng.choice(AUDIENCES)
+    extra = rng.choice(
+        ("", f" in {rng.randint(2, 9)} sentences", " with a friendly tone", " and explain why")
+    )
+    return f"{rng.choice(VERBS)} a {noun} about {topic} for {audience}{extra}."
+
+
+def _listed(prompt: str) -> list[str]:
+    return [m.group(1) for m in re.finditer(r"^\d+\. (.+)$", prompt, re.M)]
+
+
+def compose(prompt: str, seed: int | None, temperature: float) -> str:
+    """The text a well-behaved model might write for this prompt."""
+    rng = _rng(prompt, seed if temperature > 0 else None)
+    if prompt.rstrip().endswith("Is it classification?"):
+        return " Yes" if rng.random() < 0.3 else " No"
+    if re.search(r"\n\d+\.$", prompt):
+        items = [_instruction(rng) for _ in range(rng.randint(1, 6))]
+        listed = _listed(prompt)
+        if listed and rng.random() < 0.3:
+            items.append(rng.choice(listed))  # a copy of a prompt instruction: too similar
+        number = int(re.search(r"(\d+)\.$", prompt).group(1))  # type: ignore[union-attr]
+        return " " + "".join(f"{item}\n{number + i + 1}. " if i < len(items) - 1 else item
+                             for i, item in enumerate(items))  # fmt: skip
+    if "Task:" in prompt and prompt.endswith("\n"):
+        task = prompt.rsplit("Task:", 1)[1].strip()
+        if "class labels" in prompt.split("\n", 1)[0]:
+            labels = rng.sample(LABELS, rng.randint(1, 3))
+            return "".join(f"Class label: {lab}\nSentence: {rng.choice(TOPICS)} {rng.choice(NOUNS)} {i}\n"
+                           for i, lab in enumerate(labels))  # fmt: skip
+        if rng.random() < 0.2:
+            return f"Output: A {rng.choice(NOUNS)} about {rng.choice(TOPICS)} ({task[:20]}).\n"
+        out = []
+        for i in range(1, rng.randint(1, 7) + 1):
+            inp = f"{rng.choice(TOPICS)} and {rng.choice(TOPICS)}"
+            output = rng.choice((f"A {rng.choice(NOUNS)} on {inp}.", "", "See below:", inp, f"Answer {i}."))
+            out.append(f"Example {i}\nInput: {inp}\nOutput: {output}\n")
+        return "".join(out)
+    return " " + " ".join(rng.choice(TOPICS) for _ in range(rng.randint(3, 30)))
+
+
+def finish(text: str, stop: list[str] | None, max_tokens: int) -> tuple[str, str]:
+    """Apply stop sequences, then the token limit (one token a whitespace-separated word)."""
+    cut = min((i for s in stop or [] if (i := text.find(s)) >= 0), default=-1)
+    if cut >= 0:
+        return text[:cut], "stop"
+    words = re.findall(r"\s*\S+", text)
+    if len(words) > max_tokens:
+        return "".join(words[:max_tokens]), "length"
+    return text, "stop"
+
+
+@dataclass
+class Script:
+    fault_rate: float = 0.0
+    faults: tuple[str, ...] = FAULTS
+    retry_after: float = 0.2
+    slow_seconds: float = 3.0
+    delay: float = 0.0  # seconds added to every answer
+    supports_n: bool = False
+    seed: int = 0
+    schedule: list[str | None] = field(default_factory=list)  # faults for the first requests, in order
+    counts: dict[str, int] = field(default_factory=dict)
+    prompts: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+
+    def draw_fault(self) -> str | None:
+        with self.lock:
+            self.counts["requests"] = self.counts.get("requests", 0) + 1
+            if self.schedule:
+                kind = self.schedule.pop(0)
+            elif self._rng.random() < self.fault_rate:
+                kind = self._rng.choice(self.faults)
+            else:
+                kind = None
+            if kind:
+                self.counts[kind] = self.counts.get(kind, 0) + 1
+            return kind
+
+
+class Handler(BaseHTTPRequestHandler):
+    script: Script
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: Any) -> None:  # quiet
+        pass
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        if self.path.rstrip("/") == "/v1/models":
+            self._send(
+                200, json.dumps({"object": "list", "data": [{"id": "fake", "object": "model"}]}).encode()
+            )
+        elif self.path == "/stats":
+            with self.script.lock:
+                self._send(200, json.dumps(self.script.counts).encode())
+        else:
+            self._send(404, b'{"error": "not found"}')
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        if self.path.rstrip("/") != "/v1/completions":
+            self._send(404, b'{"error": "not found"}')
+            return
+        script = self.script
+        fault = script.draw_fault()
+        if fault == "429":
+            self._send(429, b'{"error": {"message": "slow down"}}', {"Retry-After": str(script.retry_after)})
+            return
+        if fault == "400":
+            self._send(400, b'{"error": {"message": "bad request: context too long"}}')
+            return
+        if fault == "500":
+            self._send(500, b'{"error": {"message": "internal error"}}')
+            return
+        if fault == "drop":
+            self.close_connection = True
+            self.connection.close()
+            return
+        if fault == "malformed":
+            self._send(200, b'{"choices": [{"text": ')
+            return
+        if fault == "slow":
+            time.sleep(script.slow_seconds)
+        if script.delay:
+            time.sleep(script.delay)
+        prompt = body["prompt"]
+        with script.lock:
+            script.prompts.append(prompt)
+        n = body.get("n", 1) if script.supports_n else 1
+        seed = body.get("seed")
+        choices = []
+        for i in range(n):
+            if fault == "garbage":
+                raw = "".join(random.Random(i).choice("#@!?~ \n") for _ in range(40))
+            else:
+                raw = compose(prompt, None if seed is None else seed + i, body.get("temperature", 1.0))
+            text, reason = finish(raw, body.get("stop"), body.get("max_tokens", 16))
+            choices.append({"index": i, "text": text, "finish_reason": reason, "logprobs": None})
+        completion_tokens = sum(len(c["text"].split()) for c in choices)
+        response = {
+            "id": "cmpl-fake",
+            "object": "text_completion",
+            "created": 0,
+            "model": body.get("model", "fake"),
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": len(prompt.split()),
+                "completion_tokens": completion_tokens,
+                "total_tokens": len(prompt.split()) + completion_tokens,
+            },
+        }
+        self._send(200, json.dumps(response).encode())
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients that time out and hang up are part of the script
+
+
+class FakeLLM:
+    """The server on a thread: `with FakeLLM(Script(...)) as llm: llm.base_url`."""
+
+    def __init__(self, script: Script | None = None, port: int = 0):
+        self.script = script or Script()
+        handler = type("BoundHandler", (Handler,), {"script": self.script})
+        self.server = _Server(("127.0.0.1", port), handler)
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __enter__(self) -> FakeLLM:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--fault-rate", type=float, default=0.0)
+    parser.add_argument("--faults", nargs="+", default=list(FAULTS), choices=FAULTS)
+    parser.add_argument("--retry-after", type=float, default=0.2)
+    parser.add_argument("--slow-seconds", type=float, default=3.0)
+    parser.add_argument("--delay", type=float, default=0.0)
+    args = parser.parse_args()
+    script = Script(args.fault_rate, tuple(args.faults), args.retry_after, args.slow_seconds, args.delay)
+    server = FakeLLM(script, args.port)
+    server.server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""The ROUGE-L index gives rouge-score's answers exactly: same tokens, same floats, same nearest item."""
+
+import numpy as np
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from rouge_score import rouge_scorer, tokenize
+
+from jobs.similarity import NO_MATCH, ReferenceScan, RougeLIndex, _fmeasures, fmeasure
+from jobs.similarity import tokenize as our_tokenize
+
+SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+
+# Few distinct words so that overlaps, ties and scores at the threshold are common; plus the awkward
+# characters: punctuation, digits, accents, non-Latin scripts, characters whose lower case is ASCII.
+WORDS = st.sampled_from(
+    ["a", "b", "c", "the", "cat", "Cat", "CAT", "dog", "1", "42", "x2", "é", "naïve", "日本", "İ", "K", "ß",
+     "don't", "e-mail", "", "!!", "...", "a.b", "_", "\t", "ℌ"]
+)  # fmt: skip
+SEPARATORS = st.sampled_from([" ", "  ", "\n", ", ", "-", "/", "", "'"])
+TEXT = st.lists(st.tuples(WORDS, SEPARATORS), max_size=14).map(lambda parts: "".join(w + s for w, s in parts))
+
+
+def reference(candidate: str, pool: list[str]) -> tuple[float, int | None]:
+    best, index = 0.0, None
+    for i, item in enumerate(pool):
+        score = SCORER.score(candidate, item)["rougeL"].fmeasure
+        if score > best:
+            best, index = score, i
+    return float(best), index
+
+
+@given(st.text())
+@example("İstanbul K ß café 日本 x²")
+def test_tokenizer_matches_rouge_score(text):
+    assert our_tokenize(text) == tokenize.tokenize(text, None)
+
+
+@given(st.integers(0, 60), st.integers(1, 60), st.integers(1, 60))
+def test_fmeasure_same_float_in_python_and_numpy(lcs, n, m):
+    lcs = min(lcs, n, m)
+    expected = SCORER.score(
+        " ".join(["w"] * lcs + ["x"] * (n - lcs)), " ".join(["w"] * lcs + ["y"] * (m - lcs))
+    )
+    assert fmeasure(lcs, n, m) == expected["rougeL"].fmeasure
+    assert _fmeasures(np.array([lcs]), n, np.array([m]))[0] == fmeasure(lcs, n, m)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(TEXT, max_size=25), st.lists(TEXT, min_size=1, max_size=10))
+def test_index_agrees_with_rouge_score_incrementally(pool, candidates):
+    index = RougeLIndex()
+    texts: list[str] = []
+    for i, text in enumerate(pool):
+        index.add(f"p{i}", text)
+        texts.append(text)
+    for candidate in candidates:
+        score, nearest = reference(candidate, texts)
+        match = index.nearest(candidate)
+        assert (match.score, match.index) == (score, nearest)
+        assert match.id == (
+            None if nearest is None else f"p{nearest}" if nearest < len(pool) else f"c{nearest}"
+        )
+        index.add(f"c{len(texts)}", candidate)
+        texts.append(candidate)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.permutations(["a", "b", "c", "d", "e", "f", "g", "h"]), min_size=1, max_size=30), st.data()
+)
+def test_ties_go_to_the_earliest_pool_item(orders, data):
+    # permutations of one word set: many items share a score with the best one
+    pool = [" ".join(o[: data.draw(st.integers(3, 8))]) for o in orders]
+    index = RougeLIndex()
+    for i, text in enumerate(pool):
+        index.add(str(i), text)
+    candidate = " ".join(data.draw(st.permutations(list("abcdefgh"))))
+    match = index.nearest(candidate)
+    assert (match.score, match.index) == reference(candidate, pool)
+
+
+def threshold_pairs():
+    """Pairs whose exact ROUGE-L is 0.7 as a rational number: 2*lcs/(m+n) == 7/10."""
+    for m in range(1, 40):
+        for n in range(1, 40):
+            for lcs in range(1, min(m, n) + 1):
+                if 20 * lcs == 7 * (m + n):
+                    yield lcs, m, n
+
+
+def test_scores_at_the_threshold_decide_like_the_reference():
+    pairs = list(threshold_pairs())
+    assert len(pairs) > 10
+    above = 0
+    for lcs, m, n in pairs:
+        shared = [f"s{i}" for i in range(lcs)]
+        pool_item = " ".join(shared + [f"p{i}" for i in range(m - lcs)])
+        candidate = " ".join(shared + [f"c{i}" for i in range(n - lcs)])
+        index = RougeLIndex()
+        index.add("x", pool_item)
+        expected = SCORER.score(candidate, pool_item)["rougeL"].fmeasure
+        assert index.nearest(candidate).score == expected
+        above += expected > 0.7
+    # floating point puts some exact-0.7 pairs above the threshold, as the issue warns
+    assert 0 < above < len(pairs)
+
+
+def test_empty_and_disjoint():
+    index = RougeLIndex()
+    assert index.nearest("anything") == NO_MATCH
+    index.add("a", "alpha beta")
+    index.add("e", "!!! ???")  # no tokens at all
+    assert index.nearest("") == NO_MATCH
+    assert index.nearest("日本語") == NO_MATCH
+    assert index.nearest("gamma delta") == NO_MATCH
+    assert index.nearest("ALPHA!") == (SCORER.score("ALPHA!", "alpha beta")["rougeL"].fmeasure, 0, "a")
+
+
+def test_reference_scan_is_rouge_score():
+    scan = ReferenceScan()
+    scan.add("a", "the cat sat on the mat")
+    scan.add("b", "a dog sat on a log")
+    assert scan.nearest("the cat sat") == (
+        SCORER.score("the cat sat", "the cat sat on the mat")["rougeL"].fmeasure,
+        0,
+        "a",
+    )
+
+
+def test_tie_with_an_earlier_item_found_in_a_later_round():
+    # Items 1..20 score 0.5 like item 0 but have higher bounds (all six words, out of order), so
+    # they are scored first; item 0 must still win the tie.
+    pool = ["a b c x y z"] + ["f e d a b c"] * 20
+    index = RougeLIndex()
+    for i, text in enumerate(pool):
+        index.add(str(i), text)
+    assert index.nearest("a b c d e f") == (0.5, 0, "0") == (*reference("a b c d e f", pool), "0")
+
+
+ZIPF_WORDS = [f"w{i}" for i in range(60)]
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.randoms(use_true_random=False))
+def test_large_pools_where_postings_are_skipped(rnd):
+    # Enough postings (>512) for the index to stop reading frequent tokens early; Zipf-like word
+    # frequencies so that some tokens are rare and some are everywhere.
+    weights = [1 / (i + 1) for i in range(len(ZIPF_WORDS))]
+
+    def text():
+        return " ".join(rnd.choices(ZIPF_WORDS, weights, k=rnd.randint(1, 12)))
+
+    pool = [text() for _ in range(400)]
+    index = RougeLIndex()
+    for i, t in enumerate(pool):
+        index.add(str(i), t)
+    for _ in range(8):
+        candidate = text()
+        match = index.nearest(candidate)
+        assert (match.score, match.index) == reference(candidate, pool)
+
+
+def test_an_item_reachable_only_through_frequent_tokens_is_not_missed():
+    # The candidate's rare token leads to X (0.545); Y (0.571) shares only the most frequent tokens.
+    # Reading frequent postings may stop early only when nothing unseen can still beat X.
+    candidate = "r c1 c2 c3 c4 c5 c6 c7 c8 c9"
+    x = "r c1 c2 c3 c4 c5 j1 j2 j3 j4 j5 j6"
+    y = "c6 c7 c8 c9"
+    fillers = ["c5 c4 c3 c2 c1 " + " ".join(f"z{i}" for i in range(10))] * 110
+    fillers += ["c9 c8 c7 c6 " + " ".join(f"q{i}" for i in range(10))] * 120
+    pool = [x, *fillers, y]
+    index = RougeLIndex()
+    for i, text in enumerate(pool):
+        index.add(str(i), text)
+    assert (index.nearest(candidate).score, index.nearest(candidate).index) == reference(candidate, pool)
+    assert index.nearest(candidate).index == len(pool) - 1
