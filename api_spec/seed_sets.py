@@ -1,13 +1,14 @@
 """Seed tasks and seed sets: the paper's seed-task schema and the seed-set resource."""
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from api_spec.common import PageSchema
+from api_spec.common import PageArgsSchema, PageSchema
 
 # Limits on one seed task; the set-level limits live in jobs.settings.
 MAX_INSTRUCTION_CHARS = 2_000
 MAX_FIELD_CHARS = 10_000
 MAX_INSTANCES_PER_TASK = 50
+SHA256 = validate.Regexp(r"^[0-9a-f]{64}$", error="Not a seed set id (64 lowercase hex digits).")
 
 
 class StrictString(fields.String):
@@ -54,23 +55,18 @@ class SeedTaskSchema(Schema):
 
 
 class SeedSetCreateSchema(Schema):
-    """A seed set sent as a JSON body (a JSONL file upload is the other way in)."""
+    """A seed set sent as JSON. Every bad task field is reported, as `tasks[i].field`."""
+
+    class Meta:
+        unknown = RAISE
 
     name = StrictString(validate=validate.Length(min=1, max=200), metadata={"description": "A label."})
-    tasks = fields.List(fields.Dict(), required=True, metadata={"description": "SeedTask objects."})
-
-
-class SeedSetUploadSchema(Schema):
-    file = fields.Raw(
-        required=True,
-        metadata={"type": "string", "format": "binary", "description": "JSONL, one seed task a line."},
-    )
-    name = StrictString(validate=validate.Length(min=1, max=200))
+    tasks = fields.List(fields.Nested(SeedTaskSchema), required=True, validate=validate.Length(min=1))
 
 
 class SeedSetSchema(Schema):
     id = fields.String(required=True, metadata={"description": "sha256 of the canonical task list."})
-    name = fields.String(allow_none=True)
+    name = fields.String(allow_none=True, required=True)
     created_at = fields.DateTime(required=True)
     tasks = fields.Integer(required=True, metadata={"description": "Number of tasks."})
     classification_tasks = fields.Integer(required=True)
@@ -80,3 +76,18 @@ class SeedSetSchema(Schema):
 
 class SeedSetPageSchema(PageSchema):
     items = fields.List(fields.Nested(SeedSetSchema), required=True)
+
+
+class SeedSetIdSchema(Schema):
+    seed_set_id = fields.String(required=True, validate=SHA256)
+
+
+class SeedSetListArgsSchema(PageArgsSchema):
+    pass
+
+
+class SeedSetUploadArgsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    name = StrictString(validate=validate.Length(min=1, max=200), metadata={"description": "A label."})

@@ -62,7 +62,7 @@ async def bootstrap(run: Run, llm: LLM) -> None:
                 continue
             for k, text in enumerate(parsing.instructions(completion.text)):
                 candidate_id = f"i{i}.{j}.{k}"
-                source = {"prompt": i, "completion": j}
+                source = {"prompt": i, "completion": j, "position": k}
                 if len(machine) >= target:
                     run.record(Decision(candidate_id, "instruction", text, "target_reached", source))
                     continue

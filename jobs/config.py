@@ -7,6 +7,8 @@ import random
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from api_spec.vocabulary import EXPORT_FORMATS
+
 STAGES = ("instructions", "classification", "instances")
 
 # The paper's keyword blacklist (bootstrap_instructions.py), matched as whole words, case-insensitively.
@@ -27,8 +29,6 @@ PAPER_BLACKLIST = (
 )
 # Stanford Alpaca's additions.
 ALPACA_BLACKLIST = (*PAPER_BLACKLIST, "video", "audio", "music", "flowchart", "diagram")
-
-EXPORT_FORMATS = ("finetune", "alpaca", "chat", "parquet")
 
 
 @dataclass(frozen=True)

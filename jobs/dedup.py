@@ -41,8 +41,13 @@ def read_items(stream: IO[str], name: str) -> Iterator[tuple[str, str]]:
         yield item["id"], item["instruction"]
 
 
-def run(pool: Iterator[tuple[str, str]], candidates: Iterator[tuple[str, str]], out: IO[str],
-        threshold: float, index: Similarity) -> int:  # fmt: skip
+def run(
+    pool: Iterator[tuple[str, str]],
+    candidates: Iterator[tuple[str, str]],
+    out: IO[str],
+    threshold: float,
+    index: Similarity,
+) -> int:
     for item_id, text in pool:
         index.add(item_id, text)
     count = 0

@@ -97,6 +97,10 @@ class Run:
     def elapsed(self) -> float:
         return self._elapsed_before + time.monotonic() - self._session_start
 
+    def set_elapsed(self, seconds: float) -> None:
+        """Wall time measured elsewhere (a job whose stages ran in several processes)."""
+        self._elapsed_before, self._session_start = seconds, time.monotonic()
+
     def report(self) -> None:
         if self._progress:
             self._progress(self.progress())
@@ -112,6 +116,7 @@ class Run:
             "instances_kept": sum(len(v) for v in cp.instances.values()),
             "prompt_tokens": sum(self.usage.prompt_tokens.values()),
             "completion_tokens": sum(self.usage.completion_tokens.values()),
+            "requests": sum(self.usage.requests.values()),
             "elapsed_seconds": round(self.elapsed, 3),
         }
 
@@ -155,11 +160,13 @@ class Run:
             "endpoint_busy_fraction": round(usage["busy_seconds"] / wall, 4) if wall > 0 else 0.0,
         }
 
-    def export(self, out_dir: str | Path) -> dict[str, int]:
-        """Write the dataset files into out_dir and mark the run done; returns records per file."""
+    def export(self, out_dir: str | Path, partial: bool = False) -> dict[str, int]:
+        """Write the dataset files into out_dir and mark the run done; returns records per file.
+
+        `partial` exports what a stopped run made so far (its stage is left as it was)."""
         from jobs import exports
 
-        if self.checkpoint.stage not in ("export", "done"):
+        if not partial and self.checkpoint.stage not in ("export", "done"):
             raise RuntimeError(f"the run is at stage {self.checkpoint.stage!r}, not ready to export")
         records = exports.write(
             out_dir,
@@ -170,7 +177,8 @@ class Run:
             self.stats(),
             self.run_record(),
         )
-        self.advance("done")
+        if not partial:
+            self.advance("done")
         return records
 
     def run_record(self) -> dict[str, Any]:

@@ -16,8 +16,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from api_spec.vocabulary import RULES
 from jobs.config import GenerationConfig
-from jobs.decisions import RULES, Decision
+from jobs.decisions import Decision
 from jobs.seed_tasks import SeedTask
 from jobs.state import Checkpoint
 
@@ -27,7 +28,18 @@ FILES = {
     "chat": "chat.jsonl",
     "parquet": "dataset.parquet",
 }
-ALWAYS = ("instructions.jsonl", "decisions.jsonl", "stats.json", "run.json", "README.md")
+# What each file is, for manifests.
+FORMATS = {
+    FILES["finetune"]: "self-instruct-finetune-jsonl",
+    FILES["alpaca"]: "alpaca-json",
+    FILES["chat"]: "openai-chat-jsonl",
+    FILES["parquet"]: "parquet",
+    "instructions.jsonl": "instructions-jsonl",
+    "decisions.jsonl": "decisions-jsonl",
+    "stats.json": "stats-json",
+    "run.json": "run-json",
+    "README.md": "dataset-card-markdown",
+}
 
 # The reference's prompt/completion templates (prepare_for_finetuning.py).
 TEMPLATES_WITH_INPUT = (
@@ -198,12 +210,18 @@ def write(
         )
     _jsonl(out / "instructions.jsonl", instruction_rows)
     records["instructions.jsonl"] = len(instruction_rows)
-    count = 0
-    with (out / "decisions.jsonl").open("w", encoding="utf-8") as f:
-        for decision in decisions:
-            f.write(json.dumps(decision.to_dict(), ensure_ascii=False) + "\n")
-            count += 1
-    records["decisions.jsonl"] = count
+    pool_order = {kept["id"]: n for n, kept in enumerate(checkpoint.instructions)}
+
+    def order(d: Decision) -> tuple[int, ...]:
+        # a fixed order, however many workers appended to the log at once
+        s = d.source
+        if d.stage == "instruction":
+            return (0, s["prompt"], s["completion"], s["position"])
+        return (1, pool_order.get(s["instruction_id"], len(pool_order)), s["position"])
+
+    ordered = sorted(decisions, key=order)
+    _jsonl(out / "decisions.jsonl", (d.to_dict() for d in ordered))
+    records["decisions.jsonl"] = len(ordered)
     _json(out / "stats.json", stats)
     _json(out / "run.json", run_record)
     (out / "README.md").write_text(card(records, stats, run_record), encoding="utf-8")

@@ -35,7 +35,7 @@ async def generate_instances(run: Run, llm: LLM, instruction_ids: list[str] | No
     def handle(i: int, completions: list[Completion]) -> bool:
         task_id = todo[i]["id"]
         completion = completions[0]
-        source = {"instruction_id": task_id}
+        source = {"instruction_id": task_id, "position": -1}
         classification = is_classification(run, task_id)
         parse = parsing.classification_instances if classification else parsing.generation_instances
         parsed = parse(completion.text)
@@ -50,7 +50,8 @@ async def generate_instances(run: Run, llm: LLM, instruction_ids: list[str] | No
                 detail = {"duplicate_of": f"{task_id}:{detail['duplicate_of']}"}
             if "between" in detail:
                 detail = {"between": [f"{task_id}:{b}" for b in detail["between"]]}
-            run.record(Decision(f"{task_id}:{k}", "instance", output, rule, source, detail, input=inst_input))
+            where = {"instruction_id": task_id, "position": k}
+            run.record(Decision(f"{task_id}:{k}", "instance", output, rule, where, detail, input=inst_input))
             if rule == "kept":
                 kept.append({"input": inst_input, "output": output})
         cp.instances[task_id] = kept

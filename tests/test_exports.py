@@ -31,8 +31,14 @@ def test_formats_with_pandas_and_pyarrow(out):
     table = pq.read_table(out / "dataset.parquet")
     assert table.num_rows == len(alpaca) == len(chat)
     assert table.column_names == [
-        "id", "instruction_id", "instruction", "input", "output", "is_classification", "source",
-    ]  # fmt: skip
+        "id",
+        "instruction_id",
+        "instruction",
+        "input",
+        "output",
+        "is_classification",
+        "source",
+    ]
     # the card lists every file with its record count
     card = (out / "README.md").read_text()
     assert f"| `alpaca.json` | {len(alpaca)} |" in card

@@ -4,8 +4,8 @@ import random
 
 from rouge_score import rouge_scorer
 
+from api_spec.vocabulary import RULES, STAGE_RULES
 from jobs.config import ALPACA_BLACKLIST, GenerationConfig
-from jobs.decisions import RULES, STAGE_RULES
 from jobs.filters import InstructionFilter, filter_instances
 from jobs.similarity import ReferenceScan, RougeLIndex
 

@@ -40,11 +40,29 @@ def test_engine_on_the_local_model(tmp_path, local_model, seed_tasks):
 def test_command_line_generate(tmp_path, local_model):
     out = tmp_path / "cli"
     result = subprocess.run(
-        [sys.executable, "-m", "jobs", "generate", "--seed-tasks", str(DATA / "seed_tasks.jsonl"),
-         "--num-instructions", "2", "--out", str(out), "--seed", "5", "--base-url", local_model.base_url,
-         "--model", local_model.model],
-        capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "jobs",
+            "generate",
+            "--seed-tasks",
+            str(DATA / "seed_tasks.jsonl"),
+            "--num-instructions",
+            "2",
+            "--out",
+            str(out),
+            "--seed",
+            "5",
+            "--base-url",
+            local_model.base_url,
+            "--model",
+            local_model.model,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert f"wrote {out}" in result.stdout and "instructions kept 2" in result.stdout
     assert json.loads((out / "run.json").read_text())["config"]["num_instructions"] == 2
@@ -58,8 +76,10 @@ def test_command_line_rejects_a_bad_seed_file(tmp_path):
     bad.write_text('{"id": "a", "instruction": "x", "instances": []}\nnot json\n')
     result = subprocess.run(
         [sys.executable, "-m", "jobs", "generate", "--seed-tasks", str(bad), "--out", str(tmp_path / "o")],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 2
     assert "line 1: instances: Length must be between 1 and 50." in result.stderr
     assert "line 2: (line): invalid JSON" in result.stderr

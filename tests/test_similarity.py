@@ -13,9 +13,35 @@ SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 # Few distinct words so that overlaps, ties and scores at the threshold are common; plus the awkward
 # characters: punctuation, digits, accents, non-Latin scripts, characters whose lower case is ASCII.
 WORDS = st.sampled_from(
-    ["a", "b", "c", "the", "cat", "Cat", "CAT", "dog", "1", "42", "x2", "é", "naïve", "日本", "İ", "K", "ß",
-     "don't", "e-mail", "", "!!", "...", "a.b", "_", "\t", "ℌ"]
-)  # fmt: skip
+    [
+        "a",
+        "b",
+        "c",
+        "the",
+        "cat",
+        "Cat",
+        "CAT",
+        "dog",
+        "1",
+        "42",
+        "x2",
+        "é",
+        "naïve",
+        "日本",
+        "İ",
+        "K",
+        "ß",
+        "don't",
+        "e-mail",
+        "",
+        "!!",
+        "...",
+        "a.b",
+        "_",
+        "\t",
+        "ℌ",
+    ]
+)
 SEPARATORS = st.sampled_from([" ", "  ", "\n", ", ", "-", "/", "", "'"])
 TEXT = st.lists(st.tuples(WORDS, SEPARATORS), max_size=14).map(lambda parts: "".join(w + s for w, s in parts))
 

@@ -1,0 +1,129 @@
+"""Generation jobs: what a caller may ask for, and what a job looks like."""
+
+from marshmallow import RAISE, Schema, fields, validate
+
+from api_spec.common import PageArgsSchema, PageSchema
+from api_spec.seed_sets import SHA256, StrictBoolean
+from api_spec.vocabulary import EXPORT_FORMATS, JOB_STATES
+
+MAX_INSTRUCTIONS = 100_000  # the schema's ceiling; the operator's MAX_INSTRUCTIONS may be lower
+
+
+class StageDecodingSchema(Schema):
+    """Overrides of the paper's decoding parameters for one stage, within limits."""
+
+    class Meta:
+        unknown = RAISE
+
+    max_tokens = fields.Integer(validate=validate.Range(1, 2048))
+    temperature = fields.Float(validate=validate.Range(0.0, 2.0))
+    top_p = fields.Float(validate=validate.Range(0.0, 1.0))
+    frequency_penalty = fields.Float(validate=validate.Range(-2.0, 2.0))
+    presence_penalty = fields.Float(validate=validate.Range(-2.0, 2.0))
+
+
+class InstructionDecodingSchema(StageDecodingSchema):
+    n = fields.Integer(validate=validate.Range(1, 8), metadata={"description": "Completions per prompt."})
+
+
+class DecodingSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    instructions = fields.Nested(InstructionDecodingSchema)
+    classification = fields.Nested(StageDecodingSchema)
+    instances = fields.Nested(StageDecodingSchema)
+
+
+class JobCreateSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    seed_set_id = fields.String(required=True, validate=SHA256)
+    num_instructions = fields.Integer(required=True, validate=validate.Range(1, MAX_INSTRUCTIONS))
+    profile = fields.String(
+        validate=validate.Length(1, 100),
+        metadata={
+            "description": "An endpoint profile from GET /v1/profiles; default: the operator's default."
+        },
+    )
+    seed = fields.Integer(load_default=42, validate=validate.Range(0, 2**31 - 1))
+    export_formats = fields.List(
+        fields.String(validate=validate.OneOf(EXPORT_FORMATS)),
+        load_default=list(EXPORT_FORMATS),
+        validate=validate.Length(min=1),
+    )
+    decoding = fields.Nested(DecodingSchema, load_default=dict)
+    classification_only = StrictBoolean(load_default=False)
+    include_seed_tasks = StrictBoolean(load_default=False)
+    similarity_threshold = fields.Float(load_default=0.7, validate=validate.Range(0.0, 1.0))
+    max_requests = fields.Integer(
+        validate=validate.Range(1, 10_000_000),
+        metadata={"description": "Stage-1 request budget; default 20 + 10 per instruction."},
+    )
+    max_tokens = fields.Integer(
+        validate=validate.Range(1, 10**10), metadata={"description": "Stage-1 token budget."}
+    )
+
+
+class IdempotencyHeaderSchema(Schema):
+    idempotency_key = fields.String(
+        data_key="Idempotency-Key",
+        validate=validate.Length(1, 200),
+        metadata={
+            "description": "The same key with the same body returns the same job; with another body, 409."
+        },
+    )
+
+
+class ProgressSchema(Schema):
+    stage_done = fields.Integer(required=True)
+    stage_total = fields.Integer(required=True)
+    instructions_kept = fields.Integer(required=True)
+    instructions_target = fields.Integer(required=True)
+    instances_kept = fields.Integer(required=True)
+    requests = fields.Integer(required=True)
+    prompt_tokens = fields.Integer(required=True)
+    completion_tokens = fields.Integer(required=True)
+
+
+class JobSchema(Schema):
+    id = fields.String(required=True)
+    state = fields.String(required=True, validate=validate.OneOf(JOB_STATES))
+    stage = fields.String(
+        allow_none=True,
+        required=True,
+        metadata={"description": "instructions, classification, instances, export or done"},
+    )
+    seed_set_id = fields.String(required=True)
+    profile = fields.String(required=True)
+    config = fields.Dict(required=True, metadata={"description": "The generation parameters as requested."})
+    created_at = fields.DateTime(required=True)
+    started_at = fields.DateTime(allow_none=True, required=True)
+    finished_at = fields.DateTime(allow_none=True, required=True)
+    progress = fields.Nested(ProgressSchema, required=True)
+    eta_seconds = fields.Float(allow_none=True, required=True, metadata={"description": "Rough time left."})
+    error = fields.String(allow_none=True, required=True)
+    cancel_requested = fields.Boolean(required=True)
+    dataset_available = fields.Boolean(
+        required=True, metadata={"description": "GET .../dataset will answer."}
+    )
+
+
+class JobPageSchema(PageSchema):
+    items = fields.List(fields.Nested(JobSchema), required=True)
+
+
+class JobListArgsSchema(PageArgsSchema):
+    state = fields.String(validate=validate.OneOf(JOB_STATES))
+    seed_set_id = fields.String(validate=SHA256)
+
+
+class JobIdSchema(Schema):
+    job_id = fields.String(required=True, validate=validate.Regexp(r"^[0-9a-f]{32}$"))
+
+
+class ProfileSchema(Schema):
+    name = fields.String(required=True)
+    model = fields.String(required=True)
+    default = fields.Boolean(required=True)

@@ -1,0 +1,160 @@
+"""`selfinstruct`: submit seed tasks, wait with a progress bar, download the dataset.
+
+    selfinstruct submit seeds.jsonl --instructions 200 --wait --download out/
+
+Exit codes: 0 succeeded (or submitted, without --wait), 1 failed, 2 bad input, 3 canceled,
+4 the service could not be reached or failed, 130 interrupted (the job goes on; see `cancel`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tqdm import tqdm
+
+from client.api import ApiError, Client
+
+OK, FAILED, BAD_INPUT, CANCELED, UNAVAILABLE, INTERRUPTED = 0, 1, 2, 3, 4, 130
+STATE_EXIT = {"succeeded": OK, "failed": FAILED, "canceled": CANCELED}
+
+
+class Bar:
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+        self.stage: str | None = None
+
+    def __call__(self, job: dict[str, Any]) -> None:
+        if job["state"] in ("succeeded", "failed", "canceled"):
+            return
+        p = job["progress"]
+        stage = job["stage"] or job["state"]
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=p["stage_total"] or None, desc=f"{stage:>14}", file=sys.stderr)
+        assert self.bar is not None
+        self.bar.total = p["stage_total"] or None
+        self.bar.n = p["stage_done"]
+        eta = job.get("eta_seconds")
+        postfix = {"kept": p["instructions_kept"], "tokens": p["prompt_tokens"] + p["completion_tokens"]}
+        if eta is not None:
+            postfix["left"] = f"{eta:.0f}s"
+        self.bar.set_postfix(postfix, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def summary(client: Client, job: dict[str, Any], out: Path | None) -> None:
+    p = job["progress"]
+    print(
+        f"job {job['id']}: {job['state']}; {p['instructions_kept']} instructions, "
+        f"{p['instances_kept']} instances, {p['prompt_tokens'] + p['completion_tokens']} tokens"
+    )
+    if job.get("error"):
+        print(f"error: {job['error']}")
+    if out is not None and job.get("dataset_available"):
+        paths = client.download(job["id"], out)
+        manifest = {f["name"]: f for f in client.manifest(job["id"])["files"]}
+        print(f"dataset in {out.resolve()}/")
+        for path in paths:
+            records = manifest[path.name]["records"]
+            print(
+                f"  {path.name:<20} {manifest[path.name]['bytes']:>10} bytes"
+                + (f" {records:>7} records" if records is not None else "")
+            )
+
+
+def submit(client: Client, args: argparse.Namespace) -> int:
+    seed_set = client.create_seed_set(args.seeds, name=args.name or Path(args.seeds).name)
+    print(
+        f"seed set {seed_set['id'][:12]}: {seed_set['tasks']} tasks, "
+        f"{seed_set['classification_tasks']} classification, {seed_set['instances']} instances"
+    )
+    options: dict[str, Any] = {"seed": args.seed}
+    if args.profile:
+        options["profile"] = args.profile
+    if args.formats:
+        options["export_formats"] = args.formats
+    job = client.create_job(
+        seed_set["id"], args.instructions, idempotency_key=args.idempotency_key or uuid.uuid4().hex, **options
+    )
+    print(f"job {job['id']} {job['state']}")
+    if not args.wait:
+        return OK
+    return follow(client, job["id"], Path(args.download) if args.download else None)
+
+
+def follow(client: Client, job_id: str, out: Path | None) -> int:
+    bar = Bar()
+    try:
+        job = client.wait(job_id, on_progress=bar, poll=1.0)
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"\nstopped waiting; the job goes on (selfinstruct cancel {job_id})", file=sys.stderr)
+        return INTERRUPTED
+    bar.close()
+    summary(client, job, out)
+    return STATE_EXIT[job["state"]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="selfinstruct", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("SELFINSTRUCT_URL", "http://127.0.0.1:8000"),
+        help="the service (env SELFINSTRUCT_URL)",
+    )
+    parser.add_argument(
+        "--api-key", default=os.environ.get("SELFINSTRUCT_API_KEY"), help="env SELFINSTRUCT_API_KEY"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("submit", help="upload seed tasks and start a job")
+    s.add_argument("seeds", help="seed tasks, JSONL in the paper's format")
+    s.add_argument("--instructions", type=int, required=True, help="instructions to generate")
+    s.add_argument("--profile", help="endpoint profile (see GET /v1/profiles)")
+    s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--formats", nargs="+", help="finetune alpaca chat parquet (default: all)")
+    s.add_argument("--name", help="a label for the seed set")
+    s.add_argument("--idempotency-key", help="resubmitting with the same key returns the same job")
+    s.add_argument("--wait", action="store_true", help="follow the job to its end")
+    s.add_argument("--download", metavar="DIR", help="with --wait: download the dataset into DIR")
+    w = sub.add_parser("wait", help="follow a job (and download its dataset)")
+    w.add_argument("job_id")
+    w.add_argument("--download", metavar="DIR")
+    c = sub.add_parser("cancel", help="cancel a job")
+    c.add_argument("job_id")
+    args = parser.parse_args(argv)
+    client = Client(args.url, args.api_key)
+    try:
+        if args.command == "submit":
+            return submit(client, args)
+        if args.command == "wait":
+            return follow(client, args.job_id, Path(args.download) if args.download else None)
+        job = client.cancel(args.job_id)
+        print(f"job {job['id']} {job['state']}")
+        return OK
+    except ApiError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return UNAVAILABLE if e.status >= 500 else BAD_INPUT
+    except OSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return BAD_INPUT if not isinstance(e, ConnectionError) else UNAVAILABLE
+    except httpx.HTTPError as e:
+        print(f"error: cannot reach {args.url}: {e}", file=sys.stderr)
+        return UNAVAILABLE
+    finally:
+        client.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Objects in S3: seed sets (content-addressed) and datasets, whose manifest is written last.
+
+Layout: `teams/<team>/seed-sets/<sha256>.jsonl`, `teams/<team>/jobs/<job id>/<file>` and
+`teams/<team>/jobs/<job id>/manifest.json`. A manifest exists only once every file it lists is in
+place, so a half-written dataset is never visible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mimetypes
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import structlog
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential_jitter
+
+from jobs.exports import FORMATS
+from jobs.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return status >= 500 or status in (408, 429)
+    return isinstance(exc, BotoCoreError)  # connection refused, timeouts, ...
+
+
+def _log_retry(state: Any) -> None:
+    log.warning("s3_retry", attempt=state.attempt_number, error=str(state.outcome.exception())[:200])
+
+
+# botocore retries a few times itself; this rides out an S3 outage of up to a minute on top.
+s3_retry = retry(
+    retry=retry_if_exception(_transient),
+    stop=stop_after_delay(60),
+    wait=wait_exponential_jitter(multiplier=0.5, max=10),
+    before_sleep=_log_retry,
+    reraise=True,
+)
+
+
+def _client(settings: Settings, endpoint: str | None) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=settings.s3_region,
+        config=Config(
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=60,
+        ),
+    )
+
+
+class Artifacts:
+    def __init__(self, settings: Settings):
+        self.bucket = settings.s3_bucket
+        self.region = settings.s3_region
+        self.s3 = _client(settings, settings.s3_endpoint_url)
+        # presigned URLs are signed for the host that callers will use
+        self.presigner = _client(settings, settings.s3_public_endpoint_url)
+        self.presign_ttl = settings.presign_ttl
+
+    def ensure_bucket(self) -> None:
+        try:
+            self.s3.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            where = {"LocationConstraint": self.region}
+            extra = {} if self.region == "us-east-1" else {"CreateBucketConfiguration": where}
+            self.s3.create_bucket(Bucket=self.bucket, **extra)
+
+    def ping(self) -> None:
+        self.s3.head_bucket(Bucket=self.bucket)
+
+    # --- seed sets ---
+
+    @staticmethod
+    def seed_set_key(team: str, sha: str) -> str:
+        return f"teams/{team}/seed-sets/{sha}.jsonl"
+
+    @s3_retry
+    def put_seed_set(self, team: str, sha: str, data: bytes) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key=self.seed_set_key(team, sha), Body=data)
+
+    @s3_retry
+    def get_seed_set(self, team: str, sha: str) -> bytes:
+        return self.s3.get_object(Bucket=self.bucket, Key=self.seed_set_key(team, sha))["Body"].read()
+
+    @s3_retry
+    def delete_seed_set(self, team: str, sha: str) -> None:
+        self.s3.delete_object(Bucket=self.bucket, Key=self.seed_set_key(team, sha))
+
+    # --- datasets ---
+
+    @staticmethod
+    def dataset_key(team: str, job_id: str, name: str) -> str:
+        return f"teams/{team}/jobs/{job_id}/{name}"
+
+    def upload_dataset(
+        self, team: str, job_id: str, directory: Path, records: dict[str, int], partial: bool
+    ) -> dict[str, Any]:
+        """Upload every file, then the manifest; returns the manifest."""
+        files = []
+        for path in sorted(p for p in directory.iterdir() if p.is_file()):
+            data = path.read_bytes()
+            content_type = _content_type(path.name)
+            self._put(self.dataset_key(team, job_id, path.name), data, content_type)
+            files.append(
+                {
+                    "name": path.name,
+                    "format": FORMATS.get(path.name, "other"),
+                    "records": records.get(path.name),
+                    "bytes": len(data),
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                    "content_type": content_type,
+                }
+            )
+        manifest = {
+            "job_id": job_id,
+            "created_at": datetime.now(UTC).isoformat(),
+            "partial": partial,
+            "files": files,
+        }
+        body = json.dumps(manifest, indent=2).encode()
+        self._put(self.dataset_key(team, job_id, "manifest.json"), body, "application/json")
+        return manifest
+
+    @s3_retry
+    def _put(self, key: str, data: bytes, content_type: str) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+
+    @s3_retry
+    def manifest(self, team: str, job_id: str) -> dict[str, Any] | None:
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=self.dataset_key(team, job_id, "manifest.json"))
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+        return json.loads(body["Body"].read())
+
+    def presign(self, team: str, job_id: str, name: str) -> str:
+        return self.presigner.generate_presigned_url(
+            "get_object",
+            Params={
+                "Bucket": self.bucket,
+                "Key": self.dataset_key(team, job_id, name),
+                "ResponseContentDisposition": f'attachment; filename="{name}"',
+            },
+            ExpiresIn=self.presign_ttl,
+        )
+
+
+def _content_type(name: str) -> str:
+    if name.endswith(".jsonl"):
+        return "application/x-ndjson"
+    if name.endswith(".parquet"):
+        return "application/vnd.apache.parquet"
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"

@@ -1,0 +1,121 @@
+"""A job's decision log in Redis: append-only, with cursor pages that cost O(page) at any depth.
+
+Layout under `si:job:<id>`: `:dec` (hash seq -> decision JSON), `:decid` (hash decision id -> seq),
+`:seq` (last seq), and one sorted set per filter (`:dx:<filter>`, seq as member and score), for
+stage, verdict, rule, stage+verdict and stage+rule. A page is one ZRANGEBYSCORE (or, unfiltered,
+one HMGET of consecutive seqs) plus one HMGET of the bodies.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+
+from jobs.decisions import Decision
+
+# Appends decisions (skipping ids already logged, so a replayed commit is harmless) and stores the
+# checkpoint, atomically. ARGV: prefix, checkpoint JSON ('' for none), then 5 values a decision.
+_COMMIT = """
+local prefix = ARGV[1]
+local added = 0
+for i = 3, #ARGV, 5 do
+  local id, body, stage, verdict, rule = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  if redis.call('HEXISTS', prefix .. ':decid', id) == 0 then
+    local seq = redis.call('INCR', prefix .. ':seq')
+    redis.call('HSET', prefix .. ':decid', id, seq)
+    redis.call('HSET', prefix .. ':dec', seq, body)
+    for _, f in ipairs({'s=' .. stage, 'v=' .. verdict, 'r=' .. rule, 's=' .. stage .. '|v=' .. verdict,
+                        's=' .. stage .. '|r=' .. rule}) do
+      redis.call('ZADD', prefix .. ':dx:' .. f, seq, seq)
+    end
+    added = added + 1
+  end
+end
+if ARGV[2] ~= '' then redis.call('SET', KEYS[1], ARGV[2]) end
+return added
+"""
+
+
+def prefix(job_id: str) -> str:
+    return f"si:job:{job_id}"
+
+
+class DecisionLog:
+    def __init__(self, redis: Redis, job_id: str):
+        self.redis = redis
+        self.prefix = prefix(job_id)
+        self._commit = redis.register_script(_COMMIT)
+
+    def commit(self, decisions: list[Decision], checkpoint_key: str, checkpoint: str) -> int:
+        args: list[Any] = [self.prefix, checkpoint]
+        for d in decisions:
+            args += [d.id, json.dumps(d.to_dict(), ensure_ascii=False), d.stage, d.verdict, d.rule]
+        return int(self._commit(keys=[checkpoint_key], args=args))
+
+    def count(self) -> int:
+        return int(self.redis.get(f"{self.prefix}:seq") or 0)
+
+    def __iter__(self) -> Iterator[Decision]:
+        last = self.count()
+        for start in range(1, last + 1, 1000):
+            bodies = self.redis.hmget(f"{self.prefix}:dec", list(range(start, min(start + 1000, last + 1))))
+            for body in bodies:
+                if body is not None:
+                    yield Decision.from_dict(json.loads(body))
+
+    def get(self, decision_id: str) -> dict[str, Any] | None:
+        seq = self.redis.hget(f"{self.prefix}:decid", decision_id)
+        body = self.redis.hget(f"{self.prefix}:dec", seq) if seq is not None else None
+        return json.loads(body) if body is not None else None
+
+    def page(
+        self,
+        stage: str | None = None,
+        verdict: str | None = None,
+        rule: str | None = None,
+        after: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[dict[str, Any]], int | None, int]:
+        """Decisions after seq `after`, in log order: (items, last seq if more remain, total matching)."""
+        if rule is not None and verdict is not None and verdict != ("kept" if rule == "kept" else "dropped"):
+            return [], None, 0
+        parts = [f"s={stage}" if stage else "", f"r={rule}" if rule else (f"v={verdict}" if verdict else "")]
+        key = "|".join(p for p in parts if p)
+        if not key:
+            total = self.count()
+            seqs = list(range(after + 1, min(after + limit, total) + 1))
+            more = bool(seqs) and seqs[-1] < total
+        else:
+            index = f"{self.prefix}:dx:{key}"
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zrangebyscore(index, f"({after}", "+inf", start=0, num=limit + 1)
+            pipe.zcard(index)
+            found, total = pipe.execute()
+            seqs = [int(s) for s in found[:limit]]
+            more = len(found) > limit
+        bodies = self.redis.hmget(f"{self.prefix}:dec", seqs) if seqs else []
+        items = [json.loads(b) for b in bodies if b is not None]
+        return items, (seqs[-1] if more else None), int(total)
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Opaque to callers: the last seq of the previous page."""
+
+    seq: int
+
+    def encode(self) -> str:
+        return f"d{self.seq:x}"
+
+    @classmethod
+    def decode(cls, text: str | None) -> Cursor:
+        """`d` and the seq in hex (the API's schema checks the form)."""
+        if not text:
+            return cls(0)
+        if not text.startswith("d") or not all(c in "0123456789abcdef" for c in text[1:]) or len(text) < 2:
+            raise ValueError("not a decision cursor")
+        return cls(int(text[1:], 16))

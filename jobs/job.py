@@ -1,0 +1,230 @@
+"""Generation jobs: the record in Redis, its state machine, progress and listing.
+
+A job hash `si:job:<id>` holds the request (seed set, profile, config), the state, timestamps and
+progress counters; `si:team:<team>:jobs` indexes a team's jobs by creation time. State changes go
+through one Lua script, so a cancel and a worker finishing at the same moment cannot both win.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis import Redis
+
+from api_spec.vocabulary import JOB_STATES
+
+STATES = JOB_STATES
+TERMINAL = frozenset({"succeeded", "failed", "canceled"})
+PROGRESS = (
+    "stage_done",
+    "stage_total",
+    "instructions_kept",
+    "instances_kept",
+    "prompt_tokens",
+    "completion_tokens",
+    "requests",
+)
+
+
+def key(job_id: str) -> str:
+    return f"si:job:{job_id}"
+
+
+def team_index(team: str) -> str:
+    return f"si:team:{team}:jobs"
+
+
+def seed_set_users(team: str, seed_set_id: str) -> str:
+    return f"si:team:{team}:seedset:{seed_set_id}:active"
+
+
+def seed_set_key(team: str, seed_set_id: str) -> str:
+    return f"si:team:{team}:seedset:{seed_set_id}"
+
+
+@dataclass
+class Job:
+    id: str
+    team: str
+    state: str
+    seed_set_id: str
+    profile: str
+    config: dict[str, Any]
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    stage: str | None = None
+    stage_started_at: float | None = None
+    error: str | None = None
+    progress: dict[str, int] = field(default_factory=dict)
+    rq_ids: list[str] = field(default_factory=list)
+    cancel_requested: bool = False
+    dataset: bool = False  # a manifest was written (complete, or partial after a cancel)
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    def eta_seconds(self, now: float | None = None) -> float | None:
+        """A rough estimate of the time left: the current stage at its own pace, each later stage
+        at the run's average seconds per request (one request per instruction)."""
+        if self.state != "running" or not self.started_at or not self.stage_started_at:
+            return None
+        now = now or time.time()
+        p = self.progress
+        done, total = p.get("stage_done", 0), p.get("stage_total", 0)
+        requests = p.get("requests", 0)
+        if not done or not requests:
+            return None
+        left = (now - self.stage_started_at) / done * max(total - done, 0)
+        per_request = (now - self.started_at) / requests
+        later = {"instructions": 2, "classification": 1}.get(self.stage or "", 0)
+        return round(left + later * self.config["num_instructions"] * per_request, 1)
+
+
+_CREATE = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('ZADD', KEYS[3], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[4], ARGV[2])
+return 1
+"""
+
+# KEYS: job hash, seed set users; ARGV: target state, job id, allowed states (comma list), then fields
+_TRANSITION = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return 0 end
+local allowed = false
+for s in string.gmatch(ARGV[3], '[^,]+') do
+  if s == state then allowed = true end
+end
+if not allowed then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[1])
+if #ARGV > 3 then redis.call('HSET', KEYS[1], unpack(ARGV, 4)) end
+if ARGV[1] == 'succeeded' or ARGV[1] == 'failed' or ARGV[1] == 'canceled' then
+  redis.call('SREM', KEYS[2], ARGV[2])
+end
+return 1
+"""
+
+
+def _encode(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, dict | list | bool) else str(value)
+
+
+def create(r: Redis, team: str, seed_set_id: str, profile: str, config: dict[str, Any]) -> Job | None:
+    """Create a queued job; None when the seed set does not exist (any more)."""
+    job = Job(
+        uuid.uuid4().hex, team, "queued", seed_set_id, profile, config, time.time_ns() // 1000 / 1_000_000
+    )
+    fields = {
+        "id": job.id,
+        "team": team,
+        "state": job.state,
+        "seed_set_id": seed_set_id,
+        "profile": profile,
+        "config": config,
+        "created_at": job.created_at,
+        "rq_ids": [job.id],
+    }
+    job.rq_ids = [job.id]
+    flat = [x for k, v in fields.items() for x in (k, _encode(v))]
+    keys = [key(job.id), seed_set_key(team, seed_set_id), team_index(team), seed_set_users(team, seed_set_id)]
+    created = r.eval(_CREATE, len(keys), *keys, job.created_at, job.id, *flat)
+    return job if created else None
+
+
+def get(r: Redis, job_id: str) -> Job | None:
+    raw = {k.decode(): v.decode() for k, v in r.hgetall(key(job_id)).items()}
+    if not raw:
+        return None
+
+    def num(name: str) -> float | None:
+        return float(raw[name]) if raw.get(name) else None
+
+    return Job(
+        id=raw["id"],
+        team=raw["team"],
+        state=raw["state"],
+        seed_set_id=raw["seed_set_id"],
+        profile=raw["profile"],
+        config=json.loads(raw["config"]),
+        created_at=float(raw["created_at"]),
+        started_at=num("started_at"),
+        finished_at=num("finished_at"),
+        stage=raw.get("stage") or None,
+        stage_started_at=num("stage_started_at"),
+        error=raw.get("error") or None,
+        progress=_progress(raw),
+        rq_ids=json.loads(raw.get("rq_ids", "[]")),
+        cancel_requested=raw.get("cancel_requested") == "true",
+        dataset=raw.get("dataset") == "true",
+    )
+
+
+def _progress(raw: dict[str, str]) -> dict[str, int]:
+    """Sum the counters every run of the job (main, chunks) wrote under `p:<part>:<name>`."""
+    out = dict.fromkeys(PROGRESS, 0)
+    out["stage_total"] = int(raw.get("stage_total", 0))
+    for field_name, value in raw.items():
+        if field_name.startswith("p:"):
+            name = field_name.rsplit(":", 1)[1]
+            if name in out:
+                out[name] += int(value)
+    return out
+
+
+def transition(r: Redis, job: Job, to: str, allowed: tuple[str, ...], **fields: Any) -> bool:
+    """Move to state `to` if the job is in one of `allowed`; sets `fields` in the same step."""
+    if to in TERMINAL:
+        fields.setdefault("finished_at", time.time())
+    flat = [x for k, v in fields.items() for x in (k, _encode(v))]
+    keys = [key(job.id), seed_set_users(job.team, job.seed_set_id)]
+    return bool(r.eval(_TRANSITION, len(keys), *keys, to, job.id, ",".join(allowed), *flat))
+
+
+def update(r: Redis, job_id: str, **fields: Any) -> None:
+    r.hset(key(job_id), mapping={k: _encode(v) for k, v in fields.items()})
+
+
+def page(
+    r: Redis,
+    team: str,
+    after: tuple[float, str] | None,
+    limit: int,
+    state: str | None = None,
+    seed_set_id: str | None = None,
+) -> tuple[list[Job], tuple[float, str] | None]:
+    """Newest first. `after` is the (created_at, id) of the last job of the previous page."""
+    found: list[Job] = []
+    upper: Any = "+inf" if after is None else after[0]
+    skip_through = after
+    while len(found) <= limit:
+        ids = r.zrevrangebyscore(team_index(team), upper, "-inf", start=0, num=200, withscores=True)
+        if not ids:
+            break
+        for raw_id, score in ids:
+            job_id = raw_id.decode()
+            if skip_through is not None and (score, job_id) >= skip_through:
+                continue
+            job = get(r, job_id)
+            if (
+                job is None
+                or (state and job.state != state)
+                or (seed_set_id and job.seed_set_id != seed_set_id)
+            ):
+                continue
+            found.append(job)
+            if len(found) > limit:
+                break
+        last_score, last_id = ids[-1][1], ids[-1][0].decode()
+        if len(ids) < 200:
+            break
+        upper, skip_through = last_score, (last_score, last_id)
+    more = len(found) > limit
+    found = found[:limit]
+    return found, ((found[-1].created_at, found[-1].id) if more and found else None)

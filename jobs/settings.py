@@ -1,0 +1,125 @@
+"""Deployment settings, all from environment variables with documented defaults (see README).
+
+One run's parameters are in jobs.config; this module is the environment the service and workers
+run in: where Redis and S3 are, which LLM endpoints the operator offers, and the limits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jobs.llm import Endpoint
+
+
+@dataclass(frozen=True)
+class Profile:
+    """An LLM endpoint the operator offers under a name. Callers pick a name, never a URL or key."""
+
+    name: str
+    base_url: str
+    model: str
+    api_key_env: str | None = None  # the key is read from this variable, never stored in config
+    concurrency: int = 2
+    timeout: float = 120.0
+    max_attempts: int = 6
+    max_wait: float = 30.0
+    supports_n: bool = False
+
+    def endpoint(self) -> Endpoint:
+        key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+        return Endpoint(
+            base_url=self.base_url,
+            model=self.model,
+            api_key=key or "sk-none",
+            timeout=self.timeout,
+            max_attempts=self.max_attempts,
+            max_wait=self.max_wait,
+            supports_n=self.supports_n,
+        )
+
+
+def _profiles(raw: str) -> dict[str, Profile]:
+    if not raw.strip():
+        return {}
+    text = Path(raw).read_text() if not raw.lstrip().startswith("{") else raw
+    data: dict[str, dict[str, Any]] = json.loads(text)
+    return {name: Profile(name=name, **options) for name, options in data.items()}
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    s3_endpoint_url: str | None = None  # None: AWS itself
+    s3_public_endpoint_url: str | None = None  # what presigned URLs point at; default s3_endpoint_url
+    s3_bucket: str = "selfinstruct"
+    s3_region: str = "us-east-1"
+    presign_ttl: int = 900
+    profiles: dict[str, Profile] = field(default_factory=dict)
+    default_profile: str | None = None
+    queue: str = "generation"
+    job_timeout: int = 24 * 3600
+    instance_chunk_size: int = 50
+    max_request_bytes: int = 8 * 1024 * 1024
+    max_seed_tasks: int = 10_000
+    max_instructions: int = 100_000
+    log_level: str = "INFO"
+    work_dir: str = "/tmp"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        e = os.environ if env is None else env
+        profiles = _profiles(e.get("LLM_PROFILES", ""))
+        s3 = e.get("S3_ENDPOINT_URL") or None
+        return cls(
+            redis_url=e.get("REDIS_URL", cls.redis_url),
+            s3_endpoint_url=s3,
+            s3_public_endpoint_url=e.get("S3_PUBLIC_ENDPOINT_URL") or s3,
+            s3_bucket=e.get("S3_BUCKET", cls.s3_bucket),
+            s3_region=e.get("S3_REGION", cls.s3_region),
+            presign_ttl=int(e.get("PRESIGN_TTL_SECONDS", cls.presign_ttl)),
+            profiles=profiles,
+            default_profile=e.get("DEFAULT_PROFILE") or next(iter(profiles), None),
+            queue=e.get("RQ_QUEUE", cls.queue),
+            job_timeout=int(e.get("JOB_TIMEOUT_SECONDS", cls.job_timeout)),
+            instance_chunk_size=int(e.get("INSTANCE_CHUNK_SIZE", cls.instance_chunk_size)),
+            max_request_bytes=int(e.get("MAX_REQUEST_BYTES", cls.max_request_bytes)),
+            max_seed_tasks=int(e.get("MAX_SEED_TASKS", cls.max_seed_tasks)),
+            max_instructions=int(e.get("MAX_INSTRUCTIONS", cls.max_instructions)),
+            log_level=e.get("LOG_LEVEL", cls.log_level),
+            work_dir=e.get("WORK_DIR", cls.work_dir),
+        )
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that from_env() reads back as these settings (for child processes)."""
+        profiles = {
+            name: {k: v for k, v in p.__dict__.items() if k != "name"} for name, p in self.profiles.items()
+        }
+        env = {
+            "REDIS_URL": self.redis_url,
+            "S3_ENDPOINT_URL": self.s3_endpoint_url or "",
+            "S3_PUBLIC_ENDPOINT_URL": self.s3_public_endpoint_url or "",
+            "S3_BUCKET": self.s3_bucket,
+            "S3_REGION": self.s3_region,
+            "PRESIGN_TTL_SECONDS": str(self.presign_ttl),
+            "LLM_PROFILES": json.dumps(profiles),
+            "DEFAULT_PROFILE": self.default_profile or "",
+            "RQ_QUEUE": self.queue,
+            "JOB_TIMEOUT_SECONDS": str(self.job_timeout),
+            "INSTANCE_CHUNK_SIZE": str(self.instance_chunk_size),
+            "MAX_REQUEST_BYTES": str(self.max_request_bytes),
+            "MAX_SEED_TASKS": str(self.max_seed_tasks),
+            "MAX_INSTRUCTIONS": str(self.max_instructions),
+            "LOG_LEVEL": self.log_level,
+            "WORK_DIR": self.work_dir,
+        }
+        return env
+
+
+@cache
+def get_settings() -> Settings:
+    return Settings.from_env()

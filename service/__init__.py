@@ -1,0 +1,1 @@
+"""The HTTP adapter: Flask app factory, one blueprint per resource. Never runs the LLM."""

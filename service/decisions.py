@@ -1,0 +1,64 @@
+"""/v1/jobs/{id}/decisions: every candidate's verdict, rule and nearest item; filterable, cursor-paged."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from api_spec.decisions import DecisionListArgsSchema, DecisionPageSchema, DecisionSchema, RuleSchema
+from api_spec.vocabulary import RULES, STAGE_RULES
+from jobs.decision_log import Cursor, DecisionLog
+from service.context import services
+from service.errors import problem
+from service.generation_jobs import get_job
+
+blp = Blueprint(
+    "decisions", __name__, url_prefix="/v1", description="Filter decisions, kept or dropped, and why."
+)
+
+
+@blp.route("/jobs/<job_id>/decisions")
+class Decisions(MethodView):
+    @blp.arguments(DecisionListArgsSchema, location="query")
+    @blp.response(200, DecisionPageSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    def get(self, args: dict[str, Any], job_id: str) -> dict[str, Any]:
+        """A page of decisions in the order they were made; available while the job runs."""
+        job = get_job(job_id)
+        try:
+            after = Cursor.decode(args.get("cursor")).seq
+        except ValueError:
+            problem(
+                400, "cursor is not a cursor this API returned", [{"field": "cursor", "message": "invalid"}]
+            )
+        items, last, total = DecisionLog(services().redis, job.id).page(
+            args.get("stage"), args.get("verdict"), args.get("rule"), after, args["limit"]
+        )
+        return {"items": items, "next_cursor": Cursor(last).encode() if last else None, "total": total}
+
+
+@blp.route("/jobs/<job_id>/decisions/<decision_id>")
+class DecisionById(MethodView):
+    @blp.response(200, DecisionSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    def get(self, job_id: str, decision_id: str) -> dict[str, Any]:
+        """One decision, with its nearest pool item and ROUGE-L score where it has one."""
+        job = get_job(job_id)
+        decision = DecisionLog(services().redis, job.id).get(decision_id)
+        if decision is None:
+            problem(404, f"no decision {decision_id} in job {job_id}")
+        return decision
+
+
+@blp.route("/rules")
+class Rules(MethodView):
+    @blp.response(200, RuleSchema(many=True))
+    def get(self) -> list[dict[str, str]]:
+        """The closed set of rule names a decision can carry."""
+        return [
+            {"name": rule, "stage": stage, "description": RULES[rule]}
+            for stage, rules in STAGE_RULES.items()
+            for rule in rules
+        ]

@@ -1,0 +1,219 @@
+"""/v1/jobs: create (idempotent), get with progress and ETA, list, cancel."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job as RQJob
+from rq.job import JobStatus
+
+from api_spec.jobs import (
+    IdempotencyHeaderSchema,
+    JobCreateSchema,
+    JobListArgsSchema,
+    JobPageSchema,
+    JobSchema,
+)
+from jobs import job as jobs_
+from jobs import seed_sets, tasks
+from jobs.config import GenerationConfig
+from service import pages
+from service.context import services, team
+from service.errors import problem
+
+blp = Blueprint("jobs", __name__, url_prefix="/v1/jobs", description="Generation jobs, run by RQ workers.")
+log = structlog.get_logger(__name__)
+IDEMPOTENCY_TTL = 24 * 3600
+
+
+def _time(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def render(job: jobs_.Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "state": job.state,
+        "stage": job.stage,
+        "seed_set_id": job.seed_set_id,
+        "profile": job.profile,
+        "config": job.config,
+        "created_at": _time(job.created_at),
+        "started_at": _time(job.started_at),
+        "finished_at": _time(job.finished_at),
+        "progress": {**job.progress, "instructions_target": job.config["num_instructions"]},
+        "eta_seconds": job.eta_seconds(),
+        "error": job.error,
+        "cancel_requested": job.cancel_requested,
+        "dataset_available": job.dataset,
+    }
+
+
+def get_job(job_id: str) -> jobs_.Job:
+    """The caller's job, or 404 (also for another team's job: ids are not secrets, data is)."""
+    job = jobs_.get(services().redis, job_id) if len(job_id) == 32 else None
+    if job is None or job.team != team():
+        problem(404, f"no job {job_id}")
+    return job
+
+
+def _config(args: dict[str, Any]) -> dict[str, Any]:
+    """The request as GenerationConfig fields, checked against the operator's limits."""
+    settings = services().settings
+    if args["num_instructions"] > settings.max_instructions:
+        problem(
+            422,
+            "too many instructions",
+            [
+                {
+                    "field": "num_instructions",
+                    "message": f"at most {settings.max_instructions} on this service",
+                }
+            ],
+        )
+    config = {
+        k: args[k]
+        for k in (
+            "num_instructions",
+            "seed",
+            "classification_only",
+            "include_seed_tasks",
+            "similarity_threshold",
+        )
+    }
+    config["export_formats"] = list(dict.fromkeys(args["export_formats"]))
+    config["decoding"] = args["decoding"]
+    for k in ("max_requests", "max_tokens"):
+        if args.get(k) is not None:
+            config[k] = args[k]
+    try:
+        GenerationConfig.from_dict(config)
+    except ValueError as e:
+        problem(422, str(e))
+    return config
+
+
+@blp.route("")
+class Jobs(MethodView):
+    @blp.arguments(JobCreateSchema)
+    @blp.arguments(IdempotencyHeaderSchema, location="headers", as_kwargs=True)
+    @blp.response(202, JobSchema, description="Queued.")
+    @blp.alt_response(
+        200, schema=JobSchema, description="Replayed: this Idempotency-Key made it.", success=True
+    )
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(409, response="CONFLICT")
+    @blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
+    def post(self, args: dict[str, Any], idempotency_key: str | None = None) -> tuple[dict[str, Any], int]:
+        """Start a generation job on a seed set, with an endpoint profile the operator configured."""
+        s = services()
+        r, settings = s.redis, s.settings
+        profile = args.get("profile") or settings.default_profile
+        if profile not in settings.profiles:
+            offered = ", ".join(sorted(settings.profiles)) or "none configured"
+            problem(
+                422, f"unknown profile {profile!r}", [{"field": "profile", "message": f"one of: {offered}"}]
+            )
+        config = _config(args)
+        if seed_sets.get(r, team(), args["seed_set_id"]) is None:
+            problem(404, f"no seed set {args['seed_set_id']}")
+        if (
+            config["classification_only"]
+            and not seed_sets.get(r, team(), args["seed_set_id"]).classification_tasks
+        ):
+            problem(422, "classification_only needs classification tasks in the seed set")
+        slot, fingerprint = None, ""
+        if idempotency_key:
+            fingerprint = hashlib.sha256(json.dumps(args, sort_keys=True, default=str).encode()).hexdigest()
+            slot = f"si:team:{team()}:idem:{hashlib.sha256(idempotency_key.encode()).hexdigest()}"
+            claim = json.dumps({"fingerprint": fingerprint, "job_id": None})
+            if not r.set(slot, claim, nx=True, ex=IDEMPOTENCY_TTL):
+                seen = json.loads(r.get(slot) or "null") or {}
+                if seen.get("fingerprint") != fingerprint:
+                    problem(409, "this Idempotency-Key was used with a different request body")
+                if not seen.get("job_id"):
+                    problem(
+                        409, "a request with this Idempotency-Key is still being processed; retry shortly"
+                    )
+                return render(get_job(seen["job_id"])), 200
+        job = jobs_.create(r, team(), args["seed_set_id"], profile, config)
+        if job is None:  # deleted in between
+            if slot:
+                r.delete(slot)
+            problem(404, f"no seed set {args['seed_set_id']}")
+        if slot:
+            r.set(slot, json.dumps({"fingerprint": fingerprint, "job_id": job.id}), ex=IDEMPOTENCY_TTL)
+        tasks.enqueue(r, job, settings)
+        log.info("job_created", job_id=job.id, profile=profile, num_instructions=config["num_instructions"])
+        return render(jobs_.get(r, job.id) or job), 202
+
+    @blp.arguments(JobListArgsSchema, location="query")
+    @blp.response(200, JobPageSchema)
+    def get(self, args: dict[str, Any]) -> dict[str, Any]:
+        """List jobs, newest first, optionally by state or seed set."""
+        found, last = jobs_.page(
+            services().redis,
+            team(),
+            pages.decode(args.get("cursor")),
+            args["limit"],
+            args.get("state"),
+            args.get("seed_set_id"),
+        )
+        return {"items": [render(j) for j in found], "next_cursor": pages.encode(last)}
+
+
+@blp.route("/<job_id>")
+class JobById(MethodView):
+    @blp.response(200, JobSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    def get(self, job_id: str) -> dict[str, Any]:
+        """A job's state, stage, progress, tokens and estimated time left."""
+        return render(get_job(job_id))
+
+
+@blp.route("/<job_id>/cancel")
+class JobCancel(MethodView):
+    @blp.response(202, JobSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(409, response="CONFLICT")
+    def post(self, job_id: str) -> dict[str, Any]:
+        """Cancel: a queued job never starts; a running one stops at once (RQ's stop command) and keeps
+        what it made, exported as a partial dataset."""
+        job = get_job(job_id)
+        r = services().redis
+        jobs_.update(r, job.id, cancel_requested=True)
+        if not jobs_.transition(r, job, "canceled", ("queued", "running")):
+            job = get_job(job_id)
+            problem(409, f"the job is already {job.state}")
+        started = job.state == "running"
+        for rq_id in (jobs_.get(r, job.id) or job).rq_ids:  # the main job, its chunks and finalize
+            _stop(rq_id)
+        if started:
+            tasks.queue(r, services().settings).enqueue(
+                tasks.finalize, job.id, True, job_id=f"{job.id}-partial", result_ttl=tasks.RESULT_TTL
+            )
+        log.info("job_canceled", job_id=job.id, was=job.state)
+        return render(get_job(job_id))
+
+
+def _stop(rq_id: str) -> None:
+    r = services().redis
+    try:
+        rq_job = RQJob.fetch(rq_id, connection=r)
+    except NoSuchJobError:
+        return
+    status = rq_job.get_status()
+    if status in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
+        rq_job.cancel()
+    elif status == JobStatus.STARTED:
+        with contextlib.suppress(InvalidJobOperation):  # it finished in between
+            send_stop_job_command(r, rq_id)

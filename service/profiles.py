@@ -1,0 +1,23 @@
+"""/v1/profiles: the LLM endpoints the operator offers, by name (never their URLs or keys)."""
+
+from __future__ import annotations
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from api_spec.jobs import ProfileSchema
+from service.context import services
+
+blp = Blueprint("profiles", __name__, url_prefix="/v1/profiles", description="LLM endpoint profiles.")
+
+
+@blp.route("")
+class Profiles(MethodView):
+    @blp.response(200, ProfileSchema(many=True))
+    def get(self) -> list[dict]:
+        """Profiles a job may name."""
+        settings = services().settings
+        return [
+            {"name": p.name, "model": p.model, "default": p.name == settings.default_profile}
+            for p in settings.profiles.values()
+        ]

@@ -1,0 +1,151 @@
+"""/v1/seed-sets: create (JSON body, JSONL body or file upload), get, list, delete."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import request
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import ValidationError
+
+from api_spec.seed_sets import SeedSetCreateSchema, SeedSetListArgsSchema, SeedSetPageSchema, SeedSetSchema
+from api_spec.seed_sets import SeedSetUploadArgsSchema as NameSchema
+from jobs import seed_sets
+from jobs.seed_tasks import SeedSetError, SeedTask, parse_jsonl, parse_records
+from service import pages
+from service.context import services, team
+from service.errors import flatten, problem
+
+blp = Blueprint(
+    "seed-sets",
+    __name__,
+    url_prefix="/v1/seed-sets",
+    description="Seed tasks in the paper's format (id, instruction, instances, is_classification).",
+)
+
+JSONL_TYPES = ("application/x-ndjson", "application/jsonl", "application/x-jsonlines")
+REQUEST_BODY = {
+    "required": True,
+    "description": "A JSON object {name, tasks}; or the JSONL file itself as the body (name in the query); "
+    "or a multipart form with `file` (and `name`). The paper's seed_tasks.jsonl loads as it is.",
+    "content": {
+        "application/json": {"schema": SeedSetCreateSchema},
+        "application/x-ndjson": {"schema": {"type": "string", "format": "binary"}},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"file": {"type": "string", "format": "binary"}, "name": {"type": "string"}},
+                "required": ["file"],
+            }
+        },
+    },
+}
+
+
+def render(record: seed_sets.SeedSet) -> dict[str, Any]:
+    return {**record.__dict__, "created_at": datetime.fromtimestamp(record.created_at, UTC)}
+
+
+def _name(value: Any) -> str | None:
+    try:
+        return NameSchema().load({} if value is None else {"name": value}).get("name")
+    except ValidationError as e:
+        problem(422, "invalid name", flatten(e.messages))
+
+
+def _invalid(e: SeedSetError) -> None:
+    errors = [err.to_dict() for err in e.errors]
+    problem(
+        422,
+        f"the seed set is invalid: {len(errors)}{'+' if e.truncated else ''} problem(s); see errors",
+        errors,
+    )
+
+
+def _read_request() -> tuple[list[SeedTask], str | None]:
+    limit = services().settings.max_seed_tasks
+    mimetype = request.mimetype
+    if mimetype == "application/json":
+        body = request.get_json(silent=True)
+        if body is None:
+            problem(400, "the body is not valid JSON")
+        if not isinstance(body, dict):
+            problem(422, "the body must be a JSON object {name, tasks}")
+        errors = [{"field": k, "message": "Unknown field."} for k in body if k not in ("name", "tasks")]
+        if not isinstance(body.get("tasks"), list):
+            errors.append(
+                {"field": "tasks", "message": "Missing data for required field (a list of seed tasks)."}
+            )
+        if errors:
+            problem(422, "invalid seed set", errors)
+        name = _name(body.get("name"))
+        return parse_records(body["tasks"], limit), name
+    if mimetype in JSONL_TYPES:
+        return parse_jsonl(request.get_data(), limit), _name(request.args.get("name"))
+    if mimetype == "multipart/form-data":
+        upload = request.files.get("file")
+        if upload is None:
+            problem(422, "the form has no `file`", [{"field": "file", "message": "Missing file."}])
+        return parse_jsonl(upload.read(), limit), _name(request.form.get("name"))
+    problem(
+        415,
+        f"unsupported content type {mimetype or '(none)'}: send application/json, "
+        "application/x-ndjson or multipart/form-data",
+    )
+
+
+@blp.route("")
+class SeedSets(MethodView):
+    @blp.doc(requestBody=REQUEST_BODY)
+    @blp.arguments(NameSchema, location="query", as_kwargs=True)
+    @blp.response(201, SeedSetSchema, description="Stored.")
+    @blp.alt_response(
+        200, schema=SeedSetSchema, description="The same tasks were already stored.", success=True
+    )
+    @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
+    @blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
+    def post(self, **_query: Any) -> tuple[dict[str, Any], int]:
+        """Create a seed set; every bad line (uploads) and field is reported at once."""
+        try:
+            tasks, name = _read_request()
+        except SeedSetError as e:
+            _invalid(e)
+        s = services()
+        record, created = seed_sets.create(s.redis, s.artifacts, team(), tasks, name)
+        return render(record), 201 if created else 200
+
+    @blp.arguments(SeedSetListArgsSchema, location="query")
+    @blp.response(200, SeedSetPageSchema)
+    def get(self, args: dict[str, Any]) -> dict[str, Any]:
+        """List seed sets, newest first."""
+        found, last = seed_sets.page(
+            services().redis, team(), pages.decode(args.get("cursor")), args["limit"]
+        )
+        return {"items": [render(r) for r in found], "next_cursor": pages.encode(last)}
+
+
+@blp.route("/<seed_set_id>")
+class SeedSetById(MethodView):
+    @blp.response(200, SeedSetSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    def get(self, seed_set_id: str) -> dict[str, Any]:
+        """A seed set's summary."""
+        record = seed_sets.get(services().redis, team(), seed_set_id)
+        if record is None:
+            problem(404, f"no seed set {seed_set_id}")
+        return render(record)
+
+    @blp.response(204)
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(409, response="CONFLICT")
+    def delete(self, seed_set_id: str) -> None:
+        """Delete a seed set; refused while an unfinished job uses it."""
+        s = services()
+        try:
+            deleted = seed_sets.delete(s.redis, s.artifacts, team(), seed_set_id)
+        except seed_sets.InUse as e:
+            problem(409, f"{e}: {', '.join(e.jobs[:10])}")
+        if not deleted:
+            problem(404, f"no seed set {seed_set_id}")
