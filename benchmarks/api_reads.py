@@ -1,0 +1,179 @@
+"""Read latency under load: job status and decision pages of a job holding 50,000 decisions.
+
+    .venv/bin/python -m benchmarks.api_reads [--decisions 50000] [--rate 200] [--seconds 15]
+
+Starts Redis, an S3 endpoint and gunicorn (2 workers) on loopback, writes a job with --decisions
+decision records straight into its log, then drives each URL with wrk at about --rate requests per
+second (a Lua script paces the connections) and prints throughput and p50/p99 latency. The first
+and the last page of a filter must cost the same: a page is one sorted-set range plus one HMGET.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from redis import Redis
+
+from jobs import job as jobs_
+from jobs.artifacts import Artifacts
+from jobs.decision_log import Cursor, DecisionLog
+from jobs.decisions import Decision
+from jobs.seed_sets import create as create_seed_set
+from jobs.seed_tasks import load_file
+from jobs.settings import Settings
+from tests.servers import S3_KEY, S3_SECRET, gunicorn, redis_server, s3_server
+
+ROOT = Path(__file__).resolve().parent.parent
+INSTRUCTION_RULES = ["kept", "too_similar", "too_short", "blacklisted_keyword", "exact_duplicate"]
+PACE = """
+local rate_per_connection = {rate}
+function delay() return 1000 / rate_per_connection end
+"""
+
+
+def fill(r: Redis, job_id: str, count: int) -> None:
+    log = DecisionLog(r, job_id)
+    rng = random.Random(0)
+    batch = []
+    for i in range(count):
+        if i % 3 == 2:
+            d = Decision(
+                f"i{i}.0.0:0",
+                "instance",
+                f"output {i}",
+                rng.choice(["kept", "empty_output"]),
+                {"instruction_id": f"i{i}.0.0", "position": 0},
+                {},
+                input=f"input {i}",
+            )
+        else:
+            rule = rng.choice(INSTRUCTION_RULES)
+            detail = {
+                "nearest_id": f"seed_task_{i % 175}",
+                "nearest_text": "Some seed instruction text here.",
+                "score": round(rng.random(), 6),
+            }
+            d = Decision(
+                f"i{i}.0.0",
+                "instruction",
+                f"Candidate instruction number {i} for the benchmark.",
+                rule,
+                {"prompt": i, "completion": 0, "position": 0},
+                detail,
+            )
+        batch.append(d)
+        if len(batch) == 1000:
+            log.commit(batch, f"{log.prefix}:checkpoint", "")
+            batch = []
+    if batch:
+        log.commit(batch, f"{log.prefix}:checkpoint", "")
+
+
+def wrk(url: str, seconds: int, connections: int, script: Path) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    def ms(label: str) -> float:
+        value, unit = re.search(rf"{label}\s+([\d.]+)(us|ms|s)\b", out).groups()  # type: ignore[union-attr]
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "p50": ms("50%"), "p99": ms("99%"), "errors": int(errors.group(1)) if errors else 0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--decisions", type=int, default=50_000)
+    parser.add_argument("--rate", type=int, default=200, help="target requests per second")
+    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--connections", type=int, default=8)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed: run scripts/setup.sh")
+    os.environ.update(AWS_ACCESS_KEY_ID=S3_KEY, AWS_SECRET_ACCESS_KEY=S3_SECRET)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        redis_proc, redis_url = redis_server(tmp / "redis")
+        s3_proc, s3_url = s3_server(tmp / "s3")
+        settings = Settings(
+            redis_url=redis_url, s3_endpoint_url=s3_url, s3_public_endpoint_url=s3_url, log_level="WARNING"
+        )
+        artifacts = Artifacts(settings)
+        artifacts.ensure_bucket()
+        r = Redis.from_url(redis_url)
+        seed_set, _ = create_seed_set(
+            r, artifacts, "default", load_file(ROOT / "data" / "seed_tasks.jsonl"), "b"
+        )
+        job = jobs_.create(r, "default", seed_set.id, "local", {"num_instructions": 20000})
+        assert job is not None
+        jobs_.transition(r, job, "running", ("queued",), started_at=time.time(), stage="instances")
+        start = time.perf_counter()
+        fill(r, job.id, args.decisions)
+        print(f"wrote {args.decisions} decisions in {time.perf_counter() - start:.1f} s")
+        log = DecisionLog(r, job.id)
+        _, _, total_kept = log.page(stage="instruction", rule="too_similar", limit=1)
+        last_all = Cursor(log.count() - 50).encode()
+        # the cursor before the last page of a filter: walk to it once
+        after = 0
+        while True:
+            _, more, _ = log.page(stage="instruction", rule="too_similar", after=after, limit=500)
+            if more is None:
+                break
+            after = more
+        filtered_last = Cursor(after).encode()
+        api, url = gunicorn({**settings.to_env(), "LOG_LEVEL": "WARNING"}, tmp / "gunicorn.log", workers=2)
+        base = f"{url}/v1/jobs/{job.id}"
+        similar = f"{base}/decisions?stage=instruction&rule=too_similar&limit=50"
+        targets = {
+            "job status": base,
+            "decisions, first page (50)": f"{base}/decisions?limit=50",
+            "decisions, last page (50)": f"{base}/decisions?limit=50&cursor={last_all}",
+            f"too_similar ({total_kept}), first page": similar,
+            f"too_similar ({total_kept}), last page": f"{similar}&cursor={filtered_last}",
+        }
+        script = tmp / "pace.lua"
+        # each connection waits between requests; aim a little high for the time a request takes
+        script.write_text(PACE.format(rate=args.rate * 1.12 / args.connections))
+        print(
+            f"wrk: {args.connections} connections paced to ~{args.rate} req/s in all, {args.seconds} s each"
+        )
+        print(f"{'endpoint':<40} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+        results = {}
+        try:
+            for label, target in targets.items():
+                res = wrk(target, args.seconds, args.connections, script)
+                results[label] = res
+                print(
+                    f"{label:<40} {res['rps']:>8.1f} {res['p50']:>8.2f} {res['p99']:>8.2f} {res['errors']:>8}"
+                )
+            unpaced = tmp / "unpaced.lua"
+            unpaced.write_text("")
+            full = wrk(
+                f"{base}/decisions?limit=50&cursor={last_all}", args.seconds, args.connections, unpaced
+            )
+            label = "unpaced, last page (capacity)"
+            print(f"{label:<40} {full['rps']:>8.1f} {full['p50']:>8.2f} {full['p99']:>8.2f}")
+        finally:
+            api.stop()
+            s3_proc.stop()
+            redis_proc.stop()
+        worst = max(res["p99"] for res in results.values())
+        verdict = "met" if worst < 50 else "NOT met"
+        print(f"worst p99 at ~{args.rate} req/s: {worst:.2f} ms (target < 50 ms -> {verdict})")
+
+
+if __name__ == "__main__":
+    main()
