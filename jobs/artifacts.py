@@ -17,34 +17,13 @@ from typing import Any
 import boto3
 import structlog
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
-from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential_jitter
+from botocore.exceptions import ClientError
 
+from jobs import retry
 from jobs.exports import FORMATS
 from jobs.settings import Settings
 
 log = structlog.get_logger(__name__)
-
-
-def _transient(exc: BaseException) -> bool:
-    if isinstance(exc, ClientError):
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return status >= 500 or status in (408, 429)
-    return isinstance(exc, BotoCoreError)  # connection refused, timeouts, ...
-
-
-def _log_retry(state: Any) -> None:
-    log.warning("s3_retry", attempt=state.attempt_number, error=str(state.outcome.exception())[:200])
-
-
-# botocore retries a few times itself; this rides out an S3 outage of up to a minute on top.
-s3_retry = retry(
-    retry=retry_if_exception(_transient),
-    stop=stop_after_delay(60),
-    wait=wait_exponential_jitter(multiplier=0.5, max=10),
-    before_sleep=_log_retry,
-    reraise=True,
-)
 
 
 def _client(settings: Settings, endpoint: str | None) -> Any:
@@ -63,13 +42,17 @@ def _client(settings: Settings, endpoint: str | None) -> Any:
 
 
 class Artifacts:
-    def __init__(self, settings: Settings):
+    """`patient` (workers): ride out an S3 outage for S3_RETRY_SECONDS; otherwise (HTTP requests)
+    fail fast after botocore's own few attempts."""
+
+    def __init__(self, settings: Settings, patient: bool = False):
         self.bucket = settings.s3_bucket
         self.region = settings.s3_region
         self.s3 = _client(settings, settings.s3_endpoint_url)
         # presigned URLs are signed for the host that callers will use
         self.presigner = _client(settings, settings.s3_public_endpoint_url)
         self.presign_ttl = settings.presign_ttl
+        self._retry = retry.s3(settings.s3_retry_seconds if patient else 0)
 
     def ensure_bucket(self) -> None:
         try:
@@ -88,17 +71,15 @@ class Artifacts:
     def seed_set_key(team: str, sha: str) -> str:
         return f"teams/{team}/seed-sets/{sha}.jsonl"
 
-    @s3_retry
     def put_seed_set(self, team: str, sha: str, data: bytes) -> None:
-        self.s3.put_object(Bucket=self.bucket, Key=self.seed_set_key(team, sha), Body=data)
+        self._retry(self.s3.put_object, Bucket=self.bucket, Key=self.seed_set_key(team, sha), Body=data)
 
-    @s3_retry
     def get_seed_set(self, team: str, sha: str) -> bytes:
-        return self.s3.get_object(Bucket=self.bucket, Key=self.seed_set_key(team, sha))["Body"].read()
+        key = self.seed_set_key(team, sha)
+        return self._retry(lambda: self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
 
-    @s3_retry
     def delete_seed_set(self, team: str, sha: str) -> None:
-        self.s3.delete_object(Bucket=self.bucket, Key=self.seed_set_key(team, sha))
+        self._retry(self.s3.delete_object, Bucket=self.bucket, Key=self.seed_set_key(team, sha))
 
     # --- datasets ---
 
@@ -135,12 +116,11 @@ class Artifacts:
         self._put(self.dataset_key(team, job_id, "manifest.json"), body, "application/json")
         return manifest
 
-    @s3_retry
     def _put(self, key: str, data: bytes, content_type: str) -> None:
-        self.s3.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+        self._retry(self.s3.put_object, Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
 
-    @s3_retry
     def manifest(self, team: str, job_id: str) -> dict[str, Any] | None:
+        """None until the dataset is complete. Not retried: callers are HTTP requests."""
         try:
             body = self.s3.get_object(Bucket=self.bucket, Key=self.dataset_key(team, job_id, "manifest.json"))
         except ClientError as e:

@@ -46,6 +46,16 @@ def seed_set_key(team: str, seed_set_id: str) -> str:
     return f"si:team:{team}:seedset:{seed_set_id}"
 
 
+def active_jobs(team: str) -> str:
+    return f"si:team:{team}:active_jobs"
+
+
+class TooManyActiveJobs(Exception):
+    def __init__(self, limit: int):
+        self.limit = limit
+        super().__init__(f"the team already has {limit} unfinished jobs (the limit)")
+
+
 @dataclass
 class Job:
     id: str
@@ -86,15 +96,21 @@ class Job:
         return round(left + later * self.config["num_instructions"] * per_request, 1)
 
 
+# KEYS: job hash, seed set, team index, seed set users, team's active jobs
+# ARGV: created_at, job id, active-job limit (0: none), then the job's fields
 _CREATE = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+local limit = tonumber(ARGV[3])
+if limit > 0 and redis.call('SCARD', KEYS[5]) >= limit then return -1 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('ZADD', KEYS[3], ARGV[1], ARGV[2])
 redis.call('SADD', KEYS[4], ARGV[2])
+redis.call('SADD', KEYS[5], ARGV[2])
 return 1
 """
 
-# KEYS: job hash, seed set users; ARGV: target state, job id, allowed states (comma list), then fields
+# KEYS: job hash, seed set users, team's active jobs
+# ARGV: target state, job id, allowed states (comma list), then fields
 _TRANSITION = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return 0 end
@@ -107,6 +123,7 @@ redis.call('HSET', KEYS[1], 'state', ARGV[1])
 if #ARGV > 3 then redis.call('HSET', KEYS[1], unpack(ARGV, 4)) end
 if ARGV[1] == 'succeeded' or ARGV[1] == 'failed' or ARGV[1] == 'canceled' then
   redis.call('SREM', KEYS[2], ARGV[2])
+  redis.call('SREM', KEYS[3], ARGV[2])
 end
 return 1
 """
@@ -116,8 +133,11 @@ def _encode(value: Any) -> str:
     return json.dumps(value) if isinstance(value, dict | list | bool) else str(value)
 
 
-def create(r: Redis, team: str, seed_set_id: str, profile: str, config: dict[str, Any]) -> Job | None:
-    """Create a queued job; None when the seed set does not exist (any more)."""
+def create(
+    r: Redis, team: str, seed_set_id: str, profile: str, config: dict[str, Any], max_active: int = 0
+) -> Job | None:
+    """Create a queued job; None when the seed set does not exist (any more). Raises
+    TooManyActiveJobs when the team has `max_active` unfinished jobs already (0: no limit)."""
     job = Job(
         uuid.uuid4().hex, team, "queued", seed_set_id, profile, config, time.time_ns() // 1000 / 1_000_000
     )
@@ -133,8 +153,16 @@ def create(r: Redis, team: str, seed_set_id: str, profile: str, config: dict[str
     }
     job.rq_ids = [job.id]
     flat = [x for k, v in fields.items() for x in (k, _encode(v))]
-    keys = [key(job.id), seed_set_key(team, seed_set_id), team_index(team), seed_set_users(team, seed_set_id)]
-    created = r.eval(_CREATE, len(keys), *keys, job.created_at, job.id, *flat)
+    keys = [
+        key(job.id),
+        seed_set_key(team, seed_set_id),
+        team_index(team),
+        seed_set_users(team, seed_set_id),
+        active_jobs(team),
+    ]
+    created = r.eval(_CREATE, len(keys), *keys, job.created_at, job.id, max_active, *flat)
+    if created == -1:
+        raise TooManyActiveJobs(max_active)
     return job if created else None
 
 
@@ -183,7 +211,7 @@ def transition(r: Redis, job: Job, to: str, allowed: tuple[str, ...], **fields: 
     if to in TERMINAL:
         fields.setdefault("finished_at", time.time())
     flat = [x for k, v in fields.items() for x in (k, _encode(v))]
-    keys = [key(job.id), seed_set_users(job.team, job.seed_set_id)]
+    keys = [key(job.id), seed_set_users(job.team, job.seed_set_id), active_jobs(job.team)]
     return bool(r.eval(_TRANSITION, len(keys), *keys, to, job.id, ",".join(allowed), *flat))
 
 

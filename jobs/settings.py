@@ -69,6 +69,12 @@ class Settings:
     max_instructions: int = 100_000
     log_level: str = "INFO"
     work_dir: str = "/tmp"
+    s3_retry_seconds: float = 60.0
+    redis_retry_seconds: float = 60.0
+    job_retries: int = 10
+    auth_disabled: bool = False
+    rate_limit_per_minute: int = 600
+    max_active_jobs: int = 5
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -92,6 +98,12 @@ class Settings:
             max_instructions=int(e.get("MAX_INSTRUCTIONS", cls.max_instructions)),
             log_level=e.get("LOG_LEVEL", cls.log_level),
             work_dir=e.get("WORK_DIR", cls.work_dir),
+            s3_retry_seconds=float(e.get("S3_RETRY_SECONDS", cls.s3_retry_seconds)),
+            redis_retry_seconds=float(e.get("REDIS_RETRY_SECONDS", cls.redis_retry_seconds)),
+            job_retries=int(e.get("JOB_RETRIES", cls.job_retries)),
+            auth_disabled=e.get("AUTH_DISABLED", "").lower() in ("1", "true", "yes"),
+            rate_limit_per_minute=int(e.get("RATE_LIMIT_PER_MINUTE", cls.rate_limit_per_minute)),
+            max_active_jobs=int(e.get("MAX_ACTIVE_JOBS_PER_TEAM", cls.max_active_jobs)),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -116,6 +128,12 @@ class Settings:
             "MAX_INSTRUCTIONS": str(self.max_instructions),
             "LOG_LEVEL": self.log_level,
             "WORK_DIR": self.work_dir,
+            "S3_RETRY_SECONDS": str(self.s3_retry_seconds),
+            "REDIS_RETRY_SECONDS": str(self.redis_retry_seconds),
+            "JOB_RETRIES": str(self.job_retries),
+            "AUTH_DISABLED": "1" if self.auth_disabled else "",
+            "RATE_LIMIT_PER_MINUTE": str(self.rate_limit_per_minute),
+            "MAX_ACTIVE_JOBS_PER_TEAM": str(self.max_active_jobs),
         }
         return env
 

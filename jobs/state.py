@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from redis import Redis
 
+from jobs import retry
 from jobs.decision_log import DecisionLog
 from jobs.decisions import Decision
 
@@ -113,17 +114,20 @@ class RedisStore:
     `part` names a separate checkpoint (an instance-generation chunk) that shares the job's log.
     """
 
-    def __init__(self, redis: Redis, job_id: str, part: str | None = None):
+    def __init__(self, redis: Redis, job_id: str, part: str | None = None, retry_seconds: float = 60.0):
         self.redis = redis
         self.log = DecisionLog(redis, job_id)
         self.key = f"{self.log.prefix}:checkpoint" + (f":{part}" if part else "")
+        # A Redis restart must not cost the run: the commit script is idempotent, so retry it.
+        self._retry = retry.redis_(retry_seconds)
 
     def load(self) -> Checkpoint | None:
-        raw = self.redis.get(self.key)
+        raw = self._retry(self.redis.get, self.key)
         return Checkpoint.from_dict(json.loads(raw)) if raw else None
 
     def commit(self, checkpoint: Checkpoint, decisions: list[Decision]) -> None:
-        self.log.commit(decisions, self.key, json.dumps(checkpoint.to_dict(), ensure_ascii=False))
+        body = json.dumps(checkpoint.to_dict(), ensure_ascii=False)
+        self._retry(self.log.commit, decisions, self.key, body)
 
     def decisions(self) -> Iterator[Decision]:
         return iter(self.log)

@@ -3,22 +3,30 @@
 run_generation does stages 1 and 2 itself. Instance generation for more than one chunk of
 instructions fans out: one RQ job per chunk (each with its own checkpoint, writing to the job's
 decision log) and a finalize job that depends on them all, merges, exports and uploads.
+
+Every RQ job is enqueued with retries: a job whose worker died (abandoned) or was asked to stop
+by SIGTERM (preempted, see jobs.worker) goes back on the queue and resumes from its checkpoint.
 """
 
 from __future__ import annotations
 
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import redis.exceptions
 import structlog
+from botocore.exceptions import BotoCoreError, ClientError
 from redis import Redis
-from rq import Queue
+from rq import Queue, Retry
 from rq.job import Dependency
 
 from jobs import job as jobs_
+from jobs import retry
 from jobs.artifacts import Artifacts
 from jobs.config import GenerationConfig
 from jobs.engine import Canceled, Run, execute
@@ -26,9 +34,15 @@ from jobs.llm import EndpointError, Usage
 from jobs.seed_tasks import parse_jsonl
 from jobs.settings import Settings, get_settings
 from jobs.state import Checkpoint, RedisStore
+from jobs.worker import PREEMPT_SIGNAL
 
 log = structlog.get_logger(__name__)
 RESULT_TTL = 7 * 24 * 3600
+_preempted = threading.Event()
+
+
+class Preempted(Exception):
+    """The worker is shutting down; the job committed and asks RQ to run it again elsewhere."""
 
 
 def connect(settings: Settings | None = None) -> Redis:
@@ -39,20 +53,23 @@ def queue(r: Redis, settings: Settings | None = None) -> Queue:
     return Queue((settings or get_settings()).queue, connection=r)
 
 
+def _options(settings: Settings, rq_id: str) -> dict[str, Any]:
+    return {
+        "job_id": rq_id,
+        "job_timeout": settings.job_timeout,
+        "result_ttl": RESULT_TTL,
+        "failure_ttl": RESULT_TTL,
+        "retry": Retry(max=settings.job_retries),
+    }
+
+
 def enqueue(r: Redis, job: jobs_.Job, settings: Settings | None = None) -> None:
     settings = settings or get_settings()
-    queue(r, settings).enqueue(
-        run_generation,
-        job.id,
-        job_id=job.id,
-        job_timeout=settings.job_timeout,
-        result_ttl=RESULT_TTL,
-        failure_ttl=RESULT_TTL,
-    )
+    queue(r, settings).enqueue(run_generation, job.id, **_options(settings, job.id))
 
 
 class Reporter:
-    """Writes a run's progress into the job hash, at most twice a second.
+    """Writes a run's progress into the job hash, at most twice a second; best effort.
 
     Each run of a job (the main one, each chunk) writes its own absolute counters under its `part`
     name, and readers sum them: a resumed run picks up from its checkpoint without double counting.
@@ -69,63 +86,91 @@ class Reporter:
         new_stage = progress["stage"] != self.stage
         if not (new_stage or force) and now - self.last < 0.5:
             return
-        self.last, self.stage = now, progress["stage"]
         names = [n for n in jobs_.PROGRESS if n != "stage_total" and (self.main or n != "instructions_kept")]
         fields: dict[str, Any] = {f"p:{self.part}:{n}": int(progress[n]) for n in names}
         if self.main and new_stage:
             fields.update(
                 stage=progress["stage"], stage_started_at=time.time(), stage_total=progress["stage_total"]
             )
-        self.r.hset(jobs_.key(self.job_id), mapping=fields)
+        try:
+            self.r.hset(jobs_.key(self.job_id), mapping=fields)
+        except redis.exceptions.RedisError as e:  # progress is advisory; the checkpoint is what counts
+            log.warning("progress_not_saved", error=str(e))
+            return
+        self.last, self.stage = now, progress["stage"]
 
 
-def _context(job_id: str) -> tuple[Settings, Redis, jobs_.Job, Artifacts]:
-    settings = get_settings()
-    r = connect(settings)
-    job = jobs_.get(r, job_id)
-    if job is None:
-        raise LookupError(f"no job {job_id}")
+class Context:
+    """What one RQ job works with; Redis calls retried through a restart."""
+
+    def __init__(self, job_id: str):
+        self.settings = get_settings()
+        self.r = connect(self.settings)
+        self.retry = retry.redis_(self.settings.redis_retry_seconds)
+        self.artifacts = Artifacts(self.settings, patient=True)
+        job = self.retry(jobs_.get, self.r, job_id)
+        if job is None:
+            raise LookupError(f"no job {job_id}")
+        self.job: jobs_.Job = job
+
+    def transition(self, to: str, allowed: tuple[str, ...], **fields: Any) -> bool:
+        return self.retry(jobs_.transition, self.r, self.job, to, allowed, **fields)
+
+    def update(self, **fields: Any) -> None:
+        self.retry(jobs_.update, self.r, self.job.id, **fields)
+
+    def store(self, part: str | None = None) -> RedisStore:
+        return RedisStore(self.r, self.job.id, part, self.settings.redis_retry_seconds)
+
+    def run(self, part: str | None, reporter: Reporter | None) -> Run:
+        job, settings = self.job, self.settings
+        seed_tasks = parse_jsonl(self.artifacts.get_seed_set(job.team, job.seed_set_id))
+        profile = settings.profiles[job.profile]
+        # the operator's profile says how many requests its endpoint takes at once
+        config = GenerationConfig.from_dict({**job.config, "concurrency": profile.concurrency})
+
+        def should_stop() -> bool:
+            if _preempted.is_set():
+                return True
+            try:
+                return self.r.hget(jobs_.key(job.id), "cancel_requested") == b"true"
+            except redis.exceptions.RedisError:
+                return False
+
+        run_id = job.id if part is None else f"{job.id}/{part}"
+        return Run(run_id, seed_tasks, config, profile.endpoint(), self.store(part), reporter, should_stop)
+
+
+def _guarded(job_id: str, body: Callable[[Context], None]) -> None:
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(job_id=job_id)
-    return settings, r, job, Artifacts(settings)
-
-
-def _run(
-    r: Redis,
-    job: jobs_.Job,
-    settings: Settings,
-    artifacts: Artifacts,
-    part: str | None,
-    reporter: Reporter | None,
-) -> Run:
-    seed_tasks = parse_jsonl(artifacts.get_seed_set(job.team, job.seed_set_id))
-    profile = settings.profiles[job.profile]
-    # the operator's profile says how many requests its endpoint takes at once
-    config = GenerationConfig.from_dict({**job.config, "concurrency": profile.concurrency})
-    endpoint = profile.endpoint()
-
-    def should_stop() -> bool:
-        return r.hget(jobs_.key(job.id), "cancel_requested") == b"true"
-
-    run_id = job.id if part is None else f"{job.id}/{part}"
-    return Run(run_id, seed_tasks, config, endpoint, RedisStore(r, job.id, part), reporter, should_stop)
-
-
-def _guarded(job_id: str, body: Callable[[Settings, Redis, jobs_.Job, Artifacts], None]) -> None:
-    settings, r, job, artifacts = _context(job_id)
-    if job.terminal:
-        log.info("job_already_finished", state=job.state)
+    _preempted.clear()
+    # jobs.worker forwards SIGTERM to the work horse as this signal
+    signal.signal(PREEMPT_SIGNAL, lambda signum, frame: _preempted.set())
+    ctx = Context(job_id)
+    if ctx.job.terminal:
+        log.info("job_already_finished", state=ctx.job.state)
         return
     try:
-        body(settings, r, job, artifacts)
-    except Canceled:
+        body(ctx)
+    except Canceled as e:
+        if _preempted.is_set():
+            log.info("job_preempted")
+            raise Preempted("the worker is shutting down; the job resumes on another one") from e
         log.info("job_stopped_on_request")
     except EndpointError as e:
         log.warning("job_failed", error=str(e))
-        jobs_.transition(r, job, "failed", ("queued", "running"), error=f"LLM endpoint: {e}")
-    except Exception:
+        ctx.transition("failed", ("queued", "running"), error=f"LLM endpoint: {e}")
+    except (BotoCoreError, ClientError) as e:  # after S3_RETRY_SECONDS of retries
+        log.warning("job_failed", error=str(e)[:300])
+        ctx.transition(
+            "failed", ("queued", "running"), error=f"object store (S3) unavailable: {str(e)[:200]}"
+        )
+    except Exception as e:
         log.exception("job_failed")
-        jobs_.transition(r, job, "failed", ("queued", "running"), error="internal error (see worker logs)")
+        ctx.transition(
+            "failed", ("queued", "running"), error=f"internal error ({type(e).__name__}); see worker logs"
+        )
         raise
 
 
@@ -133,95 +178,89 @@ def run_generation(job_id: str) -> None:
     _guarded(job_id, _generation)
 
 
-def _generation(settings: Settings, r: Redis, job: jobs_.Job, artifacts: Artifacts) -> None:
-    if not jobs_.transition(r, job, "running", ("queued", "running")):
+def _generation(ctx: Context) -> None:
+    if not ctx.transition("running", ("queued", "running")):
         return
-    if job.started_at is None:
-        jobs_.update(r, job.id, started_at=time.time())
-    reporter = Reporter(r, job.id, "main")
-    run = _run(r, job, settings, artifacts, None, reporter)
+    if ctx.job.started_at is None:
+        ctx.update(started_at=time.time())
+        ctx.job.started_at = time.time()
+    reporter = Reporter(ctx.r, ctx.job.id, "main")
+    run = ctx.run(None, reporter)
     execute(run, until="instances")
     ids = [k["id"] for k in run.checkpoint.instructions]
-    size = settings.instance_chunk_size
+    size = ctx.settings.instance_chunk_size
     if run.checkpoint.stage != "instances" or len(ids) <= size:
         execute(run, until="export")
         reporter(run.progress(), force=True)
-        _finalize(settings, r, jobs_.get(r, job.id) or job, artifacts)
+        _finalize(ctx)
         return
     # fan out: one RQ job per chunk, then finalize once all have finished
     reporter({**run.progress(), "stage": "instances", "stage_total": len(ids), "stage_done": 0}, force=True)
-    q = queue(r, settings)
-    chunk_jobs = []
+    q = queue(ctx.r, ctx.settings)
+    chunks = []
     for index, start in enumerate(range(0, len(ids), size)):
-        chunk_jobs.append(
+        rq_id = f"{ctx.job.id}-chunk{index}"
+        chunks.append(
             q.enqueue(
-                generate_chunk,
-                job.id,
-                index,
-                ids[start : start + size],
-                job_id=f"{job.id}-chunk{index}",
-                job_timeout=settings.job_timeout,
-                result_ttl=RESULT_TTL,
-                failure_ttl=RESULT_TTL,
+                generate_chunk, ctx.job.id, index, ids[start : start + size], **_options(ctx.settings, rq_id)
             )
         )
     final = q.enqueue(
         finalize,
-        job.id,
-        job_id=f"{job.id}-finalize",
-        depends_on=Dependency(jobs=chunk_jobs, allow_failure=True),
-        job_timeout=settings.job_timeout,
-        result_ttl=RESULT_TTL,
-        failure_ttl=RESULT_TTL,
+        ctx.job.id,
+        depends_on=Dependency(jobs=chunks, allow_failure=True),
+        **_options(ctx.settings, f"{ctx.job.id}-finalize"),
     )
-    jobs_.update(r, job.id, rq_ids=[job.id, *(j.id for j in chunk_jobs), final.id], chunks=len(chunk_jobs))
-    log.info("instances_fanned_out", chunks=len(chunk_jobs))
+    ctx.update(rq_ids=[ctx.job.id, *(j.id for j in chunks), final.id], chunks=len(chunks))
+    log.info("instances_fanned_out", chunks=len(chunks))
 
 
 def generate_chunk(job_id: str, index: int, instruction_ids: list[str]) -> None:
-    _guarded(job_id, lambda s, r, job, a: _chunk(s, r, job, a, index, instruction_ids))
+    _guarded(job_id, lambda ctx: _chunk(ctx, index, instruction_ids))
 
 
-def _chunk(
-    settings: Settings, r: Redis, job: jobs_.Job, artifacts: Artifacts, index: int, ids: list[str]
-) -> None:
+def _chunk(ctx: Context, index: int, ids: list[str]) -> None:
     part = f"chunk{index}"
-    store = RedisStore(r, job.id, part)
+    store = ctx.store(part)
     if store.load() is None:
-        main = RedisStore(r, job.id).load()
+        main = ctx.store().load()
         assert main is not None, "a chunk runs after stages 1 and 2"
         wanted = set(ids)
-        store.commit(
-            Checkpoint(
-                stage="instances",
-                instructions=[k for k in main.instructions if k["id"] in wanted],
-                classification={i: c for i, c in main.classification.items() if i in wanted},
-            ),
-            [],
+        first = Checkpoint(
+            stage="instances",
+            instructions=[k for k in main.instructions if k["id"] in wanted],
+            classification={i: c for i, c in main.classification.items() if i in wanted},
         )
-    reporter = Reporter(r, job.id, part)
-    run = _run(r, job, settings, artifacts, part, reporter)
+        store.commit(first, [])
+    reporter = Reporter(ctx.r, ctx.job.id, part)
+    run = ctx.run(part, reporter)
     execute(run, until="export")
     reporter(run.progress(), force=True)
 
 
 def finalize(job_id: str, partial: bool = False) -> None:
-    """Merge the chunks (if any), export, upload the files and then the manifest."""
-    settings, r, job, artifacts = _context(job_id)
-    if job.state != "running" and not (partial and job.state == "canceled"):
-        log.info("finalize_skipped", state=job.state)
+    """Merge the chunks (if any), export, upload the files and then the manifest.
+
+    `partial`: a canceled job's dataset, from whatever its checkpoints hold."""
+
+    def body(ctx: Context) -> None:
+        if ctx.job.state == "running" and not partial:
+            _finalize(ctx)
+
+    if not partial:
+        _guarded(job_id, body)
         return
-    _finalize(settings, r, job, artifacts, partial)
+    ctx = Context(job_id)
+    if ctx.job.state == "canceled":
+        _finalize(ctx, partial=True)
 
 
-def _finalize(
-    settings: Settings, r: Redis, job: jobs_.Job, artifacts: Artifacts, partial: bool = False
-) -> None:
-    run = _run(r, job, settings, artifacts, None, None)
+def _finalize(ctx: Context, partial: bool = False) -> None:
+    run = ctx.run(None, None)
     cp = run.checkpoint
-    chunks = int(r.hget(jobs_.key(job.id), "chunks") or 0)
+    chunks = int(ctx.retry(ctx.r.hget, jobs_.key(ctx.job.id), "chunks") or 0)
     for index in range(chunks):
-        part = RedisStore(r, job.id, f"chunk{index}").load()
+        part = ctx.store(f"chunk{index}").load()
         if part is None:
             continue
         cp.instances.update(part.instances)
@@ -239,18 +278,16 @@ def _finalize(
         cp.truncated_responses += part.truncated_responses
     missing = [k["id"] for k in cp.instructions if k["id"] not in cp.instances]
     if missing and not partial:
-        jobs_.transition(
-            r, job, "failed", ("running",), error=f"{len(missing)} instructions have no instances"
-        )
+        ctx.transition("failed", ("running",), error=f"{len(missing)} instructions have no instances")
         return
     if not partial:
         cp.stage = "export"
-    run.set_elapsed(time.time() - (job.started_at or job.created_at))
-    with tempfile.TemporaryDirectory(dir=settings.work_dir) as tmp:
+    run.set_elapsed(time.time() - (ctx.job.started_at or ctx.job.created_at))
+    with tempfile.TemporaryDirectory(dir=ctx.settings.work_dir) as tmp:
         records = run.export(Path(tmp), partial=partial)
-        artifacts.upload_dataset(job.team, job.id, Path(tmp), records, partial)
+        ctx.artifacts.upload_dataset(ctx.job.team, ctx.job.id, Path(tmp), records, partial)
     if partial:
-        jobs_.update(r, job.id, dataset=True)
+        ctx.update(dataset=True)
     else:
-        jobs_.transition(r, job, "succeeded", ("running",), dataset=True, stage="done")
+        ctx.transition("succeeded", ("running",), dataset=True, stage="done")
     log.info("job_finished", partial=partial, records=records)

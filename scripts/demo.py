@@ -61,8 +61,13 @@ def main() -> int:
         from jobs.artifacts import Artifacts
 
         Artifacts(settings).ensure_bucket()
+        from redis import Redis
+
+        from jobs import keys
+
+        _, api_key = keys.create(Redis.from_url(redis_url), "demo", "demo")
         env = {**settings.to_env(), "AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET}
-        step("starting gunicorn and an RQ worker (logs in .run/demo/)")
+        step("starting gunicorn and a worker (logs in .run/demo/)")
         api, url = gunicorn(env, run / "gunicorn.log")
         stack.append(api)
         stack.append(rq_worker(env, run / "worker.log"))
@@ -82,6 +87,7 @@ def main() -> int:
                 "--download",
                 str(out),
             ],
+            env={**os.environ, "SELFINSTRUCT_API_KEY": api_key},
             check=False,
         )
         if result.returncode != 0:

@@ -19,7 +19,7 @@ from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError, 
 from api_spec.common import ProblemSchema
 from jobs import __version__, logs
 from jobs.settings import Settings
-from service import datasets, decisions, generation_jobs, health, profiles, seed_sets
+from service import auth, datasets, decisions, generation_jobs, health, profiles, seed_sets
 from service.context import Services
 from service.errors import PROBLEM, render
 
@@ -62,10 +62,12 @@ def create_app(settings: Settings | None = None, configure_logging: bool = True)
         OPENAPI_JSON_PATH="openapi.json",
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
         API_SPEC_OPTIONS={
+            "security": [{"bearerAuth": []}],
+            "components": {"securitySchemes": {"bearerAuth": auth.SECURITY_SCHEME}},
             "info": {
                 "description": "Turns seed tasks into instruction-tuning datasets with SELF-INSTRUCT. "
                 "Errors are RFC 9457 problem details naming every field (and file line) at fault."
-            }
+            },
         },
     )
     app.extensions["selfinstruct"] = Services(settings)
@@ -80,6 +82,8 @@ def create_app(settings: Settings | None = None, configure_logging: bool = True)
         g.started = time.perf_counter()
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=g.request_id)
+
+    app.before_request(auth.authenticate)
 
     @app.after_request
     def _finish(response: Response) -> Response:

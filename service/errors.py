@@ -15,8 +15,13 @@ log = structlog.get_logger(__name__)
 
 
 def problem(status: int, detail: str, errors: list[dict[str, Any]] | None = None, **headers: str) -> NoReturn:
-    """Stop the request with a problem response."""
-    abort(status, message=detail, errors=errors, headers=headers or None)
+    """Stop the request with a problem response; header names are given with _ for - (Retry_After)."""
+    abort(
+        status,
+        message=detail,
+        errors=errors,
+        headers={k.replace("_", "-"): v for k, v in headers.items()} or None,
+    )
     raise AssertionError  # pragma: no cover - abort raises
 
 

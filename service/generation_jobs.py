@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from rq.command import send_stop_job_command
@@ -33,6 +34,12 @@ from service.errors import problem
 blp = Blueprint("jobs", __name__, url_prefix="/v1/jobs", description="Generation jobs, run by RQ workers.")
 log = structlog.get_logger(__name__)
 IDEMPOTENCY_TTL = 24 * 3600
+
+
+@blp.before_request
+def _json_only() -> None:
+    if request.method == "POST" and request.path == "/v1/jobs" and request.mimetype != "application/json":
+        problem(415, f"unsupported content type {request.mimetype or '(none)'}: send application/json")
 
 
 def _time(value: float | None) -> datetime | None:
@@ -145,7 +152,12 @@ class Jobs(MethodView):
                         409, "a request with this Idempotency-Key is still being processed; retry shortly"
                     )
                 return render(get_job(seen["job_id"])), 200
-        job = jobs_.create(r, team(), args["seed_set_id"], profile, config)
+        try:
+            job = jobs_.create(r, team(), args["seed_set_id"], profile, config, settings.max_active_jobs)
+        except jobs_.TooManyActiveJobs as e:
+            if slot:
+                r.delete(slot)
+            problem(429, f"{e}; wait for one to finish or cancel one", Retry_After="30")
         if job is None:  # deleted in between
             if slot:
                 r.delete(slot)

@@ -13,6 +13,7 @@ blp = Blueprint("health", __name__, description="Probes for Kubernetes.")
 
 @blp.route("/healthz")
 class Live(MethodView):
+    @blp.doc(security=[])
     @blp.response(200, HealthSchema)
     def get(self) -> dict:
         """Liveness: the process serves requests."""
@@ -21,6 +22,7 @@ class Live(MethodView):
 
 @blp.route("/readyz")
 class Ready(MethodView):
+    @blp.doc(security=[])
     @blp.response(200, HealthSchema)
     @blp.alt_response(503, schema=HealthSchema, description="A dependency is down.")
     def get(self) -> tuple[dict, int]:

@@ -110,8 +110,18 @@ def app(settings):
 
 
 @pytest.fixture
-def client(app):
-    return app.test_client()
+def api_key(redis) -> str:
+    """A key for team "alpha"."""
+    from jobs import keys
+
+    return keys.create(redis, "alpha", "tests")[1]
+
+
+@pytest.fixture
+def client(app, api_key):
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {api_key}"
+    return client
 
 
 @pytest.fixture

@@ -146,5 +146,6 @@ def gunicorn(
     raise TimeoutError("gunicorn did not answer")
 
 
-def rq_worker(env: dict[str, str], log: Path, *extra: str) -> Process:
-    return Process([str(BIN / "rq"), "worker", "-c", "jobs.rq_settings", *extra], log, env)
+def rq_worker(env: dict[str, str], log: Path) -> Process:
+    """An RQ worker process (jobs.worker: tuned heartbeats, checkpoint on SIGTERM)."""
+    return Process([sys.executable, "-m", "jobs.worker"], log, env)

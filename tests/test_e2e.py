@@ -24,7 +24,7 @@ BIN = os.path.dirname(sys.executable)
 
 
 @pytest.fixture
-def stack(settings, local_model, tmp_path):
+def stack(settings, local_model, tmp_path, api_key):
     profile = Profile("local", local_model.base_url, local_model.model, timeout=300, concurrency=2)
     cfg = replace(settings, profiles={"local": profile}, default_profile="local", log_level="INFO")
     env = {
@@ -34,7 +34,9 @@ def stack(settings, local_model, tmp_path):
     }
     api, url = gunicorn(env, tmp_path / "gunicorn.log")
     worker = rq_worker(env, tmp_path / "worker.log")
+    os.environ["SELFINSTRUCT_API_KEY"] = api_key
     yield url, tmp_path
+    os.environ.pop("SELFINSTRUCT_API_KEY", None)
     worker.stop()
     api.stop()
 
@@ -70,7 +72,9 @@ def test_submit_wait_download_through_gunicorn_and_a_worker(stack):
     job_id = re.search(r"job ([0-9a-f]{32}) queued", done.stdout).group(1)
     assert f"job {job_id}: succeeded; 3 instructions" in done.stdout
 
-    http = httpx.Client(base_url=url)
+    http = httpx.Client(
+        base_url=url, headers={"Authorization": f"Bearer {os.environ['SELFINSTRUCT_API_KEY']}"}
+    )
     job = http.get(f"/v1/jobs/{job_id}").json()
     assert job["state"] == "succeeded" and job["progress"]["instructions_kept"] == 3
     # decisions, paged by cursor, and filtered

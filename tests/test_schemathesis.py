@@ -15,7 +15,7 @@ from tests.test_api import make_seed_set, run_job
 CONTENT_BEYOND_SCHEMA = {"POST /v1/seed-sets", "POST /v1/jobs"}
 
 
-def test_api_conforms_to_its_spec(app, client, redis, worker_env):
+def test_api_conforms_to_its_spec(app, client, redis, worker_env, api_key):
     # real resources, so that generated requests also reach the code behind a successful lookup
     seed_set_id = make_seed_set(client)
     job = run_job(client, redis, seed_set_id, num_instructions=3)
@@ -46,7 +46,7 @@ def test_api_conforms_to_its_spec(app, client, redis, worker_env):
         def check(case):
             cases[label] += 1
             skip = [positive_data_acceptance] if label in CONTENT_BEYOND_SCHEMA else []
-            case.call_and_validate(excluded_checks=skip)
+            case.call_and_validate(headers={"Authorization": f"Bearer {api_key}"}, excluded_checks=skip)
 
         check()
 

@@ -1,0 +1,63 @@
+"""The RQ worker: `python -m jobs.worker` (settings from the environment, JSON logs).
+
+Two departures from a stock `rq worker`, both for long generation jobs:
+
+- A dead worker's job is noticed quickly. RQ leaves a killed worker's job in the started registry
+  until its heartbeat entry expires (60 s past the monitoring interval by default) and a live
+  worker's maintenance pass (every 10 minutes by default, and only between blocking dequeues of
+  `worker_ttl - 15` s) moves it out. Here the entry expires HEARTBEAT_SLACK seconds after a missed
+  heartbeat and idle workers run maintenance every MAINTENANCE_INTERVAL seconds, so an abandoned job
+  is re-queued (jobs are enqueued with retries) within ABANDONED_BOUND seconds.
+- SIGTERM (Kubernetes stopping a pod) asks the running job to checkpoint and hand itself back: the
+  worker forwards SIGUSR1 to the work horse, the engine stops after the request in hand, commits,
+  and the job goes back on the queue for another worker, which resumes from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from redis import Redis
+from rq import Queue
+from rq import Worker as RQWorker
+from rq.job import Job
+
+from jobs import logs
+from jobs.settings import get_settings
+
+MONITORING_INTERVAL = int(os.environ.get("WORKER_MONITORING_INTERVAL", "5"))
+HEARTBEAT_SLACK = int(os.environ.get("WORKER_HEARTBEAT_SLACK", "15"))
+MAINTENANCE_INTERVAL = int(os.environ.get("WORKER_MAINTENANCE_INTERVAL", "10"))
+WORKER_TTL = 30  # idle workers wake from their blocking dequeue every WORKER_TTL - 15 s
+ABANDONED_BOUND = MONITORING_INTERVAL + HEARTBEAT_SLACK + max(MAINTENANCE_INTERVAL, WORKER_TTL - 15)
+PREEMPT_SIGNAL = signal.SIGUSR1
+
+
+class Worker(RQWorker):
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        return self.job_monitoring_interval + HEARTBEAT_SLACK
+
+    def handle_warm_shutdown_request(self) -> None:
+        super().handle_warm_shutdown_request()
+        if self.horse_pid:
+            self.log.info("Worker %s: asking the running job to checkpoint and hand itself back", self.name)
+            self.kill_horse(sig=PREEMPT_SIGNAL)
+
+
+def main() -> None:
+    settings = get_settings()
+    logs.configure(settings.log_level)
+    connection = Redis.from_url(settings.redis_url)
+    worker = Worker(
+        [Queue(settings.queue, connection=connection)],
+        connection=connection,
+        job_monitoring_interval=MONITORING_INTERVAL,
+        maintenance_interval=MAINTENANCE_INTERVAL,
+        worker_ttl=WORKER_TTL,
+    )
+    worker.work(logging_level=settings.log_level.upper())
+
+
+if __name__ == "__main__":
+    main()
