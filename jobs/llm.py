@@ -204,7 +204,11 @@ class LLM:
                         finally:
                             self._leave()
             except (openai.OpenAIError, MalformedResponse, json.JSONDecodeError) as exc:
-                raise EndpointError(f"{stage} request failed ({_error_kind(exc)}): {_describe(exc)}") from exc
+                detail = _describe(exc)
+                if len(self.endpoint.api_key) >= 8:  # an endpoint may echo the key back; never pass it on
+                    detail = detail.replace(self.endpoint.api_key, "[redacted]")
+                # `from None`: the original exception's text may hold the key too
+                raise EndpointError(f"{stage} request failed ({_error_kind(exc)}): {detail}") from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _send(self, prompt: str, params: dict[str, Any], seed: int, n: int) -> Any:

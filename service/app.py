@@ -14,7 +14,13 @@ from flask import Flask, Response, g, request
 from flask_smorest.utils import prepare_response
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from werkzeug.exceptions import BadRequest, HTTPException, InternalServerError, ServiceUnavailable
+from werkzeug.exceptions import (
+    BadRequest,
+    HTTPException,
+    InternalServerError,
+    RequestEntityTooLarge,
+    ServiceUnavailable,
+)
 
 from api_spec.common import ProblemSchema
 from jobs import __version__, logs
@@ -84,6 +90,16 @@ def create_app(settings: Settings | None = None, configure_logging: bool = True)
         structlog.contextvars.bind_contextvars(request_id=g.request_id)
 
     app.before_request(auth.authenticate)
+
+    @app.before_request
+    def _limit_chunked_bodies() -> None:
+        # With no Content-Length, werkzeug stops reading at MAX_CONTENT_LENGTH without an error;
+        # read (and cache) such a body here so that an oversized one is a 413, not a truncated body.
+        if (
+            request.content_length is None
+            and "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+        ) and len(request.get_data()) >= settings.max_request_bytes:
+            raise RequestEntityTooLarge()
 
     @app.after_request
     def _finish(response: Response) -> Response:

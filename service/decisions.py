@@ -6,6 +6,7 @@ from typing import Any
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
+from marshmallow import RAISE
 
 from api_spec.decisions import DecisionListArgsSchema, DecisionPageSchema, DecisionSchema, RuleSchema
 from api_spec.vocabulary import RULES, STAGE_RULES
@@ -21,7 +22,7 @@ blp = Blueprint(
 
 @blp.route("/jobs/<job_id>/decisions")
 class Decisions(MethodView):
-    @blp.arguments(DecisionListArgsSchema, location="query")
+    @blp.arguments(DecisionListArgsSchema, location="query", unknown=RAISE)
     @blp.response(200, DecisionPageSchema)
     @blp.alt_response(404, response="NOT_FOUND")
     def get(self, args: dict[str, Any], job_id: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import structlog
 from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
+from marshmallow import RAISE
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job as RQJob
@@ -168,7 +169,7 @@ class Jobs(MethodView):
         log.info("job_created", job_id=job.id, profile=profile, num_instructions=config["num_instructions"])
         return render(jobs_.get(r, job.id) or job), 202
 
-    @blp.arguments(JobListArgsSchema, location="query")
+    @blp.arguments(JobListArgsSchema, location="query", unknown=RAISE)
     @blp.response(200, JobPageSchema)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """List jobs, newest first, optionally by state or seed set."""

@@ -8,7 +8,7 @@ from typing import Any
 from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from marshmallow import ValidationError
+from marshmallow import RAISE, ValidationError
 
 from api_spec.seed_sets import SeedSetCreateSchema, SeedSetListArgsSchema, SeedSetPageSchema, SeedSetSchema
 from api_spec.seed_sets import SeedSetUploadArgsSchema as NameSchema
@@ -48,9 +48,10 @@ def render(record: seed_sets.SeedSet) -> dict[str, Any]:
     return {**record.__dict__, "created_at": datetime.fromtimestamp(record.created_at, UTC)}
 
 
-def _name(value: Any) -> str | None:
+def _name(given: dict[str, Any]) -> str | None:
+    """The optional name; when given it must be a valid one (null is not a name)."""
     try:
-        return NameSchema().load({} if value is None else {"name": value}).get("name")
+        return NameSchema().load({"name": given["name"]} if "name" in given else {}).get("name")
     except ValidationError as e:
         problem(422, "invalid name", flatten(e.messages))
 
@@ -80,15 +81,15 @@ def _read_request() -> tuple[list[SeedTask], str | None]:
             )
         if errors:
             problem(422, "invalid seed set", errors)
-        name = _name(body.get("name"))
+        name = _name(body)
         return parse_records(body["tasks"], limit), name
     if mimetype in JSONL_TYPES:
-        return parse_jsonl(request.get_data(), limit), _name(request.args.get("name"))
+        return parse_jsonl(request.get_data(), limit), _name(request.args)
     if mimetype == "multipart/form-data":
         upload = request.files.get("file")
         if upload is None:
             problem(422, "the form has no `file`", [{"field": "file", "message": "Missing file."}])
-        return parse_jsonl(upload.read(), limit), _name(request.form.get("name"))
+        return parse_jsonl(upload.read(), limit), _name(request.form)
     problem(
         415,
         f"unsupported content type {mimetype or '(none)'}: send application/json, "
@@ -99,7 +100,7 @@ def _read_request() -> tuple[list[SeedTask], str | None]:
 @blp.route("")
 class SeedSets(MethodView):
     @blp.doc(requestBody=REQUEST_BODY)
-    @blp.arguments(NameSchema, location="query", as_kwargs=True)
+    @blp.arguments(NameSchema, location="query", as_kwargs=True, unknown=RAISE)
     @blp.response(201, SeedSetSchema, description="Stored.")
     @blp.alt_response(
         200, schema=SeedSetSchema, description="The same tasks were already stored.", success=True
@@ -116,7 +117,7 @@ class SeedSets(MethodView):
         record, created = seed_sets.create(s.redis, s.artifacts, team(), tasks, name)
         return render(record), 201 if created else 200
 
-    @blp.arguments(SeedSetListArgsSchema, location="query")
+    @blp.arguments(SeedSetListArgsSchema, location="query", unknown=RAISE)
     @blp.response(200, SeedSetPageSchema)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """List seed sets, newest first."""

@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 FAULTS = ("429", "500", "slow", "drop", "malformed", "garbage")
-ALL_FAULTS = (*FAULTS, "400")
+ALL_FAULTS = (*FAULTS, "400", "401echo")
 
 VERBS = (
     "Write",
@@ -279,6 +279,10 @@ class Handler(BaseHTTPRequestHandler):
         fault = script.draw_fault()
         if fault == "429":
             self._send(429, b'{"error": {"message": "slow down"}}', {"Retry-After": str(script.retry_after)})
+            return
+        if fault == "401echo":  # a careless endpoint that echoes the key it was given
+            echo = json.dumps({"error": {"message": f"bad key: {self.headers.get('Authorization')}"}})
+            self._send(401, echo.encode())
             return
         if fault == "400":
             self._send(400, b'{"error": {"message": "bad request: context too long"}}')

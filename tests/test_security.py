@@ -1,0 +1,207 @@
+"""Access: API keys (hashed), team isolation over every endpoint, rate and job limits, no SSRF, no
+secret in logs, errors, job records or exports."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+import yaml
+
+from jobs import keys
+from jobs.settings import Profile, get_settings
+from service.app import create_app
+from tests.conftest import ROOT, work
+from tests.test_api import make_seed_set, run_job
+
+SPEC = yaml.safe_load((ROOT / "openapi.yaml").read_text())
+VERBS = {"get", "post", "put", "patch", "delete"}
+OPERATIONS = [(m.upper(), path) for path, item in SPEC["paths"].items() for m in item if m in VERBS]
+PUBLIC = {("GET", "/healthz"), ("GET", "/readyz")}
+
+
+def as_team(app, redis, team: str):
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {keys.create(redis, team)[1]}"
+    return client
+
+
+def fill(path: str, values: dict[str, str]) -> str:
+    return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
+
+
+@pytest.fixture
+def alpha_world(client, redis, worker_env):
+    """Team alpha's seed set, finished job, one of its decisions and a dataset file."""
+    seed_set_id = make_seed_set(client)
+    job = run_job(client, redis, seed_set_id, num_instructions=3)
+    decision = client.get(f"/v1/jobs/{job['id']}/decisions?limit=1").json["items"][0]["id"]
+    return {"seed_set_id": seed_set_id, "job_id": job["id"], "decision_id": decision, "name": "alpaca.json"}
+
+
+def test_every_protected_operation_needs_a_valid_key(app, redis, alpha_world):
+    anonymous = app.test_client()
+    bad = app.test_client()
+    bad.environ_base["HTTP_AUTHORIZATION"] = "Bearer sik_nope"
+    for method, path in OPERATIONS:
+        url = fill(path, alpha_world)
+        if (method, path) in PUBLIC:
+            assert anonymous.open(url, method=method).status_code in (200, 503)
+            continue
+        for caller in (anonymous, bad):
+            r = caller.open(url, method=method, json={})
+            assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer"), (method, path)
+    assert {op for op in OPERATIONS if op not in PUBLIC}, "the spec lists protected operations"
+
+
+def test_another_teams_resources_answer_404_on_every_endpoint(app, redis, client, alpha_world):
+    beta = as_team(app, redis, "beta")
+    checked = 0
+    for method, path in OPERATIONS:
+        if (method, path) in PUBLIC or "{" not in path:
+            continue
+        r = beta.open(fill(path, alpha_world), method=method)
+        assert r.status_code == 404, (method, path, r.status_code, r.json)
+        checked += 1
+    assert checked == len([op for op in OPERATIONS if "{" in op[1]])
+    # lists show only the caller's own; a job on another team's seed set is refused
+    assert beta.get("/v1/seed-sets").json["items"] == [] and beta.get("/v1/jobs").json["items"] == []
+    r = beta.post("/v1/jobs", json={"seed_set_id": alpha_world["seed_set_id"], "num_instructions": 2})
+    assert r.status_code == 404
+    # the same tasks are new for beta: nothing tells beta that alpha has them
+    assert (
+        beta.post(
+            "/v1/seed-sets",
+            data=(ROOT / "data" / "seed_tasks.jsonl").read_bytes(),
+            content_type="application/x-ndjson",
+        ).status_code
+        == 201
+    )
+    # alpha still sees its own
+    assert client.get(fill("/v1/jobs/{job_id}", alpha_world)).status_code == 200
+
+
+def test_keys_are_stored_hashed_and_can_be_revoked(app, redis, settings):
+    env = {**os.environ, **settings.to_env()}
+    created = subprocess.run(
+        [sys.executable, "-m", "jobs.keys", "create", "--team", "gamma", "--name", "ci"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
+    secret = created.strip().splitlines()[-1]
+    key_id = re.search(r"key (\w+) for team gamma", created).group(1)
+    for k in redis.scan_iter():
+        assert secret.encode() not in k
+        if redis.type(k) == b"hash":
+            assert all(secret.encode() not in v for v in redis.hvals(k))
+    caller = app.test_client()
+    caller.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {secret}"
+    assert caller.get("/v1/jobs").status_code == 200
+    listed = subprocess.run(
+        [sys.executable, "-m", "jobs.keys", "list"], capture_output=True, text=True, env=env, check=True
+    ).stdout
+    assert key_id in listed and "team=gamma" in listed and secret not in listed
+    subprocess.run(
+        [sys.executable, "-m", "jobs.keys", "revoke", key_id], env=env, check=True, capture_output=True
+    )
+    assert caller.get("/v1/jobs").status_code == 401
+    bad = subprocess.run(
+        [sys.executable, "-m", "jobs.keys", "create", "--team", "Bad Team"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert bad.returncode == 2 and "team:" in bad.stderr
+
+
+def test_rate_limit_per_team(redis, settings):
+    app = create_app(replace(settings, rate_limit_per_minute=5), configure_logging=False)
+    alpha, beta = as_team(app, redis, "alpha"), as_team(app, redis, "beta")
+    statuses = [alpha.get("/v1/jobs").status_code for _ in range(6)]
+    assert statuses == [200] * 5 + [429]
+    limited = alpha.get("/v1/jobs")
+    assert (
+        limited.content_type == "application/problem+json" and 1 <= int(limited.headers["Retry-After"]) <= 60
+    )
+    assert beta.get("/v1/jobs").status_code == 200  # another team has its own budget
+
+
+def test_concurrent_jobs_per_team(redis, settings, worker_env):
+    app = create_app(replace(settings, max_active_jobs=1), configure_logging=False)
+    alpha = as_team(app, redis, "alpha")
+    sid = make_seed_set(alpha)
+    assert alpha.post("/v1/jobs", json={"seed_set_id": sid, "num_instructions": 2}).status_code == 202
+    r = alpha.post(
+        "/v1/jobs", json={"seed_set_id": sid, "num_instructions": 2}, headers={"Idempotency-Key": "x"}
+    )
+    assert r.status_code == 429 and r.headers["Retry-After"] == "30" and "unfinished jobs" in r.json["detail"]
+    work(redis)  # the first finishes
+    assert (
+        alpha.post(
+            "/v1/jobs", json={"seed_set_id": sid, "num_instructions": 2}, headers={"Idempotency-Key": "x"}
+        ).status_code
+        == 202
+    )
+
+
+def test_callers_cannot_point_workers_anywhere(client):
+    sid = make_seed_set(client)
+    for body in (
+        {"profile": "http://169.254.169.254/latest"},
+        {"base_url": "http://127.0.0.1:6379"},
+        {"decoding": {"instructions": {"base_url": "http://x"}}},
+        {"api_key": "sk-x"},
+    ):
+        r = client.post("/v1/jobs", json={"seed_set_id": sid, "num_instructions": 2, **body})
+        assert r.status_code == 422, body
+
+
+def test_no_secret_in_logs_errors_records_or_exports(client, redis, settings, fake_llm, monkeypatch, capfd):
+    secret = "sk-live-THIS-IS-A-SECRET-0123456789"
+    monkeypatch.setenv("SECRET_LLM_KEY", secret)
+    profile = Profile(
+        "fake", fake_llm.base_url, "fake", api_key_env="SECRET_LLM_KEY", max_attempts=2, max_wait=0.1
+    )
+    local = replace(settings, profiles={"fake": profile})
+    for name, value in local.to_env().items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    app = create_app(local)  # with its JSON logging, as in production
+    api = app.test_client()
+    api.environ_base.update(client.environ_base)
+    sid = make_seed_set(api)
+    good = api.post("/v1/jobs", json={"seed_set_id": sid, "num_instructions": 3}).json["id"]
+    work(redis)
+    fake_llm.script.fault_rate, fake_llm.script.faults = 1.0, ("401echo",)
+    bad = api.post("/v1/jobs", json={"seed_set_id": sid, "num_instructions": 3}).json["id"]
+    work(redis)
+    failed = api.get(f"/v1/jobs/{bad}").json
+    assert failed["state"] == "failed" and "[redacted]" in failed["error"] and secret not in failed["error"]
+    seen = [json.dumps(api.get(f"/v1/jobs/{good}").json), json.dumps(api.get(f"/v1/jobs/{bad}").json)]
+    for k in redis.scan_iter():
+        kind = redis.type(k)
+        if kind == b"hash":
+            seen += [v.decode(errors="replace") for v in redis.hvals(k)]
+        elif kind == b"string":
+            seen.append(redis.get(k).decode(errors="replace"))
+    from jobs.artifacts import Artifacts
+
+    store = Artifacts(local)
+    for obj in store.s3.list_objects_v2(Bucket=local.s3_bucket).get("Contents", []):
+        seen.append(
+            store.s3.get_object(Bucket=local.s3_bucket, Key=obj["Key"])["Body"]
+            .read()
+            .decode("utf-8", "replace")
+        )
+    out, err = capfd.readouterr()
+    seen += [out, err]
+    assert all(secret not in text for text in seen)
+    assert any("run.json" in text or '"endpoint"' in text for text in seen)  # exports were inspected
