@@ -10,7 +10,7 @@ from typing import Any
 
 import structlog
 
-from jobs import __version__
+from jobs import __version__, metrics
 from jobs.config import GenerationConfig
 from jobs.decisions import Decision
 from jobs.llm import LLM, Endpoint, Usage
@@ -64,6 +64,7 @@ class Run:
 
     def record(self, decision: Decision) -> None:
         self._pending.append(decision)
+        metrics.CANDIDATES.labels(decision.stage, decision.verdict, decision.rule).inc()
         counts = self.checkpoint.counts.setdefault(decision.stage, {})
         counts[decision.rule] = counts.get(decision.rule, 0) + 1
 

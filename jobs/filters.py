@@ -8,6 +8,7 @@ import string
 from collections.abc import Callable
 from typing import Any
 
+from jobs import metrics
 from jobs.config import GenerationConfig
 from jobs.similarity import Similarity
 
@@ -81,7 +82,8 @@ class InstructionFilter:
                 return outcome
         if (same := self._by_text.get(text)) is not None:
             return "exact_duplicate", {"nearest_id": same, "nearest_text": text, "score": 1.0}
-        match = self.index.nearest(text)
+        with metrics.DEDUP_SECONDS.time():
+            match = self.index.nearest(text)
         detail = {
             "nearest_id": match.id,
             "nearest_text": None if match.index is None else self._texts[match.index],

@@ -16,6 +16,7 @@ from typing import Any
 from redis import Redis
 
 from api_spec.vocabulary import JOB_STATES
+from jobs.metrics import JOBS_BY_STATE
 
 STATES = JOB_STATES
 TERMINAL = frozenset({"succeeded", "failed", "canceled"})
@@ -96,7 +97,7 @@ class Job:
         return round(left + later * self.config["num_instructions"] * per_request, 1)
 
 
-# KEYS: job hash, seed set, team index, seed set users, team's active jobs
+# KEYS: job hash, seed set, team index, seed set users, team's active jobs, jobs-by-state counts
 # ARGV: created_at, job id, active-job limit (0: none), then the job's fields
 _CREATE = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
@@ -106,10 +107,11 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('ZADD', KEYS[3], ARGV[1], ARGV[2])
 redis.call('SADD', KEYS[4], ARGV[2])
 redis.call('SADD', KEYS[5], ARGV[2])
+redis.call('HINCRBY', KEYS[6], 'queued', 1)
 return 1
 """
 
-# KEYS: job hash, seed set users, team's active jobs
+# KEYS: job hash, seed set users, team's active jobs, jobs-by-state counts
 # ARGV: target state, job id, allowed states (comma list), then fields
 _TRANSITION = """
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -120,6 +122,10 @@ for s in string.gmatch(ARGV[3], '[^,]+') do
 end
 if not allowed then return 0 end
 redis.call('HSET', KEYS[1], 'state', ARGV[1])
+if state ~= ARGV[1] then
+  redis.call('HINCRBY', KEYS[4], state, -1)
+  redis.call('HINCRBY', KEYS[4], ARGV[1], 1)
+end
 if #ARGV > 3 then redis.call('HSET', KEYS[1], unpack(ARGV, 4)) end
 if ARGV[1] == 'succeeded' or ARGV[1] == 'failed' or ARGV[1] == 'canceled' then
   redis.call('SREM', KEYS[2], ARGV[2])
@@ -159,6 +165,7 @@ def create(
         team_index(team),
         seed_set_users(team, seed_set_id),
         active_jobs(team),
+        JOBS_BY_STATE,
     ]
     created = r.eval(_CREATE, len(keys), *keys, job.created_at, job.id, max_active, *flat)
     if created == -1:
@@ -211,7 +218,7 @@ def transition(r: Redis, job: Job, to: str, allowed: tuple[str, ...], **fields: 
     if to in TERMINAL:
         fields.setdefault("finished_at", time.time())
     flat = [x for k, v in fields.items() for x in (k, _encode(v))]
-    keys = [key(job.id), seed_set_users(job.team, job.seed_set_id), active_jobs(job.team)]
+    keys = [key(job.id), seed_set_users(job.team, job.seed_set_id), active_jobs(job.team), JOBS_BY_STATE]
     return bool(r.eval(_TRANSITION, len(keys), *keys, to, job.id, ",".join(allowed), *flat))
 
 

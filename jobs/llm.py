@@ -21,6 +21,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from jobs import metrics
 from jobs.config import Decoding
 
 log = structlog.get_logger(__name__)
@@ -158,8 +159,10 @@ class LLM:
 
     def _before_sleep(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
+        kind = _error_kind(exc) if exc else "unknown"
         self.usage.retries += 1
-        log.warning("llm_retry", attempt=state.attempt_number, error=_error_kind(exc) if exc else None)
+        metrics.LLM_RETRIES.labels(kind).inc()
+        log.warning("llm_retry", attempt=state.attempt_number, error=kind)
 
     async def complete(
         self, prompt: str, decoding: Decoding, seed: int, stage: str, **override: Any
@@ -196,14 +199,18 @@ class LLM:
                 ):
                     with attempt:
                         self._enter()
+                        started = time.monotonic()
                         try:
-                            return self._parse(await self._send(prompt, params, seed, n), stage)
+                            completions = self._parse(await self._send(prompt, params, seed, n), stage)
+                            metrics.LLM_SECONDS.labels(stage).observe(time.monotonic() - started)
+                            return completions
                         except Exception as exc:
                             self.usage.errors[_error_kind(exc)] += 1
                             raise
                         finally:
                             self._leave()
             except (openai.OpenAIError, MalformedResponse, json.JSONDecodeError) as exc:
+                metrics.LLM_REQUESTS.labels(stage, "error").inc()
                 detail = _describe(exc)
                 if len(self.endpoint.api_key) >= 8:  # an endpoint may echo the key back; never pass it on
                     detail = detail.replace(self.endpoint.api_key, "[redacted]")
@@ -226,6 +233,9 @@ class LLM:
         self.usage.requests[stage] += 1
         self.usage.prompt_tokens[stage] += prompt_tokens
         self.usage.completion_tokens[stage] += completion_tokens
+        metrics.LLM_REQUESTS.labels(stage, "ok").inc()
+        metrics.LLM_TOKENS.labels(stage, "prompt").inc(prompt_tokens)
+        metrics.LLM_TOKENS.labels(stage, "completion").inc(completion_tokens)
         # usage covers all choices; attribute it to the first so sums stay right
         return [
             Completion(

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
+import tempfile
+from pathlib import Path
 
 from redis import Redis
 from rq import Queue
@@ -45,10 +48,33 @@ class Worker(RQWorker):
             self.kill_horse(sig=PREEMPT_SIGNAL)
 
 
+METRICS_PORT = int(os.environ.get("METRICS_PORT", "9100"))  # 0: no metrics endpoint
+
+
+def _multiprocess_metrics_dir() -> None:
+    """Work horses are forked per job: their metrics must go through files (multiprocess mode).
+    The variable must be set before prometheus_client is imported, so set it and start again."""
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="selfinstruct-metrics-")
+        os.execv(sys.executable, [sys.executable, "-m", "jobs.worker", *sys.argv[1:]])
+    directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):  # from a previous worker in this pod
+        stale.unlink()
+
+
 def main() -> None:
+    _multiprocess_metrics_dir()
     settings = get_settings()
     logs.configure(settings.log_level)
     connection = Redis.from_url(settings.redis_url)
+    if METRICS_PORT:
+        from jobs import metrics
+
+        try:
+            metrics.serve(METRICS_PORT, connection, settings.queue)
+        except OSError as e:  # metrics are not worth refusing work for
+            logs.structlog.get_logger(__name__).warning("metrics_not_served", port=METRICS_PORT, error=str(e))
     worker = Worker(
         [Queue(settings.queue, connection=connection)],
         connection=connection,

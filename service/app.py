@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http
+import os
 import re
 import time
 import uuid
@@ -55,6 +56,18 @@ class Api(flask_smorest.Api):
         self.spec.components.response("DEFAULT_ERROR", response, lazy=True)
 
 
+def _metrics(app: Flask) -> None:
+    """/metrics: request counts and latencies by endpoint (URL rule) and status. Under gunicorn
+    (PROMETHEUS_MULTIPROC_DIR set) every worker process's numbers are summed."""
+    from prometheus_flask_exporter import PrometheusMetrics
+    from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
+
+    kind = (
+        GunicornInternalPrometheusMetrics if "PROMETHEUS_MULTIPROC_DIR" in os.environ else PrometheusMetrics
+    )
+    kind(app, group_by="url_rule", defaults_prefix="selfinstruct", excluded_paths=["/metrics"])
+
+
 def create_app(settings: Settings | None = None, configure_logging: bool = True) -> Flask:
     settings = settings or Settings.from_env()
     if configure_logging:
@@ -77,6 +90,7 @@ def create_app(settings: Settings | None = None, configure_logging: bool = True)
         },
     )
     app.extensions["selfinstruct"] = Services(settings)
+    _metrics(app)
     api = Api(app)
     for module in (seed_sets, generation_jobs, decisions, datasets, profiles, health):
         api.register_blueprint(module.blp)

@@ -11,3 +11,11 @@ logconfig_dict["loggers"].update(
 accesslog = None  # the app logs one JSON line a request, with its request id
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 graceful_timeout = 20
+
+
+def child_exit(server, worker):
+    """Drop a dead worker's live metrics (multiprocess mode)."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        from prometheus_flask_exporter.multiprocess import GunicornInternalPrometheusMetrics
+
+        GunicornInternalPrometheusMetrics.mark_process_dead_on_child_exit(worker.pid)

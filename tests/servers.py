@@ -117,6 +117,9 @@ def gunicorn(
     env: dict[str, str], log: Path, port: int | None = None, workers: int = 2
 ) -> tuple[Process, str]:
     port = port or free_port()
+    metrics_dir = log.parent / f"metrics-{port}"  # multiprocess metrics: a fresh directory a server
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), **env}
     proc = Process(
         [
             str(BIN / "gunicorn"),
@@ -148,4 +151,4 @@ def gunicorn(
 
 def rq_worker(env: dict[str, str], log: Path) -> Process:
     """An RQ worker process (jobs.worker: tuned heartbeats, checkpoint on SIGTERM)."""
-    return Process([sys.executable, "-m", "jobs.worker"], log, env)
+    return Process([sys.executable, "-m", "jobs.worker"], log, {"METRICS_PORT": "0", **env})
