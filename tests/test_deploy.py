@@ -1,0 +1,163 @@
+"""Deployment, checked without a cluster: hadolint on the Dockerfile; the Helm chart linted (strict)
+and rendered for several value sets, the manifests validated against Kubernetes' schemas and
+yamllint; and the rendered configuration read back by the service's own settings loader."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import helm_python
+import pytest
+import yaml
+from helm_python import chart as hp
+
+from jobs.settings import Settings
+from tests.conftest import ROOT
+
+CHART = ROOT / "helm" / "selfinstruct"
+BIN = Path(sys.executable).parent
+KUBE_VERSION = "1.34.0"
+VALUE_SETS = {
+    "defaults": {},
+    "everything": {
+        "api": {
+            "ingress": {"enabled": True, "className": "nginx", "tlsSecret": "tls"},
+            "autoscaling": {"enabled": True},
+        },
+        "worker": {"keda": {"enabled": True}},
+        "redis": {"internal": {"enabled": True, "storageClassName": "fast"}},
+        "s3": {
+            "endpoint": "http://minio:9000",
+            "publicEndpoint": "https://s3.example.com",
+            "bucket": "data",
+            "existingSecret": "s3",
+        },
+        "llm": {
+            "defaultProfile": "local",
+            "profiles": {
+                "local": {"baseUrl": "http://llama:8080/v1", "model": "gemma3-270m", "concurrency": 1},
+                "big-model": {
+                    "baseUrl": "https://api.example.com/v1",
+                    "model": "m",
+                    "timeout": 300,
+                    "apiKeySecret": {"name": "llm", "key": "big"},
+                },
+            },
+        },
+    },
+    "minimal": {
+        "api": {"replicas": 1, "podDisruptionBudget": {"enabled": False}},
+        "worker": {"replicas": 0, "podDisruptionBudget": {"enabled": False}},
+    },
+}
+
+
+def render(values: dict) -> list[dict]:
+    manifests = helm_python.Chart.load(str(CHART)).render(values, name="rel", namespace="ns")
+    docs = []
+    for path, text in manifests.items():
+        if path.endswith(".yaml"):
+            docs += [d for d in yaml.safe_load_all(text) if d]
+    return docs
+
+
+def test_dockerfile_passes_hadolint():
+    result = subprocess.run([str(BIN / "hadolint"), str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_chart_lints_renders_and_validates(name, tmp_path):
+    values = VALUE_SETS[name]
+    report = hp.lint(str(CHART), values, strict=True, kube_version=f"v{KUBE_VERSION}")
+    assert report["errors"] == [] and [m for m in report["messages"] if m["severity"] >= 2] == [], report
+    docs = render(values)
+    out = tmp_path / "rendered.yaml"
+    out.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    crds = [d for d in docs if d["apiVersion"].startswith("keda.sh/")]
+    core = tmp_path / "core.yaml"
+    core.write_text(yaml.safe_dump_all([d for d in docs if d not in crds], sort_keys=False))
+    check = subprocess.run(
+        [str(BIN / "kubernetes-validate"), "--strict", "-k", KUBE_VERSION, str(core)],
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    lint = subprocess.run(
+        [
+            str(BIN / "yamllint"),
+            "-d",
+            "relaxed",
+            str(out),
+            str(CHART / "Chart.yaml"),
+            str(CHART / "values.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert lint.returncode == 0, lint.stdout
+    kinds = {d["kind"] for d in docs}
+    assert {"Deployment", "Service", "ConfigMap"} <= kinds
+    if name == "everything":
+        assert {"Ingress", "HorizontalPodAutoscaler", "StatefulSet", "PodDisruptionBudget"} <= kinds
+        assert [d["kind"] for d in crds] == ["ScaledObject"]
+        assert crds[0]["spec"]["triggers"][0]["metadata"]["listName"] == "rq:queue:generation"
+
+
+def test_rendered_workloads_are_locked_down_and_probed():
+    docs = render(VALUE_SETS["everything"])
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] in ("Deployment", "StatefulSet")}
+    for d in deployments.values():
+        pod = d["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        for c in pod["containers"]:
+            sc = c["securityContext"]
+            assert (
+                sc["readOnlyRootFilesystem"]
+                and not sc["allowPrivilegeEscalation"]
+                and sc["capabilities"]["drop"] == ["ALL"]
+            )
+            assert c["resources"]["requests"] and c["resources"]["limits"]
+    api = deployments["rel-selfinstruct-api"]["spec"]["template"]["spec"]["containers"][0]
+    assert (
+        api["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        and api["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    )
+    worker = deployments["rel-selfinstruct-worker"]["spec"]["template"]["spec"]
+    # the grace period covers the slowest profile's request (300 s here), so a stopping worker can checkpoint
+    assert worker["terminationGracePeriodSeconds"] == 300 + 60
+    keys = {e["name"]: e for e in worker["containers"][0]["env"]}
+    assert keys["LLM_KEY_BIG_MODEL"]["valueFrom"]["secretKeyRef"] == {"name": "llm", "key": "big"}
+    assert "LLM_KEY_BIG_MODEL" not in {e["name"] for e in api["env"]}  # the API never calls the LLM
+
+
+def test_rendered_configuration_loads_in_the_service():
+    docs = render(VALUE_SETS["everything"])
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    assert all(isinstance(v, str) for v in config.values())
+    settings = Settings.from_env({**config, "REDIS_URL": "redis://x:6379/0"})
+    assert (
+        settings.max_request_bytes == 8_388_608
+        and settings.s3_public_endpoint_url == "https://s3.example.com"
+    )
+    assert set(settings.profiles) == {"openai", "local", "big-model"} and settings.default_profile == "local"
+    assert (
+        settings.profiles["big-model"].api_key_env == "LLM_KEY_BIG_MODEL"
+        and settings.profiles["big-model"].timeout == 300
+    )
+    assert "secret" not in json.dumps(config).lower()
+
+
+def test_values_schema_rejects_bad_values():
+    report = hp.lint(
+        str(CHART),
+        {"api": {"replicas": 0}, "llm": {"profiles": {"x": {"baseUrl": "ftp://x", "model": "m"}}}},
+        strict=True,
+    )
+    errors = " ".join(m["error"] for m in report["messages"] if m["severity"] >= 3) + " ".join(
+        report["errors"]
+    )
+    assert "replicas" in errors and "baseUrl" in errors
