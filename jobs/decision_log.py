@@ -67,10 +67,10 @@ class DecisionLog:
                 if body is not None:
                     yield Decision.from_dict(json.loads(body))
 
-    def get(self, decision_id: str) -> dict[str, Any] | None:
+    def get(self, decision_id: str) -> bytes | None:
+        """One decision's JSON, as stored."""
         seq = self.redis.hget(f"{self.prefix}:decid", decision_id)
-        body = self.redis.hget(f"{self.prefix}:dec", seq) if seq is not None else None
-        return json.loads(body) if body is not None else None
+        return self.redis.hget(f"{self.prefix}:dec", seq) if seq is not None else None
 
     def page(
         self,
@@ -79,8 +79,9 @@ class DecisionLog:
         rule: str | None = None,
         after: int = 0,
         limit: int = 50,
-    ) -> tuple[list[dict[str, Any]], int | None, int]:
-        """Decisions after seq `after`, in log order: (items, last seq if more remain, total matching)."""
+    ) -> tuple[list[bytes], int | None, int]:
+        """Decisions after seq `after`, in log order, as stored JSON: (items, last seq if more remain,
+        total matching). Bodies go out as they are: a page is never decoded and re-encoded."""
         if rule is not None and verdict is not None and verdict != ("kept" if rule == "kept" else "dropped"):
             return [], None, 0
         parts = [f"s={stage}" if stage else "", f"r={rule}" if rule else (f"v={verdict}" if verdict else "")]
@@ -98,8 +99,7 @@ class DecisionLog:
             seqs = [int(s) for s in found[:limit]]
             more = len(found) > limit
         bodies = self.redis.hmget(f"{self.prefix}:dec", seqs) if seqs else []
-        items = [json.loads(b) for b in bodies if b is not None]
-        return items, (seqs[-1] if more else None), int(total)
+        return [b for b in bodies if b is not None], (seqs[-1] if more else None), int(total)
 
 
 @dataclass(frozen=True)
