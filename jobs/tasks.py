@@ -192,7 +192,7 @@ def _generation(ctx: Context) -> None:
     if run.checkpoint.stage != "instances" or len(ids) <= size:
         execute(run, until="export")
         reporter(run.progress(), force=True)
-        _finalize(ctx)
+        _finalize(ctx, run)
         return
     # fan out: one RQ job per chunk, then finalize once all have finished
     reporter({**run.progress(), "stage": "instances", "stage_total": len(ids), "stage_done": 0}, force=True)
@@ -255,8 +255,8 @@ def finalize(job_id: str, partial: bool = False) -> None:
         _finalize(ctx, partial=True)
 
 
-def _finalize(ctx: Context, partial: bool = False) -> None:
-    run = ctx.run(None, None)
+def _finalize(ctx: Context, run: Run | None = None, partial: bool = False) -> None:
+    run = run or ctx.run(None, None)
     cp = run.checkpoint
     chunks = int(ctx.retry(ctx.r.hget, jobs_.key(ctx.job.id), "chunks") or 0)
     for index in range(chunks):

@@ -83,6 +83,20 @@ def progress(redis, job_id: str) -> dict:
 BODY = {"num_instructions": 10, "seed": 5}
 
 
+@pytest.fixture
+def spawn(tmp_path):
+    """Start RQ worker processes; every one is stopped at the end of the test, whatever happens."""
+    started: list[Process] = []
+
+    def start(settings, name: str) -> Process:
+        started.append(rq_worker(env_for(settings), tmp_path / f"{name}.log"))
+        return started[-1]
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
 def started_by(redis, job_id: str) -> str | None:
     job = RQJob.fetch(job_id, connection=redis)
     return job.worker_name if job.get_status() == "started" else None
@@ -97,64 +111,60 @@ def finish(client, job_id: str, timeout: float = 120) -> dict:
     )
 
 
-def test_killed_worker_job_is_resumed_by_another(client, redis, settings, worker_env, fake_llm, tmp_path):
+def two_workers_one_busy(client, redis, settings, spawn, seed_set_id: str) -> tuple[str, Process, str]:
+    """Two workers; a job submitted; returns it, the worker running it (the one with a work horse) and
+    that worker's RQ name, once the job has made some progress."""
+    workers = [spawn(settings, "first"), spawn(settings, "second")]
+    wait_until(lambda: redis.scard("rq:workers") >= 2, what="two workers")
+    job_id = client.post("/v1/jobs", json={"seed_set_id": seed_set_id, **BODY}).json["id"]
+    name = wait_until(lambda: started_by(redis, job_id), what="a worker to start the job")
+    wait_until(lambda: progress(redis, job_id)["instructions_kept"] >= 3, what="progress")
+    busy = next(w for w in workers if horse_of(w))
+    assert jobs_.get(redis, job_id).state == "running"
+    return job_id, busy, name
+
+
+def test_killed_worker_job_is_resumed_by_another(client, redis, settings, worker_env, fake_llm, spawn):
     sid = make_seed_set(client)
     expected = reference(client, redis, sid, BODY)
-    fake_llm.script.delay = 0.15
-    env = env_for(settings)
-    first = rq_worker(env, tmp_path / "first.log")
-    job_id = client.post("/v1/jobs", json={"seed_set_id": sid, **BODY}).json["id"]
-    wait_until(lambda: progress(redis, job_id)["instructions_kept"] >= 3, what="progress on the first worker")
-    first_name = started_by(redis, job_id)
-    second = rq_worker(env, tmp_path / "second.log")
-    wait_until(lambda: redis.scard("rq:workers") >= 2, what="the second worker")
-    horse = horse_of(first)
-    assert first_name and horse
-    first.signal(signal.SIGKILL)
+    fake_llm.script.delay = 0.3
+    job_id, busy, name = two_workers_one_busy(client, redis, settings, spawn, sid)
+    horse = horse_of(busy)
+    busy.signal(signal.SIGKILL)
     os.kill(horse, signal.SIGKILL)
     killed_at = time.monotonic()
     wait_until(
-        lambda: started_by(redis, job_id) not in (first_name,),
+        lambda: started_by(redis, job_id) not in (name,),
         timeout=ABANDONED_BOUND + 30,
         what="the abandoned job to move",
     )
     detected = time.monotonic() - killed_at
     job = finish(client, job_id)
-    second.stop()
     assert job["state"] == "succeeded", job
     assert dataset(settings, "alpha", job_id) == expected  # nothing missing, nothing repeated
     print(f"\nabandoned job re-queued {detected:.1f} s after kill -9 (documented bound {ABANDONED_BOUND} s)")
     assert detected <= ABANDONED_BOUND + 5
 
 
-def test_sigterm_checkpoints_and_hands_the_job_back(client, redis, settings, worker_env, fake_llm, tmp_path):
+def test_sigterm_checkpoints_and_hands_the_job_back(client, redis, settings, worker_env, fake_llm, spawn):
     sid = make_seed_set(client)
     expected = reference(client, redis, sid, BODY)
-    fake_llm.script.delay = 0.15
-    env = env_for(settings)
-    first = rq_worker(env, tmp_path / "first.log")
-    job_id = client.post("/v1/jobs", json={"seed_set_id": sid, **BODY}).json["id"]
-    wait_until(lambda: progress(redis, job_id)["instructions_kept"] >= 3, what="progress on the first worker")
-    first_name = started_by(redis, job_id)
-    second = rq_worker(env, tmp_path / "second.log")
-    wait_until(lambda: redis.scard("rq:workers") >= 2, what="the second worker")
+    fake_llm.script.delay = 0.3
+    job_id, busy, name = two_workers_one_busy(client, redis, settings, spawn, sid)
     stopped_at = time.monotonic()
-    first.signal(signal.SIGTERM)  # what Kubernetes sends; the worker's process group is just the worker
-    first.proc.wait(30)
+    busy.signal(signal.SIGTERM)  # what Kubernetes sends; the worker's process group is just the worker
+    busy.proc.wait(30)
     handed_back = time.monotonic() - stopped_at
-    wait_until(
-        lambda: started_by(redis, job_id) not in (None, first_name), timeout=20, what="the second worker"
-    )
+    wait_until(lambda: started_by(redis, job_id) not in (None, name), timeout=20, what="the other worker")
     job = finish(client, job_id)
-    second.stop()
     assert job["state"] == "succeeded", job
     assert dataset(settings, "alpha", job_id) == expected
-    assert "jobs.tasks.Preempted" in (tmp_path / "first.log").read_text()  # handed back, not killed
-    print(f"\nSIGTERM: the first worker checkpointed and exited in {handed_back:.1f} s")
+    assert "jobs.tasks.Preempted" in busy.log.read_text()  # handed back, not killed
+    print(f"\nSIGTERM: the busy worker checkpointed and exited in {handed_back:.1f} s")
 
 
 def test_redis_restart_with_aof_keeps_queued_and_running_jobs(
-    client, settings, worker_env, fake_llm, tmp_path, monkeypatch, api_key
+    client, settings, worker_env, fake_llm, tmp_path, monkeypatch, spawn
 ):
     port = free_port()
     server, url = redis_server(tmp_path / "redis", port, appendonly=True)
@@ -172,14 +182,13 @@ def test_redis_restart_with_aof_keeps_queued_and_running_jobs(
         server.stop()
         server, _ = redis_server(tmp_path / "redis", port, appendonly=True)
         assert api.get(f"/v1/jobs/{queued}").json["state"] == "queued"
-        worker = rq_worker(env_for(local), tmp_path / "worker.log")
+        spawn(local, "worker")
         wait_until(lambda: progress(r, queued)["instructions_kept"] >= 3, what="the queued job to run")
         # restart while it runs: its commits wait for Redis and carry on
         server.stop()
         time.sleep(1.0)
         server, _ = redis_server(tmp_path / "redis", port, appendonly=True)
         job = finish(api, queued)
-        worker.stop()
         assert job["state"] == "succeeded", job
         assert job["progress"]["instructions_kept"] == BODY["num_instructions"]
         running = dataset(local, "alpha", queued)
@@ -277,33 +286,30 @@ def test_s3_outage_during_upload(
 
 
 @pytest.mark.parametrize("stage", ["instructions", "classification", "instances"])
-def test_cancel_in_every_stage_keeps_a_consistent_job(client, redis, settings, fake_llm, tmp_path, stage):
+def test_cancel_in_every_stage_keeps_a_consistent_job(client, redis, settings, fake_llm, spawn, stage):
     sid = make_seed_set(client)
     fake_llm.script.delay = 0.25
-    worker = rq_worker(env_for(settings), tmp_path / "worker.log")
-    try:
-        job_id = client.post("/v1/jobs", json={"seed_set_id": sid, **BODY}).json["id"]
-        wait_until(
-            lambda: (j := jobs_.get(redis, job_id)).stage == stage and j.progress["stage_done"] >= 1,
-            timeout=60,
-            what=f"stage {stage}",
-        )
-        canceled_at = time.monotonic()
-        r = client.post(f"/v1/jobs/{job_id}/cancel")
-        assert r.status_code == 202 and r.json["state"] == "canceled"
-        wait_until(
-            lambda: RQJob.fetch(job_id, connection=redis).get_status() in ("stopped", "finished", "failed"),
-            timeout=10,
-            what="the RQ job to stop",
-        )
-        stopped = time.monotonic() - canceled_at
-        wait_until(
-            lambda: client.get(f"/v1/jobs/{job_id}").json["dataset_available"],
-            timeout=30,
-            what="the partial dataset",
-        )
-    finally:
-        worker.stop()
+    spawn(settings, "worker")
+    job_id = client.post("/v1/jobs", json={"seed_set_id": sid, **BODY}).json["id"]
+    wait_until(
+        lambda: (j := jobs_.get(redis, job_id)).stage == stage and j.progress["stage_done"] >= 1,
+        timeout=60,
+        what=f"stage {stage}",
+    )
+    canceled_at = time.monotonic()
+    r = client.post(f"/v1/jobs/{job_id}/cancel")
+    assert r.status_code == 202 and r.json["state"] == "canceled"
+    wait_until(
+        lambda: RQJob.fetch(job_id, connection=redis).get_status() in ("stopped", "finished", "failed"),
+        timeout=10,
+        what="the RQ job to stop",
+    )
+    stopped = time.monotonic() - canceled_at
+    wait_until(
+        lambda: client.get(f"/v1/jobs/{job_id}").json["dataset_available"],
+        timeout=30,
+        what="the partial dataset",
+    )
     job = client.get(f"/v1/jobs/{job_id}").json
     assert job["state"] == "canceled" and job["stage"] == stage
     manifest = client.get(f"/v1/jobs/{job_id}/dataset").json
