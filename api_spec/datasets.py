@@ -1,6 +1,6 @@
 """Dataset manifests: the files of a finished job, each with a presigned download URL."""
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, fields
 
 
 class DatasetFileSchema(Schema):
@@ -21,11 +21,6 @@ class ManifestSchema(Schema):
     partial = fields.Boolean(required=True, metadata={"description": "True for what a canceled job made."})
     expires_in = fields.Integer(required=True, metadata={"description": "Seconds the URLs stay valid."})
     files = fields.List(fields.Nested(DatasetFileSchema), required=True)
-
-
-class DatasetFileArgsSchema(Schema):
-    job_id = fields.String(required=True, validate=validate.Regexp(r"^[0-9a-f]{32}$"))
-    name = fields.String(required=True, validate=validate.Length(1, 100))
 
 
 class HealthSchema(Schema):

@@ -44,11 +44,6 @@ class DecisionListArgsSchema(PageArgsSchema):
     rule = fields.String(validate=validate.OneOf(list(RULES)))
 
 
-class DecisionIdSchema(Schema):
-    job_id = fields.String(required=True, validate=validate.Regexp(r"^[0-9a-f]{32}$"))
-    decision_id = fields.String(required=True, validate=validate.Length(1, 200))
-
-
 class RuleSchema(Schema):
     name = fields.String(required=True)
     stage = fields.String(required=True)

@@ -119,10 +119,6 @@ class JobListArgsSchema(PageArgsSchema):
     seed_set_id = fields.String(validate=SHA256)
 
 
-class JobIdSchema(Schema):
-    job_id = fields.String(required=True, validate=validate.Regexp(r"^[0-9a-f]{32}$"))
-
-
 class ProfileSchema(Schema):
     name = fields.String(required=True)
     model = fields.String(required=True)

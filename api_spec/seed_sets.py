@@ -78,10 +78,6 @@ class SeedSetPageSchema(PageSchema):
     items = fields.List(fields.Nested(SeedSetSchema), required=True)
 
 
-class SeedSetIdSchema(Schema):
-    seed_set_id = fields.String(required=True, validate=SHA256)
-
-
 class SeedSetListArgsSchema(PageArgsSchema):
     pass
 

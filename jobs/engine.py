@@ -50,7 +50,7 @@ class Run:
         self.store = store
         self.checkpoint = store.load() or Checkpoint()
         self.usage = Usage.from_dict(self.checkpoint.usage) if self.checkpoint.usage else Usage()
-        self.prompts = Prompts(seed_tasks, config.seed, config.demo_chars, config.classification_only)
+        self.prompts = Prompts(seed_tasks, config.seed, config.demo_chars)
         self._progress = progress
         self._should_stop = should_stop
         self._pending: list[Decision] = []
@@ -65,8 +65,7 @@ class Run:
     def record(self, decision: Decision) -> None:
         self._pending.append(decision)
         metrics.CANDIDATES.labels(decision.stage, decision.verdict, decision.rule).inc()
-        counts = self.checkpoint.counts.setdefault(decision.stage, {})
-        counts[decision.rule] = counts.get(decision.rule, 0) + 1
+        self.count(decision.stage, decision.rule)
 
     def count(self, stage: str, key: str) -> None:
         counts = self.checkpoint.counts.setdefault(stage, {})

@@ -51,10 +51,6 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
 
-    @property
-    def tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
 
 class MalformedResponse(Exception):
     """A 200 answer that is not a completion (no choices, no text)."""

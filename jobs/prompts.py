@@ -58,10 +58,7 @@ def _interleave(rng: random.Random, yes: list[SeedTask], no: list[SeedTask]) -> 
 class Prompts:
     """Builds every prompt of a run; the demonstrations are chosen once from the seed set."""
 
-    def __init__(
-        self, seed_tasks: list[SeedTask], seed: int, demo_chars: int, classification_only: bool = False
-    ):
-        self.classification_only = classification_only
+    def __init__(self, seed_tasks: list[SeedTask], seed: int, demo_chars: int):
         rng = random.Random(f"{seed}:demonstrations")
         yes = [t for t in seed_tasks if t.is_classification]
         no = [t for t in seed_tasks if not t.is_classification]

@@ -34,6 +34,13 @@ def live(settings, redis, tmp_path):
     proc.stop()
 
 
+def upload_paper(http: httpx.Client) -> str:
+    body = (DATA / "seed_tasks.jsonl").read_bytes()
+    return http.post("/v1/seed-sets", content=body, headers={"Content-Type": "application/x-ndjson"}).json()[
+        "id"
+    ]
+
+
 def rss_mib(root_pid: int) -> float:
     pids = [root_pid] + [
         int(p)
@@ -166,11 +173,7 @@ def cases(http: httpx.Client, seed_set_id: str) -> list[tuple[str, dict, int, st
 
 def test_bad_input_is_a_named_4xx_and_the_service_stays_up(live):
     proc, _, http, _ = live
-    seed_set_id = http.post(
-        "/v1/seed-sets",
-        content=(DATA / "seed_tasks.jsonl").read_bytes(),
-        headers={"Content-Type": "application/x-ndjson"},
-    ).json()["id"]
+    seed_set_id = upload_paper(http)
     baseline = rss_mib(proc.pid)
     for _ in range(15):
         for what, request, status, word in cases(http, seed_set_id):
@@ -188,11 +191,7 @@ def test_bad_input_is_a_named_4xx_and_the_service_stays_up(live):
 
 def test_schemathesis_all_checks_against_gunicorn(live, client, redis, worker_env, tmp_path):
     _, url, http, key = live
-    seed_set_id = http.post(
-        "/v1/seed-sets",
-        content=(DATA / "seed_tasks.jsonl").read_bytes(),
-        headers={"Content-Type": "application/x-ndjson"},
-    ).json()["id"]
+    seed_set_id = upload_paper(http)
     job = http.post("/v1/jobs", json={"seed_set_id": seed_set_id, "num_instructions": 3}).json()
     work(redis)
     decision = http.get(f"/v1/jobs/{job['id']}/decisions?limit=1").json()["items"][0]["id"]
