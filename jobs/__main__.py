@@ -59,7 +59,7 @@ def _config(args: argparse.Namespace) -> GenerationConfig:
     data: dict[str, Any] = {
         "num_instructions": args.num_instructions,
         "seed": args.seed,
-        "concurrency": args.concurrency,
+        "concurrency": args.concurrency or (4 if args.base_url else 1),
         "window": args.window,
         "max_requests": args.max_requests,
         "max_tokens": args.max_tokens,
@@ -148,7 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--model", help=f"model name (default {MODEL_ALIAS})")
     g.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
     g.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
-    g.add_argument("--concurrency", type=int, default=2, help="requests in flight")
+    g.add_argument(
+        "--concurrency",
+        type=int,
+        help="requests in flight (default: 1 for the embedded model, which serves one at a time, else 4)",
+    )
     g.add_argument("--window", type=int, default=8, help="stage-1 prompts that may be in flight (recipe)")
     g.add_argument("--max-requests", type=int, help="stage-1 request budget")
     g.add_argument("--max-tokens", type=int, help="stage-1 token budget")

@@ -54,7 +54,7 @@ def main() -> int:
             s3_endpoint_url=s3_url,
             s3_public_endpoint_url=s3_url,
             s3_bucket="selfinstruct",
-            profiles={"local": Profile("local", model.base_url, MODEL_ALIAS, timeout=300, concurrency=2)},
+            profiles={"local": Profile("local", model.base_url, MODEL_ALIAS, timeout=300, concurrency=1)},
             default_profile="local",
             work_dir=str(run),
         )

@@ -25,7 +25,7 @@ BIN = os.path.dirname(sys.executable)
 
 @pytest.fixture
 def stack(settings, local_model, tmp_path, api_key):
-    profile = Profile("local", local_model.base_url, local_model.model, timeout=300, concurrency=2)
+    profile = Profile("local", local_model.base_url, local_model.model, timeout=300, concurrency=1)
     cfg = replace(settings, profiles={"local": profile}, default_profile="local", log_level="INFO")
     env = {
         **cfg.to_env(),
