@@ -244,7 +244,7 @@ def finalize(job_id: str, partial: bool = False) -> None:
     `partial`: a canceled job's dataset, from whatever its checkpoints hold."""
 
     def body(ctx: Context) -> None:
-        if ctx.job.state == "running" and not partial:
+        if ctx.job.state == "running":
             _finalize(ctx)
 
     if not partial:

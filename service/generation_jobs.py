@@ -132,12 +132,10 @@ class Jobs(MethodView):
                 422, f"unknown profile {profile!r}", [{"field": "profile", "message": f"one of: {offered}"}]
             )
         config = _config(args)
-        if seed_sets.get(r, team(), args["seed_set_id"]) is None:
+        seed_set = seed_sets.get(r, team(), args["seed_set_id"])
+        if seed_set is None:
             problem(404, f"no seed set {args['seed_set_id']}")
-        if (
-            config["classification_only"]
-            and not seed_sets.get(r, team(), args["seed_set_id"]).classification_tasks
-        ):
+        if config["classification_only"] and not seed_set.classification_tasks:
             problem(422, "classification_only needs classification tasks in the seed set")
         slot, fingerprint = None, ""
         if idempotency_key:
