@@ -215,7 +215,6 @@ def test_flaky_endpoint_job_completes_and_counts_retries(client, redis, worker_e
         stats["retries"] > 0
         and sum(stats["failed_attempts"].values()) >= injected - stats["wasted"]["requests"]
     )
-    assert stats["wasted"]["requests"] >= 0
 
 
 def test_dead_endpoint_fails_the_job_with_a_reason_in_bounded_time(
