@@ -21,8 +21,3 @@ class ManifestSchema(Schema):
     partial = fields.Boolean(required=True, metadata={"description": "True for what a canceled job made."})
     expires_in = fields.Integer(required=True, metadata={"description": "Seconds the URLs stay valid."})
     files = fields.List(fields.Nested(DatasetFileSchema), required=True)
-
-
-class HealthSchema(Schema):
-    status = fields.String(required=True)
-    checks = fields.Dict(keys=fields.String(), values=fields.String())

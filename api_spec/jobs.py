@@ -117,9 +117,3 @@ class JobPageSchema(PageSchema):
 class JobListArgsSchema(PageArgsSchema):
     state = fields.String(validate=validate.OneOf(JOB_STATES))
     seed_set_id = fields.String(validate=SHA256)
-
-
-class ProfileSchema(Schema):
-    name = fields.String(required=True)
-    model = fields.String(required=True)
-    default = fields.Boolean(required=True)

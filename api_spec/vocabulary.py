@@ -5,6 +5,24 @@ The engine (jobs/) uses these same names, so the API and the code cannot drift a
 
 JOB_STATES = ("queued", "running", "succeeded", "failed", "canceled")
 EXPORT_FORMATS = ("finetune", "alpaca", "chat", "parquet")
+# Dataset files: the file each export format writes, and what every file of a dataset is (manifests).
+FILES = {
+    "finetune": "finetune.jsonl",
+    "alpaca": "alpaca.json",
+    "chat": "chat.jsonl",
+    "parquet": "dataset.parquet",
+}
+FORMATS = {
+    FILES["finetune"]: "self-instruct-finetune-jsonl",
+    FILES["alpaca"]: "alpaca-json",
+    FILES["chat"]: "openai-chat-jsonl",
+    FILES["parquet"]: "parquet",
+    "instructions.jsonl": "instructions-jsonl",
+    "decisions.jsonl": "decisions-jsonl",
+    "stats.json": "stats-json",
+    "run.json": "run-json",
+    "README.md": "dataset-card-markdown",
+}
 DECISION_STAGES = ("instruction", "instance")
 VERDICTS = ("kept", "dropped")
 

@@ -23,15 +23,15 @@ from pathlib import Path
 
 from redis import Redis
 
+from jobs import api_keys
 from jobs import job as jobs_
-from jobs import keys
 from jobs.artifacts import Artifacts
 from jobs.decision_log import Cursor, DecisionLog
-from jobs.decisions import Decision
-from jobs.seed_sets import create as create_seed_set
-from jobs.seed_tasks import load_file
+from jobs.local_stack import S3_KEY, S3_SECRET, gunicorn, redis_server, s3_server
+from jobs.method.decisions import Decision
+from jobs.method.seed_tasks import load_file
+from jobs.seed_set_store import create as create_seed_set
 from jobs.settings import Settings
-from tests.servers import S3_KEY, S3_SECRET, gunicorn, redis_server, s3_server
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTRUCTION_RULES = ["kept", "too_similar", "too_short", "blacklisted_keyword", "exact_duplicate"]
@@ -136,7 +136,7 @@ def main() -> None:
         artifacts = Artifacts(settings)
         artifacts.ensure_bucket()
         r = Redis.from_url(redis_url)
-        key = keys.create(r, "bench")[1]
+        key = api_keys.create(r, "bench")[1]
         seed_set, _ = create_seed_set(
             r, artifacts, "bench", load_file(ROOT / "data" / "seed_tasks.jsonl"), "b"
         )

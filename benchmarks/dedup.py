@@ -17,7 +17,7 @@ import resource
 import time
 from pathlib import Path
 
-from jobs.similarity import ReferenceScan, RougeLIndex
+from jobs.method.similarity import ReferenceScan, RougeLIndex
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SHARED_DIR", ROOT.parent / "shared"))

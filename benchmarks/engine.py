@@ -20,12 +20,13 @@ from typing import Any
 
 from openai import OpenAI
 
-from jobs.config import GenerationConfig
-from jobs.engine import Run, execute
-from jobs.llm import LLM, Endpoint
-from jobs.local_model import MODEL_ALIAS, LocalModel
-from jobs.seed_tasks import load_file
-from jobs.state import FileStore
+from jobs.method.checkpoint import FileStore
+from jobs.method.engine import execute
+from jobs.method.llm import LLM, Endpoint
+from jobs.method.local_model import MODEL_ALIAS, LocalModel
+from jobs.method.recipe import GenerationConfig
+from jobs.method.run import Run
+from jobs.method.seed_tasks import load_file
 
 ROOT = Path(__file__).resolve().parent.parent
 

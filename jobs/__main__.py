@@ -19,12 +19,13 @@ from typing import Any
 from tqdm import tqdm
 
 from jobs import logs
-from jobs.config import EXPORT_FORMATS, GenerationConfig
-from jobs.engine import Run, execute
-from jobs.llm import Endpoint, EndpointError
-from jobs.local_model import MODEL_ALIAS, LocalModel
-from jobs.seed_tasks import SeedSetError, content_hash, load_file
-from jobs.state import FileStore
+from jobs.method.checkpoint import FileStore
+from jobs.method.engine import execute
+from jobs.method.llm import Endpoint, EndpointError
+from jobs.method.local_model import MODEL_ALIAS, LocalModel
+from jobs.method.recipe import EXPORT_FORMATS, GenerationConfig
+from jobs.method.run import Run
+from jobs.method.seed_tasks import SeedSetError, content_hash, load_file
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 

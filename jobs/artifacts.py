@@ -19,8 +19,8 @@ import structlog
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from api_spec.vocabulary import FORMATS
 from jobs import retry
-from jobs.exports import FORMATS
 from jobs.settings import Settings
 
 log = structlog.get_logger(__name__)

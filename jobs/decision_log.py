@@ -1,9 +1,9 @@
 """A job's decision log in Redis: append-only, with cursor pages that cost O(page) at any depth.
 
-Layout under `si:job:<id>`: `:dec` (hash seq -> decision JSON), `:decid` (hash decision id -> seq),
-`:seq` (last seq), and one sorted set per filter (`:dx:<filter>`, seq as member and score), for
-stage, verdict, rule, stage+verdict and stage+rule. A page is one ZRANGEBYSCORE (or, unfiltered,
-one HMGET of consecutive seqs) plus one HMGET of the bodies.
+Layout under the job's key (jobs.keyspace): `:dec` (hash seq -> decision JSON), `:decid` (hash
+decision id -> seq), `:seq` (last seq), and one sorted set per filter (`:dx:<filter>`, seq as
+member and score), for stage, verdict, rule, stage+verdict and stage+rule. A page is one
+ZRANGEBYSCORE (or, unfiltered, one HMGET of consecutive seqs) plus one HMGET of the bodies.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any
 
 from redis import Redis
 
-from jobs.decisions import Decision
+from jobs import keyspace
+from jobs.method.decisions import Decision
 
 # Appends decisions (skipping ids already logged, so a replayed commit is harmless) and stores the
 # checkpoint, atomically. ARGV: prefix, checkpoint JSON ('' for none), then 5 values a decision.
@@ -40,14 +41,10 @@ return added
 """
 
 
-def prefix(job_id: str) -> str:
-    return f"si:job:{job_id}"
-
-
 class DecisionLog:
     def __init__(self, redis: Redis, job_id: str):
         self.redis = redis
-        self.prefix = prefix(job_id)
+        self.prefix = keyspace.job(job_id)
         self._commit = redis.register_script(_COMMIT)
 
     def commit(self, decisions: list[Decision], checkpoint_key: str, checkpoint: str) -> int:

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterator
 from typing import IO
 
-from jobs.similarity import ReferenceScan, RougeLIndex, Similarity
+from jobs.method.similarity import ReferenceScan, RougeLIndex, Similarity
 
 
 class InputError(ValueError):

@@ -1,7 +1,7 @@
 """Generation jobs: the record in Redis, its state machine, progress and listing.
 
-A job hash `si:job:<id>` holds the request (seed set, profile, config), the state, timestamps and
-progress counters; `si:team:<team>:jobs` indexes a team's jobs by creation time. State changes go
+A job hash (jobs.keyspace.job) holds the request (seed set, profile, config), the state, timestamps and
+progress counters; a sorted set per team indexes a team's jobs by creation time. State changes go
 through one Lua script, so a cancel and a worker finishing at the same moment cannot both win.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 from redis import Redis
 
 from api_spec.vocabulary import JOB_STATES
-from jobs.metrics import JOBS_BY_STATE
+from jobs import keyspace
 
 STATES = JOB_STATES
 TERMINAL = frozenset({"succeeded", "failed", "canceled"})
@@ -29,26 +29,6 @@ PROGRESS = (
     "completion_tokens",
     "requests",
 )
-
-
-def key(job_id: str) -> str:
-    return f"si:job:{job_id}"
-
-
-def team_index(team: str) -> str:
-    return f"si:team:{team}:jobs"
-
-
-def seed_set_users(team: str, seed_set_id: str) -> str:
-    return f"si:team:{team}:seedset:{seed_set_id}:active"
-
-
-def seed_set_key(team: str, seed_set_id: str) -> str:
-    return f"si:team:{team}:seedset:{seed_set_id}"
-
-
-def active_jobs(team: str) -> str:
-    return f"si:team:{team}:active_jobs"
 
 
 class TooManyActiveJobs(Exception):
@@ -160,12 +140,12 @@ def create(
     job.rq_ids = [job.id]
     flat = [x for k, v in fields.items() for x in (k, _encode(v))]
     keys = [
-        key(job.id),
-        seed_set_key(team, seed_set_id),
-        team_index(team),
-        seed_set_users(team, seed_set_id),
-        active_jobs(team),
-        JOBS_BY_STATE,
+        keyspace.job(job.id),
+        keyspace.seed_set(team, seed_set_id),
+        keyspace.team_jobs(team),
+        keyspace.seed_set_users(team, seed_set_id),
+        keyspace.active_jobs(team),
+        keyspace.JOBS_BY_STATE,
     ]
     created = r.eval(_CREATE, len(keys), *keys, job.created_at, job.id, max_active, *flat)
     if created == -1:
@@ -174,7 +154,7 @@ def create(
 
 
 def get(r: Redis, job_id: str) -> Job | None:
-    raw = {k.decode(): v.decode() for k, v in r.hgetall(key(job_id)).items()}
+    raw = {k.decode(): v.decode() for k, v in r.hgetall(keyspace.job(job_id)).items()}
     if not raw:
         return None
 
@@ -218,12 +198,17 @@ def transition(r: Redis, job: Job, to: str, allowed: tuple[str, ...], **fields: 
     if to in TERMINAL:
         fields.setdefault("finished_at", time.time())
     flat = [x for k, v in fields.items() for x in (k, _encode(v))]
-    keys = [key(job.id), seed_set_users(job.team, job.seed_set_id), active_jobs(job.team), JOBS_BY_STATE]
+    keys = [
+        keyspace.job(job.id),
+        keyspace.seed_set_users(job.team, job.seed_set_id),
+        keyspace.active_jobs(job.team),
+        keyspace.JOBS_BY_STATE,
+    ]
     return bool(r.eval(_TRANSITION, len(keys), *keys, to, job.id, ",".join(allowed), *flat))
 
 
 def update(r: Redis, job_id: str, **fields: Any) -> None:
-    r.hset(key(job_id), mapping={k: _encode(v) for k, v in fields.items()})
+    r.hset(keyspace.job(job_id), mapping={k: _encode(v) for k, v in fields.items()})
 
 
 def page(
@@ -239,7 +224,7 @@ def page(
     upper: Any = "+inf" if after is None else after[0]
     skip_through = after
     while len(found) <= limit:
-        ids = r.zrevrangebyscore(team_index(team), upper, "-inf", start=0, num=200, withscores=True)
+        ids = r.zrevrangebyscore(keyspace.team_jobs(team), upper, "-inf", start=0, num=200, withscores=True)
         if not ids:
             break
         for raw_id, score in ids:

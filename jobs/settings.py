@@ -1,7 +1,8 @@
 """Deployment settings, all from environment variables with documented defaults (see README).
 
-One run's parameters are in jobs.config; this module is the environment the service and workers
-run in: where Redis and S3 are, which LLM endpoints the operator offers, and the limits.
+One run's parameters (its recipe) are in jobs.method.recipe; this module is the environment the
+service and workers run in: where Redis and S3 are, which LLM endpoints the operator offers,
+and the limits.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import os
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jobs.llm import Endpoint
+if TYPE_CHECKING:  # the API process never talks to an endpoint: it must not load openai
+    from jobs.method.llm import Endpoint
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,8 @@ class Profile:
     supports_n: bool = False
 
     def endpoint(self) -> Endpoint:
+        from jobs.method.llm import Endpoint
+
         key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
         return Endpoint(
             base_url=self.base_url,

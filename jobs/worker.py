@@ -69,10 +69,10 @@ def main() -> None:
     logs.configure(settings.log_level)
     connection = Redis.from_url(settings.redis_url)
     if METRICS_PORT:
-        from jobs import metrics
+        from jobs import metrics_server
 
         try:
-            metrics.serve(METRICS_PORT, connection, settings.queue)
+            metrics_server.serve(METRICS_PORT, connection, settings.queue)
         except OSError as e:  # metrics are not worth refusing work for
             logs.structlog.get_logger(__name__).warning("metrics_not_served", port=METRICS_PORT, error=str(e))
     worker = Worker(

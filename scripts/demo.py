@@ -19,9 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from jobs.local_model import MODEL_ALIAS, LocalModel  # noqa: E402
-from jobs.settings import Profile, Settings  # noqa: E402
-from tests.servers import S3_KEY, S3_SECRET, gunicorn, redis_server, rq_worker, s3_server  # noqa: E402
+from jobs.local_stack import Stack  # noqa: E402
 
 
 def step(message: str) -> None:
@@ -29,7 +27,7 @@ def step(message: str) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--instructions", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default=str(ROOT / "out" / "demo"))
@@ -39,38 +37,11 @@ def main() -> int:
     run.mkdir(parents=True)
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
-    os.environ.update(AWS_ACCESS_KEY_ID=S3_KEY, AWS_SECRET_ACCESS_KEY=S3_SECRET)
     started = time.monotonic()
-    stack = []
+    stack = Stack(run)
     try:
-        step("starting Redis, the S3 endpoint and the local model")
-        redis, redis_url = redis_server(run / "redis")
-        stack.append(redis)
-        s3, s3_url = s3_server(run / "s3")
-        stack.append(s3)
-        model = LocalModel(log_file=run / "model.log").start()
-        settings = Settings(
-            redis_url=redis_url,
-            s3_endpoint_url=s3_url,
-            s3_public_endpoint_url=s3_url,
-            s3_bucket="selfinstruct",
-            profiles={"local": Profile("local", model.base_url, MODEL_ALIAS, timeout=300, concurrency=1)},
-            default_profile="local",
-            work_dir=str(run),
-        )
-        from jobs.artifacts import Artifacts
-
-        Artifacts(settings).ensure_bucket()
-        from redis import Redis
-
-        from jobs import keys
-
-        _, api_key = keys.create(Redis.from_url(redis_url), "demo", "demo")
-        env = {**settings.to_env(), "AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET}
-        step("starting gunicorn and a worker (logs in .run/demo/)")
-        api, url = gunicorn(env, run / "gunicorn.log")
-        stack.append(api)
-        stack.append(rq_worker(env, run / "worker.log"))
+        stack.start(step)
+        url, api_key = stack.url, stack.api_key
         step(f"submitting data/seed_tasks.jsonl to {url} for {args.instructions} instructions")
         result = subprocess.run(
             [
@@ -91,7 +62,7 @@ def main() -> int:
             check=False,
         )
         if result.returncode != 0:
-            print(f"the job did not succeed (exit {result.returncode}); see {run}/worker.log")
+            print(f"the job did not succeed (exit {result.returncode}); see {run}/worker0.log")
             return result.returncode
         stats = json.loads((out / "stats.json").read_text())
         step(f"done in {time.monotonic() - started:.0f} s (job wall time {stats['wall_seconds']:.0f} s)")
@@ -107,10 +78,7 @@ def main() -> int:
         return 0
     finally:
         step("stopping")
-        for proc in reversed(stack):
-            proc.stop()
-        if "model" in locals():
-            model.stop()
+        stack.stop()
 
 
 if __name__ == "__main__":

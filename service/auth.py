@@ -10,7 +10,7 @@ import time
 
 from flask import g, request
 
-from jobs import keys
+from jobs import api_keys, keyspace
 from service.context import DEFAULT_TEAM, services
 from service.errors import problem
 
@@ -18,7 +18,7 @@ PUBLIC = ("/healthz", "/readyz", "/openapi.json", "/metrics")
 SECURITY_SCHEME = {
     "type": "http",
     "scheme": "bearer",
-    "description": "An API key: python -m jobs.keys create",
+    "description": "An API key: python -m jobs.api_keys create",
 }
 
 
@@ -33,7 +33,7 @@ def authenticate() -> None:
         scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
             problem(401, "an API key is required: Authorization: Bearer <key>", WWW_Authenticate="Bearer")
-        team = keys.team_for(s.redis, secret.strip())
+        team = api_keys.team_for(s.redis, secret.strip())
         if team is None:
             problem(401, "unknown or revoked API key", WWW_Authenticate='Bearer error="invalid_token"')
         g.team = team
@@ -45,7 +45,7 @@ def _rate_limit(team: str) -> None:
     if limit <= 0:
         return
     now = time.time()
-    window = f"si:team:{team}:rate:{int(now // 60)}"
+    window = keyspace.rate_window(team, int(now // 60))
     pipe = services().redis.pipeline()
     pipe.incr(window)
     pipe.expire(window, 120)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,10 +10,6 @@ from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import RAISE
-from rq.command import send_stop_job_command
-from rq.exceptions import InvalidJobOperation, NoSuchJobError
-from rq.job import Job as RQJob
-from rq.job import JobStatus
 
 from api_spec.jobs import (
     IdempotencyHeaderSchema,
@@ -25,16 +18,15 @@ from api_spec.jobs import (
     JobPageSchema,
     JobSchema,
 )
+from jobs import idempotency, queue, seed_set_store
 from jobs import job as jobs_
-from jobs import seed_sets, tasks
-from jobs.config import GenerationConfig
+from jobs.method.recipe import GenerationConfig
 from service import pages
 from service.context import services, team
 from service.errors import problem
 
 blp = Blueprint("jobs", __name__, url_prefix="/v1/jobs", description="Generation jobs, run by RQ workers.")
 log = structlog.get_logger(__name__)
-IDEMPOTENCY_TTL = 24 * 3600
 
 
 @blp.before_request
@@ -132,38 +124,32 @@ class Jobs(MethodView):
                 422, f"unknown profile {profile!r}", [{"field": "profile", "message": f"one of: {offered}"}]
             )
         config = _config(args)
-        seed_set = seed_sets.get(r, team(), args["seed_set_id"])
+        seed_set = seed_set_store.get(r, team(), args["seed_set_id"])
         if seed_set is None:
             problem(404, f"no seed set {args['seed_set_id']}")
         if config["classification_only"] and not seed_set.classification_tasks:
             problem(422, "classification_only needs classification tasks in the seed set")
-        slot, fingerprint = None, ""
+        claim = None
         if idempotency_key:
-            fingerprint = hashlib.sha256(json.dumps(args, sort_keys=True, default=str).encode()).hexdigest()
-            slot = f"si:team:{team()}:idem:{hashlib.sha256(idempotency_key.encode()).hexdigest()}"
-            claim = json.dumps({"fingerprint": fingerprint, "job_id": None})
-            if not r.set(slot, claim, nx=True, ex=IDEMPOTENCY_TTL):
-                seen = json.loads(r.get(slot) or "null") or {}
-                if seen.get("fingerprint") != fingerprint:
-                    problem(409, "this Idempotency-Key was used with a different request body")
-                if not seen.get("job_id"):
-                    problem(
-                        409, "a request with this Idempotency-Key is still being processed; retry shortly"
-                    )
-                return render(get_job(seen["job_id"])), 200
+            try:
+                claim = idempotency.claim(r, team(), idempotency_key, args)
+            except (idempotency.Mismatch, idempotency.InProgress) as e:
+                problem(409, str(e))
+            if claim.job_id:
+                return render(get_job(claim.job_id)), 200
         try:
             job = jobs_.create(r, team(), args["seed_set_id"], profile, config, settings.max_active_jobs)
         except jobs_.TooManyActiveJobs as e:
-            if slot:
-                r.delete(slot)
+            if claim:
+                claim.release()
             problem(429, f"{e}; wait for one to finish or cancel one", Retry_After="30")
         if job is None:  # deleted in between
-            if slot:
-                r.delete(slot)
+            if claim:
+                claim.release()
             problem(404, f"no seed set {args['seed_set_id']}")
-        if slot:
-            r.set(slot, json.dumps({"fingerprint": fingerprint, "job_id": job.id}), ex=IDEMPOTENCY_TTL)
-        tasks.enqueue(r, job, settings)
+        if claim:
+            claim.complete(job.id)
+        queue.enqueue(r, job, settings)
         log.info("job_created", job_id=job.id, profile=profile, num_instructions=config["num_instructions"])
         return render(jobs_.get(r, job.id) or job), 202
 
@@ -200,31 +186,7 @@ class JobCancel(MethodView):
         """Cancel: a queued job never starts; a running one stops at once (RQ's stop command) and keeps
         what it made, exported as a partial dataset."""
         job = get_job(job_id)
-        r = services().redis
-        jobs_.update(r, job.id, cancel_requested=True)
-        if not jobs_.transition(r, job, "canceled", ("queued", "running")):
-            job = get_job(job_id)
-            problem(409, f"the job is already {job.state}")
-        started = job.state == "running"
-        for rq_id in (jobs_.get(r, job.id) or job).rq_ids:  # the main job, its chunks and finalize
-            _stop(rq_id)
-        if started:
-            tasks.queue(r, services().settings).enqueue(
-                tasks.finalize, job.id, True, job_id=f"{job.id}-partial", result_ttl=tasks.RESULT_TTL
-            )
+        if not queue.cancel(services().redis, job, services().settings):
+            problem(409, f"the job is already {get_job(job_id).state}")
         log.info("job_canceled", job_id=job.id, was=job.state)
         return render(get_job(job_id))
-
-
-def _stop(rq_id: str) -> None:
-    r = services().redis
-    try:
-        rq_job = RQJob.fetch(rq_id, connection=r)
-    except NoSuchJobError:
-        return
-    status = rq_job.get_status()
-    if status in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
-        rq_job.cancel()
-    elif status == JobStatus.STARTED:
-        with contextlib.suppress(InvalidJobOperation):  # it finished in between
-            send_stop_job_command(r, rq_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from api_spec.datasets import HealthSchema
+from api_spec.health import HealthSchema
 from service.context import services
 
 blp = Blueprint("health", __name__, description="Probes for Kubernetes.")

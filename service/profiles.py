@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from api_spec.jobs import ProfileSchema
+from api_spec.profiles import ProfileSchema
 from service.context import services
 
 blp = Blueprint("profiles", __name__, url_prefix="/v1/profiles", description="LLM endpoint profiles.")

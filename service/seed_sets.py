@@ -12,8 +12,8 @@ from marshmallow import RAISE, ValidationError
 
 from api_spec.seed_sets import SeedSetCreateSchema, SeedSetListArgsSchema, SeedSetPageSchema, SeedSetSchema
 from api_spec.seed_sets import SeedSetUploadArgsSchema as NameSchema
-from jobs import seed_sets
-from jobs.seed_tasks import SeedSetError, SeedTask, parse_jsonl, parse_records
+from jobs import seed_set_store
+from jobs.method.seed_tasks import SeedSetError, SeedTask, parse_jsonl, parse_records
 from service import pages
 from service.context import services, team
 from service.errors import flatten, problem
@@ -44,7 +44,7 @@ REQUEST_BODY = {
 }
 
 
-def render(record: seed_sets.SeedSet) -> dict[str, Any]:
+def render(record: seed_set_store.SeedSet) -> dict[str, Any]:
     return {**record.__dict__, "created_at": datetime.fromtimestamp(record.created_at, UTC)}
 
 
@@ -114,14 +114,14 @@ class SeedSets(MethodView):
         except SeedSetError as e:
             _invalid(e)
         s = services()
-        record, created = seed_sets.create(s.redis, s.artifacts, team(), tasks, name)
+        record, created = seed_set_store.create(s.redis, s.artifacts, team(), tasks, name)
         return render(record), 201 if created else 200
 
     @blp.arguments(SeedSetListArgsSchema, location="query", unknown=RAISE)
     @blp.response(200, SeedSetPageSchema)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """List seed sets, newest first."""
-        found, last = seed_sets.page(
+        found, last = seed_set_store.page(
             services().redis, team(), pages.decode(args.get("cursor")), args["limit"]
         )
         return {"items": [render(r) for r in found], "next_cursor": pages.encode(last)}
@@ -133,7 +133,7 @@ class SeedSetById(MethodView):
     @blp.alt_response(404, response="NOT_FOUND")
     def get(self, seed_set_id: str) -> dict[str, Any]:
         """A seed set's summary."""
-        record = seed_sets.get(services().redis, team(), seed_set_id)
+        record = seed_set_store.get(services().redis, team(), seed_set_id)
         if record is None:
             problem(404, f"no seed set {seed_set_id}")
         return render(record)
@@ -145,8 +145,8 @@ class SeedSetById(MethodView):
         """Delete a seed set; refused while an unfinished job uses it."""
         s = services()
         try:
-            deleted = seed_sets.delete(s.redis, s.artifacts, team(), seed_set_id)
-        except seed_sets.InUse as e:
+            deleted = seed_set_store.delete(s.redis, s.artifacts, team(), seed_set_id)
+        except seed_set_store.InUse as e:
             problem(409, f"{e}: {', '.join(e.jobs[:10])}")
         if not deleted:
             problem(404, f"no seed set {seed_set_id}")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.llm import Endpoint
-from jobs.seed_tasks import SeedTask, load_file
+from jobs.method.llm import Endpoint
+from jobs.method.seed_tasks import SeedTask, load_file
 from tests.fake_llm import FakeLLM, Script
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +36,7 @@ def fake_endpoint(server: FakeLLM, **kwargs: object) -> Endpoint:
 @pytest.fixture(scope="session")
 def local_model() -> Iterator[Endpoint]:
     """The real embedded model, once per test session (the slow part: keep its tests few and small)."""
-    from jobs.local_model import MODEL_ALIAS, LocalModel
+    from jobs.method.local_model import MODEL_ALIAS, LocalModel
 
     (ROOT / ".run").mkdir(exist_ok=True)
     with LocalModel(log_file=ROOT / ".run" / "test-local-model.log") as model:
@@ -48,7 +48,7 @@ def local_model() -> Iterator[Endpoint]:
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory) -> Iterator[str]:
-    from tests.servers import redis_server
+    from jobs.local_stack import redis_server
 
     proc, url = redis_server(tmp_path_factory.mktemp("redis"))
     yield url
@@ -57,7 +57,7 @@ def redis_url(tmp_path_factory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory) -> Iterator[str]:
-    from tests.servers import S3_KEY, S3_SECRET, s3_server
+    from jobs.local_stack import S3_KEY, S3_SECRET, s3_server
 
     os.environ.setdefault("AWS_ACCESS_KEY_ID", S3_KEY)
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", S3_SECRET)
@@ -112,9 +112,9 @@ def app(settings):
 @pytest.fixture
 def api_key(redis) -> str:
     """A key for team "alpha"."""
-    from jobs import keys
+    from jobs import api_keys
 
-    return keys.create(redis, "alpha", "tests")[1]
+    return api_keys.create(redis, "alpha", "tests")[1]
 
 
 @pytest.fixture
@@ -140,7 +140,7 @@ def work(redis_client) -> None:
     """Run every queued RQ job in this process (RQ's SimpleWorker, burst mode), on the real Redis."""
     from rq import SimpleWorker
 
+    from jobs.queue import queue
     from jobs.settings import get_settings
-    from jobs.tasks import queue
 
     SimpleWorker([queue(redis_client, get_settings())], connection=redis_client).work(burst=True)

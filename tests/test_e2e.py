@@ -16,9 +16,9 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
+from jobs.local_stack import gunicorn, rq_worker
 from jobs.settings import Profile
 from tests.conftest import DATA, ROOT
-from tests.servers import gunicorn, rq_worker
 
 BIN = os.path.dirname(sys.executable)
 

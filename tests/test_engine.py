@@ -10,10 +10,11 @@ import pytest
 from rouge_score import rouge_scorer
 
 from api_spec.vocabulary import RULES
-from jobs.config import GenerationConfig
-from jobs.engine import Canceled, Run, execute
-from jobs.exports import FILES
-from jobs.state import FileStore
+from jobs.method.checkpoint import FileStore
+from jobs.method.engine import execute
+from jobs.method.exports import FILES
+from jobs.method.recipe import GenerationConfig
+from jobs.method.run import Canceled, Run
 from tests.conftest import fake_endpoint
 from tests.fake_llm import FakeLLM, Script
 

@@ -15,14 +15,14 @@ import pytest
 from redis import Redis
 from rq.job import Job as RQJob
 
+from jobs import api_keys
 from jobs import job as jobs_
-from jobs import keys
 from jobs.artifacts import Artifacts
+from jobs.local_stack import Process, free_port, redis_server, rq_worker, s3_server
 from jobs.settings import get_settings
 from jobs.worker import ABANDONED_BOUND
 from service.app import create_app
 from tests.conftest import work
-from tests.servers import Process, free_port, redis_server, rq_worker, s3_server
 from tests.test_api import make_seed_set
 
 DATA_FILES = (
@@ -159,7 +159,7 @@ def test_sigterm_checkpoints_and_hands_the_job_back(client, redis, settings, wor
     job = finish(client, job_id)
     assert job["state"] == "succeeded", job
     assert dataset(settings, "alpha", job_id) == expected
-    assert "jobs.tasks.Preempted" in busy.log.read_text()  # handed back, not killed
+    assert "jobs.rq_jobs.Preempted" in busy.log.read_text()  # handed back, not killed
     print(f"\nSIGTERM: the busy worker checkpointed and exited in {handed_back:.1f} s")
 
 
@@ -170,7 +170,7 @@ def test_redis_restart_with_aof_keeps_queued_and_running_jobs(
     server, url = redis_server(tmp_path / "redis", port, appendonly=True)
     local = replace(settings, redis_url=url)
     r = Redis.from_url(url)
-    _, secret = keys.create(r, "alpha")
+    _, secret = api_keys.create(r, "alpha")
     api = create_app(local, configure_logging=False).test_client()
     api.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {secret}"
     sid = make_seed_set(api)

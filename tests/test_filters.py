@@ -5,9 +5,9 @@ import random
 from rouge_score import rouge_scorer
 
 from api_spec.vocabulary import RULES, STAGE_RULES
-from jobs.config import ALPACA_BLACKLIST, GenerationConfig
-from jobs.filters import InstructionFilter, filter_instances
-from jobs.similarity import ReferenceScan, RougeLIndex
+from jobs.method.filters import InstructionFilter, filter_instances
+from jobs.method.recipe import ALPACA_BLACKLIST, GenerationConfig
+from jobs.method.similarity import ReferenceScan, RougeLIndex
 
 
 def make_filter(**config) -> InstructionFilter:

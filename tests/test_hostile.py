@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from jobs import keys
+from jobs import api_keys
+from jobs.local_stack import gunicorn
 from tests.conftest import DATA, work
-from tests.servers import gunicorn
 
 LIMIT = 1024 * 1024  # the settings fixture's MAX_REQUEST_BYTES
 
@@ -29,7 +29,7 @@ def live(settings, redis, tmp_path):
         "RATE_LIMIT_PER_MINUTE": "0",
     }
     proc, url = gunicorn(env, tmp_path / "gunicorn.log", workers=2)
-    key = keys.create(redis, "alpha")[1]
+    key = api_keys.create(redis, "alpha")[1]
     yield proc, url, httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30), key
     proc.stop()
 

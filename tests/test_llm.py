@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from jobs.config import Decoding
-from jobs.llm import LLM, EndpointError
+from jobs.method.llm import LLM, EndpointError
+from jobs.method.recipe import Decoding
 from tests.conftest import fake_endpoint
 from tests.fake_llm import FakeLLM, Script
 

@@ -6,9 +6,10 @@ import sys
 
 import pytest
 
-from jobs.config import GenerationConfig
-from jobs.engine import Run, execute
-from jobs.state import FileStore
+from jobs.method.checkpoint import FileStore
+from jobs.method.engine import execute
+from jobs.method.recipe import GenerationConfig
+from jobs.method.run import Run
 from tests.conftest import DATA
 
 pytestmark = pytest.mark.model

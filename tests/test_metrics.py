@@ -7,8 +7,8 @@ import re
 
 import httpx
 
-from jobs import keys
-from tests.servers import free_port, gunicorn, rq_worker
+from jobs import api_keys
+from jobs.local_stack import free_port, gunicorn, rq_worker
 from tests.test_api import make_seed_set
 from tests.test_faults import env_for, finish, wait_until
 
@@ -26,7 +26,7 @@ def test_api_metrics_sum_over_gunicorn_workers(settings, redis, tmp_path):
     env = {**env_for(settings), "RATE_LIMIT_PER_MINUTE": "0"}
     proc, url = gunicorn(env, tmp_path / "gunicorn.log", workers=2)
     try:
-        key = keys.create(redis, "alpha")[1]
+        key = api_keys.create(redis, "alpha")[1]
         http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"})
         for _ in range(30):
             assert http.get("/v1/jobs").status_code == 200

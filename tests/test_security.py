@@ -13,7 +13,7 @@ from dataclasses import replace
 import pytest
 import yaml
 
-from jobs import keys
+from jobs import api_keys
 from jobs.settings import Profile, get_settings
 from service.app import create_app
 from tests.conftest import ROOT, work
@@ -27,7 +27,7 @@ PUBLIC = {("GET", "/healthz"), ("GET", "/readyz")}
 
 def as_team(app, redis, team: str):
     client = app.test_client()
-    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {keys.create(redis, team)[1]}"
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {api_keys.create(redis, team)[1]}"
     return client
 
 
@@ -89,7 +89,7 @@ def test_another_teams_resources_answer_404_on_every_endpoint(app, redis, client
 def test_keys_are_stored_hashed_and_can_be_revoked(app, redis, settings):
     env = {**os.environ, **settings.to_env()}
     created = subprocess.run(
-        [sys.executable, "-m", "jobs.keys", "create", "--team", "gamma", "--name", "ci"],
+        [sys.executable, "-m", "jobs.api_keys", "create", "--team", "gamma", "--name", "ci"],
         capture_output=True,
         text=True,
         env=env,
@@ -105,15 +105,15 @@ def test_keys_are_stored_hashed_and_can_be_revoked(app, redis, settings):
     caller.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {secret}"
     assert caller.get("/v1/jobs").status_code == 200
     listed = subprocess.run(
-        [sys.executable, "-m", "jobs.keys", "list"], capture_output=True, text=True, env=env, check=True
+        [sys.executable, "-m", "jobs.api_keys", "list"], capture_output=True, text=True, env=env, check=True
     ).stdout
     assert key_id in listed and "team=gamma" in listed and secret not in listed
     subprocess.run(
-        [sys.executable, "-m", "jobs.keys", "revoke", key_id], env=env, check=True, capture_output=True
+        [sys.executable, "-m", "jobs.api_keys", "revoke", key_id], env=env, check=True, capture_output=True
     )
     assert caller.get("/v1/jobs").status_code == 401
     bad = subprocess.run(
-        [sys.executable, "-m", "jobs.keys", "create", "--team", "Bad Team"],
+        [sys.executable, "-m", "jobs.api_keys", "create", "--team", "Bad Team"],
         capture_output=True,
         text=True,
         env=env,

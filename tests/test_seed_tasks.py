@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from jobs.seed_tasks import SeedSetError, content_hash, load_file, parse_jsonl, parse_records
+from jobs.method.seed_tasks import SeedSetError, content_hash, load_file, parse_jsonl, parse_records
 from tests.conftest import DATA, SHARED
 
 

@@ -5,8 +5,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from rouge_score import rouge_scorer, tokenize
 
-from jobs.similarity import NO_MATCH, ReferenceScan, RougeLIndex, _fmeasures, fmeasure
-from jobs.similarity import tokenize as our_tokenize
+from jobs.method.similarity import NO_MATCH, ReferenceScan, RougeLIndex, _fmeasures, fmeasure
+from jobs.method.similarity import tokenize as our_tokenize
 
 SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from jobs.window import ordered
+from jobs.method.window import ordered
 
 
 def run(coro):

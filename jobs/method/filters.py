@@ -1,4 +1,4 @@
-"""The paper's filters. Each returns a rule name (see jobs.decisions.RULES) and a detail dict."""
+"""The paper's filters. Each returns a rule name (see jobs.method.decisions.RULES) and a detail dict."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import string
 from collections.abc import Callable
 from typing import Any
 
-from jobs import metrics
-from jobs.config import GenerationConfig
-from jobs.similarity import Similarity
+from jobs.method import metrics
+from jobs.method.recipe import GenerationConfig
+from jobs.method.similarity import Similarity
 
 Outcome = tuple[str, dict[str, Any]]
 Check = Callable[[str], Outcome | None]  # None: the candidate passes this check

@@ -16,30 +16,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from api_spec.vocabulary import RULES
-from jobs.config import GenerationConfig
-from jobs.decisions import Decision
-from jobs.seed_tasks import SeedTask
-from jobs.state import Checkpoint
-
-FILES = {
-    "finetune": "finetune.jsonl",
-    "alpaca": "alpaca.json",
-    "chat": "chat.jsonl",
-    "parquet": "dataset.parquet",
-}
-# What each file is, for manifests.
-FORMATS = {
-    FILES["finetune"]: "self-instruct-finetune-jsonl",
-    FILES["alpaca"]: "alpaca-json",
-    FILES["chat"]: "openai-chat-jsonl",
-    FILES["parquet"]: "parquet",
-    "instructions.jsonl": "instructions-jsonl",
-    "decisions.jsonl": "decisions-jsonl",
-    "stats.json": "stats-json",
-    "run.json": "run-json",
-    "README.md": "dataset-card-markdown",
-}
+from api_spec.vocabulary import FILES, RULES
+from jobs.method.checkpoint import Checkpoint
+from jobs.method.decisions import Decision
+from jobs.method.recipe import GenerationConfig
+from jobs.method.seed_tasks import SeedTask
 
 # The reference's prompt/completion templates (prepare_for_finetuning.py).
 TEMPLATES_WITH_INPUT = (

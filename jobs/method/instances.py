@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 
-from jobs import parsing
-from jobs.classification import is_classification
-from jobs.decisions import Decision
-from jobs.engine import Run
-from jobs.filters import filter_instances
-from jobs.llm import LLM, Completion
-from jobs.window import ordered
+from jobs.method import parsing
+from jobs.method.classification import is_classification
+from jobs.method.decisions import Decision
+from jobs.method.filters import filter_instances
+from jobs.method.llm import LLM, Completion
+from jobs.method.run import Run
+from jobs.method.window import ordered
 
 STAGE = "instances"
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 
-from jobs import parsing
-from jobs.engine import Run
-from jobs.llm import LLM, Completion
-from jobs.window import ordered
+from jobs.method import parsing
+from jobs.method.llm import LLM, Completion
+from jobs.method.run import Run
+from jobs.method.window import ordered
 
 STAGE = "classification"
 

@@ -21,8 +21,8 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from jobs import metrics
-from jobs.config import Decoding
+from jobs.method import metrics
+from jobs.method.recipe import Decoding
 
 log = structlog.get_logger(__name__)
 

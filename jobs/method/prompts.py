@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import re
 
-from jobs.seed_tasks import SeedTask
+from jobs.method.seed_tasks import SeedTask
 
 INSTRUCTIONS_HEADER = "Below is a numbered list of diverse, self-contained tasks:"
 CLASSIFICATION_ONLY_HEADER = (

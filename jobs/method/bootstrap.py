@@ -6,14 +6,14 @@ from bisect import bisect_left
 from collections.abc import Awaitable
 from typing import Any
 
-from jobs import parsing
-from jobs.decisions import Decision
-from jobs.engine import Run
-from jobs.filters import InstructionFilter
-from jobs.llm import LLM, Completion
-from jobs.prompts import instruction_prompt
-from jobs.similarity import RougeLIndex
-from jobs.window import ordered
+from jobs.method import parsing
+from jobs.method.decisions import Decision
+from jobs.method.filters import InstructionFilter
+from jobs.method.llm import LLM, Completion
+from jobs.method.prompts import instruction_prompt
+from jobs.method.run import Run
+from jobs.method.similarity import RougeLIndex
+from jobs.method.window import ordered
 
 STAGE = "instructions"
 

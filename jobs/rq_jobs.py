@@ -4,8 +4,8 @@ run_generation does stages 1 and 2 itself. Instance generation for more than one
 instructions fans out: one RQ job per chunk (each with its own checkpoint, writing to the job's
 decision log) and a finalize job that depends on them all, merges, exports and uploads.
 
-Every RQ job is enqueued with retries: a job whose worker died (abandoned) or was asked to stop
-by SIGTERM (preempted, see jobs.worker) goes back on the queue and resumes from its checkpoint.
+jobs.queue enqueues these (by dotted name) with retries, so each must be safe to run again: it
+resumes from its checkpoint.
 """
 
 from __future__ import annotations
@@ -22,50 +22,26 @@ import redis.exceptions
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 from redis import Redis
-from rq import Queue, Retry
-from rq.job import Dependency
 
 from jobs import job as jobs_
-from jobs import retry
+from jobs import keyspace, queue, retry
 from jobs.artifacts import Artifacts
-from jobs.config import GenerationConfig
-from jobs.engine import Canceled, Run, execute
-from jobs.llm import EndpointError, Usage
-from jobs.seed_tasks import parse_jsonl
-from jobs.settings import Settings, get_settings
-from jobs.state import Checkpoint, RedisStore
+from jobs.checkpoint_store import RedisStore
+from jobs.method.checkpoint import Checkpoint
+from jobs.method.engine import execute
+from jobs.method.llm import EndpointError, Usage
+from jobs.method.recipe import GenerationConfig
+from jobs.method.run import Canceled, Run
+from jobs.method.seed_tasks import parse_jsonl
+from jobs.settings import get_settings
 from jobs.worker import PREEMPT_SIGNAL
 
 log = structlog.get_logger(__name__)
-RESULT_TTL = 7 * 24 * 3600
 _preempted = threading.Event()
 
 
 class Preempted(Exception):
     """The worker is shutting down; the job committed and asks RQ to run it again elsewhere."""
-
-
-def connect(settings: Settings | None = None) -> Redis:
-    return Redis.from_url((settings or get_settings()).redis_url)
-
-
-def queue(r: Redis, settings: Settings | None = None) -> Queue:
-    return Queue((settings or get_settings()).queue, connection=r)
-
-
-def _options(settings: Settings, rq_id: str) -> dict[str, Any]:
-    return {
-        "job_id": rq_id,
-        "job_timeout": settings.job_timeout,
-        "result_ttl": RESULT_TTL,
-        "failure_ttl": RESULT_TTL,
-        "retry": Retry(max=settings.job_retries),
-    }
-
-
-def enqueue(r: Redis, job: jobs_.Job, settings: Settings | None = None) -> None:
-    settings = settings or get_settings()
-    queue(r, settings).enqueue(run_generation, job.id, **_options(settings, job.id))
 
 
 class Reporter:
@@ -93,7 +69,7 @@ class Reporter:
                 stage=progress["stage"], stage_started_at=time.time(), stage_total=progress["stage_total"]
             )
         try:
-            self.r.hset(jobs_.key(self.job_id), mapping=fields)
+            self.r.hset(keyspace.job(self.job_id), mapping=fields)
         except redis.exceptions.RedisError as e:  # progress is advisory; the checkpoint is what counts
             log.warning("progress_not_saved", error=str(e))
             return
@@ -105,7 +81,7 @@ class Context:
 
     def __init__(self, job_id: str):
         self.settings = get_settings()
-        self.r = connect(self.settings)
+        self.r = queue.connect(self.settings)
         self.retry = retry.redis_(self.settings.redis_retry_seconds)
         self.artifacts = Artifacts(self.settings, patient=True)
         job = self.retry(jobs_.get, self.r, job_id)
@@ -133,7 +109,7 @@ class Context:
             if _preempted.is_set():
                 return True
             try:
-                return self.r.hget(jobs_.key(job.id), "cancel_requested") == b"true"
+                return self.r.hget(keyspace.job(job.id), "cancel_requested") == b"true"
             except redis.exceptions.RedisError:
                 return False
 
@@ -196,22 +172,9 @@ def _generation(ctx: Context) -> None:
         return
     # fan out: one RQ job per chunk, then finalize once all have finished
     reporter({**run.progress(), "stage": "instances", "stage_total": len(ids), "stage_done": 0}, force=True)
-    q = queue(ctx.r, ctx.settings)
-    chunks = []
-    for index, start in enumerate(range(0, len(ids), size)):
-        rq_id = f"{ctx.job.id}-chunk{index}"
-        chunks.append(
-            q.enqueue(
-                generate_chunk, ctx.job.id, index, ids[start : start + size], **_options(ctx.settings, rq_id)
-            )
-        )
-    final = q.enqueue(
-        finalize,
-        ctx.job.id,
-        depends_on=Dependency(jobs=chunks, allow_failure=True),
-        **_options(ctx.settings, f"{ctx.job.id}-finalize"),
-    )
-    ctx.update(rq_ids=[ctx.job.id, *(j.id for j in chunks), final.id], chunks=len(chunks))
+    chunks = [ids[start : start + size] for start in range(0, len(ids), size)]
+    rq_ids = queue.fan_out(ctx.r, ctx.job.id, chunks, ctx.settings)
+    ctx.update(rq_ids=[ctx.job.id, *rq_ids], chunks=len(chunks))
     log.info("instances_fanned_out", chunks=len(chunks))
 
 
@@ -258,7 +221,7 @@ def finalize(job_id: str, partial: bool = False) -> None:
 def _finalize(ctx: Context, run: Run | None = None, partial: bool = False) -> None:
     run = run or ctx.run(None, None)
     cp = run.checkpoint
-    chunks = int(ctx.retry(ctx.r.hget, jobs_.key(ctx.job.id), "chunks") or 0)
+    chunks = int(ctx.retry(ctx.r.hget, keyspace.job(ctx.job.id), "chunks") or 0)
     for index in range(chunks):
         part = ctx.store(f"chunk{index}").load()
         if part is None:

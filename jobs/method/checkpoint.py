@@ -1,4 +1,5 @@
-"""A run's checkpoint and the stores that keep it, with the decision log, atomically.
+"""A run's checkpoint, the Store protocol that keeps it with its decisions atomically, and the local
+file store. (The service's Redis store is jobs.checkpoint_store.)
 
 A store commits a checkpoint together with the decisions made since the previous commit: a run
 restarted with the same run id resumes from the last commit, so no candidate is lost or repeated.
@@ -13,11 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from redis import Redis
-
-from jobs import retry
-from jobs.decision_log import DecisionLog
-from jobs.decisions import Decision
+from jobs.method.decisions import Decision
 
 CHECKPOINT_VERSION = 1
 
@@ -34,7 +31,7 @@ class Checkpoint:
     instances: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     decisions: int = 0  # decisions committed so far
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # stage -> rule -> count
-    usage: dict[str, Any] | None = None  # jobs.llm.Usage.to_dict()
+    usage: dict[str, Any] | None = None  # jobs.method.llm.Usage.to_dict()
     wasted: dict[str, int] = field(default_factory=lambda: {"requests": 0, "completion_tokens": 0})
     truncated_responses: int = 0
     stop_reason: str | None = None
@@ -106,28 +103,3 @@ class FileStore:
             with self._decisions.open(encoding="utf-8") as f:
                 for line in f:
                     yield Decision.from_dict(json.loads(line))
-
-
-class RedisStore:
-    """The checkpoint in Redis beside the job's decision log, committed by one atomic script.
-
-    `part` names a separate checkpoint (an instance-generation chunk) that shares the job's log.
-    """
-
-    def __init__(self, redis: Redis, job_id: str, part: str | None = None, retry_seconds: float = 60.0):
-        self.redis = redis
-        self.log = DecisionLog(redis, job_id)
-        self.key = f"{self.log.prefix}:checkpoint" + (f":{part}" if part else "")
-        # A Redis restart must not cost the run: the commit script is idempotent, so retry it.
-        self._retry = retry.redis_(retry_seconds)
-
-    def load(self) -> Checkpoint | None:
-        raw = self._retry(self.redis.get, self.key)
-        return Checkpoint.from_dict(json.loads(raw)) if raw else None
-
-    def commit(self, checkpoint: Checkpoint, decisions: list[Decision]) -> None:
-        body = json.dumps(checkpoint.to_dict(), ensure_ascii=False)
-        self._retry(self.log.commit, decisions, self.key, body)
-
-    def decisions(self) -> Iterator[Decision]:
-        return iter(self.log)

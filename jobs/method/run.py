@@ -1,8 +1,9 @@
-"""A generation run: the stages in order over one checkpoint, resumable at any commit."""
+"""A run's live state: its checkpoint, decisions not yet committed, accounting, progress and export.
+
+The stages (bootstrap, classification, instances) work on a Run; jobs.method.engine drives them."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,13 +11,14 @@ from typing import Any
 
 import structlog
 
-from jobs import __version__, metrics
-from jobs.config import GenerationConfig
-from jobs.decisions import Decision
-from jobs.llm import LLM, Endpoint, Usage
-from jobs.prompts import Prompts
-from jobs.seed_tasks import SeedTask, content_hash
-from jobs.state import Checkpoint, Store
+from jobs import __version__
+from jobs.method import exports, metrics
+from jobs.method.checkpoint import Checkpoint, Store
+from jobs.method.decisions import Decision
+from jobs.method.llm import Endpoint, Usage
+from jobs.method.prompts import Prompts
+from jobs.method.recipe import GenerationConfig
+from jobs.method.seed_tasks import SeedTask, content_hash
 
 log = structlog.get_logger(__name__)
 
@@ -164,8 +166,6 @@ class Run:
         """Write the dataset files into out_dir and mark the run done; returns records per file.
 
         `partial` exports what a stopped run made so far (its stage is left as it was)."""
-        from jobs import exports
-
         if not partial and self.checkpoint.stage not in ("export", "done"):
             raise RuntimeError(f"the run is at stage {self.checkpoint.stage!r}, not ready to export")
         records = exports.write(
@@ -191,27 +191,3 @@ class Run:
             "endpoint": self.endpoint.public(),
             "config": self.config.to_dict(),
         }
-
-
-async def _stages(run: Run, until: str) -> None:
-    # Imported here: the stage modules import Run for their type hints.
-    from jobs.bootstrap import bootstrap
-    from jobs.classification import classify
-    from jobs.instances import generate_instances
-
-    llm = LLM(run.endpoint, run.config.concurrency, run.usage)
-    steps = (("instructions", bootstrap), ("classification", classify), ("instances", generate_instances))
-    try:
-        for stage, step in steps:
-            if run.checkpoint.stage == stage and STAGE_ORDER.index(stage) < STAGE_ORDER.index(until):
-                await step(run, llm)
-                run.advance(STAGE_ORDER[STAGE_ORDER.index(stage) + 1])
-    finally:
-        await llm.close()
-
-
-def execute(run: Run, until: str = "export") -> Checkpoint:
-    """Run the LLM stages up to (not including) `until`, resuming from the checkpoint."""
-    log.info("run_start", run_id=run.run_id, stage=run.checkpoint.stage)
-    asyncio.run(_stages(run, until))
-    return run.checkpoint

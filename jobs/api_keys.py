@@ -1,8 +1,8 @@
 """API keys, one team each, stored hashed (sha256); the secret is shown once, at creation.
 
-python -m jobs.keys create --team TEAM [--name NAME]
-python -m jobs.keys list
-python -m jobs.keys revoke KEY_ID
+python -m jobs.api_keys create --team TEAM [--name NAME]
+python -m jobs.api_keys list
+python -m jobs.api_keys revoke KEY_ID
 """
 
 from __future__ import annotations
@@ -17,14 +17,10 @@ from dataclasses import dataclass
 
 from redis import Redis
 
+from jobs import keyspace
 from jobs.settings import get_settings
 
 TEAM = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-INDEX = "si:apikeys"  # key id -> sha256 of the secret
-
-
-def _key(digest: str) -> str:
-    return f"si:apikey:{digest}"
 
 
 def _digest(secret: str) -> str:
@@ -49,8 +45,8 @@ def create(r: Redis, team: str, name: str = "") -> tuple[ApiKey, str]:
     record = ApiKey(key_id, team, name, time.time(), False)
     digest = _digest(secret)
     pipe = r.pipeline()
-    pipe.hset(_key(digest), mapping={**record.__dict__, "revoked": 0})
-    pipe.hset(INDEX, key_id, digest)
+    pipe.hset(keyspace.api_key(digest), mapping={**record.__dict__, "revoked": 0})
+    pipe.hset(keyspace.API_KEYS, key_id, digest)
     pipe.execute()
     return record, secret
 
@@ -62,7 +58,7 @@ def _record(raw: dict[bytes, bytes]) -> ApiKey:
 
 def team_for(r: Redis, secret: str) -> str | None:
     """The team a secret belongs to, or None (unknown or revoked)."""
-    raw = r.hgetall(_key(_digest(secret)))
+    raw = r.hgetall(keyspace.api_key(_digest(secret)))
     if not raw:
         return None
     record = _record(raw)
@@ -71,23 +67,25 @@ def team_for(r: Redis, secret: str) -> str | None:
 
 def all_keys(r: Redis) -> list[ApiKey]:
     out = []
-    for digest in r.hvals(INDEX):
-        raw = r.hgetall(_key(digest.decode()))
+    for digest in r.hvals(keyspace.API_KEYS):
+        raw = r.hgetall(keyspace.api_key(digest.decode()))
         if raw:
             out.append(_record(raw))
     return sorted(out, key=lambda k: k.created_at)
 
 
 def revoke(r: Redis, key_id: str) -> bool:
-    digest = r.hget(INDEX, key_id)
+    digest = r.hget(keyspace.API_KEYS, key_id)
     if digest is None:
         return False
-    r.hset(_key(digest.decode()), "revoked", 1)
+    r.hset(keyspace.api_key(digest.decode()), "revoked", 1)
     return True
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.keys", description="Manage API keys (REDIS_URL).")
+    parser = argparse.ArgumentParser(
+        prog="python -m jobs.api_keys", description="Manage API keys (REDIS_URL)."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("create", help="create a key for a team; prints the secret once")
     c.add_argument("--team", required=True)

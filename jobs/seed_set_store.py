@@ -1,6 +1,6 @@
 """Seed sets: content-addressed, per team; the tasks in S3, a summary record in Redis.
 
-The id is the sha256 of the canonical JSONL (jobs.seed_tasks.canonical_jsonl), so the same tasks
+The id is the sha256 of the canonical JSONL (jobs.method.seed_tasks.canonical_jsonl), so the same tasks
 uploaded twice, as a file or a JSON body, are recognised as one set.
 """
 
@@ -11,13 +11,9 @@ from dataclasses import dataclass
 
 from redis import Redis
 
+from jobs import keyspace
 from jobs.artifacts import Artifacts
-from jobs.job import seed_set_key, seed_set_users
-from jobs.seed_tasks import SeedTask, canonical_jsonl, content_hash
-
-
-def team_index(team: str) -> str:
-    return f"si:team:{team}:seedsets"
+from jobs.method.seed_tasks import SeedTask, canonical_jsonl, content_hash
 
 
 @dataclass(frozen=True)
@@ -66,14 +62,14 @@ def create(
     )
     fields = {k: v for k, v in record.__dict__.items() if v is not None}
     pipe = r.pipeline()
-    pipe.hset(seed_set_key(team, sha), mapping=fields)
-    pipe.zadd(team_index(team), {sha: record.created_at})
+    pipe.hset(keyspace.seed_set(team, sha), mapping=fields)
+    pipe.zadd(keyspace.team_seed_sets(team), {sha: record.created_at})
     pipe.execute()
     return record, True
 
 
 def get(r: Redis, team: str, sha: str) -> SeedSet | None:
-    raw = {k.decode(): v.decode() for k, v in r.hgetall(seed_set_key(team, sha)).items()}
+    raw = {k.decode(): v.decode() for k, v in r.hgetall(keyspace.seed_set(team, sha)).items()}
     if not raw:
         return None
     return SeedSet(
@@ -92,7 +88,9 @@ def page(
 ) -> tuple[list[SeedSet], tuple | None]:
     """Newest first; `after` is the (created_at, id) of the previous page's last set."""
     upper = "+inf" if after is None else after[0]
-    rows = r.zrevrangebyscore(team_index(team), upper, "-inf", start=0, num=limit + 200, withscores=True)
+    rows = r.zrevrangebyscore(
+        keyspace.team_seed_sets(team), upper, "-inf", start=0, num=limit + 200, withscores=True
+    )
     found: list[SeedSet] = []
     for raw_id, score in rows:
         sha = raw_id.decode()
@@ -109,8 +107,8 @@ def page(
 
 def delete(r: Redis, artifacts: Artifacts, team: str, sha: str) -> bool:
     """False when there was no such set; raises InUse while unfinished jobs use it."""
-    users = seed_set_users(team, sha)
-    result = r.eval(_DELETE, 3, seed_set_key(team, sha), users, team_index(team), sha)
+    users = keyspace.seed_set_users(team, sha)
+    result = r.eval(_DELETE, 3, keyspace.seed_set(team, sha), users, keyspace.team_seed_sets(team), sha)
     if result == -1:
         raise InUse(sorted(m.decode() for m in r.smembers(users)))
     if result:

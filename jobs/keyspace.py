@@ -1,0 +1,68 @@
+"""Every Redis key name the service and workers use, in one place (RQ's own `rq:*` keys aside).
+
+si:job:<id>                          job record (hash)
+si:job:<id>:dec|decid|seq|dx:<f>     its decision log (jobs.decision_log)
+si:job:<id>:checkpoint[:<part>]      its checkpoints (jobs.checkpoint_store)
+si:team:<team>:jobs                  a team's jobs by creation time (sorted set)
+si:team:<team>:active_jobs           a team's unfinished jobs (set)
+si:team:<team>:seedsets              a team's seed sets by creation time (sorted set)
+si:team:<team>:seedset:<sha>         a seed set's record (hash)
+si:team:<team>:seedset:<sha>:active  the unfinished jobs using it (set)
+si:team:<team>:idem:<sha256(key)>    an Idempotency-Key's claim (string, expires)
+si:team:<team>:rate:<minute>         requests in one rate-limit window (counter, expires)
+si:apikeys                           API key id -> sha256 of its secret (hash)
+si:apikey:<sha256>                   an API key's record (hash)
+si:stats:jobs_by_state               job counts by state (hash), for metrics
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+PREFIX = "si"
+API_KEYS = f"{PREFIX}:apikeys"
+JOBS_BY_STATE = f"{PREFIX}:stats:jobs_by_state"
+
+
+def job(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}"
+
+
+def checkpoint(job_id: str, part: str | None = None) -> str:
+    return f"{job(job_id)}:checkpoint" + (f":{part}" if part else "")
+
+
+def _team(team: str) -> str:
+    return f"{PREFIX}:team:{team}"
+
+
+def team_jobs(team: str) -> str:
+    return f"{_team(team)}:jobs"
+
+
+def active_jobs(team: str) -> str:
+    return f"{_team(team)}:active_jobs"
+
+
+def team_seed_sets(team: str) -> str:
+    return f"{_team(team)}:seedsets"
+
+
+def seed_set(team: str, seed_set_id: str) -> str:
+    return f"{_team(team)}:seedset:{seed_set_id}"
+
+
+def seed_set_users(team: str, seed_set_id: str) -> str:
+    return f"{seed_set(team, seed_set_id)}:active"
+
+
+def idempotency(team: str, idempotency_key: str) -> str:
+    return f"{_team(team)}:idem:{hashlib.sha256(idempotency_key.encode()).hexdigest()}"
+
+
+def rate_window(team: str, window: int) -> str:
+    return f"{_team(team)}:rate:{window}"
+
+
+def api_key(digest: str) -> str:
+    return f"{PREFIX}:apikey:{digest}"

@@ -1,0 +1,36 @@
+"""Prometheus counters of the method's work: LLM requests, tokens, retries, latency, dedup time, decisions.
+
+prometheus_client only: a worker serves them (jobs.metrics_server); a local run just counts.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+LLM_REQUESTS = Counter(
+    "selfinstruct_llm_requests_total",
+    "LLM requests, by stage and outcome (ok, or error after every retry)",
+    ["stage", "outcome"],
+)
+LLM_SECONDS = Histogram(
+    "selfinstruct_llm_request_seconds",
+    "Latency of successful LLM requests",
+    ["stage"],
+    buckets=LATENCY_BUCKETS,
+)
+LLM_RETRIES = Counter(
+    "selfinstruct_llm_retries_total", "Failed LLM attempts, by kind (429, 500, timeout, ...)", ["kind"]
+)
+LLM_TOKENS = Counter(
+    "selfinstruct_llm_tokens_total", "Tokens, by stage and kind (prompt, completion)", ["stage", "kind"]
+)
+DEDUP_SECONDS = Histogram(
+    "selfinstruct_dedup_seconds",
+    "Time to find a candidate's nearest pool item (ROUGE-L index)",
+    buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
+)
+CANDIDATES = Counter(
+    "selfinstruct_candidates_total", "Decisions, by stage, verdict and rule", ["stage", "verdict", "rule"]
+)

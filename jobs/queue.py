@@ -1,0 +1,93 @@
+"""Generation jobs on RQ: enqueue them, and take them off again (cancel).
+
+Functions are enqueued by dotted name, so a process that only enqueues (the API) never imports
+the engine. Every RQ job gets retries: a job whose worker died (abandoned) or was asked to stop by
+SIGTERM (preempted, see jobs.worker) goes back on the queue and resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from redis import Redis
+from rq import Queue, Retry
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Dependency, JobStatus
+from rq.job import Job as RQJob
+
+from jobs import job as jobs_
+from jobs.settings import Settings, get_settings
+
+RESULT_TTL = 7 * 24 * 3600
+RUN_GENERATION = "jobs.rq_jobs.run_generation"
+GENERATE_CHUNK = "jobs.rq_jobs.generate_chunk"
+FINALIZE = "jobs.rq_jobs.finalize"
+
+
+def connect(settings: Settings | None = None) -> Redis:
+    return Redis.from_url((settings or get_settings()).redis_url)
+
+
+def queue(r: Redis, settings: Settings | None = None) -> Queue:
+    return Queue((settings or get_settings()).queue, connection=r)
+
+
+def _options(settings: Settings, rq_id: str) -> dict[str, Any]:
+    return {
+        "job_id": rq_id,
+        "job_timeout": settings.job_timeout,
+        "result_ttl": RESULT_TTL,
+        "failure_ttl": RESULT_TTL,
+        "retry": Retry(max=settings.job_retries),
+    }
+
+
+def enqueue(r: Redis, job: jobs_.Job, settings: Settings | None = None) -> None:
+    """Queue a new job's main RQ job (stages 1 and 2, and instances when they fit in one chunk)."""
+    settings = settings or get_settings()
+    queue(r, settings).enqueue(RUN_GENERATION, job.id, **_options(settings, job.id))
+
+
+def fan_out(r: Redis, job_id: str, chunks: list[list[str]], settings: Settings) -> list[str]:
+    """Queue one RQ job per chunk of instruction ids and a finalize job that waits for them all;
+    returns the RQ ids (chunks, then finalize)."""
+    q = queue(r, settings)
+    queued = [
+        q.enqueue(GENERATE_CHUNK, job_id, index, ids, **_options(settings, f"{job_id}-chunk{index}"))
+        for index, ids in enumerate(chunks)
+    ]
+    final = q.enqueue(
+        FINALIZE,
+        job_id,
+        depends_on=Dependency(jobs=queued, allow_failure=True),
+        **_options(settings, f"{job_id}-finalize"),
+    )
+    return [*(j.id for j in queued), final.id]
+
+
+def cancel(r: Redis, job: jobs_.Job, settings: Settings | None = None) -> bool:
+    """Cancel a queued or running job: a queued one never starts; a running one stops at once (RQ's
+    stop command) and a partial dataset is exported from what it made. False: already finished."""
+    jobs_.update(r, job.id, cancel_requested=True)
+    if not jobs_.transition(r, job, "canceled", ("queued", "running")):
+        return False
+    for rq_id in (jobs_.get(r, job.id) or job).rq_ids:  # the main job, its chunks and finalize
+        _stop(r, rq_id)
+    if job.state == "running":
+        queue(r, settings).enqueue(FINALIZE, job.id, True, job_id=f"{job.id}-partial", result_ttl=RESULT_TTL)
+    return True
+
+
+def _stop(r: Redis, rq_id: str) -> None:
+    try:
+        rq_job = RQJob.fetch(rq_id, connection=r)
+    except NoSuchJobError:
+        return
+    status = rq_job.get_status()
+    if status in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
+        rq_job.cancel()
+    elif status == JobStatus.STARTED:
+        with contextlib.suppress(InvalidJobOperation):  # it finished in between
+            send_stop_job_command(r, rq_id)

@@ -1,0 +1,149 @@
+"""The layout's rules: the method needs no infrastructure, the API process never loads the engine,
+no import circles, service/ leaves RQ to jobs/, and every Redis key name is built in one module."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("jobs", "service", "api_spec", "client")
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            found[".".join(parts)] = path
+    return found
+
+
+def loaded_after(code: str) -> set[str]:
+    """Modules in sys.modules after running `code` in a fresh interpreter."""
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
+    """Project modules `name` imports anywhere in its file (function bodies too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):  # the project uses absolute imports only
+            base = node.module or ""
+            targets = [base, *(f"{base}.{a.name}" for a in node.names)]
+        else:
+            continue
+        found.update(t for t in targets if t in known and t != name)
+    return found
+
+
+def test_the_method_imports_no_infrastructure() -> None:
+    method = sorted(m for m in modules() if m.startswith("jobs.method"))
+    assert "jobs.method.engine" in method and "jobs.method.similarity" in method
+    loaded = loaded_after("\n".join(f"import {m}" for m in method))
+    assert set(method) <= loaded
+    for forbidden in ("redis", "rq", "boto3", "botocore", "flask", "flask_smorest", "service"):
+        assert forbidden not in loaded, f"jobs.method loads {forbidden}"
+
+
+def test_the_api_process_does_not_load_the_engine() -> None:
+    loaded = loaded_after("import service.app")
+    assert "service.app" in loaded and "flask" in loaded
+    engine = {
+        "openai",
+        "pyarrow",
+        "jobs.method.engine",
+        "jobs.method.run",
+        "jobs.method.bootstrap",
+        "jobs.method.classification",
+        "jobs.method.instances",
+        "jobs.method.llm",
+        "jobs.method.exports",
+        "jobs.method.prompts",
+        "jobs.method.similarity",
+        "jobs.rq_jobs",
+    }
+    assert not engine & loaded, f"the API process loads {sorted(engine & loaded)}"
+
+
+def test_no_import_cycles() -> None:
+    found = modules()
+    known = set(found)
+    graph = {name: imports_of(name, path, known) for name, path in found.items()}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycle = [*stack[stack.index(nxt) :], nxt]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name)
+    assert "jobs.method.run" in graph["jobs.method.bootstrap"]
+    assert "jobs.method.bootstrap" in graph["jobs.method.engine"]
+
+
+def raw_imports(path: Path) -> set[str]:
+    """Every absolute name a file imports: `import a.b` gives a.b; `from a import b` gives a and a.b."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+    return names
+
+
+def test_layers_point_one_way() -> None:
+    def under(name: str, package: str) -> bool:
+        return name == package or name.startswith(package + ".")
+
+    for name, path in modules().items():
+        uses = raw_imports(path)
+        if under(name, "jobs"):
+            assert not any(under(u, "service") or under(u, "flask") for u in uses), name
+        if under(name, "service"):
+            assert not any(under(u, "rq") for u in uses), f"{name} imports rq: queueing is jobs.queue's"
+        if under(name, "jobs.method"):
+            plumbing = {u for u in uses if under(u, "jobs") and not under(u, "jobs.method")}
+            assert plumbing <= {"jobs", "jobs.__version__"}, f"{name} imports the plumbing: {plumbing}"
+
+
+def test_redis_key_names_are_built_in_keyspace_only() -> None:
+    offenders = []
+    for name, path in modules().items():
+        if name == "jobs.keyspace":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            text = None
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                text = node.value
+            elif isinstance(node, ast.JoinedStr) and node.values and isinstance(node.values[0], ast.Constant):
+                text = str(node.values[0].value)
+            if text is not None and text.startswith("si:"):
+                offenders.append(f"{name}:{node.lineno} {text!r}")
+    assert not offenders, offenders
