@@ -111,7 +111,7 @@ def wrk(url: str, seconds: int, connections: int, script: Path, key: str) -> dic
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--decisions", type=int, default=50_000)
     parser.add_argument("--rate", type=int, default=200, help="target requests per second")
     parser.add_argument("--seconds", type=int, default=8)

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--num-instructions", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=1, help="llama.cpp serves one request at a time")
     parser.add_argument("--seed", type=int, default=1)

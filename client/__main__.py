@@ -108,7 +108,9 @@ def follow(client: Client, job_id: str, out: Path | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="selfinstruct", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog="selfinstruct", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument(
         "--url",
         default=os.environ.get("SELFINSTRUCT_URL", "http://127.0.0.1:8000"),
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         "--api-key", default=os.environ.get("SELFINSTRUCT_API_KEY"), help="env SELFINSTRUCT_API_KEY"
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("submit", help="upload seed tasks and start a job")
+    s = sub.add_parser("submit", allow_abbrev=False, help="upload seed tasks and start a job")
     s.add_argument("seeds", help="seed tasks, JSONL in the paper's format")
     s.add_argument("--instructions", type=int, required=True, help="instructions to generate")
     s.add_argument("--profile", help="endpoint profile (see GET /v1/profiles)")
@@ -128,10 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--idempotency-key", help="resubmitting with the same key returns the same job")
     s.add_argument("--wait", action="store_true", help="follow the job to its end")
     s.add_argument("--download", metavar="DIR", help="with --wait: download the dataset into DIR")
-    w = sub.add_parser("wait", help="follow a job (and download its dataset)")
+    w = sub.add_parser("wait", allow_abbrev=False, help="follow a job (and download its dataset)")
     w.add_argument("job_id")
     w.add_argument("--download", metavar="DIR")
-    c = sub.add_parser("cancel", help="cancel a job")
+    c = sub.add_parser("cancel", allow_abbrev=False, help="cancel a job")
     c.add_argument("job_id")
     args = parser.parse_args(argv)
     client = Client(args.url, args.api_key)

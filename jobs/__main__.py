@@ -138,9 +138,11 @@ def generate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs", description="Self-Instruct generation, locally.")
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog="python -m jobs", description="Self-Instruct generation, locally."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    g = sub.add_parser("generate", help="run a whole generation into a directory")
+    g = sub.add_parser("generate", allow_abbrev=False, help="run a whole generation into a directory")
     g.add_argument("--seed-tasks", required=True, help="seed tasks, JSONL in the paper's format")
     g.add_argument("--num-instructions", type=int, default=20)
     g.add_argument("--out", required=True, help="output directory (also holds the checkpoint)")

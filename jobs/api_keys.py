@@ -84,14 +84,14 @@ def revoke(r: Redis, key_id: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m jobs.api_keys", description="Manage API keys (REDIS_URL)."
+        allow_abbrev=False, prog="python -m jobs.api_keys", description="Manage API keys (REDIS_URL)."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("create", help="create a key for a team; prints the secret once")
+    c = sub.add_parser("create", allow_abbrev=False, help="create a key for a team; prints the secret once")
     c.add_argument("--team", required=True)
     c.add_argument("--name", default="")
-    sub.add_parser("list", help="list keys (never their secrets)")
-    v = sub.add_parser("revoke", help="revoke a key by id")
+    sub.add_parser("list", allow_abbrev=False, help="list keys (never their secrets)")
+    v = sub.add_parser("revoke", allow_abbrev=False, help="revoke a key by id")
     v.add_argument("key_id")
     args = parser.parse_args(argv)
     r = Redis.from_url(get_settings().redis_url)

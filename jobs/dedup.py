@@ -64,7 +64,9 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.dedup", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog="python -m jobs.dedup", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--pool", required=True, help="JSONL of {id, instruction}: the starting pool")
     parser.add_argument("--threshold", type=float, default=0.7, help="drop above this score (default 0.7)")
     parser.add_argument("--reference", action="store_true", help="use the plain rouge-score scan")
