@@ -31,8 +31,17 @@ def test_serve_runs_the_stack_on_fixed_ports_until_ctrl_c(fake_llm, tmp_path) ->
     if any(listening(p) for p in ports):
         pytest.fail(f"a fixed port of the local stack is taken: {[p for p in ports if listening(p)]}")
     serve = subprocess.Popen(
-        [sys.executable, "-m", "jobs.local_stack", "--base-url", fake_llm.base_url, "--model", "fake"]
-        + ["--run-dir", str(tmp_path / "run")],
+        [
+            sys.executable,
+            "-m",
+            "jobs.local_stack",
+            "--base-url",
+            fake_llm.base_url,
+            "--model",
+            "fake",
+            "--run-dir",
+            str(tmp_path / "run"),
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -56,8 +65,16 @@ def test_serve_runs_the_stack_on_fixed_ports_until_ctrl_c(fake_llm, tmp_path) ->
         assert url == f"http://127.0.0.1:{FIXED.api}"
         assert all(listening(p) for p in ports)
         done = subprocess.run(
-            [str(BIN / "selfinstruct"), "submit", str(DATA / "seed_tasks.jsonl"), "--instructions", "3"]
-            + ["--wait", "--download", str(tmp_path / "out")],
+            [
+                str(BIN / "selfinstruct"),
+                "submit",
+                str(DATA / "seed_tasks.jsonl"),
+                "--instructions",
+                "3",
+                "--wait",
+                "--download",
+                str(tmp_path / "out"),
+            ],
             env={**os.environ, "SELFINSTRUCT_URL": url, "SELFINSTRUCT_API_KEY": key},
             capture_output=True,
             text=True,
