@@ -1,9 +1,19 @@
 """LLM endpoint profiles the operator offers (callers pick one by name)."""
 
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 
 
 class ProfileSchema(Schema):
     name = fields.String(required=True)
     model = fields.String(required=True)
     default = fields.Boolean(required=True)
+    api = fields.String(
+        required=True,
+        validate=validate.OneOf(("completions", "chat")),
+        metadata={
+            "description": "completions: a base model continues text; chat: an instruction-following model."
+        },
+    )
+    structured_output = fields.Boolean(
+        required=True, metadata={"description": "Chat replies are constrained to a JSON schema."}
+    )

@@ -92,7 +92,18 @@ def generate(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     state_dir = out / ".checkpoint"
-    identity = {"config": config.to_dict(), "seed_set": content_hash(seed_tasks)}
+    # llama.cpp's server constrains chat replies to a schema given as json_object
+    response_format = args.response_format or (
+        "json_object" if args.api == "chat" and not args.base_url else None
+    )
+    if response_format and args.api != "chat":
+        print("error: --response-format is for --api chat", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    identity = {
+        "config": config.to_dict(),
+        "seed_set": content_hash(seed_tasks),
+        "api": [args.api, response_format],
+    }
     identity_file = state_dir / "identity.json"
     if identity_file.exists() and json.loads(identity_file.read_text()) != identity:
         print(f"error: {out} holds a different run; choose another --out or delete it", file=sys.stderr)
@@ -109,6 +120,8 @@ def generate(args: argparse.Namespace) -> int:
             model=args.model or MODEL_ALIAS,
             api_key=api_key,
             timeout=args.timeout,
+            api=args.api,
+            response_format=response_format,
         )
         run = Run(args.run_id or out.name, seed_tasks, config, endpoint, FileStore(state_dir), progress=bars)
         try:
@@ -151,6 +164,18 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--model", help=f"model name (default {MODEL_ALIAS})")
     g.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
     g.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    g.add_argument(
+        "--api",
+        choices=("completions", "chat"),
+        default="completions",
+        help="completions: a base model continues the paper's prompts; chat: an instruction-following model",
+    )
+    g.add_argument(
+        "--response-format",
+        choices=("json_schema", "json_object"),
+        help="chat: constrain replies to JSON (json_schema: OpenAI, vLLM; json_object: llama.cpp, the "
+        "default for the embedded model)",
+    )
     g.add_argument(
         "--concurrency",
         type=int,

@@ -18,6 +18,12 @@ class Profiles(MethodView):
         """Profiles a job may name."""
         settings = services().settings
         return [
-            {"name": p.name, "model": p.model, "default": p.name == settings.default_profile}
+            {
+                "name": p.name,
+                "model": p.model,
+                "default": p.name == settings.default_profile,
+                "api": p.api,
+                "structured_output": p.response_format is not None,
+            }
             for p in settings.profiles.values()
         ]

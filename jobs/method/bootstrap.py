@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Awaitable
+from dataclasses import replace
 from typing import Any
 
-from jobs.method import parsing
+from jobs.method import chat, parsing
 from jobs.method.decisions import Decision
 from jobs.method.filters import InstructionFilter
 from jobs.method.llm import LLM, Completion
-from jobs.method.prompts import instruction_prompt
+from jobs.method.recipe import paper_decoding
 from jobs.method.run import Run
 from jobs.method.similarity import RougeLIndex
 from jobs.method.window import ordered
@@ -32,6 +33,11 @@ async def bootstrap(run: Run, llm: LLM) -> None:
     machine = [kept["text"] for kept in cp.instructions]
     kept_at = [kept["prompt"] for kept in cp.instructions]  # prompt index of each, non-decreasing
     decoding = cfg.decoding[STAGE]
+    if llm.chat and decoding.stop == paper_decoding()[STAGE].stop:
+        # the paper's stops end a continued list; a chat reply may open with a preamble and a blank line
+        decoding = replace(decoding, stop=())
+    parse = chat.instructions if llm.chat else parsing.instructions
+    role = {"role": "assistant"} if llm.chat else {}
     run.start_stage(target)
     run.stage_done = len(machine)
 
@@ -48,11 +54,14 @@ async def bootstrap(run: Run, llm: LLM) -> None:
         if in_flight > 0 and len(machine) + in_flight * yield_per_prompt >= target:
             return None  # enough is probably on its way; saves wasted requests at the end
         rng = cfg.rng(STAGE, i)
-        visible = machine[: bisect_left(kept_at, i - cfg.window + 1)]
-        chosen = rng.sample(visible, min(cfg.prompt_machine_instructions, len(visible)))
+        # sample indices, not a copied prefix of the pool (that copy grows with the run); the same
+        # draws as sampling the prefix itself
+        visible = bisect_left(kept_at, i - cfg.window + 1)
+        picks = rng.sample(range(visible), min(cfg.prompt_machine_instructions, visible))
+        chosen = [machine[j] for j in picks]
         chosen += rng.sample(seed_texts, min(cfg.prompt_instructions - len(chosen), len(seed_texts)))
         rng.shuffle(chosen)
-        prompt = instruction_prompt(chosen, cfg.classification_only)
+        prompt = run.prompts.instructions(chosen, cfg.classification_only)
         return llm.complete(prompt, decoding, cfg.derived_seed(STAGE, i), STAGE)
 
     def handle(i: int, completions: list[Completion]) -> bool:
@@ -60,9 +69,9 @@ async def bootstrap(run: Run, llm: LLM) -> None:
             if completion.finish_reason == "length":
                 cp.truncated_responses += 1  # discarded whole, as the reference does
                 continue
-            for k, text in enumerate(parsing.instructions(completion.text)):
+            for k, text in enumerate(parse(completion.text)):
                 candidate_id = f"i{i}.{j}.{k}"
-                source = {"prompt": i, "completion": j, "position": k}
+                source = {"prompt": i, "completion": j, "position": k, **role}
                 if len(machine) >= target:
                     run.record(Decision(candidate_id, "instruction", text, "target_reached", source))
                     continue

@@ -240,7 +240,8 @@ def card(records: dict[str, int], stats: dict[str, Any], run_record: dict[str, A
         "## How it was made",
         "",
         f"- seed set: {run_record['seed_set']['tasks']} tasks, sha256 `{run_record['seed_set']['sha256']}`",
-        f"- model: `{run_record['endpoint']['model']}`; random seed {run_record['random_seed']}",
+        f"- model: `{run_record['endpoint']['model']}` through `/v1/{_path(run_record['endpoint'])}`; "
+        f"random seed {run_record['random_seed']}",
         f"- target {cfg['num_instructions']} instructions; stop reason: {stats.get('stop_reason')}",
         f"- kept {stats['instructions_kept']} instructions and {stats['instances_kept']} instances",
         f"- ROUGE-L threshold {cfg['similarity_threshold']}; "
@@ -268,3 +269,7 @@ def card(records: dict[str, int], stats: dict[str, Any], run_record: dict[str, A
         "",
     ]
     return "\n".join(lines)
+
+
+def _path(endpoint: dict[str, Any]) -> str:
+    return "chat/completions" if endpoint.get("api") == "chat" else "completions"

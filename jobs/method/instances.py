@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 
-from jobs.method import parsing
+from jobs.method import chat, parsing
 from jobs.method.classification import is_classification
 from jobs.method.decisions import Decision
 from jobs.method.filters import filter_instances
@@ -29,16 +29,22 @@ async def generate_instances(run: Run, llm: LLM, instruction_ids: list[str] | No
         if i >= len(todo):
             return None
         kept = todo[i]
-        prompt = run.prompts.instances(kept["text"], is_classification(run, kept["id"]))
-        return llm.complete(prompt, decoding, cfg.derived_seed(STAGE, kept["id"]), STAGE, n=1)
+        classification = is_classification(run, kept["id"])
+        prompt = run.prompts.instances(kept["text"], classification)
+        schema = chat.schema(STAGE, classification) if llm.structured else None
+        return llm.complete(prompt, decoding, cfg.derived_seed(STAGE, kept["id"]), STAGE, schema, n=1)
 
     def handle(i: int, completions: list[Completion]) -> bool:
         task_id = todo[i]["id"]
         completion = completions[0]
-        source = {"instruction_id": task_id, "position": -1}
+        role = {"role": "assistant"} if llm.chat else {}
+        source = {"instruction_id": task_id, "position": -1, **role}
         classification = is_classification(run, task_id)
-        parse = parsing.classification_instances if classification else parsing.generation_instances
-        parsed = parse(completion.text)
+        if llm.chat:
+            parsed = chat.instances(completion.text, classification, llm.structured)
+        else:
+            parse = parsing.classification_instances if classification else parsing.generation_instances
+            parsed = parse(completion.text)
         kept: list[dict[str, str]] = []
         if not parsed:
             run.record(Decision(f"{task_id}:x", "instance", completion.text, "unparseable", source))
@@ -50,7 +56,7 @@ async def generate_instances(run: Run, llm: LLM, instruction_ids: list[str] | No
                 detail = {"duplicate_of": f"{task_id}:{detail['duplicate_of']}"}
             if "between" in detail:
                 detail = {"between": [f"{task_id}:{b}" for b in detail["between"]]}
-            where = {"instruction_id": task_id, "position": k}
+            where = {"instruction_id": task_id, "position": k, **role}
             run.record(Decision(f"{task_id}:{k}", "instance", output, rule, where, detail, input=inst_input))
             if rule == "kept":
                 kept.append({"input": inst_input, "output": output})

@@ -1,10 +1,13 @@
-"""The completions client: any OpenAI-compatible endpoint, with retries, token and busy-time accounting."""
+"""The LLM client: any OpenAI-compatible endpoint, through /v1/completions (a base model continuing the
+paper's text layouts) or /v1/chat/completions (an instruction-following model answering messages),
+with retries, token and busy-time accounting, and sampling parameters an endpoint refuses dropped."""
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
 import json
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,9 +30,21 @@ from jobs.method.recipe import Decoding
 log = structlog.get_logger(__name__)
 
 
+API_KINDS = ("completions", "chat")
+# How a chat endpoint takes a JSON schema for structured replies: OpenAI and vLLM use `json_schema`;
+# llama.cpp's server (and Anyscale) use `json_object` with a `schema` beside it.
+RESPONSE_FORMATS = ("json_schema", "json_object")
+# Optional request parameters: when an endpoint refuses one (HTTP 400 naming it), the run drops it and
+# goes on, with a warning, instead of failing.
+DROPPABLE = ("presence_penalty", "frequency_penalty", "top_p", "seed", "stop", "n")
+
+Prompt = str | list[dict[str, str]]  # a text to continue, or chat messages
+
+
 @dataclass(frozen=True)
 class Endpoint:
-    """Where completions come from. `supports_n`: the server honours n>1 (llama.cpp does not)."""
+    """Where completions come from. `supports_n`: the server honours n>1 (llama.cpp does not).
+    `api`: completions or chat; `response_format`: None, or how a chat endpoint takes a JSON schema."""
 
     base_url: str
     model: str
@@ -38,10 +53,26 @@ class Endpoint:
     max_attempts: int = 6
     max_wait: float = 30.0
     supports_n: bool = False
+    api: str = "completions"
+    response_format: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.api not in API_KINDS:
+            raise ValueError(f"api must be one of {API_KINDS}, not {self.api!r}")
+        if self.response_format is not None and (
+            self.api != "chat" or self.response_format not in RESPONSE_FORMATS
+        ):
+            raise ValueError(f"response_format is for chat endpoints: one of {RESPONSE_FORMATS}")
 
     def public(self) -> dict[str, Any]:
         """What may be recorded in run.json: never the key."""
-        return {"base_url": self.base_url, "model": self.model, "supports_n": self.supports_n}
+        return {
+            "base_url": self.base_url,
+            "model": self.model,
+            "supports_n": self.supports_n,
+            "api": self.api,
+            "response_format": self.response_format,
+        }
 
 
 @dataclass(frozen=True)
@@ -58,6 +89,20 @@ class MalformedResponse(Exception):
 
 class EndpointError(RuntimeError):
     """The endpoint failed past every retry, or refused the request outright."""
+
+
+def rejected_parameter(exc: BaseException, sent: dict[str, Any]) -> str | None:
+    """The request parameter a 400 answer names (OpenAI's `param` field, or its name in the message)."""
+    if not isinstance(exc, openai.BadRequestError):
+        return None
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error", body) if isinstance(body.get("error", body), dict) else body
+    param = error.get("param") if isinstance(error, dict) else None
+    if isinstance(param, str) and param:
+        return param
+    text = exc.response.text if exc.response is not None else str(exc)
+    named = [name for name in sent if re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", text)]
+    return max(named, key=len) if named else None
 
 
 def _error_kind(exc: BaseException) -> str:
@@ -109,6 +154,7 @@ class Usage:
     retries: int = 0
     errors: Counter[str] = field(default_factory=Counter)  # failed attempts by kind
     busy_seconds: float = 0.0
+    dropped: dict[str, str] = field(default_factory=dict)  # parameter -> what the endpoint said
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -118,6 +164,7 @@ class Usage:
             "retries": self.retries,
             "errors": dict(self.errors),
             "busy_seconds": round(self.busy_seconds, 3),
+            "dropped": dict(sorted(self.dropped.items())),
         }
 
     @classmethod
@@ -129,11 +176,21 @@ class Usage:
             data["retries"],
             Counter(data["errors"]),
             data["busy_seconds"],
+            dict(data.get("dropped", {})),
         )
 
 
 class LLM:
     """Completions with at most `concurrency` requests in flight; counts tokens, retries, busy time."""
+
+    @property
+    def chat(self) -> bool:
+        return self.endpoint.api == "chat"
+
+    @property
+    def structured(self) -> bool:
+        """Replies can be constrained to a JSON schema (a chat endpoint with a response_format)."""
+        return self.chat and self.endpoint.response_format is not None
 
     def __init__(self, endpoint: Endpoint, concurrency: int, usage: Usage | None = None):
         self.endpoint = endpoint
@@ -164,9 +221,20 @@ class LLM:
         log.warning("llm_retry", attempt=state.attempt_number, error=kind)
 
     async def complete(
-        self, prompt: str, decoding: Decoding, seed: int, stage: str, **override: Any
+        self,
+        prompt: Prompt,
+        decoding: Decoding,
+        seed: int,
+        stage: str,
+        schema: dict[str, Any] | None = None,
+        **override: Any,
     ) -> list[Completion]:
-        """`decoding.n` completions for one prompt, as separate requests unless the endpoint honours n."""
+        """`decoding.n` completions for one prompt, as separate requests unless the endpoint honours n.
+
+        `schema`: a JSON schema the reply must follow, where the endpoint is `structured`; a reply
+        that is not JSON is then a malformed response (retried)."""
+        if isinstance(prompt, str) == self.chat:
+            raise TypeError(f"a {self.endpoint.api} endpoint takes {'messages' if self.chat else 'text'}")
         n = override.pop("n", decoding.n)
         params = {
             "max_tokens": decoding.max_tokens,
@@ -177,6 +245,9 @@ class LLM:
             "stop": list(decoding.stop) or None,
             **override,
         }
+        if schema is not None and self.structured:
+            params["stop"] = None  # the grammar ends the reply; a stop sequence could cut the JSON
+            params["response_format"] = _response_format(str(self.endpoint.response_format), stage, schema)
         if n > 1 and self.endpoint.supports_n:
             out = await self._request(prompt, params, seed, n, stage)
             extra = [await self._request(prompt, params, seed + i, 1, stage) for i in range(len(out), n)]
@@ -185,47 +256,78 @@ class LLM:
         return [c for batch in results for c in batch]
 
     async def _request(
-        self, prompt: str, params: dict[str, Any], seed: int, n: int, stage: str
+        self, prompt: Prompt, params: dict[str, Any], seed: int, n: int, stage: str
     ) -> list[Completion]:
         async with self._slots:
-            try:
-                async for attempt in AsyncRetrying(
-                    retry=retry_if_exception(_retryable),
-                    stop=stop_after_attempt(self.endpoint.max_attempts),
-                    wait=self._wait,
-                    before_sleep=self._before_sleep,
-                    reraise=True,
-                ):
-                    with attempt:
-                        self._enter()
-                        started = time.monotonic()
-                        try:
-                            completions = self._parse(await self._send(prompt, params, seed, n), stage)
-                            metrics.LLM_SECONDS.labels(stage).observe(time.monotonic() - started)
-                            return completions
-                        except Exception as exc:
-                            self.usage.errors[_error_kind(exc)] += 1
-                            raise
-                        finally:
-                            self._leave()
-            except (openai.OpenAIError, MalformedResponse, json.JSONDecodeError) as exc:
-                metrics.LLM_REQUESTS.labels(stage, "error").inc()
-                detail = _describe(exc)
-                if len(self.endpoint.api_key) >= 8:  # an endpoint may echo the key back; never pass it on
-                    detail = detail.replace(self.endpoint.api_key, "[redacted]")
-                # `from None`: the original exception's text may hold the key too
-                raise EndpointError(f"{stage} request failed ({_error_kind(exc)}): {detail}") from None
+            while True:
+                try:
+                    return await self._attempts(prompt, params, seed, n, stage)
+                except openai.BadRequestError as exc:
+                    sent = self._arguments(params, seed, n)
+                    param = rejected_parameter(exc, sent)
+                    if param not in DROPPABLE or param not in sent:
+                        raise self._failure(exc, stage, param) from None
+                    # e.g. presence_penalty on some chat models: go on without it, and say so
+                    self.usage.dropped[param] = _describe(exc)
+                    log.warning("llm_parameter_dropped", parameter=param, stage=stage)
+                except (openai.OpenAIError, MalformedResponse, json.JSONDecodeError) as exc:
+                    raise self._failure(exc, stage) from None
+
+    def _failure(self, exc: BaseException, stage: str, param: str | None = None) -> EndpointError:
+        metrics.LLM_REQUESTS.labels(stage, "error").inc()
+        detail = _describe(exc)
+        if len(self.endpoint.api_key) >= 8:  # an endpoint may echo the key back; never pass it on
+            detail = detail.replace(self.endpoint.api_key, "[redacted]")
+        refused = f" (parameter {param!r})" if param else ""
+        # raised `from None`: the original exception's text may hold the key too
+        return EndpointError(f"{stage} request failed ({_error_kind(exc)}){refused}: {detail}")
+
+    async def _attempts(
+        self, prompt: Prompt, params: dict[str, Any], seed: int, n: int, stage: str
+    ) -> list[Completion]:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(_retryable),
+            stop=stop_after_attempt(self.endpoint.max_attempts),
+            wait=self._wait,
+            before_sleep=self._before_sleep,
+            reraise=True,
+        ):
+            with attempt:
+                self._enter()
+                started = time.monotonic()
+                try:
+                    response = await self._send(prompt, params, seed, n)
+                    completions = self._parse(response, stage, "response_format" in params)
+                    metrics.LLM_SECONDS.labels(stage).observe(time.monotonic() - started)
+                    return completions
+                except Exception as exc:
+                    self.usage.errors[_error_kind(exc)] += 1
+                    raise
+                finally:
+                    self._leave()
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _send(self, prompt: str, params: dict[str, Any], seed: int, n: int) -> Any:
-        return await self._client.completions.create(
-            model=self.endpoint.model, prompt=prompt, n=n, seed=seed, **params
-        )
+    def _arguments(self, params: dict[str, Any], seed: int, n: int) -> dict[str, Any]:
+        """The request's optional arguments, less those the endpoint refused earlier in the run."""
+        args = {**params, "seed": seed, **({"n": n} if n > 1 or not self.chat else {})}
+        return {k: v for k, v in args.items() if k not in self.usage.dropped}
 
-    def _parse(self, response: Any, stage: str) -> list[Completion]:
+    async def _send(self, prompt: Prompt, params: dict[str, Any], seed: int, n: int) -> Any:
+        args = self._arguments(params, seed, n)
+        if self.chat:
+            return await self._client.chat.completions.create(
+                model=self.endpoint.model, messages=prompt, **args
+            )
+        return await self._client.completions.create(model=self.endpoint.model, prompt=prompt, **args)
+
+    def _parse(self, response: Any, stage: str, structured: bool = False) -> list[Completion]:
         choices = getattr(response, "choices", None)
-        if not choices or any(not isinstance(getattr(c, "text", None), str) for c in choices):
+        texts = [_text(c, self.chat) for c in choices or ()]
+        if not choices or any(not isinstance(t, str) for t in texts):
             raise MalformedResponse("response has no completion text")
+        if structured:
+            for text in texts:
+                json.loads(str(text))  # a reply cut short or off-schema: malformed, so retried
         usage = getattr(response, "usage", None)
         prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
         completion_tokens = getattr(usage, "completion_tokens", 0) or 0
@@ -238,9 +340,12 @@ class LLM:
         # usage covers all choices; attribute it to the first so sums stay right
         return [
             Completion(
-                c.text, c.finish_reason, prompt_tokens if i == 0 else 0, completion_tokens if i == 0 else 0
+                str(text),
+                c.finish_reason,
+                prompt_tokens if i == 0 else 0,
+                completion_tokens if i == 0 else 0,
             )
-            for i, c in enumerate(choices)
+            for i, (c, text) in enumerate(zip(choices, texts, strict=True))
         ]
 
     def _enter(self) -> None:
@@ -252,6 +357,19 @@ class LLM:
         self._in_flight -= 1
         if self._in_flight == 0:
             self.usage.busy_seconds += time.monotonic() - self._busy_since
+
+
+def _text(choice: Any, chat: bool) -> Any:
+    if chat:
+        message = getattr(choice, "message", None)
+        return getattr(message, "content", None)
+    return getattr(choice, "text", None)
+
+
+def _response_format(kind: str, name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    if kind == "json_object":
+        return {"type": "json_object", "schema": schema}
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
 
 
 def _describe(exc: BaseException) -> str:

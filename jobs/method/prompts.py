@@ -30,7 +30,7 @@ MAX_DEMO_CHARS = 600  # skip very long seed instances as demonstrations
 MAX_CLASSIFICATION_DEMOS = 31  # as many as the reference's few-shot block
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
@@ -38,7 +38,7 @@ def instruction_prompt(instructions: list[str], classification_only: bool = Fals
     """The stage-1 layout: header, `1. ` .. `8. `, then `9.` for the model to continue."""
     lines = [CLASSIFICATION_ONLY_HEADER if classification_only else INSTRUCTIONS_HEADER]
     for number, instruction in enumerate(instructions, start=1):
-        lines.append(f"{number}. {_one_line(instruction).rstrip(':')}")
+        lines.append(f"{number}. {one_line(instruction).rstrip(':')}")
     lines.append(f"{len(instructions) + 1}.")
     return "\n".join(lines)
 
@@ -71,7 +71,7 @@ class Prompts:
         block = CLASSIFICATION_HEADER
         for count, task in enumerate(tasks):
             answer = "Yes" if task.is_classification else "No"
-            demo = f"Task: {_one_line(task.instruction)}\nIs it classification? {answer}\n\n"
+            demo = f"Task: {one_line(task.instruction)}\nIs it classification? {answer}\n\n"
             if count >= MAX_CLASSIFICATION_DEMOS or len(block) + len(demo) > demo_chars:
                 break
             block += demo
@@ -104,8 +104,11 @@ class Prompts:
             block += demo
         return block
 
+    def instructions(self, examples: list[str], classification_only: bool = False) -> str:
+        return instruction_prompt(examples, classification_only)
+
     def classification(self, instruction: str) -> str:
-        return f"{self.classification_prefix}Task: {_one_line(instruction)}\nIs it classification?"
+        return f"{self.classification_prefix}Task: {one_line(instruction)}\nIs it classification?"
 
     def instances(self, instruction: str, is_classification: bool) -> str:
         prefix = self.output_first_prefix if is_classification else self.input_first_prefix

@@ -1,0 +1,198 @@
+"""Chat endpoints (/v1/chat/completions): the method's prompts as messages, replies in text or JSON, the
+same filters and decisions, faults retried, and parameters an endpoint refuses dropped and recorded."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from jobs.method import chat
+from jobs.method.checkpoint import FileStore
+from jobs.method.engine import execute
+from jobs.method.llm import Endpoint, EndpointError
+from jobs.method.recipe import GenerationConfig
+from jobs.method.run import Run
+from jobs.settings import Profile
+from tests.conftest import fake_endpoint, work
+from tests.fake_llm import FakeLLM, Script
+from tests.test_engine import DATASET_FILES
+
+PAPER_RULES = {
+    "too_short",
+    "blacklisted_keyword",
+    "write_a_program",
+    "starts_with_punctuation",
+    "too_similar",
+}
+
+
+def chat_run(
+    tmp: Path, server: FakeLLM, seed_tasks, name: str = "run", response_format=None, timeout=5.0, **config
+):
+    cfg = GenerationConfig(**{"num_instructions": 12, "seed": 5, "concurrency": 3, **config})
+    endpoint = replace(fake_endpoint(server, timeout=timeout), api="chat", response_format=response_format)
+    run = Run("chat-1", seed_tasks, cfg, endpoint, FileStore(tmp / name / "state"))
+    execute(run)
+    run.export(tmp / name / "out")
+    return run, tmp / name / "out"
+
+
+def records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "decisions.jsonl").read_text().splitlines()]
+
+
+def test_numbered_list_replies_are_read_without_preamble_or_closing_remark() -> None:
+    reply = (
+        "Sure! Here are three new tasks:\n\n1. **Summarize** a news story\nfor a child.\n"
+        "2) Rate this review from 1 to 5.\n3. Name two rivers.\n\nLet me know if you need more."
+    )
+    assert chat.instructions(reply) == [
+        "Summarize a news story for a child.",
+        "Rate this review from 1 to 5.",
+        "Name two rivers.",
+    ]
+    assert chat.instructions("I cannot help with that.") == []
+
+
+def test_structured_replies_keep_the_papers_order_and_skip_bad_items() -> None:
+    labels = '{"examples": [{"class_label": "spam", "input": "Win now"}, {"class_label": 3}]}'
+    assert chat.instances(labels, is_classification=True, structured=True) == [("Win now", "spam")]
+    pairs = '{"examples": [{"input": "", "output": "Paris"}]}'
+    assert chat.instances(pairs, is_classification=False, structured=True) == [("", "Paris")]
+    assert chat.instances("[1, 2]", is_classification=False, structured=True) == []
+    assert chat.classification('{"answer": "No"}', structured=True) == "no"
+    assert chat.classification('{"answer": "Maybe"}', structured=True) == "unparseable"
+    assert chat.classification("Yes.", structured=False) == "yes"
+    assert chat.classification("Yes, it is.", structured=False) == "unparseable"
+
+
+@pytest.mark.parametrize("response_format", [None, "json_schema", "json_object"])
+def test_a_chat_run_applies_the_papers_filters(tmp_path, fake_llm, seed_tasks, response_format) -> None:
+    _, out = chat_run(tmp_path, fake_llm, seed_tasks, response_format=response_format, num_instructions=20)
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["instructions_kept"] == 20 and stats["stop_reason"] == "target_reached"
+    assert set(stats["verdicts"]["instruction"]) >= PAPER_RULES
+    assert stats["instances_kept"] > 0 and stats["classification"].get("yes", 0) > 0
+    decisions = records(out)
+    assert all(d["source"]["role"] == "assistant" for d in decisions)
+    requests = fake_llm.script.chat_requests
+    assert requests and not fake_llm.script.prompts[0].startswith("Below is")
+    stage1 = [r for r in requests if "numbered list" in r["prompt"]]
+    assert stage1 and all(not r.get("stop") for r in stage1)  # the paper's list stops would cut a preamble
+    formats = [r.get("response_format") for r in requests if r not in stage1]
+    if response_format is None:
+        assert formats and not any(formats)
+    else:
+        assert formats and all(f and f["type"] == response_format for f in formats)
+        if response_format == "json_object":
+            assert all("schema" in f for f in formats)
+    run_json = json.loads((out / "run.json").read_text())
+    assert run_json["endpoint"]["api"] == "chat"
+    assert run_json["endpoint"]["response_format"] == response_format
+    assert "/v1/chat/completions" in (out / "README.md").read_text()
+
+
+def test_faults_in_chat_mode_change_nothing(tmp_path, seed_tasks) -> None:
+    with FakeLLM(Script()) as clean:
+        _, clean_out = chat_run(tmp_path, clean, seed_tasks, "clean", "json_schema")
+    # 30% of requests: 429, 500, a timeout, a dropped connection, a broken body, or a reply that is not JSON
+    faults = ("429", "500", "slow", "drop", "malformed", "badjson")
+    script = Script(fault_rate=0.3, faults=faults, slow_seconds=1.5, retry_after=0.05, seed=11)
+    script.schedule = ["slow", "429", "500", "drop", "malformed"]  # each kind at least once
+    with FakeLLM(script) as flaky:
+        run, flaky_out = chat_run(tmp_path, flaky, seed_tasks, "flaky", "json_schema", timeout=1.0)
+    drawn = {k for k in script.counts if k != "requests"}
+    assert {"429", "500", "slow", "badjson"} <= drawn, script.counts
+    assert run.usage.errors["timeout"] > 0 and run.usage.errors["malformed"] > 0
+    for name in DATASET_FILES:
+        if name != "run.json":  # the two servers listen on different ports
+            assert (clean_out / name).read_bytes() == (flaky_out / name).read_bytes(), name
+
+
+def test_a_structured_reply_that_is_not_json_is_retried(tmp_path, seed_tasks) -> None:
+    # Stage 1 asks for a list, not JSON; every other request's first attempt gets broken JSON.
+    script = Script(faults=("badjson",), fault_rate=1.0, seed=1)
+    with FakeLLM(script) as server:
+        endpoint = replace(fake_endpoint(server, max_attempts=2), api="chat", response_format="json_schema")
+        cfg = GenerationConfig(num_instructions=3, seed=5, concurrency=1)
+        run = Run("bad-json", seed_tasks, cfg, endpoint, FileStore(tmp_path / "state"))
+        with pytest.raises(EndpointError, match=r"classification request failed \(malformed\)"):
+            execute(run)
+    assert run.usage.errors["malformed"] >= 2
+
+
+def test_a_refused_parameter_is_dropped_and_recorded(tmp_path, seed_tasks) -> None:
+    script = Script(reject_params=("presence_penalty",))
+    with FakeLLM(script) as server:
+        _, out = chat_run(tmp_path, server, seed_tasks, concurrency=1, num_instructions=6)
+    stats = json.loads((out / "stats.json").read_text())
+    assert list(stats["dropped_parameters"]) == ["presence_penalty"]
+    assert "presence_penalty" in stats["dropped_parameters"]["presence_penalty"]
+    carried = [r for r in script.chat_requests if "presence_penalty" in r]
+    assert len(carried) == 1 and len(script.chat_requests) > 5  # refused once, never sent again
+    assert stats["instructions_kept"] == 6
+
+
+def test_a_refused_required_parameter_fails_the_run_naming_it(tmp_path, seed_tasks) -> None:
+    script = Script(reject_params=("max_tokens",))
+    with FakeLLM(script) as server, pytest.raises(EndpointError, match="parameter 'max_tokens'"):
+        chat_run(tmp_path, server, seed_tasks, num_instructions=3)
+
+
+def test_profiles_say_which_api_they_speak(client, settings) -> None:
+    with pytest.raises(ValueError, match="api must be completions or chat"):
+        Profile("bad", "http://127.0.0.1:1/v1", "m", api="responses")
+    with pytest.raises(ValueError, match="response_format"):
+        Profile("bad", "http://127.0.0.1:1/v1", "m", response_format="json_schema")
+    with pytest.raises(ValueError, match="api must be"):
+        Endpoint("http://127.0.0.1:1/v1", "m", api="edits")
+    answer = client.get("/v1/profiles").get_json()
+    assert answer == [
+        {"name": "fake", "model": "fake", "default": True, "api": "completions", "structured_output": False}
+    ]
+
+
+@pytest.fixture
+def chat_settings(settings, fake_llm):
+    profile = Profile(
+        "chat",
+        fake_llm.base_url,
+        "fake",
+        timeout=5,
+        max_attempts=4,
+        max_wait=0.2,
+        api="chat",
+        response_format="json_schema",
+    )
+    return replace(settings, profiles={**settings.profiles, "chat": profile})
+
+
+def test_a_chat_job_through_the_service(
+    chat_settings, redis, api_key, fake_llm, worker_env, monkeypatch
+) -> None:
+    from jobs.settings import get_settings
+    from service.app import create_app
+
+    for name, value in chat_settings.to_env().items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    client = create_app(chat_settings, configure_logging=False).test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {api_key}"
+    profiles = {p["name"]: p for p in client.get("/v1/profiles").get_json()}
+    assert profiles["chat"]["api"] == "chat" and profiles["chat"]["structured_output"] is True
+    seeds = Path(__file__).parent.parent / "data" / "seed_tasks.jsonl"
+    made = client.post("/v1/seed-sets", data=seeds.read_bytes(), content_type="application/x-ndjson")
+    assert made.status_code == 201, made.get_json()
+    job = client.post(
+        "/v1/jobs", json={"seed_set_id": made.get_json()["id"], "num_instructions": 5, "profile": "chat"}
+    )
+    assert job.status_code == 202, job.get_json()
+    work(redis)
+    done = client.get(f"/v1/jobs/{job.get_json()['id']}").get_json()
+    assert done["state"] == "succeeded", done
+    page = client.get(f"/v1/jobs/{done['id']}/decisions?stage=instance&limit=5").get_json()
+    assert page["items"] and all(d["source"]["role"] == "assistant" for d in page["items"])
+    assert fake_llm.script.chat_requests and "requests" in fake_llm.script.counts
