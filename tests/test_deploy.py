@@ -38,7 +38,13 @@ VALUE_SETS = {
         "llm": {
             "defaultProfile": "local",
             "profiles": {
-                "local": {"baseUrl": "http://llama:8080/v1", "model": "gemma3-270m", "concurrency": 1},
+                "local": {
+                    "baseUrl": "http://llama:8080/v1",
+                    "model": "gemma3-270m",
+                    "concurrency": 1,
+                    "api": "chat",
+                    "responseFormat": "json_object",
+                },
                 "big-model": {
                     "baseUrl": "https://api.example.com/v1",
                     "model": "m",
@@ -147,6 +153,11 @@ def test_rendered_configuration_loads_in_the_service():
     assert (
         settings.profiles["big-model"].api_key_env == "LLM_KEY_BIG_MODEL"
         and settings.profiles["big-model"].timeout == 300
+        and settings.profiles["big-model"].api == "completions"
+    )
+    assert (
+        settings.profiles["local"].api == "chat"
+        and settings.profiles["local"].response_format == "json_object"
     )
     assert "secret" not in json.dumps(config).lower()
 

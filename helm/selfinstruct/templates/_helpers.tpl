@@ -22,6 +22,10 @@ app.kubernetes.io/component: {{ .component }}
 {{- range $name, $p := .Values.llm.profiles -}}
 {{- if $p -}}
 {{- $profile := dict "base_url" $p.baseUrl "model" $p.model "concurrency" ($p.concurrency | default 2) "timeout" ($p.timeout | default 120) "max_attempts" ($p.maxAttempts | default 6) "supports_n" ($p.supportsN | default false) -}}
+{{- $_ := set $profile "api" ($p.api | default "completions") -}}
+{{- if $p.responseFormat -}}
+{{- $_ := set $profile "response_format" $p.responseFormat -}}
+{{- end -}}
 {{- if $p.apiKeySecret -}}
 {{- $_ := set $profile "api_key_env" (printf "LLM_KEY_%s" ($name | upper | replace "-" "_")) -}}
 {{- end -}}
