@@ -26,7 +26,7 @@ from werkzeug.exceptions import (
 from api_spec.common import ProblemSchema
 from jobs import __version__, logs
 from jobs.settings import Settings
-from service import auth, datasets, decisions, generation_jobs, health, profiles, seed_sets
+from service import auth, datasets, decisions, generation_jobs, health, profiles, seed_sets, ui
 from service.context import Services
 from service.errors import PROBLEM, render
 
@@ -94,6 +94,7 @@ def create_app(settings: Settings | None = None, configure_logging: bool = True)
     api = Api(app)
     for module in (seed_sets, generation_jobs, decisions, datasets, profiles, health):
         api.register_blueprint(module.blp)
+    app.register_blueprint(ui.blp)  # a plain blueprint: the web page stays out of the API's spec
 
     @app.before_request
     def _start() -> None:
@@ -103,7 +104,10 @@ def create_app(settings: Settings | None = None, configure_logging: bool = True)
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=g.request_id)
 
-    app.before_request(auth.authenticate)
+    @app.before_request
+    def _authenticate() -> None:
+        if not ui.serves(request.path):  # the page's shells hold no data; its script sends the key to /v1
+            auth.authenticate()
 
     @app.before_request
     def _limit_chunked_bodies() -> None:

@@ -224,6 +224,8 @@ class Script:
     schedule: list[str | None] = field(default_factory=list)  # faults for the first requests, in order
     counts: dict[str, int] = field(default_factory=dict)
     prompts: list[str] = field(default_factory=list)
+    # instructions the first instruction-generation response starts with (an attacker's text, say)
+    plant: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -241,6 +243,16 @@ class Script:
             if kind:
                 self.counts[kind] = self.counts.get(kind, 0) + 1
             return kind
+
+    def planted(self, prompt: str, raw: str) -> str:
+        """`raw`, after the planted instructions if this is the first instruction prompt to come."""
+        listed = re.search(r"\n(\d+)\.$", prompt)
+        if not listed:
+            return raw
+        with self.lock:
+            items, self.plant = self.plant, []
+        number = int(listed.group(1))
+        return "".join(f" {item}\n{number + i + 1}." for i, item in enumerate(items)) + raw
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -312,6 +324,7 @@ class Handler(BaseHTTPRequestHandler):
                 raw = "".join(random.Random(i).choice("#@!?~ \n") for _ in range(40))
             else:
                 raw = compose(prompt, None if seed is None else seed + i, body.get("temperature", 1.0))
+            raw = script.planted(prompt, raw)
             text, reason = finish(raw, body.get("stop"), body.get("max_tokens", 16))
             choices.append({"index": i, "text": text, "finish_reason": reason, "logprobs": None})
         completion_tokens = sum(len(c["text"].split()) for c in choices)

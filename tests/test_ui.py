@@ -1,0 +1,458 @@
+"""The web page (/ui/) in a real browser: Debian's Chromium driven by Playwright, against gunicorn, an RQ
+worker process, Redis, the S3 endpoint and the scripted LLM endpoint.
+
+Screenshots of the main pages go to $UI_SCREENSHOTS (default .run/ui-screenshots/).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from rouge_score import rouge_scorer, tokenize
+
+from jobs.local_stack import Process, gunicorn, rq_worker
+from jobs.settings import Profile, Settings
+from tests.conftest import DATA, ROOT
+from tests.fake_llm import FakeLLM, Script
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SHOTS = Path(os.environ.get("UI_SCREENSHOTS", ROOT / ".run" / "ui-screenshots"))
+# Model output that would run script if it were ever put in the page as HTML.
+HOSTILE = (
+    "Explain <script>alert('xss')</script> and <img src=x onerror=alert(1)> to a beginner in plain words"
+)
+NEAR = "Explain <script>alert('xss')</script> and <img src=x onerror=alert(1)> to a beginner in simple words"
+TIMEOUT_MS = 60_000
+
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="chromium is not installed")
+
+
+@dataclass
+class Stack:
+    url: str
+    key: str
+    env: dict[str, str]
+    tmp: Path
+    llm: FakeLLM
+    http: httpx.Client
+    worker: Process | None = None
+    jobs: dict[str, str] = field(default_factory=dict)
+
+    def start_worker(self) -> None:
+        if self.worker is None:
+            self.worker = rq_worker(self.env, self.tmp / "worker.log")
+
+    def stop_worker(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
+
+    def wait(self, job_id: str, timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.http.get(f"/v1/jobs/{job_id}").json()
+            if job["state"] in ("succeeded", "failed", "canceled"):
+                return job
+            time.sleep(0.2)
+        raise TimeoutError(job_id)
+
+    def all_decisions(self, job_id: str, **filters: str) -> list[dict]:
+        found, cursor = [], None
+        while True:
+            params = {**filters, "limit": 500, **({"cursor": cursor} if cursor else {})}
+            page = self.http.get(f"/v1/jobs/{job_id}/decisions", params=params).json()
+            found += page["items"]
+            cursor = page["next_cursor"]
+            if not cursor:
+                return found
+
+
+@pytest.fixture(scope="module")
+def stack(redis_url, s3_endpoint, tmp_path_factory) -> Iterator[Stack]:
+    from redis import Redis
+
+    from jobs import api_keys
+    from jobs.artifacts import Artifacts
+
+    tmp = tmp_path_factory.mktemp("ui")
+    Redis.from_url(redis_url).flushdb()
+    with FakeLLM(Script()) as llm:
+        settings = Settings(
+            redis_url=redis_url,
+            s3_endpoint_url=s3_endpoint,
+            s3_public_endpoint_url=s3_endpoint,
+            s3_bucket=f"ui-{uuid.uuid4().hex[:12]}",
+            profiles={"fake": Profile("fake", llm.base_url, "fake", timeout=5, max_attempts=4, max_wait=0.2)},
+            default_profile="fake",
+            log_level="INFO",
+        )
+        Artifacts(settings).ensure_bucket()
+        key = api_keys.create(Redis.from_url(redis_url), "ui", "browser tests")[1]
+        env = {
+            **settings.to_env(),
+            "AWS_ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"],
+            "AWS_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"],
+        }
+        api, url = gunicorn(env, tmp / "gunicorn.log")
+        http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        s = Stack(url, key, env, tmp, llm, http)
+        try:
+            yield s
+        finally:
+            s.stop_worker()
+            http.close()
+            api.stop()
+
+
+@pytest.fixture(scope="module")
+def job(stack: Stack) -> str:
+    """A finished job whose first model response plants a hostile instruction and a near copy of it."""
+    stack.llm.script.plant = [HOSTILE, NEAR]
+    stack.llm.script.delay = 0.0
+    seed_set = stack.http.post(
+        "/v1/seed-sets",
+        content=(DATA / "seed_tasks.jsonl").read_bytes(),
+        headers={"Content-Type": "application/x-ndjson"},
+    ).json()["id"]
+    created = stack.http.post("/v1/jobs", json={"seed_set_id": seed_set, "num_instructions": 12, "seed": 3})
+    assert created.status_code == 202, created.text
+    stack.start_worker()
+    done = stack.wait(created.json()["id"])
+    assert done["state"] == "succeeded", done
+    return done["id"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@dataclass
+class Watch:
+    """What a page did that it should not: dialogs, CSP violations, script errors."""
+
+    dialogs: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    requests: list[tuple[str, str | None]] = field(default_factory=list)
+
+
+@pytest.fixture
+def page(browser, stack):
+    context = browser.new_context(viewport={"width": 1200, "height": 860}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    watch = Watch()
+
+    def dialog(d) -> None:
+        watch.dialogs.append(d.message)
+        d.dismiss()
+
+    page.on("dialog", dialog)
+    page.on("pageerror", lambda e: watch.errors.append(str(e)))
+    # script errors and CSP violations; a 4xx answer is logged too, but is part of some scripts' flow
+    page.on(
+        "console",
+        lambda m: (
+            m.type == "error"
+            and not m.text.startswith("Failed to load resource")
+            and watch.errors.append(m.text)
+        ),
+    )
+    page.on("request", lambda r: watch.requests.append((r.url, r.headers.get("authorization"))))
+    page.watch = watch
+    yield page
+    context.close()
+
+
+def until(page, script: str, arg: object = None, timeout: float = TIMEOUT_MS / 1000) -> None:
+    """Wait until the function `script` is true in the page (wait_for_function evaluates a string, which
+    the page's Content-Security-Policy forbids, rightly)."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(script, arg):
+        if time.monotonic() > deadline:
+            raise TimeoutError(script)
+        time.sleep(0.05)
+
+
+def sign_in(page, stack: Stack, path: str = "/ui/") -> None:
+    page.goto(stack.url + path)
+    page.fill("#api-key", stack.key)
+    page.click("#sign-in-form button")
+    page.wait_for_selector("#content:not([hidden])")
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_sign_in_a_wrong_key_is_refused_clearly_and_the_key_never_leaves_the_header(page, stack):
+    response = page.goto(stack.url + "/ui/")
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    page.fill("#api-key", "not-a-key")
+    page.click("#sign-in-form button")
+    message = page.locator("#sign-in-error")
+    message.wait_for(state="visible")
+    assert message.inner_text() == "This API key was not accepted: it is unknown or revoked."
+    assert page.is_hidden("#content")
+    assert page.evaluate("sessionStorage.length") == 0
+    shot(page, "sign-in")
+
+    page.fill("#api-key", stack.key)
+    page.click("#sign-in-form button")
+    page.wait_for_selector("#content:not([hidden])")
+    assert page.is_hidden("#sign-in-error")
+    page.reload()  # the key stays for the tab's session
+    page.wait_for_selector("#content:not([hidden])")
+    assert stack.key not in page.content() and stack.key not in page.url
+    api_calls = [(url, auth) for url, auth in page.watch.requests if "/v1/" in url]
+    assert api_calls and all(auth == f"Bearer {stack.key}" for url, auth in api_calls[1:])
+    assert not any(stack.key in url for url, _ in page.watch.requests)
+    page.wait_for_selector("#profile option", state="attached")  # the page has loaded all it needs
+    page.click("#sign-out")
+    assert page.is_visible("#sign-in") and page.evaluate("sessionStorage.length") == 0
+    assert not page.watch.errors, page.watch.errors
+
+
+def test_submit_a_job_and_watch_it_go_from_queued_to_succeeded_without_reloading(page, stack, tmp_path):
+    stack.stop_worker()  # nothing takes the job until the page has shown it queued
+    stack.llm.script.plant = []
+    stack.llm.script.delay = 0.3  # slow enough to be seen running
+    sign_in(page, stack)
+    page.evaluate("window.notReloaded = true")
+    page.click("#new-job summary")
+    page.set_input_files("#seed-file", str(DATA / "seed_tasks.jsonl"))
+    page.fill("#count", "8")
+    page.fill("#decoding", '{"instructions": {"temperature": 0.9}}')
+    page.click("#job-form button[type=submit]")
+    row = page.locator("#jobs tbody tr").first
+    until(page, "() => document.querySelector('#jobs tbody tr')?.dataset.state === 'queued'")
+    job_id = row.get_attribute("data-id")
+    created = stack.http.get(f"/v1/jobs/{job_id}").json()
+    assert created["config"]["num_instructions"] == 8 and created["profile"] == "fake"
+    assert created["config"]["decoding"] == {"instructions": {"temperature": 0.9}}
+    assert "queued" in row.inner_text()
+    shot(page, "jobs-queued")
+
+    stack.start_worker()
+    seen = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        state = row.get_attribute("data-state")
+        if not seen or seen[-1] != state:
+            seen.append(state)
+        if state in ("succeeded", "failed"):
+            break
+        time.sleep(0.1)
+    assert seen[0] == "queued" and "running" in seen and seen[-1] == "succeeded", seen
+    assert page.evaluate("window.notReloaded") is True
+    assert row.locator("progress").get_attribute("value") == "8"
+    assert "8 / 8" in row.inner_text()
+    shot(page, "jobs")
+
+    # filter by state
+    page.select_option("#state-filter", "failed")
+    page.wait_for_selector("#jobs-empty:not([hidden])")
+    page.select_option("#state-filter", "succeeded")
+    page.wait_for_selector(f"#jobs tbody tr[data-id='{job_id}']")
+
+    # the job's page: stages all done, the chart's counts are the API's
+    page.click(f"a[href='/ui/jobs/{job_id}']")
+    page.wait_for_selector("#job-state")
+    page.wait_for_selector("#dataset:not([hidden])")
+    assert page.inner_text("#job-state") == "succeeded"
+    assert page.locator("#stages li.stage-done").count() == 4
+    kept = stack.http.get(
+        f"/v1/jobs/{job_id}/decisions", params={"stage": "instruction", "rule": "kept", "limit": 1}
+    ).json()["total"]
+    assert kept == 8
+    labels = page.locator("#rule-chart svg text.chart-label").all_text_contents()
+    counts = page.locator("#rule-chart svg text.chart-count").all_text_contents()
+    assert dict(zip(labels, counts, strict=True))["kept"] == "8"
+    shot(page, "job")
+    assert not page.watch.errors, page.watch.errors
+
+
+def test_filter_decisions_by_rule_and_page_to_the_end(page, stack, job):
+    sign_in(page, stack, f"/ui/jobs/{job}/decisions")
+    page.wait_for_selector("#decisions tbody tr")
+    shot(page, "decisions")
+    page.select_option("#f-limit", "10")
+    page.wait_for_selector("#page-info:has-text('of')")
+    page.select_option("#f-stage", "instance")
+    page.select_option("#f-rule", "kept")
+    until(page, "() => location.search.includes('rule=kept')")
+    expected = [d["id"] for d in stack.all_decisions(job, stage="instance", rule="kept")]
+    assert len(expected) > 10  # more than one page of 10
+    shown: list[str] = []
+    while True:
+        until(
+            page,
+            "([n, total]) => document.querySelector('#page-info').textContent.startsWith(`Page ${n}:`) &&"
+            " document.querySelector('#page-info').textContent.includes(`of ${total} matching`)",
+            [len(shown) // 10 + 1, len(expected)],
+        )
+        rows = page.locator("#decisions tbody tr")
+        assert set(page.locator("#decisions tbody tr td:nth-child(4)").all_inner_texts()) == {"kept"}
+        shown += [rows.nth(i).get_attribute("data-id") for i in range(rows.count())]
+        if page.is_disabled("#next"):
+            break
+        page.click("#next")
+    assert shown == expected
+    assert f"of {len(expected)} matching" in page.inner_text("#page-info")
+    # back one page, then a text search over the page
+    page.click("#prev")
+    pages = (len(expected) - 1) // 10 + 1
+    until(page, "n => document.querySelector('#page-info').textContent.startsWith(`Page ${n}:`)", pages - 1)
+    on_page = expected[(pages - 2) * 10 : (pages - 1) * 10]
+    page.fill("#search", on_page[3])
+    found = [d for d in on_page if on_page[3] in d]
+    assert page.locator("#decisions tbody tr").evaluate_all("rows => rows.map(r => r.dataset.id)") == found
+    assert f"({len(found)} shown by the search)" in page.inner_text("#page-info")
+    assert not page.watch.errors, page.watch.errors
+
+
+def lcs_length(a: list[str], b: list[str]) -> int:
+    return rouge_scorer._lcs_table(a, b)[-1][-1]
+
+
+def test_a_too_similar_decision_shows_the_nearest_item_the_overlap_and_the_score(page, stack, job):
+    similar = stack.all_decisions(job, stage="instruction", rule="too_similar")
+    near = next(d for d in similar if d["text"] == NEAR)
+    others = [d for d in similar if d["text"] != NEAR and d["detail"]["score"] < 1]
+    sign_in(page, stack)
+    for decision in [near, *others[:2]]:
+        page.goto(f"{stack.url}/ui/jobs/{job}/decisions/{decision['id']}")
+        page.wait_for_selector("#compare:not([hidden])")
+        detail = decision["detail"]
+        assert page.inner_text("#score") == f"{detail['score']:.4f}"
+        assert page.inner_text("#nearest-id") == detail["nearest_id"]
+        assert page.locator("#candidate").text_content() == decision["text"]
+        assert page.locator("#nearest").text_content() == detail["nearest_text"]
+        # the highlighted words are a common subsequence as long as the longest one: an LCS
+        marked_a = [tokenize.tokenize(t, None) for t in page.locator("#candidate mark").all_text_contents()]
+        marked_b = [tokenize.tokenize(t, None) for t in page.locator("#nearest mark").all_text_contents()]
+        assert all(len(t) == 1 for t in marked_a + marked_b)
+        a = tokenize.tokenize(decision["text"], None)
+        b = tokenize.tokenize(detail["nearest_text"], None)
+        assert marked_a == marked_b and len(marked_a) == lcs_length(a, b) > 0
+        f = 2 * len(marked_a) / (len(a) + len(b))
+        assert f == pytest.approx(detail["score"], abs=1e-6)
+        if decision is near:
+            shot(page, "decision-too-similar")
+    assert not page.watch.errors, page.watch.errors
+
+
+def test_a_kept_instruction_links_to_its_instances(page, stack, job):
+    instances = stack.all_decisions(job, stage="instance")
+    kept = [d for d in stack.all_decisions(job, stage="instruction", rule="kept")]
+    with_instances = [k for k in kept if any(i["source"]["instruction_id"] == k["id"] for i in instances)]
+    target = with_instances[0]
+    sign_in(page, stack, f"/ui/jobs/{job}/decisions/{target['id']}")
+    page.wait_for_selector("#instances:not([hidden])")
+    links = page.locator("#instances a.instance-link")
+    expected = [i["id"] for i in instances if i["source"]["instruction_id"] == target["id"]]
+    assert links.all_inner_texts() == expected
+    links.first.click()
+    page.wait_for_selector("#instruction-link")
+    assert page.inner_text("#instruction-link") == target["id"]
+    assert not page.watch.errors, page.watch.errors
+
+
+def test_a_hostile_instruction_renders_as_inert_text(page, stack, job):
+    planted = {d["text"]: d for d in stack.all_decisions(job, stage="instruction") if "<script>" in d["text"]}
+    assert planted[HOSTILE]["rule"] == "kept" and planted[NEAR]["rule"] == "too_similar"
+    sign_in(page, stack, f"/ui/jobs/{job}/decisions?stage=instruction&limit=200")
+    page.wait_for_selector("#decisions tbody tr")
+    cells = page.locator("#decisions td.text").all_text_contents()
+    assert HOSTILE in cells and NEAR in cells
+    for decision in planted.values():
+        page.goto(f"{stack.url}/ui/jobs/{job}/decisions/{decision['id']}")
+        page.wait_for_selector("#decision-text")
+        assert page.locator("#decision-text").text_content() == decision["text"]
+    page.wait_for_selector("#compare:not([hidden])")
+    # nothing was made of the text: no element, no handler run, no dialog, nothing for CSP to block
+    assert page.locator("#content img, #content script").count() == 0
+    assert "&lt;script&gt;" in page.content()
+    assert page.watch.dialogs == [] and not page.watch.errors, (page.watch.dialogs, page.watch.errors)
+
+
+def test_download_a_dataset_file(page, stack, job):
+    manifest = {f["name"]: f for f in stack.http.get(f"/v1/jobs/{job}/dataset").json()["files"]}
+    sign_in(page, stack, f"/ui/jobs/{job}")
+    page.wait_for_selector("#dataset:not([hidden])")
+    assert sorted(page.locator("#dataset a.download").all_inner_texts()) == sorted(manifest)
+    with page.expect_download() as info:
+        page.click("#dataset a.download:text-is('alpaca.json')")
+    download = info.value
+    assert download.suggested_filename == "alpaca.json"
+    body = Path(download.path()).read_bytes()
+    assert hashlib.sha256(body).hexdigest() == manifest["alpaca.json"]["sha256"]
+    assert not page.watch.errors, page.watch.errors
+
+
+def focus_on(page, selector: str, limit: int = 60) -> None:
+    """Press Tab until `selector` has the focus."""
+    for _ in range(limit):
+        if page.evaluate("s => document.activeElement?.matches(s) ?? false", selector):
+            return
+        page.keyboard.press("Tab")
+    raise AssertionError(f"Tab never reached {selector}")
+
+
+def test_keyboard_only_sign_in_to_a_job_to_its_decisions(page, stack, job):
+    page.goto(stack.url + "/ui/")
+    focus_on(page, "#api-key")
+    page.keyboard.type(stack.key)
+    page.keyboard.press("Enter")
+    page.wait_for_selector(f"#jobs tbody tr[data-id='{job}']")
+    focus_on(page, f"a[href='/ui/jobs/{job}']")
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"**/ui/jobs/{job}")
+    page.wait_for_selector("#job-state")
+    focus_on(page, "#decisions-link")
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"**/ui/jobs/{job}/decisions")
+    page.wait_for_selector("#decisions tbody tr")
+    focus_on(page, "#f-rule")
+    page.keyboard.press("ArrowDown")  # rule: kept (the first rule), applied at once
+    until(page, "() => location.search.includes('rule=kept')")
+    focus_on(page, "a.decision-link")
+    target = page.evaluate("document.activeElement.textContent")
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"**/decisions/{target}")
+    page.wait_for_selector("#decision-text")
+    assert not page.watch.errors, page.watch.errors
+
+
+def test_the_key_is_in_no_log_line(page, stack, job):
+    sign_in(page, stack, f"/ui/jobs/{job}/decisions")
+    page.wait_for_selector("#decisions tbody tr")
+    text = "".join(p.read_text() for p in (stack.tmp / "gunicorn.log", stack.tmp / "worker.log"))
+    assert f"/v1/jobs/{job}/decisions" in text  # the page's requests were logged
+    assert stack.key not in text
