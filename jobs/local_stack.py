@@ -74,7 +74,10 @@ class Process:
                 self.proc.wait()
 
 
-def redis_server(directory: Path, port: int | None = None, appendonly: bool = False) -> tuple[Process, str]:
+def redis_server(
+    directory: Path, port: int | None = None, appendonly: bool = False, appendfsync: str = "always"
+) -> tuple[Process, str]:
+    """`appendfsync` applies with `appendonly`: "always", "everysec" (the chart's) or "no"."""
     port = port or free_port()
     directory.mkdir(parents=True, exist_ok=True)
     args = [
@@ -91,7 +94,7 @@ def redis_server(directory: Path, port: int | None = None, appendonly: bool = Fa
         "yes" if appendonly else "no",
     ]
     if appendonly:
-        args += ["--appendfsync", "always"]
+        args += ["--appendfsync", appendfsync]
     proc = Process(args, directory / "redis.log")
     wait_for_port(port, proc.proc)
     return proc, f"redis://127.0.0.1:{port}/0"

@@ -223,7 +223,11 @@ class Script:
     seed: int = 0
     schedule: list[str | None] = field(default_factory=list)  # faults for the first requests, in order
     counts: dict[str, int] = field(default_factory=dict)
-    prompts: list[str] = field(default_factory=list)
+    prompts: list[str] = field(default_factory=list)  # answered (not faulted), in answer order
+    received: list[str] = field(default_factory=list)  # every request's prompt, in arrival order
+    # this share of prompts, picked by a hash of the prompt, is always answered with garbage text:
+    # a model that reliably writes nonsense for some prompts (unlike the per-request "garbage" fault)
+    garbage_share: float = 0.0
     # instructions the first instruction-generation response starts with (an attacker's text, say)
     plant: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -243,6 +247,9 @@ class Script:
             if kind:
                 self.counts[kind] = self.counts.get(kind, 0) + 1
             return kind
+
+    def garbage_for(self, prompt: str) -> bool:
+        return self.garbage_share > 0 and _rng("garbage", prompt).random() < self.garbage_share
 
     def planted(self, prompt: str, raw: str) -> str:
         """`raw`, after the planted instructions if this is the first instruction prompt to come."""
@@ -288,6 +295,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send(404, b'{"error": "not found"}')
             return
         script = self.script
+        with script.lock:
+            script.received.append(body.get("prompt", ""))
         fault = script.draw_fault()
         if fault == "429":
             self._send(429, b'{"error": {"message": "slow down"}}', {"Retry-After": str(script.retry_after)})
@@ -320,7 +329,7 @@ class Handler(BaseHTTPRequestHandler):
         seed = body.get("seed")
         choices = []
         for i in range(n):
-            if fault == "garbage":
+            if fault == "garbage" or script.garbage_for(prompt):
                 raw = "".join(random.Random(i).choice("#@!?~ \n") for _ in range(40))
             else:
                 raw = compose(prompt, None if seed is None else seed + i, body.get("temperature", 1.0))
