@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v wrk >/dev/null || need_apt+=(wrk)
+# the container image is built and run in tests/test_image.py (no Docker daemon needed)
+for tool in buildah podman mmdebstrap; do command -v "$tool" >/dev/null || need_apt+=("$tool"); done
 command -v chromium >/dev/null || need_apt+=(chromium)  # the web page's browser tests (Playwright)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "==> installing ${need_apt[*]}"
