@@ -2,8 +2,8 @@
 
 from marshmallow import RAISE, Schema, fields, validate
 
-from api_spec.common import PageArgsSchema, PageSchema
-from api_spec.seed_sets import SHA256, StrictBoolean
+from api_spec.common import Name, PageArgsSchema, PageSchema, StrictBoolean, StrictFloat, StrictInteger
+from api_spec.seed_sets import SHA256
 from api_spec.vocabulary import EXPORT_FORMATS, JOB_STATES
 
 MAX_INSTRUCTIONS = 100_000  # the schema's ceiling; the operator's MAX_INSTRUCTIONS may be lower
@@ -15,15 +15,15 @@ class StageDecodingSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    max_tokens = fields.Integer(validate=validate.Range(1, 2048))
-    temperature = fields.Float(validate=validate.Range(0.0, 2.0))
-    top_p = fields.Float(validate=validate.Range(0.0, 1.0))
-    frequency_penalty = fields.Float(validate=validate.Range(-2.0, 2.0))
-    presence_penalty = fields.Float(validate=validate.Range(-2.0, 2.0))
+    max_tokens = StrictInteger(validate=validate.Range(1, 2048))
+    temperature = StrictFloat(validate=validate.Range(0.0, 2.0))
+    top_p = StrictFloat(validate=validate.Range(0.0, 1.0))
+    frequency_penalty = StrictFloat(validate=validate.Range(-2.0, 2.0))
+    presence_penalty = StrictFloat(validate=validate.Range(-2.0, 2.0))
 
 
 class InstructionDecodingSchema(StageDecodingSchema):
-    n = fields.Integer(validate=validate.Range(1, 8), metadata={"description": "Completions per prompt."})
+    n = StrictInteger(validate=validate.Range(1, 8), metadata={"description": "Completions per prompt."})
 
 
 class DecodingSchema(Schema):
@@ -40,14 +40,14 @@ class JobCreateSchema(Schema):
         unknown = RAISE
 
     seed_set_id = fields.String(required=True, validate=SHA256)
-    num_instructions = fields.Integer(required=True, validate=validate.Range(1, MAX_INSTRUCTIONS))
-    profile = fields.String(
+    num_instructions = StrictInteger(required=True, validate=validate.Range(1, MAX_INSTRUCTIONS))
+    profile = Name(
         validate=validate.Length(1, 100),
         metadata={
             "description": "An endpoint profile from GET /v1/profiles; default: the operator's default."
         },
     )
-    seed = fields.Integer(load_default=42, validate=validate.Range(0, 2**31 - 1))
+    seed = StrictInteger(load_default=42, validate=validate.Range(0, 2**31 - 1))
     export_formats = fields.List(
         fields.String(validate=validate.OneOf(EXPORT_FORMATS)),
         load_default=list(EXPORT_FORMATS),
@@ -56,18 +56,18 @@ class JobCreateSchema(Schema):
     decoding = fields.Nested(DecodingSchema, load_default=dict)
     classification_only = StrictBoolean(load_default=False)
     include_seed_tasks = StrictBoolean(load_default=False)
-    similarity_threshold = fields.Float(load_default=0.7, validate=validate.Range(0.0, 1.0))
-    max_requests = fields.Integer(
+    similarity_threshold = StrictFloat(load_default=0.7, validate=validate.Range(0.0, 1.0))
+    max_requests = StrictInteger(
         validate=validate.Range(1, 10_000_000),
         metadata={"description": "Stage-1 request budget; default 20 + 10 per instruction."},
     )
-    max_tokens = fields.Integer(
+    max_tokens = StrictInteger(
         validate=validate.Range(1, 10**10), metadata={"description": "Stage-1 token budget."}
     )
 
 
 class IdempotencyHeaderSchema(Schema):
-    idempotency_key = fields.String(
+    idempotency_key = Name(
         data_key="Idempotency-Key",
         validate=validate.Length(1, 200),
         metadata={

@@ -79,6 +79,12 @@ class Settings:
     auth_disabled: bool = False
     rate_limit_per_minute: int = 600
     max_active_jobs: int = 5
+    # The API answers a longer URL (path and query) with a 414 problem; gunicorn's own limits sit above
+    # it (its answers are outside the app: see service/gunicorn_conf.py).
+    max_url_chars: int = 4096
+    gunicorn_limit_request_line: int = 8190  # gunicorn's ceiling
+    gunicorn_limit_request_fields: int = 100
+    gunicorn_limit_request_field_size: int = 8190
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -108,6 +114,16 @@ class Settings:
             auth_disabled=e.get("AUTH_DISABLED", "").lower() in ("1", "true", "yes"),
             rate_limit_per_minute=int(e.get("RATE_LIMIT_PER_MINUTE", cls.rate_limit_per_minute)),
             max_active_jobs=int(e.get("MAX_ACTIVE_JOBS_PER_TEAM", cls.max_active_jobs)),
+            max_url_chars=int(e.get("MAX_URL_CHARS", cls.max_url_chars)),
+            gunicorn_limit_request_line=int(
+                e.get("GUNICORN_LIMIT_REQUEST_LINE", cls.gunicorn_limit_request_line)
+            ),
+            gunicorn_limit_request_fields=int(
+                e.get("GUNICORN_LIMIT_REQUEST_FIELDS", cls.gunicorn_limit_request_fields)
+            ),
+            gunicorn_limit_request_field_size=int(
+                e.get("GUNICORN_LIMIT_REQUEST_FIELD_SIZE", cls.gunicorn_limit_request_field_size)
+            ),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -138,6 +154,10 @@ class Settings:
             "AUTH_DISABLED": "1" if self.auth_disabled else "",
             "RATE_LIMIT_PER_MINUTE": str(self.rate_limit_per_minute),
             "MAX_ACTIVE_JOBS_PER_TEAM": str(self.max_active_jobs),
+            "MAX_URL_CHARS": str(self.max_url_chars),
+            "GUNICORN_LIMIT_REQUEST_LINE": str(self.gunicorn_limit_request_line),
+            "GUNICORN_LIMIT_REQUEST_FIELDS": str(self.gunicorn_limit_request_fields),
+            "GUNICORN_LIMIT_REQUEST_FIELD_SIZE": str(self.gunicorn_limit_request_field_size),
         }
         return env
 

@@ -20,6 +20,7 @@ from werkzeug.exceptions import (
     HTTPException,
     InternalServerError,
     RequestEntityTooLarge,
+    RequestURITooLarge,
     ServiceUnavailable,
 )
 
@@ -103,6 +104,13 @@ def create_app(settings: Settings | None = None, configure_logging: bool = True)
         g.started = time.perf_counter()
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=g.request_id)
+
+    @app.before_request
+    def _limit_url() -> None:
+        # below gunicorn's request-line limit, so that a long URL gets a problem from the app
+        uri = request.environ.get("RAW_URI") or request.full_path
+        if len(uri) > settings.max_url_chars:
+            raise RequestURITooLarge(f"the URL is longer than {settings.max_url_chars} characters")
 
     @app.before_request
     def _authenticate() -> None:

@@ -6,8 +6,9 @@ import json
 from typing import Any, NoReturn
 
 import structlog
-from flask import Response, g
+from flask import Response, g, request
 from flask_smorest import abort
+from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import HTTPException
 
 PROBLEM = "application/problem+json"
@@ -45,6 +46,23 @@ def flatten(messages: Any, prefix: str = "") -> list[dict[str, Any]]:
     else:
         out.append({"field": prefix or "(body)", "message": str(messages)})
     return out
+
+
+def load(schema: Schema, data: Any, errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """`data` loaded by `schema`, every fault added to `errors` rather than raised, so that one answer
+    can name the faults of the body, the query, the headers and the checks after them together.
+    Returns the fields that did load."""
+    try:
+        return schema.load(data)
+    except ValidationError as e:
+        errors += flatten(e.messages)
+        return e.valid_data if isinstance(e.valid_data, dict) else {}
+
+
+def headers(schema: Schema) -> dict[str, str]:
+    """The request headers that `schema` names (by data_key), for load()."""
+    names = [f.data_key or name for name, f in schema.fields.items()]
+    return {name: request.headers[name] for name in names if name in request.headers}
 
 
 def render(error: HTTPException) -> Response:

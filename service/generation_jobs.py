@@ -23,7 +23,7 @@ from jobs import job as jobs_
 from jobs.method.recipe import GenerationConfig
 from service import pages
 from service.context import services, team
-from service.errors import problem
+from service.errors import headers, load, problem
 
 blp = Blueprint("jobs", __name__, url_prefix="/v1/jobs", description="Generation jobs, run by RQ workers.")
 log = structlog.get_logger(__name__)
@@ -66,20 +66,45 @@ def get_job(job_id: str) -> jobs_.Job:
     return job
 
 
-def _config(args: dict[str, Any]) -> dict[str, Any]:
-    """The request as GenerationConfig fields, checked against the operator's limits."""
-    settings = services().settings
-    if args["num_instructions"] > settings.max_instructions:
-        problem(
-            422,
-            "too many instructions",
-            [
-                {
-                    "field": "num_instructions",
-                    "message": f"at most {settings.max_instructions} on this service",
-                }
-            ],
+CREATE_BODY = {"required": True, "content": {"application/json": {"schema": JobCreateSchema}}}
+
+
+def _read_create() -> tuple[dict[str, Any], str, str | None]:
+    """The body, the profile and the Idempotency-Key, checked against the schema, the operator's
+    limits and the seed set: every fault in one 422 (a missing seed set alone is a 404)."""
+    settings, errors = services().settings, []
+    body = request.get_json(silent=True) if request.get_data() else {}
+    if body is None:
+        problem(400, "the body is not valid JSON")
+    if not isinstance(body, dict):
+        problem(422, "invalid job request", [{"field": "(body)", "message": "Must be a JSON object."}])
+    args = load(JobCreateSchema(), body, errors)
+    key = load(IdempotencyHeaderSchema(), headers(IdempotencyHeaderSchema()), errors).get("idempotency_key")
+    profile = args.get("profile") or settings.default_profile or ""
+    # (a profile that is not a valid name is reported already)
+    if ("profile" in args or "profile" not in body) and profile not in settings.profiles:
+        offered = ", ".join(sorted(settings.profiles)) or "none configured"
+        errors.append({"field": "profile", "message": f"one of: {offered}"})
+    if args.get("num_instructions", 0) > settings.max_instructions:
+        errors.append(
+            {"field": "num_instructions", "message": f"at most {settings.max_instructions} on this service"}
         )
+    seed_set = None
+    if "seed_set_id" in args:
+        seed_set = seed_set_store.get(services().redis, team(), args["seed_set_id"])
+    if seed_set is not None and args.get("classification_only") and not seed_set.classification_tasks:
+        errors.append({"field": "classification_only", "message": "the seed set has no classification tasks"})
+    if seed_set is None and "seed_set_id" in args:
+        if not errors:
+            problem(404, f"no seed set {args['seed_set_id']}")
+        errors.append({"field": "seed_set_id", "message": "no such seed set"})
+    if errors:
+        problem(422, "invalid job request", errors)
+    return args, profile, key
+
+
+def _config(args: dict[str, Any]) -> dict[str, Any]:
+    """The request as GenerationConfig fields."""
     config = {
         k: args[k]
         for k in (
@@ -104,8 +129,7 @@ def _config(args: dict[str, Any]) -> dict[str, Any]:
 
 @blp.route("")
 class Jobs(MethodView):
-    @blp.arguments(JobCreateSchema)
-    @blp.arguments(IdempotencyHeaderSchema, location="headers", as_kwargs=True)
+    @blp.doc(requestBody=CREATE_BODY, parameters=[{"in": "header", "schema": IdempotencyHeaderSchema}])
     @blp.response(202, JobSchema, description="Queued.")
     @blp.alt_response(
         200, schema=JobSchema, description="Replayed: this Idempotency-Key made it.", success=True
@@ -113,22 +137,12 @@ class Jobs(MethodView):
     @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(409, response="CONFLICT")
     @blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
-    def post(self, args: dict[str, Any], idempotency_key: str | None = None) -> tuple[dict[str, Any], int]:
+    def post(self) -> tuple[dict[str, Any], int]:
         """Start a generation job on a seed set, with an endpoint profile the operator configured."""
         s = services()
         r, settings = s.redis, s.settings
-        profile = args.get("profile") or settings.default_profile
-        if profile not in settings.profiles:
-            offered = ", ".join(sorted(settings.profiles)) or "none configured"
-            problem(
-                422, f"unknown profile {profile!r}", [{"field": "profile", "message": f"one of: {offered}"}]
-            )
+        args, profile, idempotency_key = _read_create()
         config = _config(args)
-        seed_set = seed_set_store.get(r, team(), args["seed_set_id"])
-        if seed_set is None:
-            problem(404, f"no seed set {args['seed_set_id']}")
-        if config["classification_only"] and not seed_set.classification_tasks:
-            problem(422, "classification_only needs classification tasks in the seed set")
         claim = None
         if idempotency_key:
             try:

@@ -1,8 +1,10 @@
-"""gunicorn settings: JSON logs through the app's formatter; everything else from the command line/env."""
+"""gunicorn settings: JSON logs through the app's formatter, request limits from the settings;
+everything else from the command line/env."""
 
 import os
 
 from jobs.logs import dict_config
+from jobs.settings import Settings
 
 logconfig_dict = dict_config(os.environ.get("LOG_LEVEL", "INFO"))
 logconfig_dict["loggers"].update(
@@ -11,6 +13,20 @@ logconfig_dict["loggers"].update(
 accesslog = None  # the app logs one JSON line a request, with its request id
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 graceful_timeout = 20
+
+# gunicorn answers what breaks these limits itself, before the app sees the request, and not as a
+# problem: its request-line limit is set above the app's URL limit (MAX_URL_CHARS) so that a long URL
+# gets the app's 414 problem; only a request line beyond gunicorn's (at most 8190) gets its own page.
+_settings = Settings.from_env()
+limit_request_line = _settings.gunicorn_limit_request_line
+limit_request_fields = _settings.gunicorn_limit_request_fields
+limit_request_field_size = _settings.gunicorn_limit_request_field_size
+# "OPTIONS " + URL + " HTTP/1.1" must fit, or gunicorn would answer first
+if 0 < limit_request_line < _settings.max_url_chars + len("OPTIONS  HTTP/1.1"):
+    raise SystemExit(
+        f"GUNICORN_LIMIT_REQUEST_LINE ({limit_request_line}) must exceed MAX_URL_CHARS "
+        f"({_settings.max_url_chars}) by the method and protocol (17 characters)"
+    )
 
 
 def child_exit(server, worker):

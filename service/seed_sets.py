@@ -8,7 +8,7 @@ from typing import Any
 from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from marshmallow import RAISE, ValidationError
+from marshmallow import RAISE
 
 from api_spec.seed_sets import SeedSetCreateSchema, SeedSetListArgsSchema, SeedSetPageSchema, SeedSetSchema
 from api_spec.seed_sets import SeedSetUploadArgsSchema as NameSchema
@@ -16,7 +16,7 @@ from jobs import seed_set_store
 from jobs.method.seed_tasks import SeedSetError, SeedTask, parse_jsonl, parse_records
 from service import pages
 from service.context import services, team
-from service.errors import flatten, problem
+from service.errors import load, problem
 
 blp = Blueprint(
     "seed-sets",
@@ -48,71 +48,66 @@ def render(record: seed_set_store.SeedSet) -> dict[str, Any]:
     return {**record.__dict__, "created_at": datetime.fromtimestamp(record.created_at, UTC)}
 
 
-def _name(given: dict[str, Any]) -> str | None:
-    """The optional name; when given it must be a valid one (null is not a name)."""
-    try:
-        return NameSchema().load({"name": given["name"]} if "name" in given else {}).get("name")
-    except ValidationError as e:
-        problem(422, "invalid name", flatten(e.messages))
-
-
-def _invalid(e: SeedSetError) -> None:
-    errors = [err.to_dict() for err in e.errors]
-    problem(
-        422,
-        f"the seed set is invalid: {len(errors)}{'+' if e.truncated else ''} problem(s); see errors",
-        errors,
-    )
-
-
 def _read_request() -> tuple[list[SeedTask], str | None]:
+    """The tasks and the name, with every fault of the query, the body's fields and the file's lines
+    in one 422."""
     limit = services().settings.max_seed_tasks
+    errors: list[dict[str, Any]] = []
+    query = load(NameSchema(), request.args.to_dict(), errors)
     mimetype = request.mimetype
-    if mimetype == "application/json":
-        body = request.get_json(silent=True)
-        if body is None:
-            problem(400, "the body is not valid JSON")
-        if not isinstance(body, dict):
-            problem(422, "the body must be a JSON object {name, tasks}")
-        errors = [{"field": k, "message": "Unknown field."} for k in body if k not in ("name", "tasks")]
-        if not isinstance(body.get("tasks"), list):
-            errors.append(
-                {"field": "tasks", "message": "Missing data for required field (a list of seed tasks)."}
+    tasks: list[SeedTask] = []
+    name: str | None = None
+    try:
+        if mimetype == "application/json":
+            body = request.get_json(silent=True)
+            if body is None:
+                problem(400, "the body is not valid JSON")
+            if not isinstance(body, dict):
+                problem(422, "the body must be a JSON object {name, tasks}")
+            errors += [{"field": k, "message": "Unknown field."} for k in body if k not in ("name", "tasks")]
+            # null is not a name: a name given must be a valid one
+            name = load(NameSchema(), {k: v for k, v in body.items() if k == "name"}, errors).get("name")
+            if not isinstance(body.get("tasks"), list):
+                errors.append(
+                    {"field": "tasks", "message": "Missing data for required field (a list of seed tasks)."}
+                )
+            else:
+                tasks = parse_records(body["tasks"], limit)
+        elif mimetype in JSONL_TYPES:
+            name = query.get("name")
+            tasks = parse_jsonl(request.get_data(), limit)
+        elif mimetype == "multipart/form-data":
+            name = load(NameSchema(), request.form.to_dict(), errors).get("name")
+            upload = request.files.get("file")
+            if upload is None:
+                errors.append({"field": "file", "message": "Missing file."})
+            else:
+                tasks = parse_jsonl(upload.read(), limit)
+        else:
+            problem(
+                415,
+                f"unsupported content type {mimetype or '(none)'}: send application/json, "
+                "application/x-ndjson or multipart/form-data",
             )
-        if errors:
-            problem(422, "invalid seed set", errors)
-        name = _name(body)
-        return parse_records(body["tasks"], limit), name
-    if mimetype in JSONL_TYPES:
-        return parse_jsonl(request.get_data(), limit), _name(request.args)
-    if mimetype == "multipart/form-data":
-        upload = request.files.get("file")
-        if upload is None:
-            problem(422, "the form has no `file`", [{"field": "file", "message": "Missing file."}])
-        return parse_jsonl(upload.read(), limit), _name(request.form)
-    problem(
-        415,
-        f"unsupported content type {mimetype or '(none)'}: send application/json, "
-        "application/x-ndjson or multipart/form-data",
-    )
+    except SeedSetError as e:
+        errors += [err.to_dict() for err in e.errors]
+    if errors:
+        problem(422, f"the seed set is invalid: {len(errors)} problem(s); see errors", errors)
+    return tasks, name
 
 
 @blp.route("")
 class SeedSets(MethodView):
-    @blp.doc(requestBody=REQUEST_BODY)
-    @blp.arguments(NameSchema, location="query", as_kwargs=True, unknown=RAISE)
+    @blp.doc(requestBody=REQUEST_BODY, parameters=[{"in": "query", "schema": NameSchema}])
     @blp.response(201, SeedSetSchema, description="Stored.")
     @blp.alt_response(
         200, schema=SeedSetSchema, description="The same tasks were already stored.", success=True
     )
     @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
     @blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
-    def post(self, **_query: Any) -> tuple[dict[str, Any], int]:
+    def post(self) -> tuple[dict[str, Any], int]:
         """Create a seed set; every bad line (uploads) and field is reported at once."""
-        try:
-            tasks, name = _read_request()
-        except SeedSetError as e:
-            _invalid(e)
+        tasks, name = _read_request()
         s = services()
         record, created = seed_set_store.create(s.redis, s.artifacts, team(), tasks, name)
         return render(record), 201 if created else 200

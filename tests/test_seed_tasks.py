@@ -41,9 +41,11 @@ def test_every_bad_line_and_field_is_reported():
     assert got == {
         (2, "(line)"),
         (3, "id"),
+        (3, "instruction"),  # blank, reported with the task's other faults
         (3, "instances[0].output"),
         (3, "extra"),
         (4, "is_classification"),
+        (4, "id"),  # a duplicate of line 1, reported with the task's other fault
         (5, "id"),
         (6, "(line)"),
         (7, "(line)"),

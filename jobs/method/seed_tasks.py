@@ -107,23 +107,28 @@ def _validate(items: Iterable[tuple[int | None, str, Any]], max_tasks: int) -> l
         if not isinstance(value, dict):
             col.errors.append(FieldError(prefix or "(line)", "must be a JSON object", line))
             continue
+        data: dict[str, Any] | None = None
+        messages: Any = {}
         try:
             data = _schema.load(value)
         except ValidationError as e:
-            col.add_messages(e.messages, prefix, line)
-            continue
-        where = f"line {line}" if line is not None else prefix
-        if data["id"] in seen_ids:
-            col.errors.append(
-                FieldError(
-                    f"{prefix}.id" if prefix else "id",
-                    f"duplicate id, first used at {seen_ids[data['id']]}",
-                    line,
+            messages = e.messages
+            col.add_messages(messages, prefix, line)
+        # a duplicate id is reported along with the task's other faults
+        task_id = value.get("id")
+        if isinstance(task_id, str) and "id" not in messages:
+            if task_id in seen_ids:
+                col.errors.append(
+                    FieldError(
+                        f"{prefix}.id" if prefix else "id",
+                        f"duplicate id, first used at {seen_ids[task_id]}",
+                        line,
+                    )
                 )
-            )
-            continue
-        seen_ids[data["id"]] = where
-        tasks.append(_to_task(data))
+                continue
+            seen_ids[task_id] = f"line {line}" if line is not None else prefix
+        if data is not None:
+            tasks.append(_to_task(data))
     if not col.errors and not tasks:
         col.errors.append(FieldError("tasks", "the seed set has no tasks"))
     if col.errors:
