@@ -1,6 +1,9 @@
 """The ROUGE-L index gives rouge-score's answers exactly: same tokens, same floats, same nearest item."""
 
+import random
+
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from rouge_score import rouge_scorer, tokenize
@@ -200,3 +203,107 @@ def test_an_item_reachable_only_through_frequent_tokens_is_not_missed():
         index.add(str(i), text)
     assert (index.nearest(candidate).score, index.nearest(candidate).index) == reference(candidate, pool)
     assert index.nearest(candidate).index == len(pool) - 1
+
+
+# --- Pools large enough for every pruning path: the probe, the early exit, later rounds, ties ---
+
+THRESHOLD = 0.7  # GenerationConfig's default: above it a candidate is too similar
+
+
+def edited(rnd: random.Random, words: list[str], vocab: list[str]) -> list[str]:
+    """One word inserted, deleted or substituted, two swapped, or an exact copy."""
+    words = list(words)
+    kind = rnd.choice(["copy", "insert", "delete", "substitute", "swap"])
+    at = rnd.randrange(len(words))
+    if kind == "insert":
+        words.insert(rnd.randrange(len(words) + 1), rnd.choice(vocab))
+    elif kind == "delete" and len(words) > 1:
+        del words[at]
+    elif kind == "substitute":
+        words[at] = rnd.choice(vocab)
+    elif kind == "swap" and len(words) > 1:
+        at = min(at, len(words) - 2)
+        words[at], words[at + 1] = words[at + 1], words[at]
+    return words
+
+
+def near_duplicates(
+    seed: int, size: int, vocab_size: int, max_words: int, families: int, fresh: float
+) -> tuple[list[str], list[str]]:
+    """A pool of `size` texts over `vocab_size` words, mostly edits of a few families (so copies and
+    near-threshold scores are common), and candidates one or two edits away from a family."""
+    rnd = random.Random(seed)
+    vocab = [f"w{i}" for i in range(vocab_size)]
+    weights = [1 / (i + 1) for i in range(vocab_size)]  # Zipf-like: some tokens rare, some everywhere
+
+    def fresh_text() -> list[str]:
+        return rnd.choices(vocab, weights, k=rnd.randint(1, max_words))
+
+    roots = [fresh_text() for _ in range(families)]
+
+    def family_member(edits: list[int]) -> list[str]:
+        words = rnd.choice(roots)
+        for _ in range(rnd.choice(edits)):
+            words = edited(rnd, words, vocab)
+        return words
+
+    pool = [fresh_text() if rnd.random() < fresh else family_member([0, 0, 1, 2]) for _ in range(size)]
+    candidates = [fresh_text() if rnd.random() < fresh else family_member([1, 1, 2]) for _ in range(12)]
+    return [" ".join(p) for p in pool], [" ".join(c) for c in candidates]
+
+
+LARGE_POOL = {
+    "seed": st.integers(0, 2**32 - 1),
+    "size": st.integers(100, 400),
+    "vocab_size": st.integers(4, 40),
+    "max_words": st.integers(4, 24),  # long candidates have enough postings for the probe
+    "families": st.integers(2, 40),
+    "fresh": st.sampled_from([0.0, 0.1, 0.5]),
+}
+
+
+@settings(max_examples=60, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(**LARGE_POOL)
+def test_large_pools_of_near_duplicates_agree_with_rouge_score(
+    seed, size, vocab_size, max_words, families, fresh
+):
+    pool, candidates = near_duplicates(seed, size, vocab_size, max_words, families, fresh)
+    index = RougeLIndex()
+    for i, text in enumerate(pool):
+        index.add(f"p{i}", text)
+    for candidate in candidates:
+        score, nearest = reference(candidate, pool)
+        match = index.nearest(candidate)
+        assert match.score == score
+        assert (match.score > THRESHOLD) == (score > THRESHOLD)
+        assert match.id == (None if nearest is None else f"p{nearest}")
+        if score <= THRESHOLD:  # kept candidates join the pool, as in the engine
+            index.add(f"p{len(pool)}", candidate)
+            pool.append(candidate)
+
+
+def tie_pool(tied: str, probed: str) -> list[str]:
+    """`tied` first, `probed` last, and enough filler postings for the probe to run after the rare
+    tokens r1 r2 are read and before f1 f2 are: the probe finds `probed`, whose score `tied` equals."""
+    filler = " ".join(f"z{i}" for i in range(10))
+    return [tied, *[f"r1 r2 {filler}"] * 260, *[f"f1 f2 {filler}"] * 300, probed]
+
+
+@pytest.mark.parametrize(
+    ("tied", "probed"),
+    [
+        # 2*2/(3+4) is 0.5714285714285714 as a bound but 0.5714285714285715 as rouge-score's F-measure
+        ("f1 f2 y", "r1 r2 x"),
+        # after the probe, the unread tokens f1 f2 bound unseen items by exactly the best score
+        ("f1 f2", "r1 r2"),
+    ],
+    ids=["bound_rounds_below_score", "unread_tokens_bound_equals_best"],
+)
+def test_an_earlier_item_tied_at_its_bound_wins(tied, probed):
+    pool = tie_pool(tied, probed)
+    index = RougeLIndex()
+    for i, text in enumerate(pool):
+        index.add(str(i), text)
+    candidate = "r1 r2 f1 f2"
+    assert reference(candidate, pool) == (SCORER.score(candidate, probed)["rougeL"].fmeasure, 0)
+    assert index.nearest(candidate) == (*reference(candidate, pool), "0")
