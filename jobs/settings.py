@@ -31,6 +31,19 @@ class Profile:
     max_attempts: int = 6
     max_wait: float = 30.0
     supports_n: bool = False
+    api: str = "completions"  # or "chat": /v1/chat/completions, for instruction-following models
+    response_format: str | None = None  # chat only: "json_schema" (OpenAI, vLLM) or "json_object" (llama.cpp)
+
+    def __post_init__(self) -> None:
+        # refused when the settings load, not when a job first calls the endpoint
+        if self.api not in ("completions", "chat"):
+            raise ValueError(f"profile {self.name!r}: api must be completions or chat, not {self.api!r}")
+        if self.response_format not in (None, "json_schema", "json_object") or (
+            self.response_format and self.api != "chat"
+        ):
+            raise ValueError(
+                f"profile {self.name!r}: response_format is json_schema or json_object, for chat profiles"
+            )
 
     def endpoint(self) -> Endpoint:
         from jobs.method.llm import Endpoint
@@ -44,6 +57,8 @@ class Profile:
             max_attempts=self.max_attempts,
             max_wait=self.max_wait,
             supports_n=self.supports_n,
+            api=self.api,
+            response_format=self.response_format,
         )
 
 

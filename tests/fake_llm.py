@@ -22,7 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 FAULTS = ("429", "500", "slow", "drop", "malformed", "garbage")
-ALL_FAULTS = (*FAULTS, "400", "401echo")
+# "badjson": a structured chat reply that is not JSON (only when a test asks for it)
+ALL_FAULTS = (*FAULTS, "400", "401echo", "badjson")
 
 VERBS = (
     "Write",
@@ -201,6 +202,37 @@ def compose(prompt: str, seed: int | None, temperature: float) -> str:
     return " " + " ".join(rng.choice(TOPICS) for _ in range(rng.randint(3, 30)))
 
 
+def compose_chat(
+    messages: list[dict[str, str]], seed: int | None, temperature: float, structured: bool
+) -> str:
+    """What a well-behaved instruction-following model might answer to the chat prompts."""
+    user = messages[-1]["content"]
+    rng = _rng(user, seed if temperature > 0 else None)
+    if "Is it classification?" in user:
+        answer = "Yes" if rng.random() < 0.3 else "No"
+        return json.dumps({"answer": answer}) if structured else answer
+    if "numbered list" in user:
+        listed = [m.group(1) for m in re.finditer(r"^\d+\. (.+)$", user.split("\n\n")[0], re.M)]
+        items = [_instruction(rng) for _ in range(rng.randint(3, 8))]
+        if listed and rng.random() < 0.3:
+            items.append(rng.choice(listed))  # a copy of an example: too similar
+        body = "\n".join(f"{n}. {item}" for n, item in enumerate(items, start=1))
+        return f"Here are {len(items)} new tasks:\n\n{body}\n\nI hope these help!"
+    if "class label" in user.rsplit("Task:", 1)[-1]:
+        labels = rng.sample(LABELS, rng.randint(1, 3))
+        pairs = [(lab, f"{rng.choice(TOPICS)} {rng.choice(NOUNS)} {i}") for i, lab in enumerate(labels)]
+        if structured:
+            return json.dumps({"examples": [{"class_label": lab, "input": inp} for lab, inp in pairs]})
+        return "".join(f"Class label: {lab}\nSentence: {inp}\n" for lab, inp in pairs)
+    examples = []
+    for i in range(1, rng.randint(1, 5) + 1):
+        inp = f"{rng.choice(TOPICS)} and {rng.choice(TOPICS)}"
+        examples.append((inp, rng.choice((f"A {rng.choice(NOUNS)} on {inp}.", "", inp, f"Answer {i}."))))
+    if structured:
+        return json.dumps({"examples": [{"input": inp, "output": out} for inp, out in examples]})
+    return "".join(f"Example {i}\nInput: {inp}\nOutput: {out}\n" for i, (inp, out) in enumerate(examples, 1))
+
+
 def finish(text: str, stop: list[str] | None, max_tokens: int) -> tuple[str, str]:
     """Apply stop sequences, then the token limit (one token a whitespace-separated word)."""
     cut = min((i for s in stop or [] if (i := text.find(s)) >= 0), default=-1)
@@ -228,6 +260,9 @@ class Script:
     # this share of prompts, picked by a hash of the prompt, is always answered with garbage text:
     # a model that reliably writes nonsense for some prompts (unlike the per-request "garbage" fault)
     garbage_share: float = 0.0
+    # chat requests carrying one of these parameters get a 400 naming it, as some hosted models answer
+    reject_params: tuple[str, ...] = ()
+    chat_requests: list[dict[str, Any]] = field(default_factory=list)  # every chat request's body
     # instructions the first instruction-generation response starts with (an attacker's text, say)
     plant: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -291,10 +326,21 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-        if self.path.rstrip("/") != "/v1/completions":
+        chat = self.path.rstrip("/") == "/v1/chat/completions"
+        if not chat and self.path.rstrip("/") != "/v1/completions":
             self._send(404, b'{"error": "not found"}')
             return
         script = self.script
+        if chat:
+            body["prompt"] = body["messages"][-1]["content"]  # what the logs below record
+            with script.lock:
+                script.chat_requests.append(body)
+            refused = [p for p in script.reject_params if p in body]
+            if refused:
+                message = f"Unsupported parameter: '{refused[0]}' is not supported with this model."
+                error = {"message": message, "type": "invalid_request_error", "param": refused[0]}
+                self._send(400, json.dumps({"error": error}).encode())
+                return
         with script.lock:
             script.received.append(body.get("prompt", ""))
         fault = script.draw_fault()
@@ -327,6 +373,9 @@ class Handler(BaseHTTPRequestHandler):
             script.prompts.append(prompt)
         n = body.get("n", 1) if script.supports_n else 1
         seed = body.get("seed")
+        if chat:
+            self._send(200, json.dumps(self._chat(body, fault, n, seed)).encode())
+            return
         choices = []
         for i in range(n):
             if fault == "garbage" or script.garbage_for(prompt):
@@ -350,6 +399,35 @@ class Handler(BaseHTTPRequestHandler):
             },
         }
         self._send(200, json.dumps(response).encode())
+
+    def _chat(self, body: dict[str, Any], fault: str | None, n: int, seed: int | None) -> dict[str, Any]:
+        structured = body.get("response_format") is not None
+        choices = []
+        for i in range(n):
+            if fault == "garbage" or self.script.garbage_for(body["prompt"]):
+                raw = "".join(random.Random(i).choice("#@!?~ \n") for _ in range(40))
+            elif fault == "badjson" and structured:
+                raw = '{"examples": [{"input": "cut off'
+            else:
+                s = None if seed is None else seed + i
+                raw = compose_chat(body["messages"], s, body.get("temperature", 1.0), structured)
+            text, reason = finish(raw, body.get("stop"), body.get("max_tokens", 16))
+            message = {"role": "assistant", "content": text}
+            choices.append({"index": i, "message": message, "finish_reason": reason, "logprobs": None})
+        prompt_tokens = sum(len(m["content"].split()) for m in body["messages"])
+        completion_tokens = sum(len(c["message"]["content"].split()) for c in choices)
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body.get("model", "fake"),
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
 
 
 class _Server(ThreadingHTTPServer):

@@ -58,6 +58,8 @@ class LocalModel:
             "--interrupt_requests": "False",
             "--logits_all": "False",
             "--verbose": "False",
+            # the GGUF file carries no chat template: use Gemma's turn format for /v1/chat/completions
+            "--chat_format": "gemma",
         }
         return [sys.executable, "-m", "llama_cpp.server", *(x for pair in options.items() for x in pair)]
 

@@ -13,6 +13,7 @@ import structlog
 
 from jobs import __version__
 from jobs.method import exports, metrics
+from jobs.method.chat import ChatPrompts
 from jobs.method.checkpoint import Checkpoint, Store
 from jobs.method.decisions import Decision
 from jobs.method.llm import Endpoint, Usage
@@ -52,7 +53,17 @@ class Run:
         self.store = store
         self.checkpoint = store.load() or Checkpoint()
         self.usage = Usage.from_dict(self.checkpoint.usage) if self.checkpoint.usage else Usage()
-        self.prompts = Prompts(seed_tasks, config.seed, config.demo_chars)
+        self.prompts = (
+            ChatPrompts(
+                seed_tasks,
+                config.seed,
+                config.demo_chars,
+                endpoint.response_format is not None,
+                config.max_instances_per_task,
+            )
+            if endpoint.api == "chat"
+            else Prompts(seed_tasks, config.seed, config.demo_chars)
+        )
         self._progress = progress
         self._should_stop = should_stop
         self._pending: list[Decision] = []
@@ -157,6 +168,8 @@ class Run:
                 "completion_by_stage": usage["completion_tokens"],
             },
             "wasted": cp.wasted,
+            # sampling parameters the endpoint refused and the run went on without
+            "dropped_parameters": usage.get("dropped", {}),
             "wall_seconds": round(wall, 3),
             "endpoint_busy_seconds": usage["busy_seconds"],
             "endpoint_busy_fraction": round(usage["busy_seconds"] / wall, 4) if wall > 0 else 0.0,
