@@ -1,8 +1,9 @@
 """Objects in S3: seed sets (content-addressed) and datasets, whose manifest is written last.
 
-Layout: `teams/<team>/seed-sets/<sha256>.jsonl`, `teams/<team>/jobs/<job id>/<file>` and
-`teams/<team>/jobs/<job id>/manifest.json`. A manifest exists only once every file it lists is in
-place, so a half-written dataset is never visible.
+Layout: `teams/<team>/seed-sets/<sha256>.jsonl`, `teams/<team>/jobs/<job id>/<file>`,
+`teams/<team>/jobs/<job id>/manifest.json` and, outside the dataset, the job's archived decision log
+`teams/<team>/jobs/<job id>/archive/decisions.sqlite`. A manifest exists only once every file it lists
+is in place, so a half-written dataset is never visible.
 """
 
 from __future__ import annotations
@@ -128,6 +129,29 @@ class Artifacts:
                 return None
             raise
         return json.loads(body["Body"].read())
+
+    def upload_archive(self, team: str, job_id: str, path: Path) -> None:
+        key = self.dataset_key(team, job_id, f"archive/{path.name}")
+        self._retry(self.s3.upload_file, str(path), self.bucket, key)
+
+    def download_archive(self, team: str, job_id: str, name: str, path: Path) -> None:
+        self._retry(
+            self.s3.download_file, self.bucket, self.dataset_key(team, job_id, f"archive/{name}"), str(path)
+        )
+
+    def delete_job(self, team: str, job_id: str) -> int:
+        """Remove every object of a job (dataset, manifest first, and archive); returns how many."""
+
+        def run() -> int:
+            prefix = self.dataset_key(team, job_id, "")
+            pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+            keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+            # the manifest first: a dataset is never visible half deleted
+            for key in sorted(keys, key=lambda k: not k.endswith("/manifest.json")):
+                self.s3.delete_object(Bucket=self.bucket, Key=key)
+            return len(keys)
+
+        return self._retry(run)
 
     def presign(self, team: str, job_id: str, name: str) -> str:
         return self.presigner.generate_presigned_url(

@@ -1,4 +1,9 @@
-"""The service's checkpoint store: a run's checkpoint in Redis beside the job's decision log."""
+"""The service's checkpoint store: a run's checkpoint in Redis beside the job's decision log.
+
+Per checkpoint, a hash (snapshot JSON and the number of the last commit applied) and a list of the
+deltas committed since the snapshot (jobs.method.checkpoint explains deltas). A commit is one script
+that appends the decisions and the delta; loading folds the deltas into a new snapshot.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,15 @@ from redis import Redis
 
 from jobs import keyspace, retry
 from jobs.decision_log import DecisionLog
-from jobs.method.checkpoint import Checkpoint
+from jobs.method.checkpoint import Checkpoint, replay
 from jobs.method.decisions import Decision
+
+# Replace the snapshot and drop the deltas it absorbed, in one step. KEYS: hash, deltas list.
+# ARGV: snapshot JSON, how many deltas (from the head of the list) it includes.
+_COMPACT = """
+redis.call('HSET', KEYS[1], 'snapshot', ARGV[1])
+redis.call('LTRIM', KEYS[2], tonumber(ARGV[2]), -1)
+"""
 
 
 class RedisStore:
@@ -23,16 +35,33 @@ class RedisStore:
         self.redis = redis
         self.log = DecisionLog(redis, job_id)
         self.key = keyspace.checkpoint(job_id, part)
+        self.deltas_key = keyspace.checkpoint_deltas(job_id, part)
+        self._compact = redis.register_script(_COMPACT)
         # A Redis restart must not cost the run: the commit script is idempotent, so retry it.
         self._retry = retry.redis_(retry_seconds)
 
     def load(self) -> Checkpoint | None:
-        raw = self._retry(self.redis.get, self.key)
-        return Checkpoint.from_dict(json.loads(raw)) if raw else None
+        return self._retry(self._load)
+
+    def _load(self) -> Checkpoint | None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hget(self.key, "snapshot")
+        pipe.lrange(self.deltas_key, 0, -1)
+        snapshot, deltas = pipe.execute()
+        if snapshot is None and not deltas:
+            return None
+        checkpoint = Checkpoint.from_dict(json.loads(snapshot)) if snapshot else Checkpoint()
+        checkpoint = replay(checkpoint, [json.loads(d) for d in deltas])
+        if deltas:
+            body = json.dumps(checkpoint.to_dict(), ensure_ascii=False)
+            self._compact(keys=[self.key, self.deltas_key], args=[body, len(deltas)])
+        return checkpoint
 
     def commit(self, checkpoint: Checkpoint, decisions: list[Decision]) -> None:
-        body = json.dumps(checkpoint.to_dict(), ensure_ascii=False)
-        self._retry(self.log.commit, decisions, self.key, body)
+        number = checkpoint.commits + 1
+        body = json.dumps(checkpoint.delta(number), ensure_ascii=False)
+        self._retry(self.log.commit, decisions, self.key, body, self.deltas_key, number)
+        checkpoint.committed(number)
 
     def decisions(self) -> Iterator[Decision]:
         return iter(self.log)

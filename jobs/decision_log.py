@@ -18,12 +18,16 @@ from redis import Redis
 from jobs import keyspace
 from jobs.method.decisions import Decision
 
-# Appends decisions (skipping ids already logged, so a replayed commit is harmless) and stores the
-# checkpoint, atomically. ARGV: prefix, checkpoint JSON ('' for none), then 5 values a decision.
+# Appends decisions (skipping ids already logged) and the checkpoint delta (skipped when its commit
+# number is not past the last one applied), atomically: a commit replayed after it landed changes
+# nothing. Refuses (-1) once the job record is gone (the job was deleted).
+# KEYS: checkpoint hash, its deltas list, job record. ARGV: prefix, delta JSON ('' for none), commit
+# number, then 5 values a decision.
 _COMMIT = """
+if redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
 local prefix = ARGV[1]
 local added = 0
-for i = 3, #ARGV, 5 do
+for i = 4, #ARGV, 5 do
   local id, body, stage, verdict, rule = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   if redis.call('HEXISTS', prefix .. ':decid', id) == 0 then
     local seq = redis.call('INCR', prefix .. ':seq')
@@ -36,9 +40,16 @@ for i = 3, #ARGV, 5 do
     added = added + 1
   end
 end
-if ARGV[2] ~= '' then redis.call('SET', KEYS[1], ARGV[2]) end
+if ARGV[2] ~= '' and tonumber(redis.call('HGET', KEYS[1], 'commits') or '0') < tonumber(ARGV[3]) then
+  redis.call('RPUSH', KEYS[2], ARGV[2])
+  redis.call('HSET', KEYS[1], 'commits', ARGV[3])
+end
 return added
 """
+
+
+class JobGone(Exception):
+    """The job was deleted while it ran: nothing more is written for it."""
 
 
 class DecisionLog:
@@ -47,22 +58,38 @@ class DecisionLog:
         self.prefix = keyspace.job(job_id)
         self._commit = redis.register_script(_COMMIT)
 
-    def commit(self, decisions: list[Decision], checkpoint_key: str, checkpoint: str) -> int:
-        args: list[Any] = [self.prefix, checkpoint]
+    def commit(
+        self,
+        decisions: list[Decision],
+        checkpoint_key: str,
+        delta: str,
+        deltas_key: str = "",
+        number: int = 0,
+    ) -> int:
+        """Append the decisions and checkpoint delta number `number`; returns the decisions added."""
+        args: list[Any] = [self.prefix, delta, number]
         for d in decisions:
             args += [d.id, json.dumps(d.to_dict(), ensure_ascii=False), d.stage, d.verdict, d.rule]
-        return int(self._commit(keys=[checkpoint_key], args=args))
+        added = int(self._commit(keys=[checkpoint_key, deltas_key or checkpoint_key, self.prefix], args=args))
+        if added < 0:
+            raise JobGone(f"job {self.prefix} was deleted")
+        return added
 
     def count(self) -> int:
         return int(self.redis.get(f"{self.prefix}:seq") or 0)
 
-    def __iter__(self) -> Iterator[Decision]:
+    def bodies(self) -> Iterator[tuple[int, bytes]]:
+        """(seq, stored JSON) for every decision, in log order."""
         last = self.count()
         for start in range(1, last + 1, 1000):
-            bodies = self.redis.hmget(f"{self.prefix}:dec", list(range(start, min(start + 1000, last + 1))))
-            for body in bodies:
+            seqs = list(range(start, min(start + 1000, last + 1)))
+            for seq, body in zip(seqs, self.redis.hmget(f"{self.prefix}:dec", seqs), strict=True):
                 if body is not None:
-                    yield Decision.from_dict(json.loads(body))
+                    yield seq, body
+
+    def __iter__(self) -> Iterator[Decision]:
+        for _, body in self.bodies():
+            yield Decision.from_dict(json.loads(body))
 
     def get(self, decision_id: str) -> bytes | None:
         """One decision's JSON, as stored."""

@@ -17,8 +17,11 @@ from redis import Redis
 
 from api_spec.vocabulary import JOB_STATES
 from jobs import keyspace
+from jobs.settings import get_settings
 
 STATES = JOB_STATES
+# Redis drops a finished job's record this long after its retention ended, should the sweep be late.
+RECORD_GRACE_SECONDS = 24 * 3600
 TERMINAL = frozenset({"succeeded", "failed", "canceled"})
 PROGRESS = (
     "stage_done",
@@ -55,10 +58,15 @@ class Job:
     rq_ids: list[str] = field(default_factory=list)
     cancel_requested: bool = False
     dataset: bool = False  # a manifest was written (complete, or partial after a cancel)
+    archived: bool = False  # its decisions moved from Redis to S3 (jobs.decision_archive)
+    expires_at: float | None = None  # finished: when retention ends (jobs.retention)
 
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL
+
+    def expired(self, now: float | None = None) -> bool:
+        return self.expires_at is not None and (now or time.time()) >= self.expires_at
 
     def eta_seconds(self, now: float | None = None) -> float | None:
         """A rough estimate of the time left: the current stage at its own pace, each later stage
@@ -91,8 +99,9 @@ redis.call('HINCRBY', KEYS[6], 'queued', 1)
 return 1
 """
 
-# KEYS: job hash, seed set users, team's active jobs, jobs-by-state counts
-# ARGV: target state, job id, allowed states (comma list), then fields
+# KEYS: job hash, seed set users, team's active jobs, jobs-by-state counts, jobs by retention end
+# ARGV: target state, job id, allowed states (comma list), retention end (terminal states), the
+# record's own expiry (a backstop, past the retention end), then fields
 _TRANSITION = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return 0 end
@@ -106,10 +115,13 @@ if state ~= ARGV[1] then
   redis.call('HINCRBY', KEYS[4], state, -1)
   redis.call('HINCRBY', KEYS[4], ARGV[1], 1)
 end
-if #ARGV > 3 then redis.call('HSET', KEYS[1], unpack(ARGV, 4)) end
+if #ARGV > 5 then redis.call('HSET', KEYS[1], unpack(ARGV, 6)) end
 if ARGV[1] == 'succeeded' or ARGV[1] == 'failed' or ARGV[1] == 'canceled' then
   redis.call('SREM', KEYS[2], ARGV[2])
   redis.call('SREM', KEYS[3], ARGV[2])
+  local team = redis.call('HGET', KEYS[1], 'team')
+  redis.call('ZADD', KEYS[5], ARGV[4], team .. '/' .. ARGV[2])
+  redis.call('EXPIREAT', KEYS[1], ARGV[5])
 end
 return 1
 """
@@ -178,6 +190,8 @@ def get(r: Redis, job_id: str) -> Job | None:
         rq_ids=json.loads(raw.get("rq_ids", "[]")),
         cancel_requested=raw.get("cancel_requested") == "true",
         dataset=raw.get("dataset") == "true",
+        archived=raw.get("archived") == "true",
+        expires_at=num("expires_at"),
     )
 
 
@@ -194,17 +208,30 @@ def _progress(raw: dict[str, str]) -> dict[str, int]:
 
 
 def transition(r: Redis, job: Job, to: str, allowed: tuple[str, ...], **fields: Any) -> bool:
-    """Move to state `to` if the job is in one of `allowed`; sets `fields` in the same step."""
+    """Move to state `to` if the job is in one of `allowed`; sets `fields` in the same step. A finished
+    job's retention starts: it is listed for jobs.retention.sweep at its end."""
+    expires_at = record_expiry = 0
     if to in TERMINAL:
         fields.setdefault("finished_at", time.time())
+        expires_at = fields["finished_at"] + get_settings().job_retention_seconds
+        fields["expires_at"] = expires_at
+        record_expiry = int(expires_at + RECORD_GRACE_SECONDS)
     flat = [x for k, v in fields.items() for x in (k, _encode(v))]
     keys = [
         keyspace.job(job.id),
         keyspace.seed_set_users(job.team, job.seed_set_id),
         keyspace.active_jobs(job.team),
         keyspace.JOBS_BY_STATE,
+        keyspace.EXPIRING,
     ]
-    return bool(r.eval(_TRANSITION, len(keys), *keys, to, job.id, ",".join(allowed), *flat))
+    args = [to, job.id, ",".join(allowed), expires_at, record_expiry, *flat]
+    return bool(r.eval(_TRANSITION, len(keys), *keys, *args))
+
+
+def gone(r: Redis, job_id: str) -> str | None:
+    """The team of a job that was deleted or expired (for a while after), else None."""
+    team = r.get(keyspace.job_gone(job_id))
+    return team.decode() if team else None
 
 
 def update(r: Redis, job_id: str, **fields: Any) -> None:

@@ -2,7 +2,10 @@
 
 si:job:<id>                          job record (hash)
 si:job:<id>:dec|decid|seq|dx:<f>     its decision log (jobs.decision_log)
-si:job:<id>:checkpoint[:<part>]      its checkpoints (jobs.checkpoint_store)
+si:job:<id>:checkpoint[:<part>]      its checkpoints: snapshot and last commit number (hash)
+si:job:<id>:cpdeltas[:<part>]        their deltas since the snapshot (list; jobs.checkpoint_store)
+si:job:<id>:gone                     a deleted or expired job's tombstone: its team (string, expires)
+si:jobs:expiring                     finished jobs by the time their retention ends (sorted set)
 si:team:<team>:jobs                  a team's jobs by creation time (sorted set)
 si:team:<team>:active_jobs           a team's unfinished jobs (set)
 si:team:<team>:seedsets              a team's seed sets by creation time (sorted set)
@@ -19,9 +22,12 @@ from __future__ import annotations
 
 import hashlib
 
+from api_spec.vocabulary import STAGE_RULES
+
 PREFIX = "si"
 API_KEYS = f"{PREFIX}:apikeys"
 JOBS_BY_STATE = f"{PREFIX}:stats:jobs_by_state"
+EXPIRING = f"{PREFIX}:jobs:expiring"
 
 
 def job(job_id: str) -> str:
@@ -30,6 +36,28 @@ def job(job_id: str) -> str:
 
 def checkpoint(job_id: str, part: str | None = None) -> str:
     return f"{job(job_id)}:checkpoint" + (f":{part}" if part else "")
+
+
+def checkpoint_deltas(job_id: str, part: str | None = None) -> str:
+    return f"{job(job_id)}:cpdeltas" + (f":{part}" if part else "")
+
+
+def job_gone(job_id: str) -> str:
+    return f"{job(job_id)}:gone"
+
+
+def job_run_data(job_id: str, chunks: int) -> list[str]:
+    """Every key of a job's decision log and checkpoints (the record itself aside)."""
+    prefix = job(job_id)
+    filters = [f"s={s}" for s in STAGE_RULES] + ["v=kept", "v=dropped"]
+    filters += [f"s={s}|v={v}" for s in STAGE_RULES for v in ("kept", "dropped")]
+    for stage, rules in STAGE_RULES.items():
+        filters += [f"r={r}" for r in rules] + [f"s={stage}|r={r}" for r in rules]
+    keys = [f"{prefix}:{name}" for name in ("dec", "decid", "seq")]
+    keys += [f"{prefix}:dx:{f}" for f in dict.fromkeys(filters)]
+    for part in [None, *(f"chunk{i}" for i in range(chunks))]:
+        keys += [checkpoint(job_id, part), checkpoint_deltas(job_id, part)]
+    return keys
 
 
 def _team(team: str) -> str:

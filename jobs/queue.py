@@ -67,15 +67,16 @@ def fan_out(r: Redis, job_id: str, chunks: list[list[str]], settings: Settings) 
     return [*(j.id for j in queued), final.id]
 
 
-def cancel(r: Redis, job: jobs_.Job, settings: Settings | None = None) -> bool:
+def cancel(r: Redis, job: jobs_.Job, settings: Settings | None = None, partial: bool = True) -> bool:
     """Cancel a queued or running job: a queued one never starts; a running one stops at once (RQ's
-    stop command) and a partial dataset is exported from what it made. False: already finished."""
+    stop command) and, with `partial`, a partial dataset is exported from what it made. False:
+    already finished."""
     jobs_.update(r, job.id, cancel_requested=True)
     if not jobs_.transition(r, job, "canceled", ("queued", "running")):
         return False
     for rq_id in (jobs_.get(r, job.id) or job).rq_ids:  # the main job, its chunks and finalize
         _stop(r, rq_id)
-    if job.state == "running":
+    if partial and job.state == "running":
         queue(r, settings).enqueue(FINALIZE, job.id, True, job_id=f"{job.id}-partial", result_ttl=RESULT_TTL)
     return True
 

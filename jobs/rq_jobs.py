@@ -24,9 +24,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from redis import Redis
 
 from jobs import job as jobs_
-from jobs import keyspace, queue, retry
+from jobs import keyspace, queue, retention, retry
 from jobs.artifacts import Artifacts
 from jobs.checkpoint_store import RedisStore
+from jobs.decision_log import JobGone
 from jobs.method.checkpoint import Checkpoint
 from jobs.method.engine import execute
 from jobs.method.llm import EndpointError, Usage
@@ -129,6 +130,8 @@ def _guarded(job_id: str, body: Callable[[Context], None]) -> None:
         return
     try:
         body(ctx)
+    except JobGone:
+        log.info("job_deleted_while_running")
     except Canceled as e:
         if _preempted.is_set():
             log.info("job_preempted")
@@ -210,11 +213,14 @@ def finalize(job_id: str, partial: bool = False) -> None:
         if ctx.job.state == "running":
             _finalize(ctx)
 
+    ctx = Context(job_id)
+    if not partial and ctx.job.state == "succeeded" and not ctx.job.archived:  # retried after the transition
+        _archive(ctx)
+        return
     if not partial:
         _guarded(job_id, body)
         return
-    ctx = Context(job_id)
-    if ctx.job.state == "canceled":
+    if ctx.job.state == "canceled" and not ctx.job.archived:
         _finalize(ctx, partial=True)
 
 
@@ -251,6 +257,19 @@ def _finalize(ctx: Context, run: Run | None = None, partial: bool = False) -> No
         ctx.artifacts.upload_dataset(ctx.job.team, ctx.job.id, Path(tmp), records, partial)
     if partial:
         ctx.update(dataset=True)
-    else:
-        ctx.transition("succeeded", ("running",), dataset=True, stage="done")
+    elif not ctx.transition("succeeded", ("running",), dataset=True, stage="done"):
+        return
     log.info("job_finished", partial=partial, records=records)
+    _archive(ctx)
+
+
+def _archive(ctx: Context) -> None:
+    """The dataset is in S3: move the decisions there too, then sweep jobs whose retention ended."""
+    moved = ctx.retry(
+        retention.archive, ctx.r, ctx.artifacts, ctx.job.team, ctx.job.id, ctx.settings.work_dir
+    )
+    log.info("decisions_archived", decisions=moved)
+    try:
+        retention.sweep(ctx.r, ctx.artifacts, ctx.settings)
+    except Exception:  # the next finalize sweeps again
+        log.exception("sweep_failed")

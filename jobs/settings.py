@@ -94,6 +94,8 @@ class Settings:
     auth_disabled: bool = False
     rate_limit_per_minute: int = 600
     max_active_jobs: int = 5
+    # how long a finished job (record, archived decisions, dataset) is kept after it finished
+    job_retention_seconds: int = 30 * 24 * 3600
     # The API answers a longer URL (path and query) with a 414 problem; gunicorn's own limits sit above
     # it (its answers are outside the app: see service/gunicorn_conf.py).
     max_url_chars: int = 4096
@@ -129,6 +131,7 @@ class Settings:
             auth_disabled=e.get("AUTH_DISABLED", "").lower() in ("1", "true", "yes"),
             rate_limit_per_minute=int(e.get("RATE_LIMIT_PER_MINUTE", cls.rate_limit_per_minute)),
             max_active_jobs=int(e.get("MAX_ACTIVE_JOBS_PER_TEAM", cls.max_active_jobs)),
+            job_retention_seconds=int(e.get("JOB_RETENTION_SECONDS", cls.job_retention_seconds)),
             max_url_chars=int(e.get("MAX_URL_CHARS", cls.max_url_chars)),
             gunicorn_limit_request_line=int(
                 e.get("GUNICORN_LIMIT_REQUEST_LINE", cls.gunicorn_limit_request_line)
@@ -169,6 +172,7 @@ class Settings:
             "AUTH_DISABLED": "1" if self.auth_disabled else "",
             "RATE_LIMIT_PER_MINUTE": str(self.rate_limit_per_minute),
             "MAX_ACTIVE_JOBS_PER_TEAM": str(self.max_active_jobs),
+            "JOB_RETENTION_SECONDS": str(self.job_retention_seconds),
             "MAX_URL_CHARS": str(self.max_url_chars),
             "GUNICORN_LIMIT_REQUEST_LINE": str(self.gunicorn_limit_request_line),
             "GUNICORN_LIMIT_REQUEST_FIELDS": str(self.gunicorn_limit_request_fields),

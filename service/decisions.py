@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from flask import Response
@@ -12,7 +13,9 @@ from marshmallow import RAISE
 
 from api_spec.decisions import DecisionListArgsSchema, DecisionPageSchema, DecisionSchema, RuleSchema
 from api_spec.vocabulary import RULES, STAGE_RULES
+from jobs.decision_archive import NAME, ArchivedLog, Cache
 from jobs.decision_log import Cursor, DecisionLog
+from jobs.job import Job
 from service.context import services
 from service.errors import problem
 from service.generation_jobs import get_job
@@ -22,16 +25,31 @@ blp = Blueprint(
 )
 
 
+_archives: Cache | None = None
+
+
+def _log(job: Job) -> DecisionLog | ArchivedLog:
+    """A running job's log is in Redis; a finished job's, archived in S3 (README, Retention)."""
+    global _archives
+    if not job.archived:
+        return DecisionLog(services().redis, job.id)
+    if _archives is None:
+        _archives = Cache(Path(services().settings.work_dir) / "decision-archives")
+    artifacts = services().artifacts
+    return _archives.get(job.id, lambda path: artifacts.download_archive(job.team, job.id, NAME, path))
+
+
 @blp.route("/jobs/<job_id>/decisions")
 class Decisions(MethodView):
     @blp.arguments(DecisionListArgsSchema, location="query", unknown=RAISE)
     @blp.response(200, DecisionPageSchema)
     @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(410, response="GONE")
     def get(self, args: dict[str, Any], job_id: str) -> Response:
         """A page of decisions in the order they were made; available while the job runs."""
         job = get_job(job_id)
         after = Cursor.decode(args.get("cursor")).seq  # the schema has checked its form
-        items, last, total = DecisionLog(services().redis, job.id).page(
+        items, last, total = _log(job).page(
             args.get("stage"), args.get("verdict"), args.get("rule"), after, args["limit"]
         )
         # the stored records are DecisionSchema's JSON already: splice them in, don't re-serialise
@@ -44,10 +62,11 @@ class Decisions(MethodView):
 class DecisionById(MethodView):
     @blp.response(200, DecisionSchema)
     @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(410, response="GONE")
     def get(self, job_id: str, decision_id: str) -> Response:
         """One decision, with its nearest pool item and ROUGE-L score where it has one."""
         job = get_job(job_id)
-        decision = DecisionLog(services().redis, job.id).get(decision_id)
+        decision = _log(job).get(decision_id)
         if decision is None:
             problem(404, f"no decision {decision_id} in job {job_id}")
         return Response(decision, mimetype="application/json")

@@ -1,4 +1,4 @@
-"""/v1/jobs: create (idempotent), get with progress and ETA, list, cancel."""
+"""/v1/jobs: create (idempotent), get with progress and ETA, list, cancel, delete."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from api_spec.jobs import (
     JobPageSchema,
     JobSchema,
 )
-from jobs import idempotency, queue, seed_set_store
+from jobs import idempotency, queue, retention, seed_set_store
 from jobs import job as jobs_
 from jobs.method.recipe import GenerationConfig
 from service import pages
@@ -59,11 +59,15 @@ def render(job: jobs_.Job) -> dict[str, Any]:
 
 
 def get_job(job_id: str) -> jobs_.Job:
-    """The caller's job, or 404 (also for another team's job: ids are not secrets, data is)."""
-    job = jobs_.get(services().redis, job_id) if len(job_id) == 32 else None
-    if job is None or job.team != team():
-        problem(404, f"no job {job_id}")
-    return job
+    """The caller's job, or 404 (also for another team's job: ids are not secrets, data is); 410 for
+    one of the caller's jobs that was deleted or whose retention period has ended."""
+    r = services().redis
+    job = jobs_.get(r, job_id) if len(job_id) == 32 else None
+    if job is not None and job.team == team() and not job.expired():
+        return job
+    if (job is not None and job.team == team()) or (job is None and jobs_.gone(r, job_id) == team()):
+        problem(410, f"job {job_id} was deleted or its retention period ended")
+    problem(404, f"no job {job_id}")
 
 
 CREATE_BODY = {"required": True, "content": {"application/json": {"schema": JobCreateSchema}}}
@@ -186,9 +190,26 @@ class Jobs(MethodView):
 class JobById(MethodView):
     @blp.response(200, JobSchema)
     @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(410, response="GONE")
     def get(self, job_id: str) -> dict[str, Any]:
         """A job's state, stage, progress, tokens and estimated time left."""
         return render(get_job(job_id))
+
+    @blp.response(204)
+    @blp.alt_response(404, response="NOT_FOUND")
+    def delete(self, job_id: str) -> tuple[str, int]:
+        """Delete a job: cancel it if it runs, then remove its dataset, decisions and record.
+
+        Repeating it is harmless; the job then answers 410 Gone."""
+        r = services().redis
+        if len(job_id) == 32 and jobs_.get(r, job_id) is None and jobs_.gone(r, job_id) == team():
+            return "", 204
+        job = jobs_.get(r, job_id) if len(job_id) == 32 else None
+        if job is None or job.team != team():
+            problem(404, f"no job {job_id}")
+        retention.delete(r, services().artifacts, job, services().settings)
+        log.info("job_deleted", job_id=job.id)
+        return "", 204
 
 
 @blp.route("/<job_id>/cancel")

@@ -3,6 +3,13 @@ file store. (The service's Redis store is jobs.checkpoint_store.)
 
 A store commits a checkpoint together with the decisions made since the previous commit: a run
 restarted with the same run id resumes from the last commit, so no candidate is lost or repeated.
+
+A commit writes a delta, not the whole state: the instructions, classification answers and instances
+added since the previous commit, plus the small fields (stage, counters, usage). Its cost does not grow
+with the run. Each delta carries its commit number; loading applies, to the last compacted snapshot,
+the deltas numbered after it, then compacts them into a new snapshot. A delta with a number the
+snapshot already covers (a crash between writing a snapshot and dropping the deltas it absorbed, or a
+commit retried after it landed) is skipped, so nothing is counted twice.
 """
 
 from __future__ import annotations
@@ -10,17 +17,28 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
+from itertools import islice
 from pathlib import Path
 from typing import Any, Protocol
 
 from jobs.method.decisions import Decision
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
+_READABLE = (1, 2)  # a version-1 checkpoint is a snapshot at commit 0
+_GROWING = ("instructions", "classification", "instances")
+
+
+def _tail(d: dict[str, Any], count: int) -> dict[str, Any]:
+    """The last `count` entries of a dict in insertion order, in O(count)."""
+    return dict(reversed(list(islice(reversed(d.items()), count))))
 
 
 @dataclass
 class Checkpoint:
+    """`instructions`, `classification` and `instances` only grow (entries are added, never replaced
+    or removed): that is what lets a commit write only their new entries."""
+
     stage: str = "instructions"  # instructions -> classification -> instances -> export -> done
     next_prompt: int = 0  # stage-1 prompts [0, next_prompt) are fully handled
     # kept machine instructions in pool order: {"id", "text", "prompt", "score", "nearest_id"}
@@ -36,48 +54,143 @@ class Checkpoint:
     truncated_responses: int = 0
     stop_reason: str | None = None
     elapsed: float = 0.0  # wall seconds over every session of the run
+    commits: int = 0  # number of the last commit this state includes
     version: int = CHECKPOINT_VERSION
 
+    def __post_init__(self) -> None:
+        self._instances_seen = self._instances_kept = 0
+        self._saved = (0, 0, 0)  # nothing persisted yet; a store's load() marks what it read
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The whole state (a snapshot); no copies, so serialise it before changing the checkpoint."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Checkpoint:
-        if data.get("version") != CHECKPOINT_VERSION:
+        if data.get("version") not in _READABLE:
             raise ValueError(f"checkpoint version {data.get('version')} is not {CHECKPOINT_VERSION}")
-        return cls(**data)
+        return cls(**{**data, "version": CHECKPOINT_VERSION})
+
+    # --- deltas ---
+
+    def mark_saved(self) -> None:
+        """Everything so far is persisted: the next delta starts from here."""
+        self._saved = tuple(len(getattr(self, name)) for name in _GROWING)
+
+    def delta(self, commit: int) -> dict[str, Any]:
+        """Commit number `commit`: the entries added since mark_saved() and every small field."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _GROWING}
+        out["commits"] = commit
+        n_instructions, n_classification, n_instances = self._saved
+        out["instructions"] = self.instructions[n_instructions:]
+        out["classification"] = _tail(self.classification, len(self.classification) - n_classification)
+        out["instances"] = _tail(self.instances, len(self.instances) - n_instances)
+        return out
+
+    def apply(self, delta: dict[str, Any]) -> None:
+        """Replay one delta (the next commit number) onto this state."""
+        if delta.get("version") not in _READABLE or delta["commits"] != self.commits + 1:
+            raise ValueError(f"checkpoint delta {delta.get('commits')} does not follow commit {self.commits}")
+        self.instructions.extend(delta["instructions"])
+        self.classification.update(delta["classification"])
+        self.instances.update(delta["instances"])
+        for f in fields(self):
+            if f.name not in _GROWING and f.name != "version":
+                setattr(self, f.name, delta[f.name])
+
+    def committed(self, commit: int) -> None:
+        """The store persisted delta number `commit`."""
+        self.commits = commit
+        self.mark_saved()
+
+    def instances_kept(self) -> int:
+        """Kept instances so far, counting only the entries added since the last call."""
+        new = len(self.instances) - self._instances_seen
+        self._instances_kept += sum(len(v) for v in _tail(self.instances, new).values())
+        self._instances_seen = len(self.instances)
+        return self._instances_kept
+
+
+def replay(snapshot: Checkpoint, deltas: list[dict[str, Any]]) -> Checkpoint:
+    """The snapshot with the deltas numbered after it applied, in order."""
+    for delta in deltas:
+        if delta["commits"] > snapshot.commits:
+            snapshot.apply(delta)
+    snapshot.mark_saved()
+    return snapshot
 
 
 class Store(Protocol):
     def load(self) -> Checkpoint | None: ...
 
     def commit(self, checkpoint: Checkpoint, decisions: list[Decision]) -> None:
-        """Persist the decisions and then the checkpoint that counts them, as one step."""
+        """Persist the decisions and then the checkpoint's delta that counts them, as one step."""
         ...
 
     def decisions(self) -> Iterator[Decision]: ...
 
 
-class FileStore:
-    """A directory: decisions.jsonl plus checkpoint.json (replaced atomically). For local runs.
+def _fsync_append(path: Path, text: str) -> None:
+    with path.open("a", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
 
-    The checkpoint records how many decisions it covers; on load, lines past that count (written
-    by a commit that crashed before its checkpoint landed) are cut off.
+
+class FileStore:
+    """A directory: decisions.jsonl, deltas.jsonl (one line a commit) and checkpoint.json (the
+    compacted snapshot, replaced atomically). For local runs.
+
+    A commit appends its decisions, then its delta line. On load, a last delta line cut short by a
+    crash is dropped, and decision lines past the count the last whole delta records are cut off.
     """
 
     def __init__(self, directory: str | Path):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._checkpoint = self.dir / "checkpoint.json"
+        self._deltas = self.dir / "deltas.jsonl"
         self._decisions = self.dir / "decisions.jsonl"
 
     def load(self) -> Checkpoint | None:
-        if not self._checkpoint.exists():
+        if not self._checkpoint.exists() and not self._deltas.exists():
             self._decisions.unlink(missing_ok=True)
             return None
-        checkpoint = Checkpoint.from_dict(json.loads(self._checkpoint.read_text()))
+        snapshot = (
+            Checkpoint.from_dict(json.loads(self._checkpoint.read_text()))
+            if self._checkpoint.exists()
+            else Checkpoint()
+        )
+        checkpoint = replay(snapshot, self._read_deltas())
+        self._compact(checkpoint)
         self._truncate(checkpoint.decisions)
         return checkpoint
+
+    def _read_deltas(self) -> list[dict[str, Any]]:
+        """The whole delta lines; a torn last line (a crash mid-commit) ends the list, and the
+        compaction that follows drops it from the file."""
+        deltas = []
+        if self._deltas.exists():
+            with self._deltas.open("rb") as f:
+                for line in f:
+                    try:
+                        deltas.append(json.loads(line))
+                    except ValueError:
+                        break
+        return deltas
+
+    def _compact(self, checkpoint: Checkpoint) -> None:
+        """Fold the deltas into a new snapshot. A crash between the two steps leaves deltas that the
+        snapshot already covers: their commit numbers say so and replay() skips them."""
+        if not self._deltas.exists() or not self._deltas.stat().st_size:
+            return
+        tmp = self._checkpoint.with_suffix(".tmp")
+        with tmp.open("w", encoding="utf-8") as f:
+            json.dump(checkpoint.to_dict(), f, ensure_ascii=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._checkpoint)
+        os.truncate(self._deltas, 0)
 
     def _truncate(self, count: int) -> None:
         if not self._decisions.exists():
@@ -90,13 +203,13 @@ class FileStore:
 
     def commit(self, checkpoint: Checkpoint, decisions: list[Decision]) -> None:
         if decisions:
-            with self._decisions.open("a", encoding="utf-8") as f:
-                f.writelines(json.dumps(d.to_dict(), ensure_ascii=False) + "\n" for d in decisions)
-                f.flush()
-                os.fsync(f.fileno())
-        tmp = self._checkpoint.with_suffix(".tmp")
-        tmp.write_text(json.dumps(checkpoint.to_dict(), ensure_ascii=False))
-        os.replace(tmp, self._checkpoint)
+            _fsync_append(
+                self._decisions,
+                "".join(json.dumps(d.to_dict(), ensure_ascii=False) + "\n" for d in decisions),
+            )
+        number = checkpoint.commits + 1
+        _fsync_append(self._deltas, json.dumps(checkpoint.delta(number), ensure_ascii=False) + "\n")
+        checkpoint.committed(number)
 
     def decisions(self) -> Iterator[Decision]:
         if self._decisions.exists():

@@ -126,7 +126,7 @@ class Run:
             "stage_total": self.stage_total,
             "instructions_kept": len(cp.instructions),
             "instructions_target": self.config.num_instructions,
-            "instances_kept": sum(len(v) for v in cp.instances.values()),
+            "instances_kept": cp.instances_kept(),  # O(new entries): progress runs on every handled item
             "prompt_tokens": sum(self.usage.prompt_tokens.values()),
             "completion_tokens": sum(self.usage.completion_tokens.values()),
             "requests": sum(self.usage.requests.values()),

@@ -1,0 +1,136 @@
+"""Retention: a finished job keeps only its record in Redis and serves its decisions from the S3
+archive; deleted and expired jobs answer 410 and leave nothing in S3 (real Redis, S3, RQ worker)."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+
+import pytest
+
+from jobs import job as jobs_
+from jobs import keyspace, retention
+from jobs.artifacts import Artifacts
+from jobs.settings import get_settings
+from tests.conftest import work
+from tests.test_api import make_seed_set, run_job
+from tests.test_security import as_team
+
+
+def objects(settings, team: str, job_id: str) -> list[str]:
+    found = Artifacts(settings).s3.list_objects_v2(
+        Bucket=settings.s3_bucket, Prefix=f"teams/{team}/jobs/{job_id}/"
+    )
+    return [o["Key"] for o in found.get("Contents", [])]
+
+
+def job_keys(redis, job_id: str) -> set[str]:
+    return {k.decode() for k in redis.scan_iter(match=keyspace.job(job_id) + "*")}
+
+
+def walk(client, job_id: str, query: str) -> tuple[list[dict], int]:
+    """Every page of a filter, 3 at a time, following the cursors."""
+    items, cursor = [], None
+    while True:
+        url = f"/v1/jobs/{job_id}/decisions?limit=3{query}" + (f"&cursor={cursor}" if cursor else "")
+        page = client.get(url).json
+        items += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return items, page["total"]
+
+
+def test_a_finished_job_serves_its_decisions_from_the_archive(client, redis, settings, worker_env):
+    job = run_job(client, redis, make_seed_set(client), num_instructions=8)
+    assert job["state"] == "succeeded"
+    # Redis holds the record only; the log and checkpoints are in S3
+    assert job_keys(redis, job["id"]) == {keyspace.job(job["id"])}
+    assert f"teams/alpha/jobs/{job['id']}/archive/decisions.sqlite" in objects(settings, "alpha", job["id"])
+    url = client.get(f"/v1/jobs/{job['id']}/dataset/decisions.jsonl").headers["Location"]
+    exported = [json.loads(line) for line in urllib.request.urlopen(url).read().decode().splitlines()]
+    rules = {d["rule"] for d in exported}
+    assert {"kept", "too_similar"} <= rules or len(rules) > 2
+    filters = [
+        ("", lambda d: True),
+        ("&stage=instruction", lambda d: d["stage"] == "instruction"),
+        ("&verdict=dropped", lambda d: d["verdict"] == "dropped"),
+        ("&stage=instance&verdict=kept", lambda d: d["stage"] == "instance" and d["verdict"] == "kept"),
+        *((f"&rule={r}", lambda d, r=r: d["rule"] == r) for r in sorted(rules)),
+        ("&rule=kept&verdict=dropped", lambda d: False),
+    ]
+    for query, keep in filters:
+        items, total = walk(client, job["id"], query)
+        expected = [d for d in exported if keep(d)]
+        assert total == len(expected) == len(items), query
+        assert sorted(items, key=lambda d: d["id"]) == sorted(expected, key=lambda d: d["id"]), query
+    one = exported[-1]
+    assert client.get(f"/v1/jobs/{job['id']}/decisions/{one['id']}").json == one
+    assert client.get(f"/v1/jobs/{job['id']}/decisions/nope").status_code == 404
+
+
+def test_delete_removes_everything_is_idempotent_and_not_for_other_teams(
+    app, client, redis, settings, worker_env
+):
+    seed_set_id = make_seed_set(client)
+    job = run_job(client, redis, seed_set_id, num_instructions=4)
+    other = run_job(client, redis, seed_set_id, num_instructions=3)
+    assert objects(settings, "alpha", job["id"])
+    beta = as_team(app, redis, "beta")
+    assert beta.delete(f"/v1/jobs/{job['id']}").status_code == 404
+    assert client.get(f"/v1/jobs/{job['id']}").status_code == 200
+    assert client.delete(f"/v1/jobs/{job['id']}").status_code == 204
+    assert objects(settings, "alpha", job["id"]) == []
+    assert job_keys(redis, job["id"]) == {keyspace.job_gone(job["id"])}
+    for path in ("", "/decisions", "/dataset"):
+        r = client.get(f"/v1/jobs/{job['id']}{path}")
+        assert r.status_code == 410 and r.mimetype == "application/problem+json", path
+    assert beta.get(f"/v1/jobs/{job['id']}").status_code == 404  # 410 only tells the owner
+    assert beta.delete(f"/v1/jobs/{job['id']}").status_code == 404
+    assert client.delete(f"/v1/jobs/{job['id']}").status_code == 204
+    assert [j["id"] for j in client.get("/v1/jobs").json["items"]] == [other["id"]]
+    assert client.get(f"/v1/jobs/{other['id']}/decisions").json["total"] > 0
+
+
+def test_deleting_a_queued_job_cancels_it_and_nothing_comes_back(client, redis, settings, worker_env):
+    r = client.post("/v1/jobs", json={"seed_set_id": make_seed_set(client), "num_instructions": 4})
+    job_id = r.json["id"]
+    assert client.delete(f"/v1/jobs/{job_id}").status_code == 204
+    work(redis)  # the worker finds nothing to run
+    assert objects(settings, "alpha", job_id) == []
+    assert job_keys(redis, job_id) == {keyspace.job_gone(job_id)}
+    assert client.get(f"/v1/jobs/{job_id}").status_code == 410
+    assert redis.hget(keyspace.JOBS_BY_STATE, "canceled") in (None, b"0")
+
+
+def test_a_job_past_its_retention_answers_410_and_the_sweep_removes_it(
+    app, client, redis, settings, worker_env, monkeypatch
+):
+    monkeypatch.setenv("JOB_RETENTION_SECONDS", "2")
+    get_settings.cache_clear()
+    job = run_job(client, redis, make_seed_set(client), num_instructions=3)
+    assert (
+        job["state"] == "succeeded"
+        and 0 < redis.ttl(keyspace.job(job["id"])) <= 2 + jobs_.RECORD_GRACE_SECONDS
+    )
+    assert retention.sweep(redis, Artifacts(settings)) == 0  # not due yet
+    assert client.get(f"/v1/jobs/{job['id']}").status_code == 200
+    time.sleep(2.2)
+    assert client.get(f"/v1/jobs/{job['id']}").status_code == 410  # due, before any sweep ran
+    assert objects(settings, "alpha", job["id"])
+    assert retention.sweep(redis, Artifacts(settings), get_settings()) == 1
+    assert objects(settings, "alpha", job["id"]) == []
+    assert job_keys(redis, job["id"]) == {keyspace.job_gone(job["id"])}
+    assert client.get(f"/v1/jobs/{job['id']}/decisions").status_code == 410
+    assert as_team(app, redis, "beta").get(f"/v1/jobs/{job['id']}").status_code == 404
+    assert redis.zcard(keyspace.EXPIRING) == 0
+
+
+@pytest.mark.parametrize("chunks", [1, 3])
+def test_fanned_out_job_leaves_only_its_record(client, redis, settings, worker_env, monkeypatch, chunks):
+    monkeypatch.setenv("INSTANCE_CHUNK_SIZE", "3" if chunks > 1 else "1000")
+    get_settings.cache_clear()
+    job = run_job(client, redis, make_seed_set(client), num_instructions=8)
+    assert job["state"] == "succeeded"
+    assert (int(redis.hget(keyspace.job(job["id"]), "chunks") or 0) > 1) == (chunks > 1)
+    assert job_keys(redis, job["id"]) == {keyspace.job(job["id"])}
