@@ -189,6 +189,25 @@ def test_bad_input_is_a_named_4xx_and_the_service_stays_up(live):
     assert grown < 60
 
 
+def test_invalid_utf8_in_an_upload_names_its_line(live):
+    _, _, http, _ = live
+    lines = [
+        json.dumps({"id": t, "instruction": "Say hi.", "instances": [{"input": "", "output": "hi"}]}).encode()
+        for t in "abcd"
+    ]
+    lines[2] = lines[2].replace(b"Say hi.", b"Say caf\xe9.")  # Latin-1, not UTF-8
+    body = b"\n".join(lines) + b"\n"
+    at = lines[2].index(b"\xe9")
+    for request in (
+        {"content": body, "headers": {"Content-Type": "application/x-ndjson"}},
+        {"files": {"file": ("seeds.jsonl", body)}},
+    ):
+        r = http.post("/v1/seed-sets", **request)
+        assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", r.text
+        problem = r.json()
+        assert [(e["line"], e["message"]) for e in problem["errors"]] == [(3, f"invalid UTF-8 at byte {at}")]
+
+
 def test_schemathesis_all_checks_against_gunicorn(live, client, redis, worker_env, tmp_path):
     _, url, http, key = live
     seed_set_id = upload_paper(http)
