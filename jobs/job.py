@@ -228,6 +228,20 @@ def transition(r: Redis, job: Job, to: str, allowed: tuple[str, ...], **fields: 
     return bool(r.eval(_TRANSITION, len(keys), *keys, *args))
 
 
+def compact_record(r: Redis, job_id: str) -> None:
+    """A finished job's record without what grows with its size: the per-chunk progress counters
+    (folded into one set of totals) and the RQ ids (only a cancel needs them)."""
+    raw = {k.decode(): v.decode() for k, v in r.hgetall(keyspace.job(job_id)).items()}
+    parts = [name for name in raw if name.startswith("p:")]
+    totals = {f"p:main:{name}": value for name, value in _progress(raw).items() if name != "stage_total"}
+    pipe = r.pipeline(transaction=True)
+    if parts:
+        pipe.hdel(keyspace.job(job_id), *parts)
+    pipe.hset(keyspace.job(job_id), mapping=totals)
+    pipe.hdel(keyspace.job(job_id), "rq_ids")
+    pipe.execute()
+
+
 def gone(r: Redis, job_id: str) -> str | None:
     """The team of a job that was deleted or expired (for a while after), else None."""
     team = r.get(keyspace.job_gone(job_id))

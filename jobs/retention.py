@@ -59,6 +59,7 @@ def archive(r: Redis, artifacts: Artifacts, team: str, job_id: str, work_dir: st
         artifacts.upload_archive(team, job_id, path)
     jobs_.update(r, job_id, archived=True)  # readers switch to the archive before the log goes
     purge_run_data(r, job_id)
+    jobs_.compact_record(r, job_id)
     return count
 
 

@@ -134,3 +134,10 @@ def test_fanned_out_job_leaves_only_its_record(client, redis, settings, worker_e
     assert job["state"] == "succeeded"
     assert (int(redis.hget(keyspace.job(job["id"]), "chunks") or 0) > 1) == (chunks > 1)
     assert job_keys(redis, job["id"]) == {keyspace.job(job["id"])}
+    # the record itself does not grow with the number of chunks: their counters are folded
+    fields = {k.decode() for k in redis.hkeys(keyspace.job(job["id"]))}
+    assert not any(f.startswith("p:chunk") for f in fields) and "rq_ids" not in fields
+    stats_url = client.get(f"/v1/jobs/{job['id']}/dataset/stats.json").headers["Location"]
+    stats = json.loads(urllib.request.urlopen(stats_url).read())
+    assert job["progress"]["instances_kept"] == stats["instances_kept"] > 0
+    assert job["progress"]["instructions_kept"] == stats["instructions_kept"] == 8
