@@ -17,7 +17,7 @@ from jobs.method.recipe import GenerationConfig
 from jobs.method.run import Run
 from jobs.settings import Profile
 from tests.conftest import fake_endpoint, work
-from tests.fake_llm import FakeLLM, Script
+from tests.fake_llm import FakeLLM, Script, compose_chat
 from tests.test_engine import DATASET_FILES
 
 PAPER_RULES = {
@@ -32,7 +32,7 @@ PAPER_RULES = {
 def chat_run(
     tmp: Path, server: FakeLLM, seed_tasks, name: str = "run", response_format=None, timeout=5.0, **config
 ):
-    cfg = GenerationConfig(**{"num_instructions": 12, "seed": 5, "concurrency": 3, **config})
+    cfg = GenerationConfig.from_dict({"num_instructions": 12, "seed": 5, "concurrency": 3, **config})
     endpoint = replace(fake_endpoint(server, timeout=timeout), api="chat", response_format=response_format)
     run = Run("chat-1", seed_tasks, cfg, endpoint, FileStore(tmp / name / "state"))
     execute(run)
@@ -93,6 +93,19 @@ def test_a_chat_run_applies_the_papers_filters(tmp_path, fake_llm, seed_tasks, r
     assert run_json["endpoint"]["api"] == "chat"
     assert run_json["endpoint"]["response_format"] == response_format
     assert "/v1/chat/completions" in (out / "README.md").read_text()
+
+
+def test_a_cut_off_chat_reply_loses_only_its_last_item(tmp_path, fake_llm, seed_tasks) -> None:
+    decoding = {"instructions": {"max_tokens": 40}}  # cuts most replies mid-list
+    run, out = chat_run(tmp_path, fake_llm, seed_tasks, decoding=decoding, num_instructions=8, max_requests=6)
+    assert run.checkpoint.truncated_responses > 0
+    whole_items = set()
+    for body in fake_llm.script.chat_requests:
+        if "numbered list" in body["prompt"]:
+            reply = compose_chat(body["messages"], body["seed"], body["temperature"], structured=False)
+            whole_items.update(chat.instructions(reply))
+    candidates = [d["text"] for d in records(out) if d["stage"] == "instruction"]
+    assert candidates and set(candidates) <= whole_items  # no cut-off fragment became a candidate
 
 
 def test_faults_in_chat_mode_change_nothing(tmp_path, seed_tasks) -> None:

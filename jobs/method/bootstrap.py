@@ -66,10 +66,13 @@ async def bootstrap(run: Run, llm: LLM) -> None:
 
     def handle(i: int, completions: list[Completion]) -> bool:
         for j, completion in enumerate(completions):
+            candidates = parse(completion.text)
             if completion.finish_reason == "length":
-                cp.truncated_responses += 1  # discarded whole, as the reference does
-                continue
-            for k, text in enumerate(parse(completion.text)):
+                cp.truncated_responses += 1
+                # a continued list is discarded whole, as the reference does; a chat reply's items
+                # are whole lines, so only its last (cut) item goes
+                candidates = candidates[:-1] if llm.chat else []
+            for k, text in enumerate(candidates):
                 candidate_id = f"i{i}.{j}.{k}"
                 source = {"prompt": i, "completion": j, "position": k, **role}
                 if len(machine) >= target:
