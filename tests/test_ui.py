@@ -110,7 +110,9 @@ def stack(redis_url, s3_endpoint, tmp_path_factory) -> Iterator[Stack]:
             "AWS_ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"],
             "AWS_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"],
         }
-        api, url = gunicorn(env, tmp / "gunicorn.log")
+        # threads: a browser opens sockets ahead of need and may leave them idle; each would hold a sync
+        # worker until gunicorn's timeout, and two of them stall the page for a minute
+        api, url = gunicorn({**env, "GUNICORN_CMD_ARGS": "--threads 4"}, tmp / "gunicorn.log")
         http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
         s = Stack(url, key, env, tmp, llm, http)
         try:
@@ -431,11 +433,11 @@ def test_keyboard_only_sign_in_to_a_job_to_its_decisions(page, stack, job):
     page.wait_for_selector(f"#jobs tbody tr[data-id='{job}']")
     focus_on(page, f"a[href='/ui/jobs/{job}']")
     page.keyboard.press("Enter")
-    page.wait_for_url(f"**/ui/jobs/{job}")
+    page.wait_for_url(f"**/ui/jobs/{job}", wait_until="commit")
     page.wait_for_selector("#job-state")
     focus_on(page, "#decisions-link")
     page.keyboard.press("Enter")
-    page.wait_for_url(f"**/ui/jobs/{job}/decisions")
+    page.wait_for_url(f"**/ui/jobs/{job}/decisions", wait_until="commit")
     page.wait_for_selector("#decisions tbody tr")
     focus_on(page, "#f-rule")
     page.keyboard.press("ArrowDown")  # rule: kept (the first rule), applied at once
@@ -443,7 +445,7 @@ def test_keyboard_only_sign_in_to_a_job_to_its_decisions(page, stack, job):
     focus_on(page, "a.decision-link")
     target = page.evaluate("document.activeElement.textContent")
     page.keyboard.press("Enter")
-    page.wait_for_url(f"**/decisions/{target}")
+    page.wait_for_url(f"**/decisions/{target}", wait_until="commit")
     page.wait_for_selector("#decision-text")
     assert not page.watch.errors, page.watch.errors
 
