@@ -104,6 +104,13 @@ class JobSchema(Schema):
     progress = fields.Nested(ProgressSchema, required=True)
     eta_seconds = fields.Float(allow_none=True, required=True, metadata={"description": "Rough time left."})
     error = fields.String(allow_none=True, required=True)
+    warnings = fields.List(
+        fields.String(),
+        required=True,
+        metadata={
+            "description": "What the job went on without, e.g. a sampling parameter the endpoint refused."
+        },
+    )
     cancel_requested = fields.Boolean(required=True)
     dataset_available = fields.Boolean(
         required=True, metadata={"description": "GET .../dataset will answer."}

@@ -60,6 +60,7 @@ class Job:
     dataset: bool = False  # a manifest was written (complete, or partial after a cancel)
     archived: bool = False  # its decisions moved from Redis to S3 (jobs.decision_archive)
     expires_at: float | None = None  # finished: when retention ends (jobs.retention)
+    warnings: list[str] = field(default_factory=list)  # e.g. a sampling parameter the endpoint refused
 
     @property
     def terminal(self) -> bool:
@@ -192,6 +193,7 @@ def get(r: Redis, job_id: str) -> Job | None:
         dataset=raw.get("dataset") == "true",
         archived=raw.get("archived") == "true",
         expires_at=num("expires_at"),
+        warnings=[f"parameter {k[2:]} dropped: {v}" for k, v in sorted(raw.items()) if k.startswith("w:")],
     )
 
 

@@ -57,6 +57,7 @@ class Reporter:
         self.main = part == "main"
         self.stage: str | None = None
         self.last = 0.0
+        self.dropped: dict[str, str] = {}
 
     def __call__(self, progress: dict[str, Any], force: bool = False) -> None:
         now = time.monotonic()
@@ -65,6 +66,10 @@ class Reporter:
             return
         names = [n for n in jobs_.PROGRESS if n != "stage_total" and (self.main or n != "instructions_kept")]
         fields: dict[str, Any] = {f"p:{self.part}:{n}": int(progress[n]) for n in names}
+        if (
+            progress.get("dropped", {}) != self.dropped
+        ):  # one field a refused parameter, whichever part saw it
+            fields.update({f"w:{name}": reason for name, reason in progress["dropped"].items()})
         if self.main and new_stage:
             fields.update(
                 stage=progress["stage"], stage_started_at=time.time(), stage_total=progress["stage_total"]
@@ -75,6 +80,7 @@ class Reporter:
             log.warning("progress_not_saved", error=str(e))
             return
         self.last, self.stage = now, progress["stage"]
+        self.dropped = dict(progress.get("dropped", {}))
 
 
 class Context:

@@ -53,6 +53,7 @@ def render(job: jobs_.Job) -> dict[str, Any]:
         "progress": {**job.progress, "instructions_target": job.config["num_instructions"]},
         "eta_seconds": job.eta_seconds(),
         "error": job.error,
+        "warnings": job.warnings,
         "cancel_requested": job.cancel_requested,
         "dataset_available": job.dataset,
     }

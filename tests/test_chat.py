@@ -203,9 +203,14 @@ def test_a_chat_job_through_the_service(
         "/v1/jobs", json={"seed_set_id": made.get_json()["id"], "num_instructions": 5, "profile": "chat"}
     )
     assert job.status_code == 202, job.get_json()
+    fake_llm.script.reject_params = ("presence_penalty",)
     work(redis)
     done = client.get(f"/v1/jobs/{job.get_json()['id']}").get_json()
     assert done["state"] == "succeeded", done
+    # the refused parameter is a warning in the job's record, not a failed job
+    assert len(done["warnings"]) == 1 and done["warnings"][0].startswith(
+        "parameter presence_penalty dropped:"
+    )
     page = client.get(f"/v1/jobs/{done['id']}/decisions?stage=instance&limit=5").get_json()
     assert page["items"] and all(d["source"]["role"] == "assistant" for d in page["items"])
     assert fake_llm.script.chat_requests and "requests" in fake_llm.script.counts

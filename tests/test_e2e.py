@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from dataclasses import replace
 
 import httpx
@@ -133,3 +134,53 @@ def test_command_exit_codes(stack, tmp_path):
     job_id = re.search(r"job ([0-9a-f]{32})", submitted.stdout).group(1)
     assert selfinstruct(url, "cancel", job_id).returncode == 0
     assert selfinstruct(url, "wait", job_id).returncode == 3
+
+
+@pytest.mark.model
+def test_a_chat_job_on_the_embedded_model(settings, local_model, tmp_path, api_key):
+    """llama-cpp-python's /v1/chat/completions (Gemma's turn format, JSON replies) through the service."""
+    profile = Profile(
+        "local-chat",
+        local_model.base_url,
+        local_model.model,
+        timeout=300,
+        concurrency=1,
+        api="chat",
+        response_format="json_object",
+    )
+    cfg = replace(settings, profiles={"local-chat": profile}, default_profile="local-chat")
+    env = {
+        **cfg.to_env(),
+        "AWS_ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"],
+        "AWS_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"],
+    }
+    api, url = gunicorn(env, tmp_path / "gunicorn.log")
+    worker = rq_worker(env, tmp_path / "worker.log")
+    try:
+        http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {api_key}"}, timeout=30)
+        seeds = http.post(
+            "/v1/seed-sets",
+            content=(DATA / "seed_tasks.jsonl").read_bytes(),
+            headers={"Content-Type": "application/x-ndjson"},
+        ).json()
+        short = {"instructions": {"max_tokens": 160}, "instances": {"max_tokens": 160}}
+        body = {"seed_set_id": seeds["id"], "num_instructions": 2, "max_requests": 2, "decoding": short}
+        job = http.post("/v1/jobs", json=body).json()
+        deadline = time.monotonic() + 900
+        while (state := http.get(f"/v1/jobs/{job['id']}").json())["state"] in ("queued", "running"):
+            assert time.monotonic() < deadline, state
+            time.sleep(2)
+        assert state["state"] == "succeeded", (state, (tmp_path / "worker.log").read_text()[-3000:])
+        decisions = http.get(f"/v1/jobs/{job['id']}/decisions", params={"limit": 100}).json()["items"]
+        assert decisions and all(d["source"]["role"] == "assistant" for d in decisions)
+        run = httpx.get(
+            next(
+                f["url"]
+                for f in http.get(f"/v1/jobs/{job['id']}/dataset").json()["files"]
+                if f["name"] == "run.json"
+            )
+        ).json()
+        assert run["endpoint"]["api"] == "chat" and run["endpoint"]["response_format"] == "json_object"
+    finally:
+        worker.stop()
+        api.stop()

@@ -259,17 +259,22 @@ class LLM:
         self, prompt: Prompt, params: dict[str, Any], seed: int, n: int, stage: str
     ) -> list[Completion]:
         async with self._slots:
+            refused: set[str] = set()  # by this request: each may be refused once, then it is an error
             while True:
                 try:
                     return await self._attempts(prompt, params, seed, n, stage)
                 except openai.BadRequestError as exc:
-                    sent = self._arguments(params, seed, n)
+                    # what this request may have sent: its parameters, and those refused while it was out
+                    sent = {**self._arguments(params, seed, n), **dict.fromkeys(self.usage.dropped)}
                     param = rejected_parameter(exc, sent)
-                    if param not in DROPPABLE or param not in sent:
+                    if param not in DROPPABLE or param not in sent or param in refused:
                         raise self._failure(exc, stage, param) from None
-                    # e.g. presence_penalty on some chat models: go on without it, and say so
-                    self.usage.dropped[param] = _describe(exc)
-                    log.warning("llm_parameter_dropped", parameter=param, stage=stage)
+                    refused.add(param)
+                    # e.g. presence_penalty on some chat models: go on without it, and say so (a request
+                    # in flight when another saw the refusal is refused too: it just goes again)
+                    if param not in self.usage.dropped:
+                        self.usage.dropped[param] = _describe(exc)
+                        log.warning("llm_parameter_dropped", parameter=param, stage=stage)
                 except (openai.OpenAIError, MalformedResponse, json.JSONDecodeError) as exc:
                     raise self._failure(exc, stage) from None
 

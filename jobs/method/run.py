@@ -131,6 +131,7 @@ class Run:
             "completion_tokens": sum(self.usage.completion_tokens.values()),
             "requests": sum(self.usage.requests.values()),
             "elapsed_seconds": round(self.elapsed, 3),
+            "dropped": self.usage.dropped,  # sampling parameters the endpoint refused
         }
 
     def start_stage(self, total: int) -> None:
