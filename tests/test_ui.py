@@ -371,8 +371,9 @@ def test_a_too_similar_decision_shows_the_nearest_item_the_overlap_and_the_score
 def test_a_kept_instruction_links_to_its_instances(page, stack, job):
     instances = stack.all_decisions(job, stage="instance")
     kept = [d for d in stack.all_decisions(job, stage="instruction", rule="kept")]
-    with_instances = [k for k in kept if any(i["source"]["instruction_id"] == k["id"] for i in instances)]
-    target = with_instances[0]
+    count = {k["id"]: sum(i["source"]["instruction_id"] == k["id"] for i in instances) for k in kept}
+    target = max(kept, key=lambda k: count[k["id"]])
+    assert count[target["id"]] > 1
     sign_in(page, stack, f"/ui/jobs/{job}/decisions/{target['id']}")
     page.wait_for_selector("#instances:not([hidden])")
     links = page.locator("#instances a.instance-link")
