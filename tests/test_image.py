@@ -34,7 +34,10 @@ from tests.test_faults import env_for, wait_until
 from tests.test_metrics import value
 
 CACHE = Path(os.environ.get("SELFINSTRUCT_IMAGE_CACHE", Path.home() / ".cache" / "selfinstruct-image"))
-RUNROOT = Path(tempfile.gettempdir()) / "selfinstruct-image-run"  # locks and mount state: not kept
+# locks and mount state, one directory a storage: not kept across reboots
+RUNROOT = (
+    Path(tempfile.gettempdir()) / f"selfinstruct-image-run-{hashlib.sha256(bytes(CACHE)).hexdigest()[:8]}"
+)
 IMAGE = "localhost/selfinstruct-service:test"
 SUITE = "bookworm"
 BASE_PACKAGES = ("python3.11", "python3.11-venv", "python-is-python3", "ca-certificates")
@@ -148,6 +151,7 @@ def image(tmp_path_factory) -> Image:
         env,
         "buildah",
         "bud",
+        "--force-rm",  # no working container left behind by a failed step
         "--isolation",
         "chroot",
         "--layers",  # the layer cache: a code change does not reinstall the dependencies
@@ -166,6 +170,8 @@ def image(tmp_path_factory) -> Image:
     log.write_text(done.stdout + done.stderr)
     if done.returncode != 0:
         pytest.fail(build_failure(done.stdout + done.stderr) + f"\n(whole log: {log})", pytrace=False)
+    # the images that earlier builds left untagged (not the layer cache, which later images reference)
+    run(env, "podman", "image", "prune", "--force", "--filter", "until=10m")
     inspected = json.loads(checked(env, "buildah", "inspect", "--type", "image", IMAGE))
     return Image(
         env,
@@ -248,7 +254,7 @@ class Container:
 
     def create(self) -> Container:
         checked(self.image.env, "buildah", "from", "--pull=never", "--name", self.name, self.image.name)
-        rootfs = Path(checked(self.image.env, "buildah", "mount", self.name).strip())
+        self.rootfs = rootfs = Path(checked(self.image.env, "buildah", "mount", self.name).strip())
         # buildah writes /run/.containerenv at start, so /run's subdirectories are made read-only instead
         skip = {"proc", "sys", "dev", "run", *(m.strip("/").split("/")[0] for m in self.mounts)}
         read_only = [d for d in rootfs.iterdir() if d.is_dir() and not d.is_symlink() and d.name not in skip]
@@ -281,8 +287,13 @@ class Container:
         return run(self.image.env, *self.argv(command, env or {}))
 
     def changes(self) -> list[str]:
-        """What was written to the container's own layer (outside every mount)."""
-        return checked(self.image.env, "podman", "diff", self.name).splitlines()
+        """What was written to the container's own layer (outside every mount): its overlay upper
+        directory. (`podman diff` would do, but it unmounts the other working containers.)"""
+        upper = self.rootfs.parent / "diff"
+        assert upper.is_dir(), upper
+        found = sorted(str(p.relative_to(upper)) for p in upper.rglob("*"))
+        # buildah's own: /run, copied up for the /run/.containerenv it mounts while a command runs
+        return [f for f in found if not (f == "run" and not any((upper / "run").iterdir()))]
 
     def remove(self) -> None:
         run(self.image.env, "buildah", "umount", self.name)
@@ -392,7 +403,7 @@ def test_api_and_worker_run_from_the_image(image, containers, settings, redis, a
         # writable: only the chart's emptyDir mounts, and the processes wrote nowhere else
         for role, c in containers.items():
             probe = c.run(["python", "-c", WRITABLE_PROBE])
-            assert probe.returncode == 0, probe.stderr
+            assert probe.returncode == 0, (role, probe.stderr)
             found = json.loads(probe.stdout)
             outside = [
                 d for d in found["writable"] if not any(d == m or d.startswith(m + "/") for m in c.mounts)
