@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -251,11 +251,14 @@ class Container:
     name: str
     volumes: Path
     mounts: list[str]
+    rootfs: Path = Path()  # where `buildah mount` mounted it
+    flags: list[str] = field(default_factory=list)  # the mounts, for `buildah run`
 
     def create(self) -> Container:
         checked(self.image.env, "buildah", "from", "--pull=never", "--name", self.name, self.image.name)
         self.rootfs = rootfs = Path(checked(self.image.env, "buildah", "mount", self.name).strip())
-        # buildah writes /run/.containerenv at start, so /run's subdirectories are made read-only instead
+        # every top-level directory read-only; /run's subdirectories instead of /run itself, where buildah
+        # mounts /run/.containerenv
         skip = {"proc", "sys", "dev", "run", *(m.strip("/").split("/")[0] for m in self.mounts)}
         read_only = [d for d in rootfs.iterdir() if d.is_dir() and not d.is_symlink() and d.name not in skip]
         read_only += [d for d in (rootfs / "run").iterdir() if d.is_dir() and not d.is_symlink()]
@@ -288,7 +291,7 @@ class Container:
 
     def changes(self) -> list[str]:
         """What was written to the container's own layer (outside every mount): its overlay upper
-        directory. (`podman diff` would do, but it unmounts the other working containers.)"""
+        directory. (`podman diff` would do, but here it unmounted another working container's root.)"""
         upper = self.rootfs.parent / "diff"
         assert upper.is_dir(), upper
         found = sorted(str(p.relative_to(upper)) for p in upper.rglob("*"))
