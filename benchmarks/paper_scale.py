@@ -1,0 +1,450 @@
+"""A paper-scale job through the real service: 52,445 instructions with instances.
+
+    .venv/bin/python -m benchmarks.paper_scale [--instructions 52445] [--latency 0.1] [--concurrency 16]
+                                               [--workers 2] [--jobs 1] [--rate 200]
+    .venv/bin/python -m benchmarks.paper_scale --costs   # in-process per-item costs at 1K, 10K, 52K
+
+Starts Redis (append-only file, fsync everysec), the S3 endpoint, gunicorn and --workers RQ workers,
+plus a scripted OpenAI-compatible endpoint (a separate process: asyncio, no framework) that answers
+every request after --latency seconds with at most --concurrency requests in flight, and writes
+diverse, mostly keepable instructions and well-formed instances. It then runs --jobs jobs of
+--instructions instructions through POST /v1/jobs, one after the other, and prints:
+
+- the endpoint-limited ideal (requests x latency / concurrency) against the measured wall time;
+- worker CPU per candidate near 1K, 10K and 52K kept instructions (stage 1: the growing pool);
+- the commit script's Redis time per call and the AOF bytes per commit, early and late in stage 1;
+- Redis peak memory, memory after each job, AOF size;
+- decision-page latency (wrk, paced to --rate) on the finished job, first and last page of a rule
+  filter, served from the archive.
+
+Latency and concurrency: the endpoint answers 16 requests per 0.1 s, 160 requests/s. A worker spends
+about 2-3 ms of CPU per request (OpenAI client, parsing, filters, commits), so at 160 requests/s the
+engine uses roughly half a core and the endpoint stays the limit on a 2-core machine that also runs
+Redis, gunicorn and the endpoint itself. A shorter latency makes the engine, not the endpoint, the
+bound; that is a different benchmark (benchmarks/engine.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import random
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from redis import Redis
+
+from benchmarks.api_reads import PACE, wrk
+from jobs import api_keys, keyspace
+from jobs.artifacts import Artifacts
+from jobs.decision_log import DecisionLog
+from jobs.local_stack import (
+    S3_KEY,
+    S3_SECRET,
+    Process,
+    free_port,
+    gunicorn,
+    redis_server,
+    rq_worker,
+    s3_server,
+)
+from jobs.settings import Profile, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SYLLABLES = [a + b for a in "bdfgklmnprstvz" for b in ("a", "e", "i", "o", "u", "ar", "en", "ol")]
+VERBS = (
+    "Write",
+    "Describe",
+    "List",
+    "Explain",
+    "Summarize",
+    "Compare",
+    "Suggest",
+    "Plan",
+    "Outline",
+    "Create",
+)
+NOUNS = ("poem", "email", "story", "review", "letter", "speech", "essay", "menu", "lesson", "report", "quiz")
+AUDIENCES = ("a child", "an expert", "a tourist", "a student", "a manager", "a neighbour", "a chef")
+
+# --- the scripted endpoint ---
+
+
+def _word(rng: random.Random) -> str:
+    return "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 3)))
+
+
+def _instruction(rng: random.Random) -> str:
+    if rng.random() < 0.08:
+        return f"{rng.choice(VERBS)} it."  # too short: some candidates are dropped
+    words = " ".join(_word(rng) for _ in range(rng.randint(3, 5)))
+    return f"{rng.choice(VERBS)} a {rng.choice(NOUNS)} about {words} for {rng.choice(AUDIENCES)}."
+
+
+def compose(prompt: str, seed: object) -> str:
+    rng = random.Random(hashlib.blake2b(f"{seed}|{prompt[-300:]}".encode(), digest_size=8).digest())
+    if prompt.endswith("Is it classification?"):
+        return " Yes" if rng.random() < 0.25 else " No"
+    numbered = re.search(r"\n(\d+)\.$", prompt)
+    if numbered:
+        first = int(numbered.group(1))
+        items = [_instruction(rng) for _ in range(rng.randint(5, 8))]
+        return " " + "".join(f"{t}\n{first + i + 1}. " for i, t in enumerate(items[:-1])) + items[-1]
+    if "class labels" in prompt.split("\n", 1)[0]:
+        return "".join(
+            f"Class label: {label}\nSentence: {_word(rng)} {_word(rng)}\n" for label in ("yes", "no")
+        )
+    return "".join(
+        f"Example {i}\nInput: {_word(rng)} {_word(rng)}\nOutput: {_word(rng)} {_word(rng)} {_word(rng)}.\n"
+        for i in range(1, rng.randint(2, 4))
+    )
+
+
+async def serve_endpoint(port: int, latency: float, concurrency: int) -> None:
+    slots = asyncio.Semaphore(concurrency)
+    served = {"requests": 0}
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = (
+                    int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1)) if b"ength" in head else 0
+                )
+                body = json.loads(await reader.readexactly(length)) if length else {}
+                if head.startswith(b"GET /stats"):
+                    out = json.dumps(served).encode()
+                else:
+                    async with slots:
+                        await asyncio.sleep(latency)
+                        served["requests"] += 1
+                    text = compose(body["prompt"], body.get("seed"))
+                    out = json.dumps(
+                        {
+                            "id": "c",
+                            "object": "text_completion",
+                            "created": 0,
+                            "model": body.get("model", "m"),
+                            "choices": [
+                                {"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}
+                            ],
+                            "usage": {
+                                "prompt_tokens": len(body["prompt"]) // 4,
+                                "completion_tokens": len(text) // 4,
+                                "total_tokens": (len(body["prompt"]) + len(text)) // 4,
+                            },
+                        }
+                    ).encode()
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                    + str(len(out)).encode()
+                    + b"\r\n\r\n"
+                    + out
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=512)
+    async with server:
+        await server.serve_forever()
+
+
+# --- measuring ---
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of the workers, their live work horses and the horses that have exited."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def stat(pid: int, upto: int) -> float:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            return 0.0
+        return sum(int(x) for x in fields[11:upto]) / tick
+
+    return sum(stat(pid, 15) + sum(stat(child, 13) for child in _children(pid)) for pid in pids)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def redis_info(r: Redis) -> dict[str, float]:
+    info = {**r.info("memory"), **r.info("persistence")}
+    stats = r.info("commandstats")
+    evals = {k: v for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval")}
+    return {
+        "used": info["used_memory"],
+        "peak": info["used_memory_peak"],
+        "aof": info.get("aof_current_size", 0),
+        "evals": sum(v["calls"] for v in evals.values()),
+        "eval_usec": sum(v["usec"] for v in evals.values()),
+    }
+
+
+def run_job(
+    http: httpx.Client, r: Redis, seed_set: str, n: int, workers: list[Process], marks: list[int]
+) -> dict:
+    job = http.post("/v1/jobs", json={"seed_set_id": seed_set, "num_instructions": n}).json()
+    start = time.monotonic()
+    pids = [w.pid for w in workers]
+    samples: list[tuple[float, int, int, float, dict[str, float]]] = []  # t, kept, decisions, cpu, redis
+    stages: dict[str, float] = {}
+    sample_stages: list[str] = []
+    log = DecisionLog(r, job["id"])
+    while True:
+        body = http.get(f"/v1/jobs/{job['id']}").json()
+        stages.setdefault(body["stage"] or "queued", time.monotonic() - start)
+        sample_stages.append(body["stage"] or "queued")
+        kept = body["progress"]["instructions_kept"] if body["stage"] in (None, "instructions") else n
+        samples.append((time.monotonic() - start, kept, log.count(), cpu_seconds(pids), redis_info(r)))
+        if body["state"] in ("succeeded", "failed", "canceled"):
+            break
+        time.sleep(0.25)
+    if body["state"] != "succeeded":
+        raise RuntimeError(f"job ended {body['state']}: {body.get('error')}")
+    wall = time.monotonic() - start
+    while r.hget(keyspace.job(job["id"]), "archived") != b"true":  # decisions move to S3 just after
+        time.sleep(0.2)
+    archived = time.monotonic() - start - wall
+    windows = {}
+    # stage 1 only (the pool grows there); a window is the last 30% before each mark
+    stage1 = [x for x, stage in zip(samples, sample_stages, strict=True) if stage == "instructions"]
+    for mark in marks:
+        inside = [x for x in stage1 if mark * 0.7 <= x[1] <= mark]
+        if len(inside) < 2 or inside[-1][2] == inside[0][2]:
+            continue
+        a, b = inside[0], inside[-1]
+        evals = b[4]["evals"] - a[4]["evals"]
+        windows[mark] = {
+            "cpu_ms_per_candidate": 1000 * (b[3] - a[3]) / (b[2] - a[2]),
+            "cpu_ms_per_kept": 1000 * (b[3] - a[3]) / max(b[1] - a[1], 1),
+            "commit_us": (b[4]["eval_usec"] - a[4]["eval_usec"]) / max(evals, 1),
+            "aof_bytes_per_commit": (b[4]["aof"] - a[4]["aof"]) / max(evals, 1),
+        }
+    running_peak = max(s[4]["used"] for s in samples)
+    return {
+        "job": body,
+        "wall": wall,
+        "stages": stages,
+        "archived": archived,
+        "windows": windows,
+        "decisions": max(s[2] for s in samples),
+        "peak": running_peak,
+    }
+
+
+def key_usage(r: Redis) -> dict[str, int]:
+    """Bytes (MEMORY USAGE) by kind of key: the service's job keys, RQ's own, the rest."""
+    out: dict[str, int] = {}
+    for key in r.scan_iter(count=1000):
+        name = key.decode()
+        kind = "rq" if name.startswith("rq:") else name.split(":")[1] if name.count(":") else name
+        out[kind] = out.get(kind, 0) + (r.memory_usage(key) or 0)
+        if os.environ.get("PAPER_SCALE_KEYS") and kind == "job":
+            print(name, r.memory_usage(key))
+    return out
+
+
+def last_page_cursor(http: httpx.Client, job_id: str, query: str) -> tuple[str | None, int]:
+    """The cursor that opens the filter's last page of 50, and the filter's total."""
+    cursor, opening = None, None
+    while True:
+        url = f"/v1/jobs/{job_id}/decisions?limit=50{query}" + (f"&cursor={cursor}" if cursor else "")
+        page = http.get(url).json()
+        if page["next_cursor"] is None:
+            return opening, page["total"]
+        opening = cursor = page["next_cursor"]
+
+
+def flat_costs(sizes: tuple[int, ...] = (1000, 10_000, 52_445)) -> None:
+    """In-process: the per-item costs that could grow with the run, at each pool size."""
+    from jobs.method.checkpoint import Checkpoint, FileStore
+    from jobs.method.similarity import RougeLIndex
+
+    rng = random.Random(0)
+    texts = [_instruction(rng) for _ in range(max(sizes) + 500)]
+    queries = texts[-500:]
+    print(f"{'pool':>7} {'commit ms':>10} {'progress us':>12} {'sample us':>10} {'nearest ms':>11}")
+    index, added = RougeLIndex(), 0
+    for size in sizes:
+        while added < size:
+            index.add(f"i{added}", texts[added])
+            added += 1
+        with tempfile.TemporaryDirectory() as tmp:
+            store = FileStore(tmp)
+            cp = Checkpoint(instructions=[{"id": f"i{i}", "text": texts[i]} for i in range(size)])
+            cp.classification = {f"i{i}": {"label": "no", "raw": " No"} for i in range(size)}
+            cp.instances = {f"i{i}": [{"input": "a b", "output": "c d e."}] for i in range(size)}
+            store.commit(cp, [])  # the first commit writes it all; then deltas of 4 items
+            started = time.perf_counter()
+            for k in range(50):
+                cp.instructions.append({"id": f"x{k}", "text": texts[k]})
+                cp.instances[f"x{k}"] = []
+                store.commit(cp, [])
+            commit = (time.perf_counter() - started) / 50 * 1000
+            cp.instances_kept()  # the first call counts everything; then only what is new
+            started = time.perf_counter()
+            for _ in range(1000):
+                cp.instances[f"y{_}"] = [{"input": "", "output": "o"}]
+                cp.instances_kept()
+            progress = (time.perf_counter() - started) * 1000
+        started = time.perf_counter()
+        for _ in range(1000):
+            rng.sample(range(size), 2)
+        sample = (time.perf_counter() - started) * 1000
+        started = time.perf_counter()
+        for q in queries:
+            index.nearest(q)
+        nearest = (time.perf_counter() - started) / len(queries) * 1000
+        print(f"{size:>7} {commit:>10.3f} {progress:>12.2f} {sample:>10.2f} {nearest:>11.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(allow_abbrev=False)
+    parser.add_argument("--instructions", type=int, default=52_445)
+    parser.add_argument("--latency", type=float, default=0.1)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--rate", type=int, default=200)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--costs", action="store_true", help="only the in-process per-item costs")
+    parser.add_argument("--serve-endpoint", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.costs:
+        flat_costs()
+        return
+    if args.serve_endpoint:
+        asyncio.run(serve_endpoint(args.serve_endpoint, args.latency, args.concurrency))
+        return
+    os.environ.update(AWS_ACCESS_KEY_ID=S3_KEY, AWS_SECRET_ACCESS_KEY=S3_SECRET)
+    with tempfile.TemporaryDirectory(prefix="paper-scale-") as tmp_name:
+        tmp = Path(tmp_name)
+        parts: list[Process] = []
+        try:
+            port = free_port()
+            cmd = [sys.executable, "-m", "benchmarks.paper_scale", "--serve-endpoint", str(port)]
+            cmd += ["--latency", str(args.latency), "--concurrency", str(args.concurrency)]
+            endpoint = Process(cmd, tmp / "endpoint.log")
+            parts.append(endpoint)
+            redis_proc, redis_url = redis_server(tmp / "redis", appendonly=True, appendfsync="everysec")
+            parts.append(redis_proc)
+            s3_proc, s3_url = s3_server(tmp / "s3")
+            parts.append(s3_proc)
+            profile = Profile(
+                "bench", f"http://127.0.0.1:{port}/v1", "m", concurrency=args.concurrency, timeout=60
+            )
+            settings = Settings(
+                redis_url=redis_url,
+                s3_endpoint_url=s3_url,
+                s3_public_endpoint_url=s3_url,
+                profiles={"bench": profile},
+                default_profile="bench",
+                work_dir=str(tmp),
+                # one chunk a worker at a time keeps both workers busy without flooding the endpoint
+                instance_chunk_size=max(args.instructions // (4 * args.workers), 50),
+                log_level="WARNING",
+                rate_limit_per_minute=100_000,
+            )
+            Artifacts(settings).ensure_bucket()
+            r = Redis.from_url(redis_url)
+            key = api_keys.create(r, "bench", "bench")[1]
+            env = {**settings.to_env(), "AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET}
+            api, url = gunicorn(env, tmp / "gunicorn.log", workers=2)
+            parts.append(api)
+            workers = [rq_worker(env, tmp / f"worker{i}.log") for i in range(args.workers)]
+            parts += workers
+            http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120)
+            seeds = (ROOT / "data" / "seed_tasks.jsonl").read_bytes()
+            seed_set = http.post(
+                "/v1/seed-sets?name=paper", content=seeds, headers={"Content-Type": "application/x-ndjson"}
+            ).json()["id"]
+            baseline = redis_info(r)["used"]
+            marks = [m for m in (1000, 10_000, 52_000) if m <= args.instructions] + [args.instructions]
+            marks = sorted(set(marks))
+            print(
+                f"endpoint: {args.latency * 1000:.0f} ms a request, {args.concurrency} in flight; "
+                f"{args.workers} RQ workers; {args.instructions} instructions a job; Redis AOF everysec"
+            )
+            results = []
+            for number in range(args.jobs):
+                served_before = httpx.get(f"http://127.0.0.1:{port}/stats").json()["requests"]
+                res = run_job(http, r, seed_set, args.instructions, workers, marks)
+                res["requests"] = (
+                    httpx.get(f"http://127.0.0.1:{port}/stats").json()["requests"] - served_before
+                )
+                res["after"] = redis_info(r)
+                results.append(res)
+                ideal = res["requests"] * args.latency / args.concurrency
+                p = res["job"]["progress"]
+                print(
+                    f"job {number + 1}: {p['instructions_kept']} instructions, "
+                    f"{p['instances_kept']} instances, "
+                    f"{res['decisions']} decisions, {res['requests']} requests; "
+                    f"ideal {ideal:.0f} s, measured {res['wall']:.0f} s ({res['wall'] / ideal:.2f}x); "
+                    f"Redis after: {(res['after']['used'] - baseline) / 1e6:.2f} MB above the empty baseline"
+                )
+            first = results[0]
+            began = ", ".join(f"{k} {v:.0f}" for k, v in first["stages"].items())
+            print(f"stages began at (s): {began}; decisions archived {first['archived']:.1f} s after")
+            print(f"Redis keys of the finished jobs: {key_usage(r)}")
+            print(
+                f"\n{'kept instructions':>18} {'CPU ms/candidate':>17} {'CPU ms/kept':>12} "
+                f"{'commit us':>10} {'AOF B/commit':>13}"
+            )
+            for mark, w in first["windows"].items():
+                print(
+                    f"{mark:>18} {w['cpu_ms_per_candidate']:>17.2f} {w['cpu_ms_per_kept']:>12.2f} "
+                    f"{w['commit_us']:>10.0f} {w['aof_bytes_per_commit']:>13.0f}"
+                )
+            info = redis_info(r)
+            print(
+                f"\nRedis: peak {info['peak'] / 1e6:.1f} MB (while running, above baseline: "
+                f"{(first['peak'] - baseline) / 1e6:.1f} MB, "
+                f"{(first['peak'] - baseline) / first['decisions']:.0f} B a "
+                f"decision); after the jobs: {(info['used'] - baseline) / 1e3:.1f} kB above baseline for "
+                f"{len(results)} finished job(s); AOF {info['aof'] / 1e6:.1f} MB"
+            )
+            job_id = results[-1]["job"]["id"]
+            query = "&stage=instruction&rule=kept"
+            cursor, total = last_page_cursor(http, job_id, query)
+            base = f"{url}/v1/jobs/{job_id}/decisions?limit=50{query}"
+            script = tmp / "pace.lua"
+            script.write_text(PACE.format(rate=args.rate * 1.12 / 8))
+            http.get(f"/v1/jobs/{job_id}/decisions?limit=1")  # the archive is fetched once per API process
+            for label, target in (
+                ("first page", base),
+                ("last page", f"{base}&cursor={cursor}" if cursor else base),
+            ):
+                res = wrk(target, args.seconds, 8, script, key)
+                print(
+                    f"decisions {query[1:]} ({total}), {label}: {res['rps']:.0f} req/s, "
+                    f"p50 {res['p50']:.2f} ms, "
+                    f"p99 {res['p99']:.2f} ms, non-2xx {res['errors']}"
+                )
+        finally:
+            for log in sorted(tmp.glob("worker*.log")):
+                problems = [line for line in log.read_text().splitlines() if "error" in line.lower()]
+                if problems:
+                    print(f"{log.name}: {len(problems)} error lines, the last: {problems[-1][:300]}")
+            for part in reversed(parts):
+                part.stop()
+
+
+if __name__ == "__main__":
+    main()
