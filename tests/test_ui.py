@@ -301,7 +301,6 @@ def test_submit_a_job_and_watch_it_go_from_queued_to_succeeded_without_reloading
 def test_filter_decisions_by_rule_and_page_to_the_end(page, stack, job):
     sign_in(page, stack, f"/ui/jobs/{job}/decisions")
     page.wait_for_selector("#decisions tbody tr")
-    shot(page, "decisions")
     page.select_option("#f-limit", "10")
     page.wait_for_selector("#page-info:has-text('of')")
     page.select_option("#f-stage", "instance")
@@ -320,6 +319,8 @@ def test_filter_decisions_by_rule_and_page_to_the_end(page, stack, job):
         rows = page.locator("#decisions tbody tr")
         assert set(page.locator("#decisions tbody tr td:nth-child(4)").all_inner_texts()) == {"kept"}
         shown += [rows.nth(i).get_attribute("data-id") for i in range(rows.count())]
+        if len(shown) == 10:
+            shot(page, "decisions")
         if page.is_disabled("#next"):
             break
         page.click("#next")
