@@ -41,6 +41,9 @@ HOSTILE = (
     "Explain <script>alert('xss')</script> and <img src=x onerror=alert(1)> to a beginner in plain words"
 )
 NEAR = "Explain <script>alert('xss')</script> and <img src=x onerror=alert(1)> to a beginner in simple words"
+# A near copy with two words moved: their common words are not all in one common subsequence.
+POEM = "Write a short poem about the sea for a child at bedtime tonight"
+MOVED = "Write a short poem about the sea for a child tonight at bedtime"
 TIMEOUT_MS = 60_000
 
 
@@ -126,7 +129,7 @@ def stack(redis_url, s3_endpoint, tmp_path_factory) -> Iterator[Stack]:
 @pytest.fixture(scope="module")
 def job(stack: Stack) -> str:
     """A finished job whose first model response plants a hostile instruction and a near copy of it."""
-    stack.llm.script.plant = [HOSTILE, NEAR]
+    stack.llm.script.plant = [HOSTILE, NEAR, POEM, MOVED]
     stack.llm.script.delay = 0.0
     seed_set = stack.http.post(
         "/v1/seed-sets",
@@ -345,9 +348,11 @@ def lcs_length(a: list[str], b: list[str]) -> int:
 def test_a_too_similar_decision_shows_the_nearest_item_the_overlap_and_the_score(page, stack, job):
     similar = stack.all_decisions(job, stage="instruction", rule="too_similar")
     near = next(d for d in similar if d["text"] == NEAR)
-    others = [d for d in similar if d["text"] != NEAR and d["detail"]["score"] < 1]
+    moved = next(d for d in similar if d["text"] == MOVED)
+    assert moved["detail"]["nearest_text"] == POEM
+    others = [d for d in similar if d["text"] not in (NEAR, MOVED) and d["detail"]["score"] < 1]
     sign_in(page, stack)
-    for decision in [near, *others[:2]]:
+    for decision in [near, moved, *others[:2]]:
         page.goto(f"{stack.url}/ui/jobs/{job}/decisions/{decision['id']}")
         page.wait_for_selector("#compare:not([hidden])")
         detail = decision["detail"]
