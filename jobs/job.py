@@ -188,7 +188,9 @@ def get(r: Redis, job_id: str) -> Job | None:
         stage_started_at=num("stage_started_at"),
         error=raw.get("error") or None,
         progress=_progress(raw),
-        rq_ids=json.loads(raw.get("rq_ids", "[]")),
+        rq_ids=json.loads(raw["rq_ids"])
+        if "rq_ids" in raw
+        else rq_ids(raw["id"], int(raw.get("chunks") or 0)),
         cancel_requested=raw.get("cancel_requested") == "true",
         dataset=raw.get("dataset") == "true",
         archived=raw.get("archived") == "true",
@@ -230,9 +232,15 @@ def transition(r: Redis, job: Job, to: str, allowed: tuple[str, ...], **fields: 
     return bool(r.eval(_TRANSITION, len(keys), *keys, *args))
 
 
+def rq_ids(job_id: str, chunks: int) -> list[str]:
+    """The RQ ids of a job's RQ jobs: the main one, then (fanned out) its chunks and finalize."""
+    fanned = [*(f"{job_id}-chunk{index}" for index in range(chunks)), f"{job_id}-finalize"]
+    return [job_id, *(fanned if chunks else [])]
+
+
 def compact_record(r: Redis, job_id: str) -> None:
     """A finished job's record without what grows with its size: the per-chunk progress counters
-    (folded into one set of totals) and the RQ ids (only a cancel needs them)."""
+    (folded into one set of totals) and the list of RQ ids (rq_ids() derives it again)."""
     raw = {k.decode(): v.decode() for k, v in r.hgetall(keyspace.job(job_id)).items()}
     parts = [name for name in raw if name.startswith("p:")]
     totals = {f"p:main:{name}": value for name, value in _progress(raw).items() if name != "stage_total"}

@@ -54,15 +54,16 @@ def fan_out(r: Redis, job_id: str, chunks: list[list[str]], settings: Settings) 
     """Queue one RQ job per chunk of instruction ids and a finalize job that waits for them all;
     returns the RQ ids (chunks, then finalize)."""
     q = queue(r, settings)
+    *chunk_ids, finalize_id = jobs_.rq_ids(job_id, len(chunks))[1:]
     queued = [
-        q.enqueue(GENERATE_CHUNK, job_id, index, ids, **_options(settings, f"{job_id}-chunk{index}"))
+        q.enqueue(GENERATE_CHUNK, job_id, index, ids, **_options(settings, chunk_ids[index]))
         for index, ids in enumerate(chunks)
     ]
     final = q.enqueue(
         FINALIZE,
         job_id,
         depends_on=Dependency(jobs=queued, allow_failure=True),
-        **_options(settings, f"{job_id}-finalize"),
+        **_options(settings, finalize_id),
     )
     return [*(j.id for j in queued), final.id]
 

@@ -137,6 +137,7 @@ def test_fanned_out_job_leaves_only_its_record(client, redis, settings, worker_e
     # the record itself does not grow with the number of chunks: their counters are folded
     fields = {k.decode() for k in redis.hkeys(keyspace.job(job["id"]))}
     assert not any(f.startswith("p:chunk") for f in fields) and "rq_ids" not in fields
+    assert len(jobs_.get(redis, job["id"]).rq_ids) == (1 + chunks + 1 if chunks > 1 else 1)
     stats_url = client.get(f"/v1/jobs/{job['id']}/dataset/stats.json").headers["Location"]
     stats = json.loads(urllib.request.urlopen(stats_url).read())
     assert job["progress"]["instances_kept"] == stats["instances_kept"] > 0
