@@ -41,7 +41,8 @@ def blacklist_check(keywords: tuple[str, ...]) -> Check:
 
 
 def write_a_program(text: str) -> Outcome | None:
-    return ("write_a_program", {}) if text.startswith("Write a program") else None
+    # the reference lower-cases first: "Write A Program ..." goes too
+    return ("write_a_program", {}) if text.lower().startswith("write a program") else None
 
 
 def starts_with_punctuation(text: str) -> Outcome | None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import random
 import re
+from functools import cache
+from pathlib import Path
 
-from jobs.method.seed_tasks import SeedTask
+from jobs.method.seed_tasks import SeedTask, load_file
 
 INSTRUCTIONS_HEADER = "Below is a numbered list of diverse, self-contained tasks:"
 CLASSIFICATION_ONLY_HEADER = (
@@ -27,7 +29,14 @@ INPUT_FIRST_HEADER = (
     "Each task below is followed by worked examples: an input, when the task needs one, then the output.\n\n"
 )
 MAX_DEMO_CHARS = 600  # skip very long seed instances as demonstrations
+# Task texts with no content, scored in place of an instruction to measure the model's bias between
+# the labels (contextual calibration, Zhao et al. 2021).
+CONTENT_FREE = ("N/A", "", "[MASK]")
 MAX_CLASSIFICATION_DEMOS = 31  # as many as the reference's few-shot block
+CLASSIFICATION_YES, CLASSIFICATION_NO = 12, 19  # the reference's mix (clf_task_template.py)
+# The reference's hand-written instance-generation examples (instance_gen_template.py) in the seed
+# format: 2-4 labels per classification task, several examples for most others.
+DEMONSTRATIONS_FILE = Path(__file__).with_name("instance_demonstrations.jsonl")
 
 
 def one_line(text: str) -> str:
@@ -44,15 +53,25 @@ def instruction_prompt(instructions: list[str], classification_only: bool = Fals
 
 
 def _interleave(rng: random.Random, yes: list[SeedTask], no: list[SeedTask]) -> list[SeedTask]:
-    yes, no = yes[:], no[:]
-    rng.shuffle(yes)
-    rng.shuffle(no)
-    out: list[SeedTask] = []
-    while yes or no:
-        for group in (no, yes):
-            if group:
-                out.append(group.pop())
+    """The reference's balance, 12 classification and 19 other tasks, in a random order."""
+    out = rng.sample(yes, min(CLASSIFICATION_YES, len(yes))) + rng.sample(no, min(CLASSIFICATION_NO, len(no)))
+    rng.shuffle(out)
     return out
+
+
+@cache
+def reference_demonstrations() -> tuple[SeedTask, ...]:
+    return tuple(load_file(DEMONSTRATIONS_FILE))
+
+
+def instance_demonstrations(seed_tasks: list[SeedTask]) -> tuple[str, list[SeedTask]]:
+    """Where the instance-generation demonstrations come from, and the tasks.
+
+    A seed set whose tasks carry one instance each (the paper's) cannot show several labels or
+    examples per task, so the reference's examples stand in for it; a richer seed set is used as it is."""
+    if any(len(t.instances) > 1 for t in seed_tasks):
+        return "seed_set", seed_tasks
+    return "reference", list(reference_demonstrations())
 
 
 class Prompts:
@@ -63,8 +82,11 @@ class Prompts:
         yes = [t for t in seed_tasks if t.is_classification]
         no = [t for t in seed_tasks if not t.is_classification]
         self.classification_prefix = self._classification_block(_interleave(rng, yes, no), demo_chars)
-        self.output_first_prefix = self._instances_block(rng, yes, demo_chars, OUTPUT_FIRST_HEADER, True)
-        self.input_first_prefix = self._instances_block(rng, no, demo_chars, INPUT_FIRST_HEADER, False)
+        self.demonstrations, demos = instance_demonstrations(seed_tasks)
+        demo_yes = [t for t in demos if t.is_classification] or yes
+        demo_no = [t for t in demos if not t.is_classification]
+        self.output_first_prefix = self._instances_block(rng, demo_yes, demo_chars, OUTPUT_FIRST_HEADER, True)
+        self.input_first_prefix = self._instances_block(rng, demo_no, demo_chars, INPUT_FIRST_HEADER, False)
 
     @staticmethod
     def _classification_block(tasks: list[SeedTask], demo_chars: int) -> str:
