@@ -111,7 +111,7 @@ def main() -> None:
         jobs_.transition(r, job, "running", ("queued",), started_at=time.time(), stage="instances")
         fill(r, job.id, args.decisions)
         # threads: idle sockets a browser opens ahead of need would each hold a sync worker
-        env = {**settings.to_env(), "LOG_LEVEL": "WARNING", "GUNICORN_CMD_ARGS": "--threads 4"}
+        env = {**settings.to_env(), "LOG_LEVEL": "WARNING"}
         api, url = gunicorn(env, tmp / "gunicorn.log", workers=2)
         base = f"{url}/ui/jobs/{job.id}/decisions"
         try:

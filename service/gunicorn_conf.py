@@ -12,6 +12,9 @@ logconfig_dict["loggers"].update(
 )
 accesslog = None  # the app logs one JSON line a request, with its request id
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
+# Threads a worker (gthread): a browser opens connections ahead of need and may leave them idle; with
+# one thread each, a few idle connections hold every worker until `timeout`.
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 graceful_timeout = 20
 
 # gunicorn answers what breaks these limits itself, before the app sees the request, and not as a

@@ -115,7 +115,7 @@ def stack(redis_url, s3_endpoint, tmp_path_factory) -> Iterator[Stack]:
         }
         # threads: a browser opens sockets ahead of need and may leave them idle; each would hold a sync
         # worker until gunicorn's timeout, and two of them stall the page for a minute
-        api, url = gunicorn({**env, "GUNICORN_CMD_ARGS": "--threads 4"}, tmp / "gunicorn.log")
+        api, url = gunicorn(env, tmp / "gunicorn.log")  # threads from service/gunicorn_conf.py
         http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
         s = Stack(url, key, env, tmp, llm, http)
         try:
