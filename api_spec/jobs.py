@@ -4,7 +4,7 @@ from marshmallow import RAISE, Schema, fields, validate
 
 from api_spec.common import Name, PageArgsSchema, PageSchema, StrictBoolean, StrictFloat, StrictInteger
 from api_spec.seed_sets import SHA256
-from api_spec.vocabulary import CLASSIFICATION_METHODS, EXPORT_FORMATS, JOB_STATES
+from api_spec.vocabulary import EXPORT_FORMATS, JOB_STATES
 
 MAX_INSTRUCTIONS = 100_000  # the schema's ceiling; the operator's MAX_INSTRUCTIONS may be lower
 
@@ -55,17 +55,6 @@ class JobCreateSchema(Schema):
     )
     decoding = fields.Nested(DecodingSchema, load_default=dict)
     classification_only = StrictBoolean(load_default=False)
-    classification_method = fields.String(
-        load_default="auto",
-        validate=validate.OneOf(CLASSIFICATION_METHODS),
-        metadata={
-            "description": "How stage 2 decides Yes/No: text (the paper's greedy answer), logprobs (the "
-            "labels' log-probabilities), calibrated (divided by the bias on content-free inputs), fitted "
-            "(the calibrated margin thresholded on the seed tasks outside the demonstrations), auto "
-            "(fitted where the endpoint gives log-probabilities, else text; the fallback's reason is "
-            "recorded in stats.json)."
-        },
-    )
     include_seed_tasks = StrictBoolean(load_default=False)
     similarity_threshold = StrictFloat(load_default=0.7, validate=validate.Range(0.0, 1.0))
     max_requests = StrictInteger(
@@ -73,7 +62,15 @@ class JobCreateSchema(Schema):
         metadata={"description": "Stage-1 request budget; default 20 + 10 per instruction."},
     )
     max_tokens = StrictInteger(
-        validate=validate.Range(1, 10**10), metadata={"description": "Stage-1 token budget."}
+        validate=validate.Range(1, 10**10),
+        metadata={"description": "Token budget of the whole job (prompt and completion, every stage)."},
+    )
+    max_cost = StrictFloat(
+        validate=validate.Range(min=0.0, min_inclusive=False, max=10**9),
+        metadata={
+            "description": "Cost budget in the profile's currency (its prices: GET /v1/profiles). "
+            "Reaching it stops the job like a cancel, stop reason cost_budget, with a partial dataset."
+        },
     )
 
 
@@ -96,6 +93,13 @@ class ProgressSchema(Schema):
     requests = fields.Integer(required=True)
     prompt_tokens = fields.Integer(required=True)
     completion_tokens = fields.Integer(required=True)
+
+
+class CostSchema(Schema):
+    currency = fields.String(required=True)
+    total = fields.Float(required=True)
+    by_stage = fields.Dict(keys=fields.String(), values=fields.Float(), required=True)
+    price_per_million_tokens = fields.Dict(keys=fields.String(), values=fields.Float(), required=True)
 
 
 class JobSchema(Schema):
@@ -123,6 +127,17 @@ class JobSchema(Schema):
         },
     )
     cancel_requested = fields.Boolean(required=True)
+    cost = fields.Nested(
+        CostSchema,
+        allow_none=True,
+        required=True,
+        metadata={"description": "Cost so far, in total and by stage; null when the profile has no prices."},
+    )
+    stop_reason = fields.String(
+        allow_none=True,
+        required=True,
+        metadata={"description": "token_budget or cost_budget when a budget stopped the job; else null."},
+    )
     dataset_available = fields.Boolean(
         required=True, metadata={"description": "GET .../dataset will answer."}
     )

@@ -17,3 +17,11 @@ class ProfileSchema(Schema):
     structured_output = fields.Boolean(
         required=True, metadata={"description": "Chat replies are constrained to a JSON schema."}
     )
+    price_per_million_tokens = fields.Dict(
+        keys=fields.String(),
+        values=fields.Float(),
+        allow_none=True,
+        required=True,
+        metadata={"description": "{prompt, completion} per million tokens, in `currency`; null: no prices."},
+    )
+    currency = fields.String(required=True)

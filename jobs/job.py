@@ -86,13 +86,14 @@ class Job:
         return round(left + later * self.config["num_instructions"] * per_request, 1)
 
 
-# KEYS: job hash, seed set, team index, seed set users, team's active jobs, jobs-by-state counts
-# ARGV: created_at, job id, active-job limit (0: none), then the job's fields
+# KEYS: job hash, seed set, team index, seed set users, team's active jobs, jobs-by-state counts, events
+# ARGV: created_at, job id, active-job limit (0: none), the first event, then the job's fields
 _CREATE = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
 local limit = tonumber(ARGV[3])
 if limit > 0 and redis.call('SCARD', KEYS[5]) >= limit then return -1 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('XADD', KEYS[7], '*', 'e', ARGV[4])
 redis.call('ZADD', KEYS[3], ARGV[1], ARGV[2])
 redis.call('SADD', KEYS[4], ARGV[2])
 redis.call('SADD', KEYS[5], ARGV[2])
@@ -100,9 +101,10 @@ redis.call('HINCRBY', KEYS[6], 'queued', 1)
 return 1
 """
 
-# KEYS: job hash, seed set users, team's active jobs, jobs-by-state counts, jobs by retention end
+# KEYS: job hash, seed set users, team's active jobs, jobs-by-state counts, jobs by retention end, events
 # ARGV: target state, job id, allowed states (comma list), retention end (terminal states), the
-# record's own expiry (a backstop, past the retention end), then fields
+# record's own expiry (a backstop, past the retention end), the events' cap, the time, then fields.
+# A change of state is an event, written in the same step: never twice, never lost.
 _TRANSITION = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return 0 end
@@ -115,14 +117,22 @@ redis.call('HSET', KEYS[1], 'state', ARGV[1])
 if state ~= ARGV[1] then
   redis.call('HINCRBY', KEYS[4], state, -1)
   redis.call('HINCRBY', KEYS[4], ARGV[1], 1)
+  local event = {type = 'state', state = ARGV[1], previous = state, at = tonumber(ARGV[7])}
+  for i = 8, #ARGV - 1, 2 do
+    if ARGV[i] == 'error' or ARGV[i] == 'cancelled_by' or ARGV[i] == 'stop_reason' then
+      event[ARGV[i]] = ARGV[i + 1]
+    end
+  end
+  redis.call('XADD', KEYS[6], 'MAXLEN', ARGV[6], '*', 'e', cjson.encode(event))
 end
-if #ARGV > 5 then redis.call('HSET', KEYS[1], unpack(ARGV, 6)) end
+if #ARGV > 7 then redis.call('HSET', KEYS[1], unpack(ARGV, 8)) end
 if ARGV[1] == 'succeeded' or ARGV[1] == 'failed' or ARGV[1] == 'canceled' then
   redis.call('SREM', KEYS[2], ARGV[2])
   redis.call('SREM', KEYS[3], ARGV[2])
   local team = redis.call('HGET', KEYS[1], 'team')
   redis.call('ZADD', KEYS[5], ARGV[4], team .. '/' .. ARGV[2])
   redis.call('EXPIREAT', KEYS[1], ARGV[5])
+  redis.call('EXPIREAT', KEYS[6], ARGV[5])
 end
 return 1
 """
@@ -159,8 +169,10 @@ def create(
         keyspace.seed_set_users(team, seed_set_id),
         keyspace.active_jobs(team),
         keyspace.JOBS_BY_STATE,
+        keyspace.job_events(job.id),
     ]
-    created = r.eval(_CREATE, len(keys), *keys, job.created_at, job.id, max_active, *flat)
+    first = json.dumps({"type": "state", "state": "queued", "previous": None, "at": job.created_at})
+    created = r.eval(_CREATE, len(keys), *keys, job.created_at, job.id, max_active, first, *flat)
     if created == -1:
         raise TooManyActiveJobs(max_active)
     return job if created else None
@@ -227,8 +239,10 @@ def transition(r: Redis, job: Job, to: str, allowed: tuple[str, ...], **fields: 
         keyspace.active_jobs(job.team),
         keyspace.JOBS_BY_STATE,
         keyspace.EXPIRING,
+        keyspace.job_events(job.id),
     ]
-    args = [to, job.id, ",".join(allowed), expires_at, record_expiry, *flat]
+    maxlen = get_settings().max_job_events
+    args = [to, job.id, ",".join(allowed), expires_at, record_expiry, maxlen, round(time.time(), 3), *flat]
     return bool(r.eval(_TRANSITION, len(keys), *keys, *args))
 
 
@@ -299,3 +313,17 @@ def page(
     more = len(found) > limit
     found = found[:limit]
     return found, ((found[-1].created_at, found[-1].id) if more and found else None)
+
+
+def spending(r: Redis, job_id: str) -> tuple[dict[str, dict[str, int]], str | None]:
+    """Tokens by kind (prompt, completion) and stage, summed over the job's runs (`t:<part>:<stage>:<kind>`
+    fields), and the budget that stopped it, if one did."""
+    tokens: dict[str, dict[str, int]] = {"prompt": {}, "completion": {}}
+    stop_reason = None
+    for name, value in r.hgetall(keyspace.job(job_id)).items():
+        key = name.decode().split(":")
+        if len(key) == 4 and key[0] == "t" and key[3] in tokens:
+            tokens[key[3]][key[2]] = tokens[key[3]].get(key[2], 0) + int(value)
+        elif key == ["stop_reason"]:
+            stop_reason = value.decode()
+    return tokens, stop_reason

@@ -4,6 +4,7 @@ si:job:<id>                          job record (hash)
 si:job:<id>:dec|decid|seq|dx:<f>     its decision log (jobs.decision_log)
 si:job:<id>:checkpoint[:<part>]      its checkpoints: snapshot and last commit number (hash)
 si:job:<id>:cpdeltas[:<part>]        their deltas since the snapshot (list; jobs.checkpoint_store)
+si:job:<id>:events                   its events (capped stream; jobs.events)
 si:job:<id>:gone                     a deleted or expired job's tombstone: its team (string, expires)
 si:jobs:expiring                     finished jobs by the time their retention ends (sorted set)
 si:team:<team>:jobs                  a team's jobs by creation time (sorted set)
@@ -16,6 +17,7 @@ si:team:<team>:rate:<minute>         requests in one rate-limit window (counter,
 si:apikeys                           API key id -> sha256 of its secret (hash)
 si:apikey:<sha256>                   an API key's record (hash)
 si:stats:jobs_by_state               job counts by state (hash), for metrics
+si:preview:<id>                      a preview's request, state and result (hash, expires)
 """
 
 from __future__ import annotations
@@ -40,6 +42,14 @@ def checkpoint(job_id: str, part: str | None = None) -> str:
 
 def checkpoint_deltas(job_id: str, part: str | None = None) -> str:
     return f"{job(job_id)}:cpdeltas" + (f":{part}" if part else "")
+
+
+def job_events(job_id: str) -> str:
+    return f"{job(job_id)}:events"
+
+
+def preview(preview_id: str) -> str:
+    return f"{PREFIX}:preview:{preview_id}"
 
 
 def job_gone(job_id: str) -> str:

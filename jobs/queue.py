@@ -68,15 +68,27 @@ def fan_out(r: Redis, job_id: str, chunks: list[list[str]], settings: Settings) 
     return [*(j.id for j in queued), final.id]
 
 
-def cancel(r: Redis, job: jobs_.Job, settings: Settings | None = None, partial: bool = True) -> bool:
+def cancel(
+    r: Redis,
+    job: jobs_.Job,
+    settings: Settings | None = None,
+    partial: bool = True,
+    by: str | None = None,
+    reason: str | None = None,
+    spare: str | None = None,
+) -> bool:
     """Cancel a queued or running job: a queued one never starts; a running one stops at once (RQ's
     stop command) and, with `partial`, a partial dataset is exported from what it made. False:
-    already finished."""
+    already finished. `by`: who asked (recorded in the job's events); `reason`: the stop reason when a
+    budget stops it, from its RQ job `spare` (which stops by itself, committed)."""
     jobs_.update(r, job.id, cancel_requested=True)
-    if not jobs_.transition(r, job, "canceled", ("queued", "running")):
+    fields = {"cancelled_by": by or ("budget" if reason else None), "stop_reason": reason}
+    fields = {k: v for k, v in fields.items() if v}
+    if not jobs_.transition(r, job, "canceled", ("queued", "running"), **fields):
         return False
     for rq_id in (jobs_.get(r, job.id) or job).rq_ids:  # the main job, its chunks and finalize
-        _stop(r, rq_id)
+        if rq_id != spare:
+            _stop(r, rq_id)
     if partial and job.state == "running":
         queue(r, settings).enqueue(FINALIZE, job.id, True, job_id=f"{job.id}-partial", result_ttl=RESULT_TTL)
     return True

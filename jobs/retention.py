@@ -74,6 +74,7 @@ def forget(r: Redis, team: str, job_id: str, settings: Settings) -> None:
         keyspace.active_jobs(team),
         keyspace.JOBS_BY_STATE,
         *keyspace.job_run_data(job_id, _chunks(r, job_id)),
+        keyspace.job_events(job_id),
     ]
     users = keyspace.seed_set_users(team, job.seed_set_id) if job else ""
     r.eval(_FORGET, len(keys), *keys, team, job_id, max(settings.job_retention_seconds, 1), users)

@@ -10,6 +10,7 @@ resumes from its checkpoint.
 
 from __future__ import annotations
 
+import json
 import signal
 import tempfile
 import threading
@@ -22,9 +23,10 @@ import redis.exceptions
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 from redis import Redis
+from rq import get_current_job
 
+from jobs import events, keyspace, queue, retention, retry
 from jobs import job as jobs_
-from jobs import keyspace, queue, retention, retry
 from jobs.artifacts import Artifacts
 from jobs.checkpoint_store import RedisStore
 from jobs.decision_log import JobGone
@@ -32,7 +34,7 @@ from jobs.method.checkpoint import Checkpoint
 from jobs.method.engine import execute
 from jobs.method.llm import EndpointError, Usage
 from jobs.method.recipe import GenerationConfig
-from jobs.method.run import Canceled, Run
+from jobs.method.run import BudgetReached, Canceled, Run
 from jobs.method.seed_tasks import parse_jsonl
 from jobs.settings import get_settings
 from jobs.worker import PREEMPT_SIGNAL
@@ -46,18 +48,25 @@ class Preempted(Exception):
 
 
 class Reporter:
-    """Writes a run's progress into the job hash, at most twice a second; best effort.
+    """Writes a run's progress into the job hash, at most twice a second, and its events; best effort.
 
     Each run of a job (the main one, each chunk) writes its own absolute counters under its `part`
     name, and readers sum them: a resumed run picks up from its checkpoint without double counting.
+    The main run reports stage starts and ends; every run reports retries, refused parameters and,
+    every PROGRESS_EVENT_SECONDS, its progress (jobs.events).
     """
 
     def __init__(self, r: Redis, job_id: str, part: str):
         self.r, self.job_id, self.part = r, job_id, part
         self.main = part == "main"
-        self.stage: str | None = None
-        self.last = 0.0
+        settings = get_settings()
+        self.maxlen, self.every = settings.max_job_events, settings.progress_event_seconds
+        # a resumed main run goes on in the stage the job record names: that start was reported
+        stage = r.hget(keyspace.job(job_id), "stage") if self.main else None
+        self.stage: str | None = stage.decode() if stage else None
+        self.last = self.last_event = 0.0
         self.dropped: dict[str, str] = {}
+        self.seen: dict[str, Any] | None = None  # errors and refusals already reported as events
 
     def __call__(self, progress: dict[str, Any], force: bool = False) -> None:
         now = time.monotonic()
@@ -66,6 +75,9 @@ class Reporter:
             return
         names = [n for n in jobs_.PROGRESS if n != "stage_total" and (self.main or n != "instructions_kept")]
         fields: dict[str, Any] = {f"p:{self.part}:{n}": int(progress[n]) for n in names}
+        for kind in ("prompt", "completion"):  # per stage, for the job's cost by stage
+            for stage, n in progress.get(f"{kind}_by_stage", {}).items():
+                fields[f"t:{self.part}:{stage}:{kind}"] = int(n)
         if (
             progress.get("dropped", {}) != self.dropped
         ):  # one field a refused parameter, whichever part saw it
@@ -76,11 +88,40 @@ class Reporter:
             )
         try:
             self.r.hset(keyspace.job(self.job_id), mapping=fields)
+            self._events(progress, new_stage, now)
         except redis.exceptions.RedisError as e:  # progress is advisory; the checkpoint is what counts
             log.warning("progress_not_saved", error=str(e))
             return
         self.last, self.stage = now, progress["stage"]
         self.dropped = dict(progress.get("dropped", {}))
+
+    def _emit(self, kind: str, **data: Any) -> None:
+        events.emit(self.r, self.job_id, kind, self.maxlen, **data)
+
+    def _events(self, progress: dict[str, Any], new_stage: bool, now: float) -> None:
+        errors, dropped = dict(progress.get("errors", {})), dict(progress.get("dropped", {}))
+        if self.seen is None:  # this process's first report: what a resumed run saw before was reported
+            self.seen = {"errors": errors, "dropped": dropped}
+        retried = {k: n - self.seen["errors"].get(k, 0) for k, n in errors.items()}
+        if retried := {k: n for k, n in retried.items() if n > 0}:
+            self._emit("retry", part=self.part, attempts=sum(retried.values()), reasons=retried)
+        for name in sorted(set(dropped) - set(self.seen["dropped"])):
+            self._emit("warning", part=self.part, message=f"parameter {name} dropped: {dropped[name]}")
+        self.seen = {"errors": errors, "dropped": dropped}
+        if self.main and new_stage:
+            if self.stage is not None:
+                self._emit("stage_ended", stage=self.stage)
+                kept, target = progress["instructions_kept"], progress["instructions_target"]
+                if self.stage == "instructions" and kept < target:
+                    self._emit(
+                        "warning", message=f"stage instructions ended short of its target: {kept} of {target}"
+                    )
+            if progress["stage"] not in ("export", "done"):
+                self._emit("stage_started", stage=progress["stage"], total=progress["stage_total"])
+        if now - self.last_event >= self.every:
+            self.last_event = now
+            counters = {n: int(progress[n]) for n in jobs_.PROGRESS if n in progress}
+            self._emit("progress", part=self.part, **counters)
 
 
 class Context:
@@ -95,6 +136,8 @@ class Context:
         if job is None:
             raise LookupError(f"no job {job_id}")
         self.job: jobs_.Job = job
+        self.current: Run | None = None  # the run in hand, and its reporter
+        self.reporter: Reporter | None = None
 
     def transition(self, to: str, allowed: tuple[str, ...], **fields: Any) -> bool:
         return self.retry(jobs_.transition, self.r, self.job, to, allowed, **fields)
@@ -121,7 +164,33 @@ class Context:
                 return False
 
         run_id = job.id if part is None else f"{job.id}/{part}"
-        return Run(run_id, seed_tasks, config, profile.endpoint(), self.store(part), reporter, should_stop)
+        me = part or "main"
+        cache: dict[str, Any] = {"at": -1.0, "tokens": (0, 0)}
+
+        def spent_elsewhere() -> tuple[int, int]:
+            """The other runs' tokens, as they last reported them (read at most once a second)."""
+            if time.monotonic() - cache["at"] >= 1.0:
+                raw = self.r.hgetall(keyspace.job(job.id))
+                totals = [0, 0]
+                for name, value in raw.items():
+                    key = name.decode().split(":")
+                    if len(key) == 3 and key[0] == "p" and key[1] != me and key[2].endswith("_tokens"):
+                        totals[key[2] == "completion_tokens"] += int(value)
+                cache.update(at=time.monotonic(), tokens=(totals[0], totals[1]))
+            return cache["tokens"]
+
+        self.current = Run(
+            run_id,
+            seed_tasks,
+            config,
+            profile.endpoint(),
+            self.store(part),
+            reporter,
+            should_stop,
+            spent_elsewhere,
+        )
+        self.reporter = reporter
+        return self.current
 
 
 def _guarded(job_id: str, body: Callable[[Context], None]) -> None:
@@ -138,6 +207,13 @@ def _guarded(job_id: str, body: Callable[[Context], None]) -> None:
         body(ctx)
     except JobGone:
         log.info("job_deleted_while_running")
+    except BudgetReached as e:  # stops like a cancel: the whole job, with a partial dataset
+        log.info("job_budget_reached", reason=e.reason)
+        if ctx.reporter and ctx.current:  # the status shows the tokens the stop was decided on
+            ctx.reporter(ctx.current.progress(), force=True)
+        current = get_current_job()
+        job = ctx.retry(jobs_.get, ctx.r, ctx.job.id) or ctx.job  # running now: a partial dataset follows
+        queue.cancel(ctx.r, job, ctx.settings, reason=e.reason, spare=current.id if current else None)
     except Canceled as e:
         if _preempted.is_set():
             log.info("job_preempted")
@@ -257,9 +333,13 @@ def _finalize(ctx: Context, run: Run | None = None, partial: bool = False) -> No
         return
     if not partial:
         cp.stage = "export"
+    stop_reason = ctx.retry(ctx.r.hget, keyspace.job(ctx.job.id), "stop_reason")
+    if stop_reason:  # a budget stopped the job, in whichever of its runs
+        cp.stop_reason = stop_reason.decode()
     run.set_elapsed(time.time() - (ctx.job.started_at or ctx.job.created_at))
     with tempfile.TemporaryDirectory(dir=ctx.settings.work_dir) as tmp:
         records = run.export(Path(tmp), partial=partial)
+        records["events.jsonl"] = _write_events(ctx, Path(tmp) / "events.jsonl")
         ctx.artifacts.upload_dataset(ctx.job.team, ctx.job.id, Path(tmp), records, partial)
     if partial:
         ctx.update(dataset=True)
@@ -267,6 +347,16 @@ def _finalize(ctx: Context, run: Run | None = None, partial: bool = False) -> No
         return
     log.info("job_finished", partial=partial, records=records)
     _archive(ctx)
+
+
+def _write_events(ctx: Context, path: Path) -> int:
+    """The job's events so far, archived with its dataset."""
+    count = 0
+    with path.open("w", encoding="utf-8") as f:
+        for event in ctx.retry(lambda: list(events.every(ctx.r, ctx.job.id))):
+            f.write(json.dumps(event, ensure_ascii=False) + "\n")
+            count += 1
+    return count
 
 
 def _archive(ctx: Context) -> None:

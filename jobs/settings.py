@@ -33,6 +33,9 @@ class Profile:
     supports_n: bool = False
     api: str = "completions"  # or "chat": /v1/chat/completions, for instruction-following models
     response_format: str | None = None  # chat only: "json_schema" (OpenAI, vLLM) or "json_object" (llama.cpp)
+    # {"prompt": p, "completion": c}: what a million tokens cost, in `currency`; jobs then report cost
+    price_per_million_tokens: dict[str, float] | None = None
+    currency: str = "USD"
 
     def __post_init__(self) -> None:
         # refused when the settings load, not when a job first calls the endpoint
@@ -44,6 +47,20 @@ class Profile:
             raise ValueError(
                 f"profile {self.name!r}: response_format is json_schema or json_object, for chat profiles"
             )
+        prices = self.price_per_million_tokens
+        if prices is not None and (
+            set(prices) != {"prompt", "completion"}
+            or not all(isinstance(v, int | float) and v >= 0 for v in prices.values())
+        ):
+            raise ValueError(
+                f"profile {self.name!r}: price_per_million_tokens is {{prompt, completion}}, "
+                "non-negative numbers"
+            )
+
+    @property
+    def prices(self) -> tuple[float, float] | None:
+        p = self.price_per_million_tokens
+        return None if p is None else (float(p["prompt"]), float(p["completion"]))
 
     def endpoint(self) -> Endpoint:
         from jobs.method.llm import Endpoint
@@ -59,6 +76,8 @@ class Profile:
             supports_n=self.supports_n,
             api=self.api,
             response_format=self.response_format,
+            prices=self.prices,
+            currency=self.currency,
         )
 
 
@@ -102,6 +121,15 @@ class Settings:
     gunicorn_limit_request_line: int = 8190  # gunicorn's ceiling
     gunicorn_limit_request_fields: int = 100
     gunicorn_limit_request_field_size: int = 8190
+    # previews: their own queue (a long job never blocks one), a cap on their size, how long the POST
+    # waits for the result before answering 202, and how long a result is kept
+    preview_queue: str = "preview"
+    preview_max_instructions: int = 20
+    preview_wait_seconds: float = 30.0
+    preview_retention_seconds: int = 3600
+    # a job's event stream keeps this many events (the oldest go first); progress events this often
+    max_job_events: int = 10_000
+    progress_event_seconds: float = 10.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -142,6 +170,12 @@ class Settings:
             gunicorn_limit_request_field_size=int(
                 e.get("GUNICORN_LIMIT_REQUEST_FIELD_SIZE", cls.gunicorn_limit_request_field_size)
             ),
+            preview_queue=e.get("PREVIEW_QUEUE", cls.preview_queue),
+            preview_max_instructions=int(e.get("PREVIEW_MAX_INSTRUCTIONS", cls.preview_max_instructions)),
+            preview_wait_seconds=float(e.get("PREVIEW_WAIT_SECONDS", cls.preview_wait_seconds)),
+            preview_retention_seconds=int(e.get("PREVIEW_RETENTION_SECONDS", cls.preview_retention_seconds)),
+            max_job_events=int(e.get("MAX_JOB_EVENTS", cls.max_job_events)),
+            progress_event_seconds=float(e.get("PROGRESS_EVENT_SECONDS", cls.progress_event_seconds)),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -177,6 +211,12 @@ class Settings:
             "GUNICORN_LIMIT_REQUEST_LINE": str(self.gunicorn_limit_request_line),
             "GUNICORN_LIMIT_REQUEST_FIELDS": str(self.gunicorn_limit_request_fields),
             "GUNICORN_LIMIT_REQUEST_FIELD_SIZE": str(self.gunicorn_limit_request_field_size),
+            "PREVIEW_QUEUE": self.preview_queue,
+            "PREVIEW_MAX_INSTRUCTIONS": str(self.preview_max_instructions),
+            "PREVIEW_WAIT_SECONDS": str(self.preview_wait_seconds),
+            "PREVIEW_RETENTION_SECONDS": str(self.preview_retention_seconds),
+            "MAX_JOB_EVENTS": str(self.max_job_events),
+            "PROGRESS_EVENT_SECONDS": str(self.progress_event_seconds),
         }
         return env
 

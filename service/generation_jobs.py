@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from flask import request
+from flask import g, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import RAISE
@@ -20,6 +20,7 @@ from api_spec.jobs import (
 )
 from jobs import idempotency, queue, retention, seed_set_store
 from jobs import job as jobs_
+from jobs.method import cost
 from jobs.method.recipe import GenerationConfig
 from service import pages
 from service.context import services, team
@@ -40,6 +41,9 @@ def _time(value: float | None) -> datetime | None:
 
 
 def render(job: jobs_.Job) -> dict[str, Any]:
+    tokens, stop_reason = jobs_.spending(services().redis, job.id)
+    profile = services().settings.profiles.get(job.profile)
+    prices = profile.prices if profile else None
     return {
         "id": job.id,
         "state": job.state,
@@ -55,6 +59,10 @@ def render(job: jobs_.Job) -> dict[str, Any]:
         "error": job.error,
         "warnings": job.warnings,
         "cancel_requested": job.cancel_requested,
+        "cost": cost.summary(tokens["prompt"], tokens["completion"], prices, profile.currency)
+        if profile and prices
+        else None,
+        "stop_reason": stop_reason,
         "dataset_available": job.dataset,
     }
 
@@ -94,6 +102,8 @@ def _read_create() -> tuple[dict[str, Any], str, str | None]:
         errors.append(
             {"field": "num_instructions", "message": f"at most {settings.max_instructions} on this service"}
         )
+    if "max_cost" in args and profile in settings.profiles and settings.profiles[profile].prices is None:
+        errors.append({"field": "max_cost", "message": f"profile {profile} has no prices to count a cost by"})
     seed_set = None
     if "seed_set_id" in args:
         seed_set = seed_set_store.get(services().redis, team(), args["seed_set_id"])
@@ -116,14 +126,13 @@ def _config(args: dict[str, Any]) -> dict[str, Any]:
             "num_instructions",
             "seed",
             "classification_only",
-            "classification_method",
             "include_seed_tasks",
             "similarity_threshold",
         )
     }
     config["export_formats"] = list(dict.fromkeys(args["export_formats"]))
     config["decoding"] = args["decoding"]
-    for k in ("max_requests", "max_tokens"):
+    for k in ("max_requests", "max_tokens", "max_cost"):
         if args.get(k) is not None:
             config[k] = args[k]
     try:
@@ -223,7 +232,8 @@ class JobCancel(MethodView):
         """Cancel: a queued job never starts; a running one stops at once (RQ's stop command) and keeps
         what it made, exported as a partial dataset."""
         job = get_job(job_id)
-        if not queue.cancel(services().redis, job, services().settings):
+        who = f"team {team()} (request {g.get('request_id', '')})"
+        if not queue.cancel(services().redis, job, services().settings, by=who):
             problem(409, f"the job is already {get_job(job_id).state}")
         log.info("job_canceled", job_id=job.id, was=job.state)
         return render(get_job(job_id))

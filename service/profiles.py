@@ -24,6 +24,8 @@ class Profiles(MethodView):
                 "default": p.name == settings.default_profile,
                 "api": p.api,
                 "structured_output": p.response_format is not None,
+                "price_per_million_tokens": p.price_per_million_tokens,
+                "currency": p.currency,
             }
             for p in settings.profiles.values()
         ]

@@ -41,8 +41,8 @@ async def bootstrap(run: Run, llm: LLM) -> None:
     run.start_stage(target)
     run.stage_done = len(machine)
 
-    def stage_tokens() -> int:
-        return run.usage.prompt_tokens[STAGE] + run.usage.completion_tokens[STAGE]
+    def stage_tokens() -> int:  # the token budget is the whole job's
+        return sum(run.tokens_spent())
 
     def build(i: int) -> Awaitable[list[Completion]] | None:
         if (i + 1) * decoding.n > cfg.request_budget:

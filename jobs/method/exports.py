@@ -244,6 +244,7 @@ def card(records: dict[str, int], stats: dict[str, Any], run_record: dict[str, A
         f"random seed {run_record['random_seed']}",
         f"- target {cfg['num_instructions']} instructions; stop reason: {stats.get('stop_reason')}",
         f"- kept {stats['instructions_kept']} instructions and {stats['instances_kept']} instances",
+        *_cost(stats),
         f"- ROUGE-L threshold {cfg['similarity_threshold']}; "
         f"at most {cfg['max_instances_per_task']} instances a task",
         "",
@@ -269,6 +270,16 @@ def card(records: dict[str, int], stats: dict[str, Any], run_record: dict[str, A
         "",
     ]
     return "\n".join(lines)
+
+
+def _cost(stats: dict[str, Any]) -> list[str]:
+    """A priced profile's cost line (tokens vary with concurrency: the card stays byte-stable without)."""
+    cost = stats.get("cost")
+    if not cost:
+        return []
+    stages = ", ".join(f"{stage} {amount:.6f}" for stage, amount in cost["by_stage"].items())
+    tokens = f"{stats['tokens']['prompt']} prompt and {stats['tokens']['completion']} completion tokens"
+    return [f"- {tokens}; cost {cost['total']:.6f} {cost['currency']} ({stages})"]
 
 
 def _path(endpoint: dict[str, Any]) -> str:

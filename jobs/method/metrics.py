@@ -34,3 +34,8 @@ DEDUP_SECONDS = Histogram(
 CANDIDATES = Counter(
     "selfinstruct_candidates_total", "Decisions, by stage, verdict and rule", ["stage", "verdict", "rule"]
 )
+LLM_COST = Counter(
+    "selfinstruct_llm_cost_total",
+    "What the tokens cost at the profile's prices, by stage and currency",
+    ["stage", "currency"],
+)

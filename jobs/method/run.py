@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 
 from jobs import __version__
-from jobs.method import exports, metrics
+from jobs.method import cost, exports, metrics
 from jobs.method.chat import ChatPrompts
 from jobs.method.checkpoint import Checkpoint, Store
 from jobs.method.decisions import Decision
@@ -31,6 +31,14 @@ class Canceled(Exception):
     """The run was asked to stop; everything handled so far is committed."""
 
 
+class BudgetReached(Canceled):
+    """The run spent its token or cost budget (`reason`: token_budget or cost_budget); committed."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(f"the run reached its budget ({reason})")
+
+
 class Run:
     """The live state of one run: its checkpoint, the decisions not yet committed, and accounting."""
 
@@ -43,7 +51,10 @@ class Run:
         store: Store,
         progress: Progress | None = None,
         should_stop: Callable[[], bool] | None = None,
+        spent_elsewhere: Callable[[], tuple[int, int]] | None = None,
     ):
+        """`spent_elsewhere`: prompt and completion tokens the job's other runs (chunks) spent, which
+        count against the whole-job budgets too."""
         self.run_id = run_id
         self.seed_tasks = seed_tasks
         self.config = config.validate()
@@ -66,6 +77,7 @@ class Run:
         )
         self._progress = progress
         self._should_stop = should_stop
+        self._spent_elsewhere = spent_elsewhere
         self._pending: list[Decision] = []
         self._since_commit = 0
         self._elapsed_before = self.checkpoint.elapsed
@@ -96,6 +108,39 @@ class Run:
         if self._should_stop and self._should_stop():
             self.commit()
             raise Canceled("the run was asked to stop")
+        self.check_budget()
+
+    def tokens_spent(self) -> tuple[int, int]:
+        """Prompt and completion tokens of the whole job so far (this run and the others)."""
+        prompt = sum(self.usage.prompt_tokens.values())
+        completion = sum(self.usage.completion_tokens.values())
+        if self._spent_elsewhere:
+            more = self._spent_elsewhere()
+            prompt, completion = prompt + more[0], completion + more[1]
+        return prompt, completion
+
+    def budget_reached(self) -> str | None:
+        cfg = self.config
+        if cfg.max_tokens is None and (cfg.max_cost is None or self.endpoint.prices is None):
+            return None
+        prompt, completion = self.tokens_spent()
+        if cfg.max_tokens is not None and prompt + completion >= cfg.max_tokens:
+            return "token_budget"
+        prices = self.endpoint.prices
+        if (
+            cfg.max_cost is not None
+            and prices is not None
+            and cost.amount(prompt, completion, prices) >= cfg.max_cost
+        ):
+            return "cost_budget"
+        return None
+
+    def check_budget(self) -> None:
+        """Stop the run (committed, its stop reason recorded) once a whole-job budget is spent."""
+        if reason := self.budget_reached():
+            self.checkpoint.stop_reason = reason
+            self.commit()
+            raise BudgetReached(reason)
 
     def commit(self) -> None:
         cp = self.checkpoint
@@ -132,9 +177,13 @@ class Run:
             "requests": sum(self.usage.requests.values()),
             "elapsed_seconds": round(self.elapsed, 3),
             "dropped": self.usage.dropped,  # sampling parameters the endpoint refused
+            "prompt_by_stage": dict(self.usage.prompt_tokens),
+            "completion_by_stage": dict(self.usage.completion_tokens),
+            "errors": dict(self.usage.errors),  # failed attempts by kind, each retried or fatal
         }
 
     def start_stage(self, total: int) -> None:
+        self.check_budget()  # a budget spent in an earlier stage: the next one does not start
         self.stage_total, self.stage_done = total, 0
         self.report()
 
@@ -158,7 +207,6 @@ class Run:
             "tasks_with_instances": sum(1 for v in cp.instances.values() if v),
             "verdicts": {s: c for s, c in counts.items() if s in ("instruction", "instance")},
             "classification": counts.get("classification", {}),
-            "classification_method": self.classification_method(),
             "truncated_responses": cp.truncated_responses,
             "requests": usage["requests"],
             "retries": usage["retries"],
@@ -175,7 +223,15 @@ class Run:
             "wall_seconds": round(wall, 3),
             "endpoint_busy_seconds": usage["busy_seconds"],
             "endpoint_busy_fraction": round(usage["busy_seconds"] / wall, 4) if wall > 0 else 0.0,
+            "cost": self.cost(),
         }
+
+    def cost(self) -> dict[str, Any] | None:
+        """What this run's tokens cost at the endpoint's prices (None: the profile has no prices)."""
+        if self.endpoint.prices is None:
+            return None
+        usage, endpoint = self.usage, self.endpoint
+        return cost.summary(usage.prompt_tokens, usage.completion_tokens, endpoint.prices, endpoint.currency)
 
     def export(self, out_dir: str | Path, partial: bool = False) -> dict[str, int]:
         """Write the dataset files into out_dir and mark the run done; returns records per file.
@@ -205,10 +261,4 @@ class Run:
             "random_seed": self.config.seed,
             "endpoint": self.endpoint.public(),
             "config": self.config.to_dict(),
-            "classification_method": self.classification_method(),
         }
-
-    def classification_method(self) -> dict[str, Any]:
-        from jobs.method.classification import summary  # the stage imports this module
-
-        return summary(self.checkpoint.classification)
