@@ -15,6 +15,31 @@ class DatasetFileSchema(Schema):
     )
 
 
+class Table1RowSchema(Schema):
+    statistic = fields.String(required=True)
+    this_dataset = fields.Raw(allow_none=True, required=True, metadata={"type": "number"})
+    paper = fields.Raw(required=True, metadata={"type": "number"})
+
+
+class ReportSchema(Schema):
+    """A dataset's quality report (report.json): the paper's Table 1 beside the paper's numbers, the
+    data of its Figures 3 and 4 (drawn as PNGs in the dataset), and the filter counts per rule."""
+
+    table1 = fields.List(fields.Nested(Table1RowSchema), required=True)
+    instances_per_instruction = fields.Dict(required=True, metadata={"description": "{this_dataset, paper}"})
+    distinct_labels_per_classification_instruction = fields.Float(allow_none=True, required=True)
+    rouge_l_to_nearest_seed = fields.Dict(
+        required=True,
+        metadata={"description": "Figure 3: {bin_width, counts, mean, scores} (one score per instruction)."},
+    )
+    lengths = fields.Dict(
+        required=True,
+        metadata={"description": "Figure 4: words -> count for instructions, non-empty inputs, outputs."},
+    )
+    filters = fields.Dict(required=True, metadata={"description": "stage -> rule -> candidates."})
+    figures = fields.Dict(required=True, metadata={"description": "The PNG files in the dataset."})
+
+
 class ManifestSchema(Schema):
     job_id = fields.String(required=True)
     created_at = fields.String(required=True)

@@ -4,7 +4,7 @@ from marshmallow import RAISE, Schema, fields, validate
 
 from api_spec.common import Name, PageArgsSchema, PageSchema, StrictBoolean, StrictFloat, StrictInteger
 from api_spec.seed_sets import SHA256
-from api_spec.vocabulary import EXPORT_FORMATS, JOB_STATES
+from api_spec.vocabulary import CLASSIFICATION_METHODS, EXPORT_FORMATS, JOB_STATES
 
 MAX_INSTRUCTIONS = 100_000  # the schema's ceiling; the operator's MAX_INSTRUCTIONS may be lower
 
@@ -55,6 +55,17 @@ class JobCreateSchema(Schema):
     )
     decoding = fields.Nested(DecodingSchema, load_default=dict)
     classification_only = StrictBoolean(load_default=False)
+    classification_method = fields.String(
+        load_default="auto",
+        validate=validate.OneOf(CLASSIFICATION_METHODS),
+        metadata={
+            "description": "How stage 2 decides Yes/No: text (the paper's greedy answer), logprobs (the "
+            "labels' log-probabilities), calibrated (divided by the bias on content-free inputs), fitted "
+            "(the calibrated margin thresholded on the seed tasks outside the demonstrations), auto "
+            "(fitted where the endpoint gives log-probabilities, else text; the fallback's reason is "
+            "recorded in stats.json)."
+        },
+    )
     include_seed_tasks = StrictBoolean(load_default=False)
     similarity_threshold = StrictFloat(load_default=0.7, validate=validate.Range(0.0, 1.0))
     max_requests = StrictInteger(

@@ -39,6 +39,21 @@ class SeedTaskSchema(Schema):
     motivation_app = Name(validate=validate.Length(max=200))
 
 
+class GivenInstructionSchema(Schema):
+    """One instruction of a stage-level run: instances are made for it as it is (no stage 1)."""
+
+    class Meta:
+        unknown = RAISE
+
+    id = Name(
+        validate=validate.Length(min=1, max=200),
+        metadata={"description": "Default: `line<N>` in a file, `item<N>` in a list (1-based)."},
+    )
+    instruction = Text(
+        required=True, validate=[validate.Length(min=1, max=MAX_INSTRUCTION_CHARS), _not_blank]
+    )
+
+
 class SeedSetCreateSchema(Schema):
     """A seed set sent as JSON. Every bad task field is reported, as `tasks[i].field`."""
 

@@ -23,7 +23,7 @@ from jobs.method.checkpoint import FileStore
 from jobs.method.engine import execute
 from jobs.method.llm import Endpoint, EndpointError
 from jobs.method.local_model import MODEL_ALIAS, LocalModel
-from jobs.method.recipe import EXPORT_FORMATS, GenerationConfig
+from jobs.method.recipe import CLASSIFICATION_METHODS, EXPORT_FORMATS, GenerationConfig
 from jobs.method.run import BudgetReached, Run
 from jobs.method.seed_tasks import SeedSetError, content_hash, load_file
 
@@ -66,6 +66,7 @@ def _config(args: argparse.Namespace) -> GenerationConfig:
         "max_tokens": args.max_tokens,
         "include_seed_tasks": args.include_seed_tasks,
         "classification_only": args.classification_only,
+        "classification_method": args.classification_method,
         "export_formats": args.formats,
     }
     if args.decoding:
@@ -190,6 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--formats", nargs="+", default=list(EXPORT_FORMATS), choices=EXPORT_FORMATS)
     g.add_argument("--include-seed-tasks", action="store_true", help="add the seed instances to the exports")
     g.add_argument("--classification-only", action="store_true")
+    g.add_argument(
+        "--classification-method",
+        choices=CLASSIFICATION_METHODS,
+        default="auto",
+        help="stage 2: text (the paper's greedy answer), logprobs, calibrated (content-free inputs), fitted "
+        "(threshold fitted on the seed tasks); auto: fitted where the endpoint gives log-probabilities",
+    )
     g.add_argument("--decoding", help='per-stage overrides, JSON: {"instructions": {"temperature": 1.0}}')
     g.add_argument("--run-json", help="take the whole configuration from a previous run.json")
     g.add_argument("--run-id", help="name of the run (default: the --out directory name)")

@@ -130,6 +130,16 @@ class Artifacts:
             raise
         return json.loads(body["Body"].read())
 
+    def dataset_file(self, team: str, job_id: str, name: str) -> bytes | None:
+        """One stored dataset file, None if absent. Not retried: callers are HTTP requests."""
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=self.dataset_key(team, job_id, name))
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+        return body["Body"].read()
+
     def upload_archive(self, team: str, job_id: str, path: Path) -> None:
         key = self.dataset_key(team, job_id, f"archive/{path.name}")
         self._retry(self.s3.upload_file, str(path), self.bucket, key)

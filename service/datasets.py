@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import redirect
@@ -9,7 +10,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from werkzeug.wrappers import Response
 
-from api_spec.datasets import ManifestSchema
+from api_spec.datasets import ManifestSchema, ReportSchema
 from service.context import services
 from service.errors import problem
 from service.generation_jobs import get_job
@@ -38,6 +39,22 @@ class Dataset(MethodView):
         artifacts = services().artifacts
         files = [{**f, "url": artifacts.presign(team, job_id, f["name"])} for f in manifest["files"]]
         return {**manifest, "files": files, "expires_in": artifacts.presign_ttl}
+
+
+@blp.route("/<job_id>/report")
+class Report(MethodView):
+    @blp.response(200, ReportSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(409, response="CONFLICT")
+    def get(self, job_id: str) -> dict[str, Any]:
+        """The dataset's quality report: Table 1 beside the paper's, Figures 3 and 4's data, filter counts."""
+        team, manifest = _manifest(job_id)
+        if "report.json" not in {f["name"] for f in manifest["files"]}:
+            problem(404, "this job's dataset has no quality report (made before reports existed)")
+        body = services().artifacts.dataset_file(team, job_id, "report.json")
+        if body is None:
+            problem(404, "the quality report is gone")
+        return json.loads(body)
 
 
 @blp.route("/<job_id>/dataset/<name>")

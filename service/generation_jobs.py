@@ -126,6 +126,7 @@ def _config(args: dict[str, Any]) -> dict[str, Any]:
             "num_instructions",
             "seed",
             "classification_only",
+            "classification_method",
             "include_seed_tasks",
             "similarity_threshold",
         )

@@ -266,6 +266,13 @@ class Script:
     tokens: dict[str, int] = field(default_factory=dict)  # prompt and completion tokens answered (words)
     # instructions the first instruction-generation response starts with (an attacker's text, say)
     plant: list[str] = field(default_factory=list)
+    # How a classification request asking for `logprobs` is answered: "top" gives the first token's
+    # alternatives (completions: top_logprobs; chat: logprobs.content), "none" ignores the ask (null),
+    # "refuse" answers 500 as llama.cpp's Python server does without logits_all.
+    logprobs: str = "top"
+    # planted (log P(" Yes"), log P(" No")) by the task text being classified; others from its hash.
+    # The greedy text then follows the larger one.
+    label_logprobs: dict[str, tuple[float, float]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -291,6 +298,19 @@ class Script:
 
     def garbage_for(self, prompt: str) -> bool:
         return self.garbage_share > 0 and _rng("garbage", prompt).random() < self.garbage_share
+
+    def label_pair(self, prompt: str, asked: bool) -> tuple[float, float] | None:
+        """The label log-probabilities of a classification prompt: planted for its task, else (when
+        asked for) from its hash; None for other prompts."""
+        if "Is it classification?" not in prompt:
+            return None
+        task = prompt.rsplit("Task: ", 1)[-1].split("\nIs it classification?", 1)[0]
+        if task in self.label_logprobs:
+            return self.label_logprobs[task]
+        if not asked:
+            return None
+        rng = _rng("logprobs", task)
+        return -rng.uniform(0.05, 3.0), -rng.uniform(0.05, 3.0)
 
     def planted(self, prompt: str, raw: str) -> str:
         """`raw`, after the planted instructions if this is the first instruction prompt to come."""
@@ -380,17 +400,34 @@ class Handler(BaseHTTPRequestHandler):
         n = body.get("n", 1) if script.supports_n else 1
         seed = body.get("seed")
         if chat:
-            self._send(200, json.dumps(self._chat(body, fault, n, seed)).encode())
+            pair = script.label_pair(prompt, bool(body.get("logprobs")))
+            if pair and body.get("logprobs") and script.logprobs == "refuse":
+                self._send(500, b'{"error": {"message": "logprobs is not supported"}}')
+                return
+            self._send(200, json.dumps(self._chat(body, fault, n, seed, pair)).encode())
+            return
+        pair = script.label_pair(prompt, bool(body.get("logprobs")))
+        if pair and body.get("logprobs") and script.logprobs == "refuse":
+            message = "logprobs is not supported for models created with logits_all=False"
+            self._send(
+                500, json.dumps({"error": {"message": message, "type": "internal_server_error"}}).encode()
+            )
             return
         choices = []
         for i in range(n):
+            logprobs = None
             if fault == "garbage" or script.garbage_for(prompt):
                 raw = "".join(random.Random(i).choice("#@!?~ \n") for _ in range(40))
+            elif pair:  # a greedy model answers the likelier label
+                raw = " Yes" if pair[0] >= pair[1] else " No"
+                if body.get("logprobs") and script.logprobs == "top":
+                    top = {" Yes": pair[0], " No": pair[1], "\n": -9.0}
+                    logprobs = {"tokens": [raw], "token_logprobs": [top[raw]], "top_logprobs": [top]}
             else:
                 raw = compose(prompt, None if seed is None else seed + i, body.get("temperature", 1.0))
             raw = script.planted(prompt, raw)
             text, reason = finish(raw, body.get("stop"), body.get("max_tokens", 16))
-            choices.append({"index": i, "text": text, "finish_reason": reason, "logprobs": None})
+            choices.append({"index": i, "text": text, "finish_reason": reason, "logprobs": logprobs})
         completion_tokens = sum(len(c["text"].split()) for c in choices)
         script.count_tokens(len(prompt.split()), completion_tokens)
         response = {
@@ -407,12 +444,26 @@ class Handler(BaseHTTPRequestHandler):
         }
         self._send(200, json.dumps(response).encode())
 
-    def _chat(self, body: dict[str, Any], fault: str | None, n: int, seed: int | None) -> dict[str, Any]:
+    def _chat(
+        self,
+        body: dict[str, Any],
+        fault: str | None,
+        n: int,
+        seed: int | None,
+        pair: tuple[float, float] | None = None,
+    ) -> dict[str, Any]:
         structured = body.get("response_format") is not None
         choices = []
         for i in range(n):
+            logprobs = None
             if fault == "garbage" or self.script.garbage_for(body["prompt"]):
                 raw = "".join(random.Random(i).choice("#@!?~ \n") for _ in range(40))
+            elif pair and not structured:
+                raw = "Yes" if pair[0] >= pair[1] else "No"
+                if body.get("logprobs") and self.script.logprobs == "top":
+                    top = [{"token": "Yes", "logprob": pair[0]}, {"token": "No", "logprob": pair[1]}]
+                    lp = pair[0] if raw == "Yes" else pair[1]
+                    logprobs = {"content": [{"token": raw, "logprob": lp, "top_logprobs": top}]}
             elif fault == "badjson" and structured:
                 raw = '{"examples": [{"input": "cut off'
             else:
@@ -420,7 +471,7 @@ class Handler(BaseHTTPRequestHandler):
                 raw = compose_chat(body["messages"], s, body.get("temperature", 1.0), structured)
             text, reason = finish(raw, body.get("stop"), body.get("max_tokens", 16))
             message = {"role": "assistant", "content": text}
-            choices.append({"index": i, "message": message, "finish_reason": reason, "logprobs": None})
+            choices.append({"index": i, "message": message, "finish_reason": reason, "logprobs": logprobs})
         prompt_tokens = sum(len(m["content"].split()) for m in body["messages"])
         completion_tokens = sum(len(c["message"]["content"].split()) for c in choices)
         self.script.count_tokens(prompt_tokens, completion_tokens)

@@ -1,44 +1,217 @@
-"""Stage 2, classification identification: the few-shot yes/no prompt for each kept instruction."""
+"""Stage 2, classification identification: the few-shot yes/no prompt for each kept instruction.
+
+The paper reads the greedy answer's text. Where the endpoint gives log-probabilities, the answer can
+instead compare the two labels' probabilities, corrected for the model's bias measured on content-free
+inputs (contextual calibration, Zhao et al. 2021, "Calibrate Before Use"), and optionally thresholded
+where the calibrated margin best separates the seed tasks that are not among the demonstrations.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import itertools
+import math
+from collections.abc import Awaitable, Sequence
 from dataclasses import replace
+from typing import Any
 
 from jobs.method import chat, parsing
-from jobs.method.llm import LLM, Completion
+from jobs.method.llm import LLM, Completion, EndpointError
+from jobs.method.prompts import CONTENT_FREE, one_line
 from jobs.method.run import Run
+from jobs.method.seed_tasks import SeedTask
 from jobs.method.window import ordered
 
 STAGE = "classification"
+TOP_LOGPROBS = 5  # OpenAI's completions allow at most 5
+FIT_TASKS = 40  # seed tasks scored to fit the threshold: every classification one, then others
+
+
+def label_logprobs(top: dict[str, float]) -> tuple[float, float]:
+    """log P(Yes), log P(No) of the first token: the sum over the spellings among the alternatives
+    (" Yes", "Yes", " YES", ...). A label missing from them gets the least listed log-probability, an
+    upper bound of its own."""
+    floor = min(top.values())
+    out = []
+    for label in ("yes", "no"):
+        found = [lp for token, lp in top.items() if token.strip().rstrip(".").lower() == label]
+        out.append(math.log(sum(math.exp(lp) for lp in found)) if found else floor)
+    return out[0], out[1]
+
+
+def content_free_shift(pairs: Sequence[tuple[float, float]]) -> float:
+    """Contextual calibration for two labels: the log-ratio of the Yes/No probabilities, each pair
+    normalised to sum to one, averaged over the content-free inputs. Subtracting it from a margin
+    divides that bias out."""
+    p_yes = sum(1 / (1 + math.exp(no - yes)) for yes, no in pairs) / len(pairs)
+    return math.log(p_yes) - math.log(1 - p_yes)
+
+
+def balanced_accuracy(truth: Sequence[bool], predicted: Sequence[bool]) -> float:
+    """Mean of the recall on each class present (0.5 for a constant answer)."""
+    recalls = []
+    for cls in (True, False):
+        hits = [p == t for t, p in zip(truth, predicted, strict=True) if t == cls]
+        if hits:
+            recalls.append(sum(hits) / len(hits))
+    return sum(recalls) / len(recalls) if recalls else 0.0
+
+
+def fit_threshold(margins: Sequence[float], truth: Sequence[bool]) -> float:
+    """The threshold (answer Yes above it) with the best balanced accuracy on these labelled margins,
+    midway between neighbours; ties go to the one nearest zero."""
+    points = sorted(set(margins))
+    candidates = [points[0] - 1.0, *((a + b) / 2 for a, b in itertools.pairwise(points)), points[-1] + 1.0]
+
+    def score(t: float) -> tuple[float, float]:
+        return balanced_accuracy(truth, [m > t for m in margins]), -abs(t)
+
+    return max(candidates, key=score)
+
+
+def _request(run: Run, llm: LLM, text: str, key: str, logprobs: bool) -> Awaitable[list[Completion]]:
+    cfg = run.config
+    decoding = cfg.decoding[STAGE]
+    schema = chat.schema(STAGE) if llm.structured else None
+    if schema:  # room for {"answer": "Yes"}
+        decoding = replace(decoding, max_tokens=max(decoding.max_tokens, 16))
+    extra: dict[str, Any] = {}
+    if logprobs:
+        extra = {"logprobs": True, "top_logprobs": TOP_LOGPROBS} if llm.chat else {"logprobs": TOP_LOGPROBS}
+    prompt = run.prompts.classification(text)
+    return llm.complete(prompt, decoding, cfg.derived_seed(STAGE, key), STAGE, schema, n=1, **extra)
+
+
+def _parse(llm: LLM, raw: str) -> parsing.ClassificationAnswer:
+    return chat.classification(raw, True) if llm.structured else parsing.classification(raw)
+
+
+async def calibration(run: Run, llm: LLM, method: str) -> dict[str, Any]:
+    """What every answer of this run shares: the method used, and its shift and threshold (or why it
+    fell back to the text method). Taken from an answer already made when the run resumes."""
+    for answer in run.checkpoint.classification.values():
+        if "method" in answer:
+            return {k: answer[k] for k in ("method", "shift", "threshold", "fallback") if k in answer}
+    if method == "text":
+        return {"method": "text"}
+    if llm.structured:
+        return {"method": "text", "fallback": "structured chat replies carry no label log-probabilities"}
+    # llama.cpp's Python server answers 500 to log-probabilities without logits_all: few attempts
+    probe = LLM(replace(llm.endpoint, max_attempts=min(2, llm.endpoint.max_attempts)), 1, llm.usage)
+    try:
+        free = await score_texts(run, probe, list(CONTENT_FREE), "content-free")
+    except EndpointError as exc:
+        return {"method": "text", "fallback": f"log-probabilities failed: {exc}"}
+    finally:
+        await probe.close()
+    if isinstance(free, str):
+        return {"method": "text", "fallback": free}
+    if method == "logprobs":
+        return {"method": method}
+    shift = content_free_shift(free)
+    if method == "calibrated":
+        return {"method": method, "shift": shift}
+    tasks = fit_tasks(run)
+    if len({t.is_classification for t in tasks}) < 2:
+        return {
+            "method": "calibrated",
+            "shift": shift,
+            "fallback": "no threshold fitted: the seed tasks outside the demonstrations lack a class",
+        }
+    pairs = await score_texts(run, llm, [t.instruction for t in tasks], "fit")
+    if isinstance(pairs, str):
+        return {"method": "text", "fallback": pairs}
+    margins = [yes - no - shift for yes, no in pairs]
+    return {
+        "method": "fitted",
+        "shift": shift,
+        "threshold": fit_threshold(margins, [t.is_classification for t in tasks]),
+    }
+
+
+async def score_texts(run: Run, llm: LLM, texts: list[str], key: str) -> list[tuple[float, float]] | str:
+    """(log P(Yes), log P(No)) for each text in the classification prompt, or why there are none."""
+    out = []
+    for i, text in enumerate(texts):  # one at a time: the shared prefix stays in the server's cache
+        completion = (await _request(run, llm, text, f"{key}:{i}", True))[0]
+        if completion.top_logprobs is None:
+            refused = llm.usage.dropped.get("logprobs") or llm.usage.dropped.get("top_logprobs")
+            if refused:
+                return f"the endpoint refused log-probabilities: {refused}"
+            return "the endpoint gave no log-probabilities"
+        out.append(label_logprobs(completion.top_logprobs))
+    return out
+
+
+def fit_tasks(run: Run) -> list[SeedTask]:
+    """Seed tasks absent from the demonstrations (so none is scored with itself among them): every
+    classification one, then others in a fixed random order, FIT_TASKS at most."""
+    shown = run.prompts.classification_prefix
+    unseen = [t for t in run.seed_tasks if f"Task: {one_line(t.instruction)}\n" not in shown]
+    yes = [t for t in unseen if t.is_classification]
+    no = [t for t in unseen if not t.is_classification]
+    run.config.rng(STAGE, "fit").shuffle(no)
+    return (yes[: FIT_TASKS // 2] + no)[:FIT_TASKS]
+
+
+def decide(
+    pair: tuple[float, float] | None, shared: dict[str, Any], raw: str, text_label: str
+) -> dict[str, Any]:
+    """One answer: the label by the run's method, with the raw text, both log-probabilities and the
+    calibrated margin (log P(Yes) - log P(No) - shift) where there are some."""
+    answer: dict[str, Any] = {"label": text_label, "raw": raw, **shared}
+    if pair is None or shared["method"] == "text":
+        return answer
+    yes, no = pair
+    margin = yes - no - shared.get("shift", 0.0)
+    answer.update(logprob_yes=round(yes, 6), logprob_no=round(no, 6), margin=round(margin, 6))
+    answer["label"] = "yes" if margin > shared.get("threshold", 0.0) else "no"
+    return answer
 
 
 async def classify(run: Run, llm: LLM) -> None:
     cfg, cp = run.config, run.checkpoint
     todo = [kept for kept in cp.instructions if kept["id"] not in cp.classification]
-    decoding = cfg.decoding[STAGE]
-    schema = chat.schema(STAGE) if llm.structured else None
-    if schema:  # room for {"answer": "Yes"}
-        decoding = replace(decoding, max_tokens=max(decoding.max_tokens, 16))
     run.start_stage(len(cp.instructions))
     run.stage_done = len(cp.instructions) - len(todo)
+    if not todo:
+        return
+    method = "fitted" if cfg.classification_method == "auto" else cfg.classification_method
+    shared = await calibration(run, llm, method)
+    logprobs = shared["method"] != "text"
 
     def build(i: int) -> Awaitable[list[Completion]] | None:
         if i >= len(todo):
             return None
-        kept = todo[i]
-        prompt = run.prompts.classification(kept["text"])
-        return llm.complete(prompt, decoding, cfg.derived_seed(STAGE, kept["id"]), STAGE, schema, n=1)
+        return _request(run, llm, todo[i]["text"], todo[i]["id"], logprobs)
 
     def handle(i: int, completions: list[Completion]) -> bool:
-        raw = completions[0].text
-        label = chat.classification(raw, True) if schema else parsing.classification(raw)
-        cp.classification[todo[i]["id"]] = {"label": label, "raw": raw}
-        run.count("classification", label)
+        completion = completions[0]
+        top = completion.top_logprobs
+        pair = label_logprobs(top) if top else None
+        answer = decide(pair, shared, completion.text, _parse(llm, completion.text))
+        if logprobs and pair is None:  # this one answer came without them: its text decides
+            answer.update(method="text", fallback="the endpoint gave no log-probabilities for this answer")
+        cp.classification[todo[i]["id"]] = answer
+        run.count("classification", answer["label"])
         run.handled()
         return False
 
     await ordered(0, build, handle, cfg.concurrency, lag=4 * max(cfg.concurrency, cfg.window))
+
+
+def summary(classification: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """For stats.json and run.json: the method the answers used, and why any fell back to text."""
+    methods: dict[str, int] = {}
+    fallbacks: dict[str, int] = {}
+    shared: dict[str, Any] = {}
+    for answer in classification.values():
+        method = answer.get("method", "text")
+        methods[method] = methods.get(method, 0) + 1
+        if reason := answer.get("fallback"):
+            fallbacks[reason] = fallbacks.get(reason, 0) + 1
+        if not shared and "shift" in answer:
+            shared = {k: answer[k] for k in ("shift", "threshold") if k in answer}
+    return {"methods": methods, "fallbacks": fallbacks, **shared}
 
 
 def is_classification(run: Run, instruction_id: str) -> bool:

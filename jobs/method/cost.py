@@ -20,7 +20,8 @@ def summary(
     by_stage = {s: amount(prompt_by_stage.get(s, 0), completion_by_stage.get(s, 0), prices) for s in stages}
     return {
         "currency": currency,
-        "total": round(sum(by_stage.values()), 6),
+        # one sum of tokens, then one product: a sum of per-stage floats may round the other way
+        "total": round(amount(sum(prompt_by_stage.values()), sum(completion_by_stage.values()), prices), 6),
         "by_stage": {s: round(v, 6) for s, v in by_stage.items()},
         "price_per_million_tokens": {"prompt": prices[0], "completion": prices[1]},
     }

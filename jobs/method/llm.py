@@ -36,7 +36,16 @@ API_KINDS = ("completions", "chat")
 RESPONSE_FORMATS = ("json_schema", "json_object")
 # Optional request parameters: when an endpoint refuses one (HTTP 400 naming it), the run drops it and
 # goes on, with a warning, instead of failing.
-DROPPABLE = ("presence_penalty", "frequency_penalty", "top_p", "seed", "stop", "n")
+DROPPABLE = (
+    "presence_penalty",
+    "frequency_penalty",
+    "top_p",
+    "seed",
+    "stop",
+    "n",
+    "logprobs",
+    "top_logprobs",
+)
 
 Prompt = str | list[dict[str, str]]  # a text to continue, or chat messages
 
@@ -86,6 +95,9 @@ class Completion:
     finish_reason: str | None
     prompt_tokens: int
     completion_tokens: int
+    # the first generated token's most likely alternatives (token -> log-probability), when asked for
+    # and the endpoint gave them
+    top_logprobs: dict[str, float] | None = None
 
 
 class MalformedResponse(Exception):
@@ -357,6 +369,7 @@ class LLM:
                 c.finish_reason,
                 prompt_tokens if i == 0 else 0,
                 completion_tokens if i == 0 else 0,
+                _top_logprobs(c, self.chat),
             )
             for i, (c, text) in enumerate(zip(choices, texts, strict=True))
         ]
@@ -377,6 +390,22 @@ def _text(choice: Any, chat: bool) -> Any:
         message = getattr(choice, "message", None)
         return getattr(message, "content", None)
     return getattr(choice, "text", None)
+
+
+def _top_logprobs(choice: Any, chat: bool) -> dict[str, float] | None:
+    """The first token's alternatives: completions give `top_logprobs[0]` as {token: logprob}; chat
+    gives `content[0].top_logprobs` as [{token, logprob}]. None when absent or unreadable."""
+    logprobs = getattr(choice, "logprobs", None)
+    try:
+        if chat:
+            first = logprobs.content[0]  # type: ignore[union-attr]
+            return {str(first.token): float(first.logprob)} | {
+                str(t.token): float(t.logprob) for t in first.top_logprobs or ()
+            }
+        top = logprobs.top_logprobs[0]  # type: ignore[union-attr]
+        return {str(k): float(v) for k, v in top.items()} or None
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        return None
 
 
 def _response_format(kind: str, name: str, schema: dict[str, Any]) -> dict[str, Any]:

@@ -35,10 +35,18 @@ def model_path() -> str:
 class LocalModel:
     """Starts `python -m llama_cpp.server` on loopback and stops it; a context manager."""
 
-    def __init__(self, port: int | None = None, n_ctx: int = 4096, log_file: str | Path | None = None):
+    def __init__(
+        self,
+        port: int | None = None,
+        n_ctx: int = 4096,
+        log_file: str | Path | None = None,
+        logprobs: bool | None = None,
+    ):
         self.port = port or free_port()
         self.n_ctx = n_ctx
         self.log_file = log_file
+        # log-probabilities (for the classification stage) need logits for every token: slower prompts
+        self.logprobs = os.environ.get("LOCAL_MODEL_LOGPROBS") == "1" if logprobs is None else logprobs
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -56,7 +64,7 @@ class LocalModel:
             "--n_ctx": str(self.n_ctx),
             "--n_threads": os.environ.get("LOCAL_MODEL_THREADS", "2"),
             "--interrupt_requests": "False",
-            "--logits_all": "False",
+            "--logits_all": str(self.logprobs),
             "--verbose": "False",
             # the GGUF file carries no chat template: use Gemma's turn format for /v1/chat/completions
             "--chat_format": "gemma",

@@ -7,7 +7,7 @@ import random
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from api_spec.vocabulary import EXPORT_FORMATS
+from api_spec.vocabulary import CLASSIFICATION_METHODS, EXPORT_FORMATS
 
 STAGES = ("instructions", "classification", "instances")
 
@@ -65,6 +65,12 @@ class GenerationConfig:
     prompt_instructions: int = 8
     prompt_machine_instructions: int = 2
     classification_only: bool = False
+    # How stage 2 decides Yes/No (jobs.method.classification): "text" is the paper's greedy answer;
+    # "logprobs" compares the two labels' log-probabilities; "calibrated" first divides out the model's
+    # bias on content-free inputs; "fitted" thresholds the calibrated margin where it best separates the
+    # seed tasks left out of the demonstrations; "auto" is "fitted" where the endpoint gives
+    # log-probabilities, else "text" (benchmarks/classification.py measures them).
+    classification_method: str = "auto"
     similarity_threshold: float = 0.7
     min_words: int = 4
     max_words: int = 150
@@ -107,6 +113,8 @@ class GenerationConfig:
             problems.append("similarity_threshold must be within [0, 1]")
         if unknown := set(self.export_formats) - set(EXPORT_FORMATS):
             problems.append(f"unknown export formats: {sorted(unknown)}")
+        if self.classification_method not in CLASSIFICATION_METHODS:
+            problems.append(f"classification_method must be one of {CLASSIFICATION_METHODS}")
         if set(self.decoding) != set(STAGES):
             problems.append(f"decoding must give exactly the stages {STAGES}")
         if problems:

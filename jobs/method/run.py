@@ -207,6 +207,7 @@ class Run:
             "tasks_with_instances": sum(1 for v in cp.instances.values() if v),
             "verdicts": {s: c for s, c in counts.items() if s in ("instruction", "instance")},
             "classification": counts.get("classification", {}),
+            "classification_method": self.classification_method(),
             "truncated_responses": cp.truncated_responses,
             "requests": usage["requests"],
             "retries": usage["retries"],
@@ -261,4 +262,10 @@ class Run:
             "random_seed": self.config.seed,
             "endpoint": self.endpoint.public(),
             "config": self.config.to_dict(),
+            "classification_method": self.classification_method(),
         }
+
+    def classification_method(self) -> dict[str, Any]:
+        from jobs.method.classification import summary  # the stage imports this module
+
+        return summary(self.checkpoint.classification)

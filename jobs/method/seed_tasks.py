@@ -11,10 +11,11 @@ from typing import Any
 
 from marshmallow import ValidationError
 
-from api_spec.seed_sets import SeedTaskSchema
+from api_spec.seed_sets import GivenInstructionSchema, SeedTaskSchema
 
 MAX_REPORTED_ERRORS = 100
 _schema = SeedTaskSchema()
+_instruction_schema = GivenInstructionSchema()
 
 
 @dataclass(frozen=True)
@@ -54,13 +55,19 @@ class FieldError:
 
 
 class SeedSetError(ValueError):
+    what = "seed set"
+
     def __init__(self, errors: list[FieldError]):
         self.errors = errors[:MAX_REPORTED_ERRORS]
         self.truncated = len(errors) > MAX_REPORTED_ERRORS
         first = errors[0]
         where = f"line {first.line}, " if first.line is not None else ""
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        super().__init__(f"invalid seed set: {where}{first.field}: {first.message}{more}")
+        super().__init__(f"invalid {self.what}: {where}{first.field}: {first.message}{more}")
+
+
+class InstructionsError(SeedSetError):
+    what = "instruction list"
 
 
 @dataclass
@@ -176,3 +183,66 @@ def canonical_jsonl(tasks: list[SeedTask]) -> bytes:
 
 def content_hash(tasks: list[SeedTask]) -> str:
     return hashlib.sha256(canonical_jsonl(tasks)).hexdigest()
+
+
+# --- instruction files: the instructions of a stage-level run ---
+
+
+def _validate_instructions(items: Iterable[tuple[int | None, str, Any]], limit: int) -> list[dict[str, str]]:
+    """Checkpoint entries {"id", "text"}; raises InstructionsError naming every bad line and field,
+    duplicate ids and duplicate (whitespace-normalised) instructions included."""
+    col = _Collector()
+    out: list[dict[str, str]] = []
+    first_id: dict[str, str] = {}
+    first_text: dict[str, str] = {}
+    for count, (line, prefix, value) in enumerate(items, start=1):
+        where = f"line {line}" if line is not None else prefix
+        id_field, text_field = (f"{prefix}.id", f"{prefix}.instruction") if prefix else ("id", "instruction")
+        if count > limit:
+            col.errors.append(FieldError(prefix or "(file)", f"more than {limit} instructions", line))
+            break
+        if isinstance(value, Exception):
+            col.errors.append(FieldError(prefix or "(line)", str(value), line))
+            continue
+        if not isinstance(value, dict):
+            col.errors.append(FieldError(prefix or "(line)", "must be a JSON object", line))
+            continue
+        try:
+            data = _instruction_schema.load(value)
+        except ValidationError as e:
+            col.add_messages(e.messages, prefix, line)
+            data = e.valid_data if isinstance(e.valid_data, dict) else {}
+        item_id = data.get("id") or (f"line{line}" if line is not None else f"item{count}")
+        if item_id in first_id:
+            col.errors.append(FieldError(id_field, f"duplicate id, first used at {first_id[item_id]}", line))
+        first_id.setdefault(item_id, where)
+        if "instruction" not in data:
+            continue
+        text = " ".join(data["instruction"].split())
+        if text in first_text:
+            col.errors.append(
+                FieldError(text_field, f"duplicate instruction, first at {first_text[text]}", line)
+            )
+            continue
+        first_text[text] = where
+        out.append({"id": item_id, "text": data["instruction"].strip()})
+    if not col.errors and not out:
+        col.errors.append(FieldError("instructions", "there are no instructions"))
+    if col.errors:
+        raise InstructionsError(col.errors)
+    return out
+
+
+def parse_instructions_jsonl(data: bytes, limit: int = 100_000) -> list[dict[str, str]]:
+    """An instruction file: JSONL, one {"instruction", "id"?} object a line."""
+    return _validate_instructions(_decode_lines(data), limit)
+
+
+def parse_instruction_records(records: list[Any], limit: int = 100_000) -> list[dict[str, str]]:
+    """Instructions given as decoded JSON (a request body); fields are reported as instructions[i].field."""
+    return _validate_instructions(((None, f"instructions[{i}]", r) for i, r in enumerate(records)), limit)
+
+
+def instructions_hash(instructions: list[dict[str, str]]) -> str:
+    lines = "".join(json.dumps(i, ensure_ascii=False, sort_keys=True) + "\n" for i in instructions)
+    return hashlib.sha256(lines.encode()).hexdigest()

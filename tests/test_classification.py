@@ -1,0 +1,269 @@
+"""Stage 2 from label log-probabilities: the arithmetic, exact decisions from planted log-probabilities
+on the scripted endpoint, the fallback to the text method, and the path against the real local model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from api_spec.jobs import JobCreateSchema
+from jobs.__main__ import main as cli
+from jobs.method import classification as clf
+from jobs.method.checkpoint import FileStore
+from jobs.method.llm import LLM, Endpoint
+from jobs.method.prompts import one_line
+from jobs.method.recipe import GenerationConfig
+from jobs.method.run import Run
+from jobs.method.seed_tasks import Instance, SeedTask
+from tests.conftest import fake_endpoint
+from tests.fake_llm import FakeLLM, Script
+
+# content-free inputs: P(Yes) normalised 0.75, 0.5, 0.75 -> mean 2/3 -> shift log 2
+CONTENT_FREE = {
+    "N/A": (math.log(0.6), math.log(0.2)),
+    "": (-0.7, -0.7),
+    "[MASK]": (math.log(0.3), math.log(0.1)),
+}
+SHIFT = math.log(2)
+# seed tasks scored to fit the threshold (no demonstrations: demo_chars=0); calibrated margins
+# 0.307, -0.093 (classification) and -0.493, -1.093 (others): the threshold is midway, -0.293
+SEEDS = {
+    "Label the sentiment of the review.": (True, (-0.2, -1.2)),
+    "Is the statement true or false?": (True, (-0.5, -1.1)),
+    "Write a story about a dragon.": (False, (-0.6, -0.8)),
+    "Plan a trip to the mountains.": (False, (-0.9, -0.5)),
+}
+TASKS = {  # raw margin 0.5: Yes raw, No calibrated (-0.193), Yes fitted (> -0.293)
+    "Decide whether the email is spam.": (-0.5, -1.0),
+    # raw margin 0.3: Yes raw, No calibrated (-0.393), No fitted
+    "Say whether the number is even.": (-0.7, -1.0),
+    # raw margin -0.8: No throughout
+    "Summarize the article in one line.": (-1.0, -0.2),
+}
+EXPECTED = {
+    "text": ["yes", "yes", "no"],
+    "logprobs": ["yes", "yes", "no"],
+    "calibrated": ["no", "no", "no"],
+    "fitted": ["yes", "no", "no"],
+}
+
+
+def seed_set() -> list[SeedTask]:
+    return [
+        SeedTask(f"s{i}", text, (Instance("", "x"),), is_clf)
+        for i, (text, (is_clf, _)) in enumerate(SEEDS.items())
+    ]
+
+
+def planted() -> dict[str, tuple[float, float]]:
+    return {**CONTENT_FREE, **{t: pair for t, (_, pair) in SEEDS.items()}, **TASKS}
+
+
+def classify(
+    tmp: Path, endpoint: Endpoint, method: str, seeds: list[SeedTask] | None = None, tasks=TASKS, **cfg
+) -> Run:
+    config = GenerationConfig(classification_method=method, demo_chars=cfg.pop("demo_chars", 0), **cfg)
+    run = Run("r", seeds or seed_set(), config, endpoint, FileStore(tmp))
+    run.checkpoint.instructions = [{"id": f"i{n}", "text": text} for n, text in enumerate(tasks)]
+
+    async def go() -> None:
+        llm = LLM(endpoint, config.concurrency)
+        try:
+            await clf.classify(run, llm)
+        finally:
+            await llm.close()
+
+    asyncio.run(go())
+    return run
+
+
+def labels(run: Run) -> list[str]:
+    return [run.checkpoint.classification[f"i{n}"]["label"] for n in range(len(TASKS))]
+
+
+def test_arithmetic_by_hand() -> None:
+    # spellings of one label add up; a label missing from the alternatives gets the least listed
+    top = {" Yes": math.log(0.3), "Yes": math.log(0.1), " No": math.log(0.4), "\n": math.log(0.05)}
+    yes, no = clf.label_logprobs(top)
+    assert yes == pytest.approx(math.log(0.4)) and no == pytest.approx(math.log(0.4))
+    assert clf.label_logprobs({" Yes": -0.1, "\n": -4.0}) == pytest.approx((-0.1, -4.0))
+    assert clf.content_free_shift(list(CONTENT_FREE.values())) == pytest.approx(SHIFT)
+    assert clf.content_free_shift([(-1.0, -1.0)]) == pytest.approx(0.0)
+    margins = [p[0] - p[1] - SHIFT for _, p in SEEDS.values()]
+    assert clf.fit_threshold(margins, [c for c, _ in SEEDS.values()]) == pytest.approx(0.4 - SHIFT)
+    assert clf.balanced_accuracy([True, False, False, False], [True, True, False, False]) == pytest.approx(
+        5 / 6
+    )
+    assert clf.balanced_accuracy([True, False], [False, False]) == 0.5
+    # all-Yes (4.0) and all-No (7.0) tie: the one nearer zero
+    assert clf.fit_threshold([5.0, 6.0], [True, False]) == 4.0
+
+
+@pytest.mark.parametrize("method", list(EXPECTED))
+def test_planted_logprobs_decide_exactly(tmp_path: Path, method: str) -> None:
+    with FakeLLM(Script(label_logprobs=planted())) as server:
+        run = classify(tmp_path, fake_endpoint(server), method)
+    assert labels(run) == EXPECTED[method]
+    first = run.checkpoint.classification["i0"]
+    assert first["raw"].strip() == "Yes" and first["method"] == method
+    if method == "text":
+        assert "margin" not in first and "logprob_yes" not in first
+        return
+    assert (first["logprob_yes"], first["logprob_no"]) == (-0.5, -1.0)
+    shift = 0.0 if method == "logprobs" else SHIFT
+    assert first["margin"] == pytest.approx(0.5 - shift, abs=1e-6)
+    if method == "fitted":
+        assert first["threshold"] == pytest.approx(0.4 - SHIFT, abs=1e-6)
+    summary = run.stats()["classification_method"]
+    assert summary["methods"] == {method: 3} and summary["fallbacks"] == {}
+    assert run.run_record()["classification_method"] == summary
+
+
+def test_auto_is_fitted_where_the_endpoint_gives_logprobs(tmp_path: Path) -> None:
+    with FakeLLM(Script(label_logprobs=planted())) as server:
+        run = classify(tmp_path, fake_endpoint(server), "auto")
+    assert labels(run) == EXPECTED["fitted"]
+    assert run.run_record()["classification_method"]["methods"] == {"fitted": 3}
+
+
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [("none", "the endpoint gave no log-probabilities"), ("refuse", "log-probabilities failed")],
+)
+def test_without_logprobs_falls_back_to_text(tmp_path: Path, mode: str, reason: str) -> None:
+    with FakeLLM(Script(logprobs=mode, label_logprobs=planted())) as server:
+        run = classify(tmp_path, fake_endpoint(server), "auto")
+    assert labels(run) == EXPECTED["text"]
+    for answer in run.checkpoint.classification.values():
+        assert answer["method"] == "text" and answer["fallback"].startswith(reason)
+        assert "margin" not in answer
+    stats = run.stats()["classification_method"]
+    assert stats["methods"] == {"text": 3}
+    assert stats["fallbacks"] and all(r.startswith(reason) for r in stats["fallbacks"])
+
+
+def test_an_answer_without_logprobs_is_decided_by_its_text(tmp_path: Path) -> None:
+    # 3 content-free and 4 fit requests, then the first task's answer is garbage with no log-probabilities
+    script = Script(label_logprobs=planted(), schedule=[None] * 7 + ["garbage"])
+    with FakeLLM(script) as server:
+        run = classify(tmp_path, fake_endpoint(server), "fitted", concurrency=1)
+    first = run.checkpoint.classification["i0"]
+    assert first["method"] == "text" and first["label"] == "unparseable" and "margin" not in first
+    assert "no log-probabilities for this answer" in first["fallback"]
+    assert labels(run)[1:] == EXPECTED["fitted"][1:]
+    assert run.stats()["classification_method"]["methods"] == {"text": 1, "fitted": 2}
+
+
+def test_chat_logprobs_and_structured_fallback(tmp_path: Path) -> None:
+    with FakeLLM(Script(label_logprobs=planted())) as server:
+        run = classify(tmp_path / "a", fake_endpoint(server, api="chat"), "calibrated")
+        assert labels(run) == EXPECTED["calibrated"]
+        assert run.checkpoint.classification["i0"]["margin"] == pytest.approx(0.5 - SHIFT, abs=1e-6)
+        structured = fake_endpoint(server, api="chat", response_format="json_schema")
+        run = classify(tmp_path / "b", structured, "calibrated")
+    answer = run.checkpoint.classification["i0"]
+    assert answer["method"] == "text" and "structured" in answer["fallback"]
+
+
+def test_resume_reuses_the_calibration(tmp_path: Path) -> None:
+    with FakeLLM(Script(label_logprobs=planted())) as server:
+        endpoint = fake_endpoint(server)
+        run = classify(tmp_path, endpoint, "fitted")
+        first = len(server.script.received)
+        # a resumed run with one answer missing scores that one only: no content-free or fit requests
+        del run.checkpoint.classification["i1"]
+        run.commit()
+        again = classify(tmp_path, endpoint, "fitted")
+        assert len(server.script.received) == first + 1
+    assert labels(again) == EXPECTED["fitted"]
+
+
+def test_fit_tasks_leave_out_the_demonstrations(tmp_path: Path, seed_tasks: list[SeedTask]) -> None:
+    run = Run(
+        "r", seed_tasks, GenerationConfig(), Endpoint("http://127.0.0.1:9/v1", "m"), FileStore(tmp_path)
+    )
+    fit = clf.fit_tasks(run)
+    shown = run.prompts.classification_prefix
+    assert len(fit) == clf.FIT_TASKS and any(t.is_classification for t in fit)
+    assert all(f"Task: {one_line(t.instruction)}\n" not in shown for t in fit)
+
+
+def test_the_field_in_recipe_api_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ValueError, match="classification_method"):
+        GenerationConfig.from_dict({"classification_method": "coin"})
+    assert GenerationConfig.from_dict({"classification_method": "text"}).classification_method == "text"
+    body = {"seed_set_id": "a" * 64, "num_instructions": 1}
+    assert JobCreateSchema().load(body)["classification_method"] == "auto"
+    errors = JobCreateSchema().validate({**body, "classification_method": "coin"})
+    assert "classification_method" in errors
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("".join(json.dumps(t.to_dict()) + "\n" for t in seed_set()))
+    with FakeLLM(Script(label_logprobs=planted())) as server:
+        argv = [
+            "generate",
+            "--seed-tasks",
+            str(seeds),
+            "--num-instructions",
+            "2",
+            "--base-url",
+            server.base_url,
+        ]
+        assert cli([*argv, "--out", str(tmp_path / "out"), "--classification-method", "calibrated"]) == 0
+    record = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert record["config"]["classification_method"] == "calibrated"
+    assert set(record["classification_method"]["methods"]) == {"calibrated"}
+
+
+@pytest.fixture(scope="module")
+def logprob_model() -> Iterator[Endpoint]:
+    """The embedded model with log-probabilities on (logits_all), once for this module."""
+    from jobs.method.local_model import MODEL_ALIAS, LocalModel
+
+    root = Path(__file__).resolve().parent.parent
+    (root / ".run").mkdir(exist_ok=True)
+    with LocalModel(log_file=root / ".run" / "test-logprob-model.log", logprobs=True) as model:
+        yield Endpoint(base_url=model.base_url, model=MODEL_ALIAS, timeout=300.0)
+
+
+@pytest.mark.model
+def test_real_model_calibrated_answers(
+    tmp_path: Path, seed_tasks: list[SeedTask], logprob_model: Endpoint
+) -> None:
+    """A few tasks through the embedded model: every answer carries both log-probabilities and the
+    margin they give, and the label follows the margin."""
+    held = ["Classify the sentiment of the tweet as positive or negative.", "Write a poem about rain."]
+    run = classify(tmp_path, logprob_model, "calibrated", seed_tasks, held, demo_chars=4000, concurrency=1)
+    summary = run.stats()["classification_method"]
+    assert summary["methods"] == {"calibrated": 2} and summary["fallbacks"] == {}
+    for answer in run.checkpoint.classification.values():
+        margin = answer["logprob_yes"] - answer["logprob_no"] - summary["shift"]
+        assert answer["margin"] == pytest.approx(margin, abs=1e-5)
+        assert answer["label"] == ("yes" if margin > 0 else "no")
+        assert answer["logprob_yes"] < 0 and answer["logprob_no"] < 0
+
+
+def test_through_the_service(client, redis, worker_env) -> None:
+    """The job body's field reaches the run (real Redis, S3 and RQ worker code; the scripted endpoint
+    gives log-probabilities), and run.json and stats.json record the method; a bad value is a 422
+    naming the field."""
+    import httpx
+
+    from tests.test_api import _file_url, make_seed_set, run_job
+
+    sid = make_seed_set(client)
+    bad = client.post(
+        "/v1/jobs", json={"seed_set_id": sid, "num_instructions": 2, "classification_method": "x"}
+    )
+    assert bad.status_code == 422 and "classification_method" in {e["field"] for e in bad.json["errors"]}
+    job = run_job(client, redis, sid, num_instructions=3, classification_method="calibrated")
+    assert job["state"] == "succeeded", job
+    record = json.loads(httpx.get(_file_url(client, job["id"], "run.json")).content)
+    stats = json.loads(httpx.get(_file_url(client, job["id"], "stats.json")).content)
+    assert record["config"]["classification_method"] == "calibrated"
+    assert record["classification_method"]["methods"] == {"calibrated": 3}
+    assert stats["classification_method"] == record["classification_method"]
