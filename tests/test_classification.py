@@ -14,6 +14,7 @@ import pytest
 from api_spec.jobs import JobCreateSchema
 from jobs.__main__ import main as cli
 from jobs.method import classification as clf
+from jobs.method import parsing
 from jobs.method.checkpoint import FileStore
 from jobs.method.llm import LLM, Endpoint
 from jobs.method.prompts import one_line
@@ -217,6 +218,14 @@ def test_the_field_in_recipe_api_and_cli(tmp_path: Path, capsys: pytest.CaptureF
     record = json.loads((tmp_path / "out" / "run.json").read_text())
     assert record["config"]["classification_method"] == "calibrated"
     assert set(record["classification_method"]["methods"]) == {"calibrated"}
+    rows = [json.loads(line) for line in (tmp_path / "out" / "instructions.jsonl").read_text().splitlines()]
+    assert rows
+    for row in rows:
+        detail = row["classification_detail"]
+        assert detail["method"] == "calibrated" and detail["shift"] == pytest.approx(SHIFT)
+        margin = detail["logprob_yes"] - detail["logprob_no"] - SHIFT
+        assert detail["margin"] == pytest.approx(margin, abs=1e-5)
+        assert row["classification"] == ("yes" if margin > 0 else "no")
 
 
 @pytest.fixture(scope="module")
@@ -245,6 +254,10 @@ def test_real_model_calibrated_answers(
         assert answer["margin"] == pytest.approx(margin, abs=1e-5)
         assert answer["label"] == ("yes" if margin > 0 else "no")
         assert answer["logprob_yes"] < 0 and answer["logprob_no"] < 0
+        # both labels were among the first token's alternatives, and the greedy text is the likelier one
+        assert answer["logprob_yes"] != answer["logprob_no"]
+        greedy_yes = parsing.classification(answer["raw"]) == "yes"
+        assert greedy_yes == (answer["logprob_yes"] > answer["logprob_no"])
 
 
 def test_through_the_service(client, redis, worker_env) -> None:

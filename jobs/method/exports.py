@@ -186,6 +186,8 @@ def write(
                 **kept,
                 "classification": label.get("label"),
                 "classification_raw": label.get("raw"),
+                # method, log P(Yes), log P(No), calibrated margin, threshold, any fallback's reason
+                "classification_detail": {k: v for k, v in label.items() if k not in ("label", "raw")},
                 "instances": len(checkpoint.instances.get(kept["id"], [])),
             }
         )
