@@ -158,9 +158,11 @@ def gunicorn(
     raise TimeoutError("gunicorn did not answer")
 
 
-def rq_worker(env: dict[str, str], log: Path) -> Process:
-    """An RQ worker process (jobs.worker: tuned heartbeats, checkpoint on SIGTERM)."""
-    return Process([sys.executable, "-m", "jobs.worker"], log, {"METRICS_PORT": "0", **env})
+def rq_worker(env: dict[str, str], log: Path, queues: str | None = None) -> Process:
+    """An RQ worker process (jobs.worker: tuned heartbeats, checkpoint on SIGTERM); `queues`: the
+    comma-separated queues it serves (default: the generation queue)."""
+    extra = {"WORKER_QUEUES": queues} if queues else {}
+    return Process([sys.executable, "-m", "jobs.worker"], log, {"METRICS_PORT": "0", **env, **extra})
 
 
 @dataclass(frozen=True)
@@ -235,11 +237,13 @@ class Stack:
             Artifacts(self.settings).ensure_bucket()
             self.api_key = api_keys.create(Redis.from_url(redis_url), self.team, "local")[1]
             env = {**self.settings.to_env(), "AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET}
-            say(f"starting gunicorn and {self.workers} worker(s)")
+            say(f"starting gunicorn, {self.workers} worker(s) and a preview worker")
             api, self.url = gunicorn(env, run / "gunicorn.log", self.ports.api or None)
             self.parts.append(api)
             for i in range(self.workers):
                 self.parts.append(rq_worker(env, run / f"worker{i}.log"))
+            # previews have a worker of their own: a long job never holds one up
+            self.parts.append(rq_worker(env, run / "preview-worker.log", self.settings.preview_queue))
         except BaseException:
             self.stop()
             raise

@@ -24,6 +24,7 @@ RESULT_TTL = 7 * 24 * 3600
 RUN_GENERATION = "jobs.rq_jobs.run_generation"
 GENERATE_CHUNK = "jobs.rq_jobs.generate_chunk"
 FINALIZE = "jobs.rq_jobs.finalize"
+RUN_PREVIEW = "jobs.preview_run.run_preview"
 
 
 def connect(settings: Settings | None = None) -> Redis:
@@ -48,6 +49,19 @@ def enqueue(r: Redis, job: jobs_.Job, settings: Settings | None = None) -> None:
     """Queue a new job's main RQ job (stages 1 and 2, and instances when they fit in one chunk)."""
     settings = settings or get_settings()
     queue(r, settings).enqueue(RUN_GENERATION, job.id, **_options(settings, job.id))
+
+
+def enqueue_preview(r: Redis, preview_id: str, settings: Settings) -> None:
+    """On the preview queue, which only preview workers serve: a long job never holds a preview up. No
+    retries: a preview is cheap to ask for again, and its record expires soon anyway."""
+    Queue(settings.preview_queue, connection=r).enqueue(
+        RUN_PREVIEW,
+        preview_id,
+        job_id=f"preview-{preview_id}",
+        job_timeout=600,
+        result_ttl=settings.preview_retention_seconds,
+        failure_ttl=settings.preview_retention_seconds,
+    )
 
 
 def fan_out(r: Redis, job_id: str, chunks: list[list[str]], settings: Settings) -> list[str]:

@@ -75,8 +75,10 @@ def main() -> None:
             metrics_server.serve(METRICS_PORT, connection, settings.queue)
         except OSError as e:  # metrics are not worth refusing work for
             logs.structlog.get_logger(__name__).warning("metrics_not_served", port=METRICS_PORT, error=str(e))
+    # WORKER_QUEUES: which queues this worker serves, e.g. the preview queue for a preview worker
+    names = [n.strip() for n in os.environ.get("WORKER_QUEUES", settings.queue).split(",") if n.strip()]
     worker = Worker(
-        [Queue(settings.queue, connection=connection)],
+        [Queue(name, connection=connection) for name in names],
         connection=connection,
         job_monitoring_interval=MONITORING_INTERVAL,
         maintenance_interval=MAINTENANCE_INTERVAL,

@@ -27,7 +27,18 @@ from werkzeug.exceptions import (
 from api_spec.common import ProblemSchema
 from jobs import __version__, logs
 from jobs.settings import Settings
-from service import auth, datasets, decisions, events, generation_jobs, health, profiles, seed_sets, ui
+from service import (
+    auth,
+    datasets,
+    decisions,
+    events,
+    generation_jobs,
+    health,
+    previews,
+    profiles,
+    seed_sets,
+    ui,
+)
 from service.context import Services
 from service.errors import PROBLEM, render
 
@@ -93,7 +104,7 @@ def create_app(settings: Settings | None = None, configure_logging: bool = True)
     app.extensions["selfinstruct"] = Services(settings)
     _metrics(app)
     api = Api(app)
-    for module in (seed_sets, generation_jobs, events, decisions, datasets, profiles, health):
+    for module in (seed_sets, generation_jobs, events, previews, decisions, datasets, profiles, health):
         api.register_blueprint(module.blp)
     app.register_blueprint(ui.blp)  # a plain blueprint: the web page stays out of the API's spec
 

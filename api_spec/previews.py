@@ -1,0 +1,78 @@
+"""Previews: a job's body run on a few instructions, answered within a minute."""
+
+from marshmallow import RAISE, Schema, fields, validate
+
+from api_spec.common import QueryInteger, StrictInteger
+from api_spec.jobs import MAX_INSTRUCTIONS, CostSchema, JobCreateSchema
+
+PREVIEW_STATES = ("queued", "running", "succeeded", "failed")
+
+
+class PreviewCreateSchema(JobCreateSchema):
+    """The body of a job; `num_instructions` is the preview's (the operator caps it)."""
+
+    num_instructions = StrictInteger(
+        load_default=5,
+        validate=validate.Range(1, 1000),
+        metadata={"description": "Instructions to preview; default 5, at most PREVIEW_MAX_INSTRUCTIONS."},
+    )
+    full_num_instructions = StrictInteger(
+        validate=validate.Range(1, MAX_INSTRUCTIONS),
+        metadata={"description": "The size of the job being considered: its tokens and cost are estimated."},
+    )
+
+
+class PreviewArgsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    wait = QueryInteger(
+        validate=validate.Range(0, 600),
+        metadata={
+            "description": "Seconds to wait for the result before answering 202 (default and ceiling: the "
+            "operator's PREVIEW_WAIT_SECONDS)."
+        },
+    )
+
+
+class PreviewResultSchema(Schema):
+    candidates = fields.List(
+        fields.Dict(),
+        required=True,
+        metadata={
+            "description": "Every candidate instruction's decision: rule, verdict, detail (nearest pool item "
+            "and ROUGE-L score), and the nearest item's text."
+        },
+    )
+    kept = fields.List(
+        fields.Dict(),
+        required=True,
+        metadata={"description": "Kept instructions: classification answer, instances, dropped instances."},
+    )
+    tokens = fields.Dict(required=True)
+    requests = fields.Integer(required=True)
+    cost = fields.Nested(CostSchema, allow_none=True, required=True)
+    estimate = fields.Dict(
+        allow_none=True,
+        required=True,
+        metadata={
+            "description": "Tokens and cost per kept instruction, and for `full_num_instructions`, at the "
+            "preview's rate (null: nothing was kept)."
+        },
+    )
+    stop_reason = fields.String(allow_none=True, required=True)
+    seconds = fields.Float(required=True)
+
+
+class PreviewSchema(Schema):
+    id = fields.String(required=True)
+    state = fields.String(required=True, validate=validate.OneOf(PREVIEW_STATES))
+    seed_set_id = fields.String(required=True)
+    profile = fields.String(required=True)
+    num_instructions = fields.Integer(required=True)
+    full_num_instructions = fields.Integer(allow_none=True, required=True)
+    created_at = fields.DateTime(required=True)
+    finished_at = fields.DateTime(allow_none=True, required=True)
+    expires_at = fields.DateTime(required=True)
+    error = fields.String(allow_none=True, required=True)
+    result = fields.Nested(PreviewResultSchema, allow_none=True, required=True)

@@ -1,0 +1,127 @@
+"""The preview worker's RQ entry point: run a preview's few instructions through every stage in-process,
+with its checkpoint in a temporary directory, and store what a caller needs to judge the recipe."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections import Counter
+from typing import Any
+
+import structlog
+
+from jobs import previews, queue
+from jobs.artifacts import Artifacts
+from jobs.method.checkpoint import FileStore
+from jobs.method.engine import execute
+from jobs.method.llm import EndpointError
+from jobs.method.recipe import GenerationConfig
+from jobs.method.run import Run
+from jobs.method.seed_tasks import parse_jsonl
+from jobs.settings import get_settings
+
+log = structlog.get_logger(__name__)
+
+
+def run_preview(preview_id: str) -> None:
+    settings = get_settings()
+    r = queue.connect(settings)
+    preview = previews.get(r, preview_id)
+    if preview is None or preview["state"] != "queued":  # expired, or already run
+        return
+    previews.update(r, preview_id, state="running")
+    started = time.monotonic()
+    try:
+        result = _run(preview, settings)
+    except EndpointError as e:
+        previews.update(r, preview_id, state="failed", error=f"LLM endpoint: {e}", finished_at=time.time())
+        return
+    except Exception as e:
+        log.exception("preview_failed", preview_id=preview_id)
+        error = f"internal error ({type(e).__name__}); see worker logs"
+        previews.update(r, preview_id, state="failed", error=error, finished_at=time.time())
+        return
+    result["seconds"] = round(time.monotonic() - started, 3)
+    previews.update(r, preview_id, state="succeeded", result=result, finished_at=time.time())
+    log.info("preview_finished", preview_id=preview_id, seconds=result["seconds"])
+
+
+def _run(preview: dict[str, Any], settings: Any) -> dict[str, Any]:
+    seed_tasks = parse_jsonl(
+        Artifacts(settings, patient=True).get_seed_set(preview["team"], preview["seed_set_id"])
+    )
+    profile = settings.profiles[preview["profile"]]
+    config = GenerationConfig.from_dict({**preview["config"], "concurrency": profile.concurrency})
+    endpoint = profile.endpoint()
+    with tempfile.TemporaryDirectory(dir=settings.work_dir, prefix="preview-") as tmp:
+        store = FileStore(tmp)
+        run = Run(f"preview/{preview['id']}", seed_tasks, config, endpoint, store)
+        execute(run)
+        decisions = [d.to_dict() for d in store.decisions()]
+    cp = run.checkpoint
+    texts = {t.id: t.instruction for t in seed_tasks} | {k["id"]: k["text"] for k in cp.instructions}
+    candidates = []
+    for d in decisions:
+        if d["stage"] == "instruction":
+            nearest = (d.get("detail") or {}).get("nearest_id")
+            candidates.append({**d, "nearest_text": texts.get(nearest) if nearest else None})
+    dropped_instances: dict[str, list[dict[str, Any]]] = {}
+    for d in decisions:
+        if d["stage"] == "instance" and d["verdict"] == "dropped":
+            owner = d["source"]["instruction_id"]
+            dropped_instances.setdefault(owner, []).append(
+                {"rule": d["rule"], "input": d.get("input"), "output": d["text"]}
+            )
+    kept = [
+        {
+            "id": k["id"],
+            "text": k["text"],
+            "classification": cp.classification.get(k["id"]),
+            "instances": cp.instances.get(k["id"], []),
+            "dropped_instances": dropped_instances.get(k["id"], []),
+        }
+        for k in cp.instructions
+    ]
+    prompt, completion = Counter(run.usage.prompt_tokens), Counter(run.usage.completion_tokens)
+    tokens = {
+        "prompt": sum(prompt.values()),
+        "completion": sum(completion.values()),
+        "prompt_by_stage": dict(prompt),
+        "completion_by_stage": dict(completion),
+    }
+    return {
+        "candidates": candidates,
+        "kept": kept,
+        "tokens": tokens,
+        "requests": sum(run.usage.requests.values()),
+        "cost": run.cost(),
+        "estimate": _estimate(tokens, len(cp.instructions), preview["full_num_instructions"], endpoint),
+        "stop_reason": cp.stop_reason,
+    }
+
+
+def _estimate(tokens: dict[str, Any], kept: int, full: int | None, endpoint: Any) -> dict[str, Any] | None:
+    """The full job at the preview's tokens per kept instruction (every stage's tokens over the kept)."""
+    if not kept:
+        return None
+    per = {"prompt_tokens": tokens["prompt"] / kept, "completion_tokens": tokens["completion"] / kept}
+
+    def priced(prompt: float, completion: float) -> float | None:
+        if endpoint.prices is None:
+            return None
+        return round((prompt * endpoint.prices[0] + completion * endpoint.prices[1]) / 1_000_000, 6)
+
+    out: dict[str, Any] = {
+        "per_instruction": {**{k: round(v, 1) for k, v in per.items()}, "cost": priced(*per.values())},
+        "currency": endpoint.currency if endpoint.prices else None,
+        "full_job": None,
+    }
+    if full:
+        prompt, completion = per["prompt_tokens"] * full, per["completion_tokens"] * full
+        out["full_job"] = {
+            "num_instructions": full,
+            "prompt_tokens": round(prompt),
+            "completion_tokens": round(completion),
+            "cost": priced(prompt, completion),
+        }
+    return out

@@ -1,0 +1,135 @@
+"""/v1/previews: a job's body on a few instructions, run at once on the preview queue, to look at the
+candidates, their decisions, the instances and the cost before launching the job itself."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from flask import request, url_for
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import RAISE
+
+from api_spec.previews import PreviewArgsSchema, PreviewCreateSchema, PreviewSchema
+from jobs import previews, queue, seed_set_store
+from jobs.method.recipe import GenerationConfig
+from service.context import services, team
+from service.errors import load, problem
+
+blp = Blueprint(
+    "previews", __name__, url_prefix="/v1/previews", description="Try a recipe on a few instructions first."
+)
+log = structlog.get_logger(__name__)
+CONFIG_FIELDS = ("num_instructions", "seed", "classification_only", "similarity_threshold", "decoding")
+
+
+def _time(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def render(preview: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": preview["id"],
+        "state": preview["state"],
+        "seed_set_id": preview["seed_set_id"],
+        "profile": preview["profile"],
+        "num_instructions": preview["config"]["num_instructions"],
+        "full_num_instructions": preview["full_num_instructions"],
+        "created_at": _time(preview["created_at"]),
+        "finished_at": _time(preview["finished_at"]),
+        "expires_at": _time(preview["created_at"] + services().settings.preview_retention_seconds),
+        "error": preview["error"],
+        "result": preview["result"],
+    }
+
+
+def _read() -> tuple[dict[str, Any], str]:
+    """The body, checked like a job's (every fault in one 422; a missing seed set alone is a 404)."""
+    settings, errors = services().settings, []
+    if request.mimetype != "application/json":
+        problem(415, f"unsupported content type {request.mimetype or '(none)'}: send application/json")
+    body = request.get_json(silent=True) if request.get_data() else {}
+    if body is None:
+        problem(400, "the body is not valid JSON")
+    if not isinstance(body, dict):
+        problem(422, "invalid preview request", [{"field": "(body)", "message": "Must be a JSON object."}])
+    args = load(PreviewCreateSchema(), body, errors)
+    profile = args.get("profile") or settings.default_profile or ""
+    if ("profile" in args or "profile" not in body) and profile not in settings.profiles:
+        offered = ", ".join(sorted(settings.profiles)) or "none configured"
+        errors.append({"field": "profile", "message": f"one of: {offered}"})
+    if args.get("num_instructions", 0) > settings.preview_max_instructions:
+        cap = settings.preview_max_instructions
+        errors.append({"field": "num_instructions", "message": f"at most {cap} in a preview on this service"})
+    if args.get("full_num_instructions", 0) > settings.max_instructions:
+        cap = settings.max_instructions
+        errors.append({"field": "full_num_instructions", "message": f"at most {cap} on this service"})
+    seed_set = None
+    if "seed_set_id" in args:
+        seed_set = seed_set_store.get(services().redis, team(), args["seed_set_id"])
+    if seed_set is not None and args.get("classification_only") and not seed_set.classification_tasks:
+        errors.append({"field": "classification_only", "message": "the seed set has no classification tasks"})
+    if seed_set is None and "seed_set_id" in args:
+        if not errors:
+            problem(404, f"no seed set {args['seed_set_id']}")
+        errors.append({"field": "seed_set_id", "message": "no such seed set"})
+    if errors:
+        problem(422, "invalid preview request", errors)
+    return args, profile
+
+
+def _config(args: dict[str, Any]) -> dict[str, Any]:
+    config = {k: args[k] for k in CONFIG_FIELDS if k in args}
+    for k in ("max_requests", "max_tokens", "max_cost"):
+        if args.get(k) is not None:
+            config[k] = args[k]
+    try:
+        GenerationConfig.from_dict(config)
+    except ValueError as e:
+        problem(422, str(e))
+    return config
+
+
+@blp.route("")
+class Previews(MethodView):
+    @blp.arguments(PreviewArgsSchema, location="query", unknown=RAISE)
+    @blp.doc(requestBody={"required": True, "content": {"application/json": {"schema": PreviewCreateSchema}}})
+    @blp.response(200, PreviewSchema, description="Finished (succeeded or failed) within the wait.")
+    @blp.alt_response(
+        202, schema=PreviewSchema, description="Still running: poll its Location.", success=True
+    )
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
+    @blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
+    def post(self, query: dict[str, Any]) -> Any:
+        """Run a job's body on a few instructions now: candidates with their decisions, the kept ones'
+        classification and instances, tokens, and the estimated cost of the full job."""
+        s = services()
+        args, profile = _read()
+        config = _config(args)
+        full = args.get("full_num_instructions")
+        ttl = s.settings.preview_retention_seconds
+        preview_id = previews.create(s.redis, team(), args["seed_set_id"], profile, config, full, ttl)
+        queue.enqueue_preview(s.redis, preview_id, s.settings)
+        log.info("preview_created", preview_id=preview_id, num_instructions=config["num_instructions"])
+        wait = min(query.get("wait", s.settings.preview_wait_seconds), s.settings.preview_wait_seconds)
+        preview = previews.wait(s.redis, preview_id, wait)
+        if preview is None:  # expired already (a retention shorter than the wait)
+            problem(404, f"preview {preview_id} expired")
+        location = {"Location": url_for("previews.PreviewById", preview_id=preview_id)}
+        done = preview["state"] in ("succeeded", "failed")
+        return render(preview), 200 if done else 202, location
+
+
+@blp.route("/<preview_id>")
+class PreviewById(MethodView):
+    @blp.response(200, PreviewSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    def get(self, preview_id: str) -> dict[str, Any]:
+        """A preview: its state, and its result once it has run. Previews expire after a short retention."""
+        preview = previews.get(services().redis, preview_id) if len(preview_id) == 32 else None
+        if preview is None or preview["team"] != team():
+            problem(404, f"no preview {preview_id} (previews expire after a while)")
+        return render(preview)

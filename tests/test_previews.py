@@ -1,0 +1,124 @@
+"""Previews: answered by their own worker while a long job holds the generation queue, 202 then poll,
+expiry, the operator's cap, and the estimate's arithmetic."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import httpx
+import pytest
+from rq import SimpleWorker
+
+from jobs import keyspace, queue
+from jobs.local_stack import Process, gunicorn, rq_worker
+from jobs.settings import get_settings
+from service.app import create_app
+from tests.test_api import make_seed_set
+from tests.test_faults import env_for, wait_until
+
+PRICES = {"prompt": 2.0, "completion": 6.0}
+
+
+@pytest.fixture
+def priced(settings, monkeypatch):
+    profile = replace(settings.profiles["fake"], price_per_million_tokens=PRICES)
+    priced = replace(settings, profiles={"fake": profile}, preview_max_instructions=8)
+    for name, value in priced.to_env().items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    yield priced
+    get_settings.cache_clear()
+
+
+def check_result(preview: dict, full: int) -> None:
+    result = preview["result"]
+    kept = result["kept"]
+    assert preview["state"] == "succeeded" and 0 < len(kept) <= preview["num_instructions"]
+    decided = [c for c in result["candidates"] if c["verdict"] == "kept"]
+    assert [c["id"] for c in decided] == [k["id"] for k in kept]
+    for c in result["candidates"]:
+        assert c["rule"] and c["stage"] == "instruction"
+        if c["rule"] in ("kept", "too_similar"):
+            assert c["detail"]["nearest_id"] and c["nearest_text"] and 0 <= c["detail"]["score"] <= 1
+    assert all(k["classification"]["label"] in ("yes", "no", "unparseable") for k in kept)
+    assert any(k["instances"] for k in kept)
+    tokens = result["tokens"]
+    per = (tokens["prompt"] / len(kept), tokens["completion"] / len(kept))
+    estimate = result["estimate"]
+    assert estimate["full_job"]["prompt_tokens"] == round(per[0] * full)
+    assert estimate["full_job"]["completion_tokens"] == round(per[1] * full)
+    expected = (per[0] * full * PRICES["prompt"] + per[1] * full * PRICES["completion"]) / 1e6
+    assert estimate["full_job"]["cost"] == pytest.approx(expected, abs=1e-6) and estimate["currency"] == "USD"
+    assert result["cost"]["total"] == round(
+        (tokens["prompt"] * PRICES["prompt"] + tokens["completion"] * PRICES["completion"]) / 1e6, 6
+    )
+
+
+def test_preview_answers_while_a_long_job_holds_the_generation_queue(
+    client, redis, priced, fake_llm, tmp_path, api_key
+):
+    sid = make_seed_set(client)
+    fake_llm.script.delay = 0.2
+    env = env_for(priced)
+    parts: list[Process] = []
+    try:
+        api, url = gunicorn(env, tmp_path / "gunicorn.log")
+        parts += [api, rq_worker(env, tmp_path / "worker.log")]
+        parts.append(rq_worker(env, tmp_path / "preview.log", priced.preview_queue))
+        http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {api_key}"}, timeout=90)
+        long_job = http.post("/v1/jobs", json={"seed_set_id": sid, "num_instructions": 500}).json()["id"]
+        wait_until(lambda: http.get(f"/v1/jobs/{long_job}").json()["state"] == "running", what="the long job")
+        started = time.monotonic()
+        r = http.post("/v1/previews", json={"seed_set_id": sid, "full_num_instructions": 1000, "seed": 7})
+        took = time.monotonic() - started
+        assert r.status_code == 200, r.text
+        preview = r.json()
+        check_result(preview, 1000)
+        assert preview["num_instructions"] == 5  # the default
+        assert http.get(f"/v1/jobs/{long_job}").json()["state"] == "running"  # it was never in the way
+        assert http.get(r.headers["Location"]).json() == preview
+        print(f"\npreview of 5 instructions in {took:.1f} s while a 500-instruction job ran")
+        http.post(f"/v1/jobs/{long_job}/cancel")
+    finally:
+        for part in reversed(parts):
+            part.stop()
+
+
+def test_preview_202_then_poll_then_expiry(priced, redis, api_key):
+    short = replace(priced, preview_retention_seconds=15)
+    client = create_app(short, configure_logging=False).test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {api_key}"
+    sid = make_seed_set(client)
+    r = client.post("/v1/previews?wait=0", json={"seed_set_id": sid, "num_instructions": 3})
+    assert r.status_code == 202 and r.json["state"] == "queued" and r.json["result"] is None
+    location = r.headers["Location"]
+    assert client.get(location).json["state"] == "queued"
+    # no generation worker serves previews: only a worker on the preview queue runs it
+    SimpleWorker([queue.queue(redis, short)], connection=redis).work(burst=True)
+    assert client.get(location).json["state"] == "queued"
+    from rq import Queue
+
+    SimpleWorker([Queue(short.preview_queue, connection=redis)], connection=redis).work(burst=True)
+    done = client.get(location).json
+    assert done["state"] == "succeeded" and done["result"]["kept"]
+    left = redis.ttl(keyspace.preview(done["id"]))
+    assert 0 < left <= 15
+    time.sleep(left + 0.5)
+    assert client.get(location).status_code == 404
+    assert not redis.exists(keyspace.preview(done["id"]))
+
+
+def test_preview_limits(priced, client, redis):
+    sid = make_seed_set(client)
+    app = create_app(priced, configure_logging=False).test_client()
+    app.environ_base.update(client.environ_base)
+    r = app.post("/v1/previews", json={"seed_set_id": sid, "num_instructions": 9})
+    assert r.status_code == 422 and r.json["errors"][0]["field"] == "num_instructions"
+    assert "at most 8" in r.json["errors"][0]["message"]
+    r = app.post("/v1/previews", json={"seed_set_id": "0" * 64})
+    assert r.status_code == 404
+    r = app.post("/v1/previews", data="x", content_type="text/plain")
+    assert r.status_code == 415
+    assert app.get("/v1/previews/" + "0" * 32).status_code == 404
+    assert not redis.keys(keyspace.preview("*"))  # nothing made by refused requests
