@@ -15,6 +15,9 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 # Threads a worker (gthread): a browser opens connections ahead of need and may leave them idle; with
 # one thread each, a few idle connections hold every worker until `timeout`.
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+# Close each connection after its response, as sync workers do: a client reusing a kept-alive connection
+# the server is just closing gets a disconnect instead of an answer (POSTs are not retried).
+keepalive = 0
 graceful_timeout = 20
 
 # gunicorn answers what breaks these limits itself, before the app sees the request, and not as a
