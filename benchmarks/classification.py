@@ -90,6 +90,7 @@ async def one_split(endpoint: Endpoint, tasks: list[SeedTask], held_out: int, se
         "shift": round(shift, 4),
         "threshold": round(threshold, 4),
         "balanced_accuracy": {m: round(clf.balanced_accuracy(truth, p), 4) for m, p in predicted.items()},
+        "answered_yes": {m: sum(p) for m, p in predicted.items()},
         "requests": len(CONTENT_FREE) + len(fit) + len(held),
         "seconds": round(time.monotonic() - started, 1),
     }
