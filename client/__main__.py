@@ -1,6 +1,8 @@
-"""`selfinstruct`: submit seed tasks, wait with a progress bar, download the dataset.
+"""`selfinstruct`: preview a recipe, submit seed tasks, follow a job's events, download the dataset.
 
-    selfinstruct submit seeds.jsonl --instructions 200 --wait --download out/
+    selfinstruct preview seeds.jsonl --for 2000
+    selfinstruct submit seeds.jsonl --instructions 2000 --max-cost 5 --wait --download out/
+    selfinstruct logs JOB --follow
 
 Exit codes: 0 succeeded (or submitted, without --wait), 1 failed, 2 bad input, 3 canceled,
 4 the service could not be reached or failed, 130 interrupted (the job goes on; see `cancel`).
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -54,14 +57,27 @@ class Bar:
             self.bar = None
 
 
+def _money(cost: dict[str, Any] | None) -> str:
+    return f"{cost['total']:.4f} {cost['currency']}" if cost else ""
+
+
 def summary(client: Client, job: dict[str, Any], out: Path | None) -> None:
     p = job["progress"]
+    cost = f", cost {_money(job['cost'])}" if job.get("cost") else ""
+    stop = f" (stopped: {job['stop_reason']})" if job.get("stop_reason") else ""
     print(
-        f"job {job['id']}: {job['state']}; {p['instructions_kept']} instructions, "
-        f"{p['instances_kept']} instances, {p['prompt_tokens'] + p['completion_tokens']} tokens"
+        f"job {job['id']}: {job['state']}{stop}; {p['instructions_kept']} instructions, "
+        f"{p['instances_kept']} instances, {p['prompt_tokens'] + p['completion_tokens']} tokens{cost}"
     )
     if job.get("error"):
         print(f"error: {job['error']}")
+    if out is not None and job["state"] == "canceled" and not job.get("dataset_available"):
+        # a canceled (or budget-stopped) job's partial dataset is exported just after it stops
+        for _ in range(60):
+            job = client.job(job["id"])
+            if job.get("dataset_available"):
+                break
+            time.sleep(1)
     if out is not None and job.get("dataset_available"):
         paths = client.download(job["id"], out)
         manifest = {f["name"]: f for f in client.manifest(job["id"])["files"]}
@@ -81,6 +97,9 @@ def submit(client: Client, args: argparse.Namespace) -> int:
         f"{seed_set['classification_tasks']} classification, {seed_set['instances']} instances"
     )
     options: dict[str, Any] = {"seed": args.seed}
+    for name in ("max_cost", "max_tokens"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
     if args.profile:
         options["profile"] = args.profile
     if args.formats:
@@ -107,6 +126,86 @@ def follow(client: Client, job_id: str, out: Path | None) -> int:
     return STATE_EXIT[job["state"]]
 
 
+def _short(text: str | None, width: int = 90) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def preview(client: Client, args: argparse.Namespace) -> int:
+    seed_set = client.create_seed_set(args.seeds, name=args.name or Path(args.seeds).name)
+    options: dict[str, Any] = {"seed": args.seed}
+    if args.profile:
+        options["profile"] = args.profile
+    if args.full:
+        options["full_num_instructions"] = args.full
+    if args.similarity_threshold is not None:
+        options["similarity_threshold"] = args.similarity_threshold
+    if args.temperature is not None:
+        options["decoding"] = {"instructions": {"temperature": args.temperature}}
+    p = client.preview(seed_set["id"], args.instructions, **options)
+    if p["state"] == "failed":
+        print(f"preview {p['id']} failed: {p['error']}", file=sys.stderr)
+        return FAILED
+    result = p["result"]
+    print(f"preview {p['id']} ({result['seconds']:.1f} s, {result['requests']} requests)\n")
+    print("candidates:")
+    for c in result["candidates"]:
+        detail = c.get("detail") or {}
+        near = (
+            f"  ~{detail['score']:.2f} to: {_short(c.get('nearest_text'), 60)}" if "score" in detail else ""
+        )
+        print(f"  [{c['rule']:<22}] {_short(c['text'])}{near}")
+    print("\nkept:")
+    for k in result["kept"]:
+        label = (k.get("classification") or {}).get("label")
+        print(f"- {_short(k['text'])}  (classification: {label})")
+        for inst in k["instances"]:
+            given = f"input: {_short(inst['input'], 50)} -> " if inst["input"] else ""
+            print(f"    {given}output: {_short(inst['output'], 70)}")
+        for d in k["dropped_instances"]:
+            print(f"    dropped [{d['rule']}]: {_short(d['output'], 60)}")
+    tokens = result["tokens"]
+    print(f"\ntokens: {tokens['prompt']} prompt, {tokens['completion']} completion", end="")
+    print(f"; cost {_money(result['cost'])}" if result["cost"] else "")
+    estimate = result["estimate"]
+    if estimate and estimate["full_job"]:
+        full = estimate["full_job"]
+        cost = f", about {full['cost']:.4f} {estimate['currency']}" if full["cost"] is not None else ""
+        print(
+            f"a {full['num_instructions']}-instruction job: about {full['prompt_tokens']} prompt and "
+            f"{full['completion_tokens']} completion tokens{cost}"
+        )
+    return OK
+
+
+def _event_line(event: dict[str, Any]) -> str:
+    import datetime
+
+    at = datetime.datetime.fromtimestamp(event["at"]).strftime("%H:%M:%S")
+    data = dict(event["data"])
+    kind = event["type"]
+    if kind == "state":
+        previous = data.pop("previous", None)
+        text = f"{previous or '-'} -> {data.pop('state')}"
+    elif kind in ("stage_started", "stage_ended"):
+        text = f"{data.pop('stage')}"
+    elif kind == "warning":
+        text = data.pop("message")
+    else:
+        text = ""
+    rest = " ".join(f"{k}={v}" for k, v in sorted(data.items()) if v is not None)
+    return f"{at} {kind:<13} {text} {rest}".rstrip()
+
+
+def logs(client: Client, args: argparse.Namespace) -> int:
+    try:
+        for event in client.events(args.job_id, follow=args.follow):
+            print(_event_line(event), flush=True)
+    except KeyboardInterrupt:
+        return INTERRUPTED
+    return OK
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         allow_abbrev=False, prog="selfinstruct", description=__doc__.split("\n\n")[0]
@@ -128,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--formats", nargs="+", help="finetune alpaca chat parquet (default: all)")
     s.add_argument("--name", help="a label for the seed set")
     s.add_argument("--idempotency-key", help="resubmitting with the same key returns the same job")
+    s.add_argument("--max-cost", type=float, help="stop the job (partial dataset) once it costs this much")
+    s.add_argument("--max-tokens", type=int, help="stop the job (partial dataset) after this many tokens")
     s.add_argument("--wait", action="store_true", help="follow the job to its end")
     s.add_argument("--download", metavar="DIR", help="with --wait: download the dataset into DIR")
     w = sub.add_parser("wait", allow_abbrev=False, help="follow a job (and download its dataset)")
@@ -135,6 +236,18 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--download", metavar="DIR")
     c = sub.add_parser("cancel", allow_abbrev=False, help="cancel a job")
     c.add_argument("job_id")
+    pv = sub.add_parser("preview", allow_abbrev=False, help="try a recipe on a few instructions")
+    pv.add_argument("seeds", help="seed tasks, JSONL in the paper's format")
+    pv.add_argument("--instructions", type=int, help="instructions to preview (default 5)")
+    pv.add_argument("--for", dest="full", type=int, metavar="N", help="estimate an N-instruction job")
+    pv.add_argument("--profile")
+    pv.add_argument("--seed", type=int, default=42)
+    pv.add_argument("--similarity-threshold", type=float)
+    pv.add_argument("--temperature", type=float, help="stage 1 temperature")
+    pv.add_argument("--name", help="a label for the seed set")
+    lg = sub.add_parser("logs", allow_abbrev=False, help="a job's events")
+    lg.add_argument("job_id")
+    lg.add_argument("--follow", "-f", action="store_true", help="keep following until the job ends")
     args = parser.parse_args(argv)
     client = Client(args.url, args.api_key)
     try:
@@ -142,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
             return submit(client, args)
         if args.command == "wait":
             return follow(client, args.job_id, Path(args.download) if args.download else None)
+        if args.command == "preview":
+            return preview(client, args)
+        if args.command == "logs":
+            return logs(client, args)
         job = client.cancel(args.job_id)
         print(f"job {job['id']} {job['state']}")
         return OK

@@ -91,6 +91,36 @@ class Client:
                 raise TimeoutError(f"job {job_id} is still {job['state']} after {timeout} s")
             time.sleep(poll)
 
+    def events(
+        self, job_id: str, cursor: str | None = None, follow: bool = False, page_size: int = 100
+    ) -> Iterator[dict[str, Any]]:
+        """A job's events, oldest first; with `follow`, long-poll for more until the job has finished."""
+        while True:
+            params: dict[str, Any] = {"limit": page_size, **({"cursor": cursor} if cursor else {})}
+            if follow:
+                params["follow"] = "true"
+            page = self._call("GET", f"/v1/jobs/{job_id}/events", params=params).json()
+            yield from page["items"]
+            cursor = page["next_cursor"] or cursor
+            if page["done"] or (not follow and len(page["items"]) < page_size):
+                return
+
+    # --- previews ---
+
+    def preview(
+        self, seed_set_id: str, num_instructions: int | None = None, poll: float = 1.0, **options: Any
+    ) -> dict[str, Any]:
+        """Run a preview and return it finished (polling when the service answers 202)."""
+        body = {"seed_set_id": seed_set_id, **options}
+        if num_instructions is not None:
+            body["num_instructions"] = num_instructions
+        response = self._call("POST", "/v1/previews", json=body)
+        preview = response.json()
+        while preview["state"] not in ("succeeded", "failed"):
+            time.sleep(poll)
+            preview = self._call("GET", f"/v1/previews/{preview['id']}").json()
+        return preview
+
     def decisions(self, job_id: str, page_size: int = 200, **filters: str) -> Iterator[dict[str, Any]]:
         cursor = None
         while True:

@@ -283,6 +283,7 @@ The stack is up (logs in {run_dir}/). In another shell:
 
     export SELFINSTRUCT_URL={stack.url} SELFINSTRUCT_API_KEY={stack.api_key}
     curl -s $SELFINSTRUCT_URL/v1/profiles -H "Authorization: Bearer $SELFINSTRUCT_API_KEY"
+    .venv/bin/selfinstruct preview data/seed_tasks.jsonl --for 200
     .venv/bin/selfinstruct submit data/seed_tasks.jsonl --instructions 5 --wait --download out/try
 
 Redis: {settings.redis_url}  S3: {settings.s3_endpoint_url} (key {S3_KEY})

@@ -33,6 +33,7 @@ class Dataset(MethodView):
     @blp.response(200, ManifestSchema)
     @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(409, response="CONFLICT")
+    @blp.alt_response(410, response="GONE")
     def get(self, job_id: str) -> dict[str, Any]:
         """Files, formats, record counts, sizes and sha256, each with a presigned URL."""
         team, manifest = _manifest(job_id)
@@ -46,6 +47,7 @@ class Report(MethodView):
     @blp.response(200, ReportSchema)
     @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(409, response="CONFLICT")
+    @blp.alt_response(410, response="GONE")
     def get(self, job_id: str) -> dict[str, Any]:
         """The dataset's quality report: Table 1 beside the paper's, Figures 3 and 4's data, filter counts."""
         team, manifest = _manifest(job_id)
@@ -66,6 +68,7 @@ class DatasetFile(MethodView):
     )
     @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(409, response="CONFLICT")
+    @blp.alt_response(410, response="GONE")
     def get(self, job_id: str, name: str) -> Response:
         """Download one file: a redirect to a presigned URL, valid for PRESIGN_TTL_SECONDS."""
         team, manifest = _manifest(job_id)

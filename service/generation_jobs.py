@@ -229,6 +229,7 @@ class JobCancel(MethodView):
     @blp.response(202, JobSchema)
     @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(409, response="CONFLICT")
+    @blp.alt_response(410, response="GONE")
     def post(self, job_id: str) -> dict[str, Any]:
         """Cancel: a queued job never starts; a running one stops at once (RQ's stop command) and keeps
         what it made, exported as a partial dataset."""

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 
 import httpx
 import pytest
 
+from client.__main__ import main as cli
 from jobs import keyspace
 from jobs.local_stack import Process, gunicorn, rq_worker
 from jobs.settings import Profile, get_settings
@@ -61,7 +63,7 @@ def kinds(events: list[dict], kind: str, key: str) -> list:
 
 
 def test_events_in_order_across_a_worker_kill_through_gunicorn(
-    client, redis, settings, worker_env, fake_llm, spawn, tmp_path, api_key
+    client, redis, settings, worker_env, fake_llm, spawn, tmp_path, api_key, capsys
 ):
     sid = make_seed_set(client)
     fake_llm.script.delay = 0.3
@@ -92,6 +94,16 @@ def test_events_in_order_across_a_worker_kill_through_gunicorn(
             assert page["items"], "a long poll answers with an event or waits its whole time"
         assert finish(client, job_id)["state"] == "succeeded"
         assert max(waits) < 25  # each poll ended when an event came, not at the time limit
+        capsys.readouterr()
+        assert cli(["--url", url, "--api-key", api_key, "logs", job_id, "--follow"]) == 0
+        event_line = re.compile(r"^\d\d:\d\d:\d\d (state|stage_started|stage_ended|progress|retry|warning) ")
+        printed = [line for line in capsys.readouterr().out.splitlines() if event_line.match(line)]
+        assert len(printed) == len(all_events(client, job_id))
+        assert [line.split(None, 3)[2] for line in printed if " state " in line] == [
+            "-",
+            "queued",
+            "running",
+        ]
     finally:
         http.close()
         api.stop()

@@ -219,7 +219,7 @@ def test_schemathesis_all_checks_against_gunicorn(live, client, redis, worker_en
     real = {"job_id": job["id"], "decision_id": decision, "name": "alpaca.json"}
     params = ", ".join(f'{k} = "{v}"' for k, v in real.items())
     # A body whose validity the schema cannot state (a JSONL file; a seed set or profile that may not
-    # exist) can be schema-valid and still refused: positive_data_acceptance is off for those two, and
+    # exist) can be schema-valid and still refused: positive_data_acceptance is off for those, and
     # so is the warning that POST /v1/jobs mostly refuses schema-valid bodies (random profile names).
     # The job above must outlive the coverage and fuzzing phases: DELETE /v1/jobs/{job_id} does not
     # take ids from earlier responses there (it still deletes jobs the stateful phase creates).
@@ -236,7 +236,7 @@ expected-statuses = [400, 401, 403, 404, 405, 406, 409, 410, 413, 414, 415, 422,
 expected-statuses = ["2XX", "3XX", 401, 403, 404, 409, 410, 429, "5XX"]
 
 [[operations]]
-include-path-regex = "^/v1/jobs/\\\\{{job_id\\\\}}/(decisions|dataset)"
+include-path-regex = "^/v1/jobs/\\\\{{job_id\\\\}}/(decisions|dataset|events)"
 parameters = {{ {params} }}
 
 [[operations]]
@@ -246,6 +246,10 @@ phases.fuzzing.extra-data-sources.responses = false
 
 [[operations]]
 include-name = "POST /v1/seed-sets"
+checks.positive_data_acceptance.enabled = false
+
+[[operations]]
+include-name = "POST /v1/previews"
 checks.positive_data_acceptance.enabled = false
 
 [[operations]]

@@ -3,6 +3,7 @@ expiry, the operator's cap, and the estimate's arithmetic."""
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import replace
 
@@ -10,10 +11,12 @@ import httpx
 import pytest
 from rq import SimpleWorker
 
+from client.__main__ import main as cli
 from jobs import keyspace, queue
 from jobs.local_stack import Process, gunicorn, rq_worker
 from jobs.settings import get_settings
 from service.app import create_app
+from tests.conftest import ROOT
 from tests.test_api import make_seed_set
 from tests.test_faults import env_for, wait_until
 
@@ -56,7 +59,7 @@ def check_result(preview: dict, full: int) -> None:
 
 
 def test_preview_answers_while_a_long_job_holds_the_generation_queue(
-    client, redis, priced, fake_llm, tmp_path, api_key
+    client, redis, priced, fake_llm, tmp_path, api_key, capsys
 ):
     sid = make_seed_set(client)
     fake_llm.script.delay = 0.2
@@ -79,6 +82,27 @@ def test_preview_answers_while_a_long_job_holds_the_generation_queue(
         assert http.get(f"/v1/jobs/{long_job}").json()["state"] == "running"  # it was never in the way
         assert http.get(r.headers["Location"]).json() == preview
         print(f"\npreview of 5 instructions in {took:.1f} s while a 500-instruction job ran")
+        # the CLI prints it readably
+        seeds = tmp_path / "seeds.jsonl"
+        seeds.write_bytes((ROOT / "data" / "seed_tasks.jsonl").read_bytes())
+        argv = [
+            "--url",
+            url,
+            "--api-key",
+            api_key,
+            "preview",
+            str(seeds),
+            "--instructions",
+            "3",
+            "--for",
+            "2000",
+        ]
+        assert cli(argv) == 0
+        out = capsys.readouterr().out
+        assert "candidates:" in out and "kept:" in out and "(classification: " in out
+        assert re.search(
+            r"a 2000-instruction job: about \d+ prompt and \d+ completion tokens, about [\d.]+ USD", out
+        )
         http.post(f"/v1/jobs/{long_job}/cancel")
     finally:
         for part in reversed(parts):
@@ -122,3 +146,27 @@ def test_preview_limits(priced, client, redis):
     assert r.status_code == 415
     assert app.get("/v1/previews/" + "0" * 32).status_code == 404
     assert not redis.keys(keyspace.preview("*"))  # nothing made by refused requests
+
+
+def test_the_chart_runs_a_preview_worker_and_carries_prices():
+    from jobs.settings import Settings
+    from tests.test_deploy import VALUE_SETS, render
+
+    values = {**VALUE_SETS["everything"]}
+    profiles = {name: dict(p) for name, p in values["llm"]["profiles"].items() if p}
+    first = next(iter(profiles))
+    profiles[first].update(pricePerMillionTokens={"prompt": 0.5, "completion": 1.5}, currency="EUR")
+    values["llm"] = {**values["llm"], "profiles": profiles}
+    docs = render(values)
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    pod = deployments["rel-selfinstruct-preview-worker"]["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["WORKER_QUEUES"] == "preview"
+    assert "WORKER_QUEUES" not in {
+        e["name"]
+        for e in deployments["rel-selfinstruct-worker"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    settings = Settings.from_env({**config, "REDIS_URL": "redis://x:6379/0"})
+    assert settings.profiles[first].prices == (0.5, 1.5) and settings.profiles[first].currency == "EUR"
+    assert settings.preview_queue == env["WORKER_QUEUES"] and settings.preview_max_instructions == 20

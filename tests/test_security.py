@@ -41,7 +41,14 @@ def alpha_world(client, redis, worker_env):
     seed_set_id = make_seed_set(client)
     job = run_job(client, redis, seed_set_id, num_instructions=3)
     decision = client.get(f"/v1/jobs/{job['id']}/decisions?limit=1").json["items"][0]["id"]
-    return {"seed_set_id": seed_set_id, "job_id": job["id"], "decision_id": decision, "name": "alpaca.json"}
+    preview = client.post("/v1/previews?wait=0", json={"seed_set_id": seed_set_id, "num_instructions": 2})
+    return {
+        "seed_set_id": seed_set_id,
+        "job_id": job["id"],
+        "decision_id": decision,
+        "name": "alpaca.json",
+        "preview_id": preview.json["id"],
+    }
 
 
 def test_every_protected_operation_needs_a_valid_key(app, redis, alpha_world):
@@ -69,6 +76,7 @@ def test_another_teams_resources_answer_404_on_every_endpoint(app, redis, client
     assert len(requests) == len([op for op in OPERATIONS if "{" in op[1]])
     # a job on another team's seed set is refused like a missing one
     requests.append(("POST", "/v1/jobs", {"seed_set_id": alpha_world["seed_set_id"], "num_instructions": 2}))
+    requests.append(("POST", "/v1/previews?wait=0", {"seed_set_id": alpha_world["seed_set_id"]}))
     for method, url, body in requests:
         r = beta.open(url, method=method, json=body)
         assert r.status_code == 404, (method, url, r.status_code, r.json)

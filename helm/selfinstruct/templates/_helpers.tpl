@@ -26,6 +26,10 @@ app.kubernetes.io/component: {{ .component }}
 {{- if $p.responseFormat -}}
 {{- $_ := set $profile "response_format" $p.responseFormat -}}
 {{- end -}}
+{{- if $p.pricePerMillionTokens -}}
+{{- $_ := set $profile "price_per_million_tokens" (dict "prompt" $p.pricePerMillionTokens.prompt "completion" $p.pricePerMillionTokens.completion) -}}
+{{- $_ := set $profile "currency" ($p.currency | default "USD") -}}
+{{- end -}}
 {{- if $p.apiKeySecret -}}
 {{- $_ := set $profile "api_key_env" (printf "LLM_KEY_%s" ($name | upper | replace "-" "_")) -}}
 {{- end -}}
