@@ -190,3 +190,26 @@ def test_max_cost_needs_a_priced_profile(priced):
     profiles = {p["name"]: p for p in priced.get("/v1/profiles").json}
     assert profiles["fake"]["price_per_million_tokens"] == {"prompt": 2.5, "completion": 10.0}
     assert profiles["free"]["price_per_million_tokens"] is None
+
+
+def test_cost_budget_counts_every_chunk_of_a_fanned_out_job(priced, redis, monkeypatch):
+    """Instances in chunks (one RQ job each): a chunk counts the others' tokens against the budget, and
+    the stop reason reaches stats.json from whichever chunk stopped."""
+    monkeypatch.setenv("INSTANCE_CHUNK_SIZE", "3")
+    get_settings.cache_clear()
+    sid = make_seed_set(priced)
+    body = {"seed_set_id": sid, "num_instructions": 10, "seed": 4}
+    full = _run(priced, redis, body)
+    assert full["state"] == "succeeded"
+    by_stage = full["cost"]["by_stage"]
+    max_cost = by_stage["instructions"] + by_stage["classification"] + by_stage["instances"] * 0.6
+    job = _run(priced, redis, {**body, "max_cost": max_cost})
+    assert job["state"] == "canceled" and job["stop_reason"] == "cost_budget", job
+    # each chunk alone stays far below the budget: only their sum reaches it
+    assert max_cost <= job["cost"]["total"] < full["cost"]["total"]
+    stats = json.loads(_file(priced, job["id"], "stats.json"))
+    assert stats["stop_reason"] == "cost_budget" and stats["cost"]["total"] == job["cost"]["total"]
+    rows = _jsonl(_file(priced, job["id"], "instructions.jsonl"))
+    alpaca = json.loads(_file(priced, job["id"], "alpaca.json"))
+    assert len(alpaca) == sum(row["instances"] for row in rows)
+    assert 3 <= len({a["instruction"] for a in alpaca}) < 10  # the first chunk at least, not all

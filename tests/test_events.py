@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from client.__main__ import main as cli
+from jobs import events as events_
 from jobs import keyspace
 from jobs.local_stack import Process, gunicorn, rq_worker
 from jobs.settings import Profile, get_settings
@@ -132,6 +133,11 @@ def test_events_are_capped(client, redis, worker_env, monkeypatch):
     events = all_events(client, job_id, limit=5)
     assert len(events) == 12 and events[-1]["type"] == "state" and events[-1]["data"]["state"] == "succeeded"
     assert "queued" not in kinds(events, "state", "state")  # the oldest went first
+    # every writer caps the stream, not only the state changes
+    for n in range(5):
+        events_.emit(redis, job_id, "warning", get_settings().max_job_events, message=f"extra {n}")
+    assert redis.xlen(keyspace.job_events(job_id)) == 12
+    assert all_events(client, job_id)[-1]["data"] == {"message": "extra 4"}
 
 
 def test_retries_warnings_cancel_and_delete(client, redis, worker_env, settings, monkeypatch):
