@@ -221,6 +221,8 @@ def _guarded(job_id: str, body: Callable[[Context], None]) -> None:
         log.info("job_stopped_on_request")
     except EndpointError as e:
         log.warning("job_failed", error=str(e))
+        if ctx.reporter and ctx.current:  # the retries that came to nothing, as events before the failure
+            ctx.reporter(ctx.current.progress(), force=True)
         ctx.transition("failed", ("queued", "running"), error=f"LLM endpoint: {e}")
     except (BotoCoreError, ClientError) as e:  # after S3_RETRY_SECONDS of retries
         log.warning("job_failed", error=str(e)[:300])

@@ -175,3 +175,20 @@ def test_retries_warnings_cancel_and_delete(client, redis, worker_env, settings,
     assert client.delete(f"/v1/jobs/{queued}").status_code == 204
     assert not redis.exists(keyspace.job_events(queued))
     assert client.get(f"/v1/jobs/{queued}/events").status_code == 410
+
+
+def test_a_failed_jobs_error_is_its_last_event(client, redis, worker_env, monkeypatch):
+    sid = make_seed_set(client)
+    with FakeLLM(Script(fault_rate=1.0, faults=("500",))) as broken:
+        profile = Profile("fake", broken.base_url, "fake", timeout=5, max_attempts=2, max_wait=0.1)
+        options = {k: v for k, v in profile.__dict__.items() if k != "name"}
+        monkeypatch.setenv("LLM_PROFILES", json.dumps({"fake": options}))
+        get_settings.cache_clear()
+        job_id = client.post("/v1/jobs", json={"seed_set_id": sid, "num_instructions": 3}).json["id"]
+        work(redis)
+    events = all_events(client, job_id)
+    last = events[-1]
+    assert last["type"] == "state" and last["data"]["state"] == "failed"
+    assert last["data"]["error"] == client.get(f"/v1/jobs/{job_id}").json["error"]
+    assert "500" in last["data"]["error"]
+    assert sum(e["data"]["attempts"] for e in events if e["type"] == "retry") >= 1
