@@ -266,10 +266,10 @@ class Script:
     tokens: dict[str, int] = field(default_factory=dict)  # prompt and completion tokens answered (words)
     # instructions the first instruction-generation response starts with (an attacker's text, say)
     plant: list[str] = field(default_factory=list)
-    # How a classification request asking for `logprobs` is answered: "top" gives the first token's
-    # alternatives (completions: top_logprobs; chat: logprobs.content), "none" ignores the ask (null),
-    # "refuse" answers 500 as llama.cpp's Python server does without logits_all.
-    logprobs: str = "top"
+    # How a classification request asking for `logprobs` is answered: "none" ignores the ask (null, as
+    # many servers do), "top" gives the first token's alternatives (completions: top_logprobs; chat:
+    # logprobs.content), "refuse" answers 500 as llama.cpp's Python server does without logits_all.
+    logprobs: str = "none"
     # planted (log P(" Yes"), log P(" No")) by the task text being classified; others from its hash.
     # The greedy text then follows the larger one.
     label_logprobs: dict[str, tuple[float, float]] = field(default_factory=dict)

@@ -107,7 +107,7 @@ def test_arithmetic_by_hand() -> None:
 
 @pytest.mark.parametrize("method", list(EXPECTED))
 def test_planted_logprobs_decide_exactly(tmp_path: Path, method: str) -> None:
-    with FakeLLM(Script(label_logprobs=planted())) as server:
+    with FakeLLM(Script(logprobs="top", label_logprobs=planted())) as server:
         run = classify(tmp_path, fake_endpoint(server), method)
     assert labels(run) == EXPECTED[method]
     first = run.checkpoint.classification["i0"]
@@ -126,7 +126,7 @@ def test_planted_logprobs_decide_exactly(tmp_path: Path, method: str) -> None:
 
 
 def test_auto_is_fitted_where_the_endpoint_gives_logprobs(tmp_path: Path) -> None:
-    with FakeLLM(Script(label_logprobs=planted())) as server:
+    with FakeLLM(Script(logprobs="top", label_logprobs=planted())) as server:
         run = classify(tmp_path, fake_endpoint(server), "auto")
     assert labels(run) == EXPECTED["fitted"]
     assert run.run_record()["classification_method"]["methods"] == {"fitted": 3}
@@ -150,7 +150,7 @@ def test_without_logprobs_falls_back_to_text(tmp_path: Path, mode: str, reason: 
 
 def test_an_answer_without_logprobs_is_decided_by_its_text(tmp_path: Path) -> None:
     # 3 content-free and 4 fit requests, then the first task's answer is garbage with no log-probabilities
-    script = Script(label_logprobs=planted(), schedule=[None] * 7 + ["garbage"])
+    script = Script(logprobs="top", label_logprobs=planted(), schedule=[None] * 7 + ["garbage"])
     with FakeLLM(script) as server:
         run = classify(tmp_path, fake_endpoint(server), "fitted", concurrency=1)
     first = run.checkpoint.classification["i0"]
@@ -161,7 +161,7 @@ def test_an_answer_without_logprobs_is_decided_by_its_text(tmp_path: Path) -> No
 
 
 def test_chat_logprobs_and_structured_fallback(tmp_path: Path) -> None:
-    with FakeLLM(Script(label_logprobs=planted())) as server:
+    with FakeLLM(Script(logprobs="top", label_logprobs=planted())) as server:
         run = classify(tmp_path / "a", fake_endpoint(server, api="chat"), "calibrated")
         assert labels(run) == EXPECTED["calibrated"]
         assert run.checkpoint.classification["i0"]["margin"] == pytest.approx(0.5 - SHIFT, abs=1e-6)
@@ -172,7 +172,7 @@ def test_chat_logprobs_and_structured_fallback(tmp_path: Path) -> None:
 
 
 def test_resume_reuses_the_calibration(tmp_path: Path) -> None:
-    with FakeLLM(Script(label_logprobs=planted())) as server:
+    with FakeLLM(Script(logprobs="top", label_logprobs=planted())) as server:
         endpoint = fake_endpoint(server)
         run = classify(tmp_path, endpoint, "fitted")
         first = len(server.script.received)
@@ -204,7 +204,7 @@ def test_the_field_in_recipe_api_and_cli(tmp_path: Path, capsys: pytest.CaptureF
     assert "classification_method" in errors
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_text("".join(json.dumps(t.to_dict()) + "\n" for t in seed_set()))
-    with FakeLLM(Script(label_logprobs=planted())) as server:
+    with FakeLLM(Script(logprobs="top", label_logprobs=planted())) as server:
         argv = [
             "generate",
             "--seed-tasks",
@@ -260,7 +260,7 @@ def test_real_model_calibrated_answers(
         assert greedy_yes == (answer["logprob_yes"] > answer["logprob_no"])
 
 
-def test_through_the_service(client, redis, worker_env) -> None:
+def test_through_the_service(client, redis, worker_env, fake_llm) -> None:
     """The job body's field reaches the run (real Redis, S3 and RQ worker code; the scripted endpoint
     gives log-probabilities), and run.json and stats.json record the method; a bad value is a 422
     naming the field."""
@@ -268,6 +268,7 @@ def test_through_the_service(client, redis, worker_env) -> None:
 
     from tests.test_api import _file_url, make_seed_set, run_job
 
+    fake_llm.script.logprobs = "top"  # the profile's endpoint
     sid = make_seed_set(client)
     bad = client.post(
         "/v1/jobs", json={"seed_set_id": sid, "num_instructions": 2, "classification_method": "x"}

@@ -95,14 +95,10 @@ async def calibration(run: Run, llm: LLM, method: str) -> dict[str, Any]:
         return {"method": "text"}
     if llm.structured:
         return {"method": "text", "fallback": "structured chat replies carry no label log-probabilities"}
-    # llama.cpp's Python server answers 500 to log-probabilities without logits_all: few attempts
-    probe = LLM(replace(llm.endpoint, max_attempts=min(2, llm.endpoint.max_attempts)), 1, llm.usage)
     try:
-        free = await score_texts(run, probe, list(CONTENT_FREE), "content-free")
-    except EndpointError as exc:
+        free = await score_texts(run, llm, list(CONTENT_FREE), "content-free")
+    except EndpointError as exc:  # e.g. llama.cpp's Python server without logits_all: HTTP 500
         return {"method": "text", "fallback": f"log-probabilities failed: {exc}"}
-    finally:
-        await probe.close()
     if isinstance(free, str):
         return {"method": "text", "fallback": free}
     if method == "logprobs":
@@ -197,21 +193,6 @@ async def classify(run: Run, llm: LLM) -> None:
         return False
 
     await ordered(0, build, handle, cfg.concurrency, lag=4 * max(cfg.concurrency, cfg.window))
-
-
-def summary(classification: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """For stats.json and run.json: the method the answers used, and why any fell back to text."""
-    methods: dict[str, int] = {}
-    fallbacks: dict[str, int] = {}
-    shared: dict[str, Any] = {}
-    for answer in classification.values():
-        method = answer.get("method", "text")
-        methods[method] = methods.get(method, 0) + 1
-        if reason := answer.get("fallback"):
-            fallbacks[reason] = fallbacks.get(reason, 0) + 1
-        if not shared and "shift" in answer:
-            shared = {k: answer[k] for k in ("shift", "threshold") if k in answer}
-    return {"methods": methods, "fallbacks": fallbacks, **shared}
 
 
 def is_classification(run: Run, instruction_id: str) -> bool:

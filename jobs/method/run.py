@@ -266,6 +266,15 @@ class Run:
         }
 
     def classification_method(self) -> dict[str, Any]:
-        from jobs.method.classification import summary  # the stage imports this module
-
-        return summary(self.checkpoint.classification)
+        """How stage 2 decided: answers per method, why any fell back to text, the shift and threshold."""
+        methods: dict[str, int] = {}
+        fallbacks: dict[str, int] = {}
+        shared: dict[str, Any] = {}
+        for answer in self.checkpoint.classification.values():
+            method = answer.get("method", "text")
+            methods[method] = methods.get(method, 0) + 1
+            if reason := answer.get("fallback"):
+                fallbacks[reason] = fallbacks.get(reason, 0) + 1
+            if not shared and "shift" in answer:
+                shared = {k: answer[k] for k in ("shift", "threshold") if k in answer}
+        return {"methods": methods, "fallbacks": fallbacks, **shared}
