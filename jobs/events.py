@@ -10,7 +10,6 @@ the dataset (events.jsonl) and removed with the job (jobs.retention).
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,8 +17,6 @@ from typing import Any
 from redis import Redis
 
 from jobs import keyspace
-
-CURSOR = re.compile(r"^\d{1,20}-\d{1,20}$")
 
 # KEYS: job record, its events; ARGV: max length, the event (JSON). No record: the job was deleted,
 # and its events must not come back.

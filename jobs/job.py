@@ -256,8 +256,15 @@ def compact_record(r: Redis, job_id: str) -> None:
     """A finished job's record without what grows with its size: the per-chunk progress counters
     (folded into one set of totals) and the list of RQ ids (rq_ids() derives it again)."""
     raw = {k.decode(): v.decode() for k, v in r.hgetall(keyspace.job(job_id)).items()}
-    parts = [name for name in raw if name.startswith("p:")]
-    totals = {f"p:main:{name}": value for name, value in _progress(raw).items() if name != "stage_total"}
+    parts = [name for name in raw if name.startswith(("p:", "t:"))]
+    totals: dict[str, int] = {
+        f"p:main:{name}": value for name, value in _progress(raw).items() if name != "stage_total"
+    }
+    for name, value in raw.items():  # tokens by stage and kind, summed over the parts
+        key = name.split(":")
+        if len(key) == 4 and key[0] == "t":
+            folded = f"t:main:{key[2]}:{key[3]}"
+            totals[folded] = totals.get(folded, 0) + int(value)
     pipe = r.pipeline(transaction=True)
     if parts:
         pipe.hdel(keyspace.job(job_id), *parts)

@@ -2,7 +2,8 @@
 
 - While a job runs, Redis holds its record, decision log and checkpoints.
 - Once its dataset is in S3, `archive` moves the decision log to S3 (jobs.decision_archive) and drops
-  the log and checkpoints from Redis: a finished job costs Redis its record only.
+  the log and checkpoints from Redis: a finished job costs Redis its record and its capped event
+  stream only.
 - JOB_RETENTION_SECONDS after it finished, `sweep` deletes the job: its S3 objects, its Redis keys,
   and its record, leaving a tombstone so that it answers 410 Gone (for another retention period).
 - `delete` does the same at once, on request (DELETE /v1/jobs/{id}), cancelling the job first.

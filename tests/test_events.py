@@ -159,6 +159,8 @@ def test_retries_warnings_cancel_and_delete(client, redis, worker_env, settings,
     warnings = kinds(events, "warning", "message")
     assert any(w.startswith("stage instructions ended short of its target") for w in warnings), warnings
     assert client.get(f"/v1/jobs/{job_id}/events?cursor=nope").status_code == 422
+    # a stream id's parts are below 2**64: a longer one is refused, not passed to Redis
+    assert client.get(f"/v1/jobs/{job_id}/events?cursor=24178590768239028803-3253").status_code == 422
     assert client.get(f"/v1/jobs/{job_id}/events?wait=26").status_code == 422
     # a finished job's poll does not wait
     started = time.monotonic()

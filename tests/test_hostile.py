@@ -27,6 +27,8 @@ def live(settings, redis, tmp_path):
         "AWS_ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"],
         "AWS_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"],
         "RATE_LIMIT_PER_MINUTE": "0",
+        # no preview worker runs here: a preview the fuzzer makes on a real seed set waits 1 s, not 30
+        "PREVIEW_WAIT_SECONDS": "1",
     }
     proc, url = gunicorn(env, tmp_path / "gunicorn.log", workers=2)
     key = api_keys.create(redis, "alpha")[1]

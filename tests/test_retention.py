@@ -44,8 +44,8 @@ def walk(client, job_id: str, query: str) -> tuple[list[dict], int]:
 def test_a_finished_job_serves_its_decisions_from_the_archive(client, redis, settings, worker_env):
     job = run_job(client, redis, make_seed_set(client), num_instructions=8)
     assert job["state"] == "succeeded"
-    # Redis holds the record only; the log and checkpoints are in S3
-    assert job_keys(redis, job["id"]) == {keyspace.job(job["id"])}
+    # Redis holds the record and its capped event stream only; the log and checkpoints are in S3
+    assert job_keys(redis, job["id"]) == {keyspace.job(job["id"]), keyspace.job_events(job["id"])}
     assert f"teams/alpha/jobs/{job['id']}/archive/decisions.sqlite" in objects(settings, "alpha", job["id"])
     url = client.get(f"/v1/jobs/{job['id']}/dataset/decisions.jsonl").headers["Location"]
     exported = [json.loads(line) for line in urllib.request.urlopen(url).read().decode().splitlines()]
@@ -133,10 +133,10 @@ def test_fanned_out_job_leaves_only_its_record(client, redis, settings, worker_e
     job = run_job(client, redis, make_seed_set(client), num_instructions=8)
     assert job["state"] == "succeeded"
     assert (int(redis.hget(keyspace.job(job["id"]), "chunks") or 0) > 1) == (chunks > 1)
-    assert job_keys(redis, job["id"]) == {keyspace.job(job["id"])}
+    assert job_keys(redis, job["id"]) == {keyspace.job(job["id"]), keyspace.job_events(job["id"])}
     # the record itself does not grow with the number of chunks: their counters are folded
     fields = {k.decode() for k in redis.hkeys(keyspace.job(job["id"]))}
-    assert not any(f.startswith("p:chunk") for f in fields) and "rq_ids" not in fields
+    assert not any(f.startswith(("p:chunk", "t:chunk")) for f in fields) and "rq_ids" not in fields
     assert len(jobs_.get(redis, job["id"]).rq_ids) == (1 + chunks + 1 if chunks > 1 else 1)
     stats_url = client.get(f"/v1/jobs/{job['id']}/dataset/stats.json").headers["Location"]
     stats = json.loads(urllib.request.urlopen(stats_url).read())
