@@ -3,7 +3,7 @@
 from marshmallow import RAISE, Schema, fields, validate
 
 from api_spec.common import Name, PageArgsSchema, PageSchema, StrictBoolean, StrictFloat, StrictInteger
-from api_spec.seed_sets import SHA256
+from api_spec.seed_sets import SHA256, GivenInstructionSchema
 from api_spec.vocabulary import CLASSIFICATION_METHODS, EXPORT_FORMATS, JOB_STATES
 
 MAX_INSTRUCTIONS = 100_000  # the schema's ceiling; the operator's MAX_INSTRUCTIONS may be lower
@@ -40,7 +40,19 @@ class JobCreateSchema(Schema):
         unknown = RAISE
 
     seed_set_id = fields.String(required=True, validate=SHA256)
-    num_instructions = StrictInteger(required=True, validate=validate.Range(1, MAX_INSTRUCTIONS))
+    num_instructions = StrictInteger(
+        validate=validate.Range(1, MAX_INSTRUCTIONS),
+        metadata={"description": "Instructions to bootstrap (stage 1); required unless `instructions`."},
+    )
+    instructions = fields.List(
+        fields.Nested(GivenInstructionSchema),
+        validate=validate.Length(1, MAX_INSTRUCTIONS),
+        metadata={
+            "description": "A stage-level run: skip stage 1 and classify, make and filter instances for "
+            "exactly these instructions. Every bad item, duplicate ids and duplicate instructions are "
+            "reported at once. Not with `num_instructions`."
+        },
+    )
     profile = Name(
         validate=validate.Length(1, 100),
         metadata={
@@ -123,7 +135,13 @@ class JobSchema(Schema):
     )
     seed_set_id = fields.String(required=True)
     profile = fields.String(required=True)
-    config = fields.Dict(required=True, metadata={"description": "The generation parameters as requested."})
+    config = fields.Dict(
+        required=True,
+        metadata={
+            "description": "The generation parameters as requested; `instructions` (a stage-level job) "
+            "is shown as their number."
+        },
+    )
     created_at = fields.DateTime(required=True)
     started_at = fields.DateTime(allow_none=True, required=True)
     finished_at = fields.DateTime(allow_none=True, required=True)

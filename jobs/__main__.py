@@ -1,6 +1,7 @@
 """Command line: run a whole generation locally, with progress bars.
 
     python -m jobs generate --seed-tasks seeds.jsonl --num-instructions 20 --out out/ --seed 1
+    python -m jobs generate --seed-tasks seeds.jsonl --instructions mine.jsonl --out out/
 
 Without --base-url it starts the embedded local model and stops it afterwards. Running the same
 command again with the same --out resumes an interrupted run from its last checkpoint.
@@ -13,6 +14,7 @@ import json
 import os
 import sys
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,13 @@ from jobs.method.llm import Endpoint, EndpointError
 from jobs.method.local_model import MODEL_ALIAS, LocalModel
 from jobs.method.recipe import CLASSIFICATION_METHODS, EXPORT_FORMATS, GenerationConfig
 from jobs.method.run import BudgetReached, Run
-from jobs.method.seed_tasks import SeedSetError, content_hash, load_file
+from jobs.method.seed_tasks import (
+    SeedSetError,
+    content_hash,
+    instructions_hash,
+    load_file,
+    parse_instructions_jsonl,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -85,8 +93,22 @@ def generate(args: argparse.Namespace) -> int:
     except OSError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    given = None
+    if args.instructions:  # a stage-level run: instances for exactly these instructions
+        try:
+            given = parse_instructions_jsonl(Path(args.instructions).read_bytes())
+        except SeedSetError as e:
+            print(f"error: {args.instructions} is not a valid instruction file:", file=sys.stderr)
+            for err in e.errors:
+                print(f"  line {err.line}: {err.field}: {err.message}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except OSError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     try:
         config = _config(args)
+        if given is not None:
+            config = replace(config, num_instructions=len(given))
     except (ValueError, TypeError, json.JSONDecodeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -105,6 +127,8 @@ def generate(args: argparse.Namespace) -> int:
         "seed_set": content_hash(seed_tasks),
         "api": [args.api, response_format],
     }
+    if given is not None:
+        identity["instructions"] = instructions_hash(given)
     identity_file = state_dir / "identity.json"
     if identity_file.exists() and json.loads(identity_file.read_text()) != identity:
         print(f"error: {out} holds a different run; choose another --out or delete it", file=sys.stderr)
@@ -124,7 +148,15 @@ def generate(args: argparse.Namespace) -> int:
             api=args.api,
             response_format=response_format,
         )
-        run = Run(args.run_id or out.name, seed_tasks, config, endpoint, FileStore(state_dir), progress=bars)
+        run = Run(
+            args.run_id or out.name,
+            seed_tasks,
+            config,
+            endpoint,
+            FileStore(state_dir),
+            progress=bars,
+            given=given,
+        )
         try:
             try:
                 execute(run)
@@ -162,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     g = sub.add_parser("generate", allow_abbrev=False, help="run a whole generation into a directory")
     g.add_argument("--seed-tasks", required=True, help="seed tasks, JSONL in the paper's format")
     g.add_argument("--num-instructions", type=int, default=20)
+    g.add_argument(
+        "--instructions",
+        help="JSONL of {instruction, id?}: skip stage 1 and make instances for exactly these instructions",
+    )
     g.add_argument("--out", required=True, help="output directory (also holds the checkpoint)")
     g.add_argument("--seed", type=int, default=42, help="random seed of the run")
     g.add_argument("--base-url", help="OpenAI-compatible endpoint; default: start the embedded local model")

@@ -153,7 +153,10 @@ class Context:
         seed_tasks = parse_jsonl(self.artifacts.get_seed_set(job.team, job.seed_set_id))
         profile = settings.profiles[job.profile]
         # the operator's profile says how many requests its endpoint takes at once
-        config = GenerationConfig.from_dict({**job.config, "concurrency": profile.concurrency})
+        # a stage-level job's instructions ride in its request, beside the generation parameters
+        given = job.config.get("instructions")
+        fields = {k: v for k, v in job.config.items() if k != "instructions"}
+        config = GenerationConfig.from_dict({**fields, "concurrency": profile.concurrency})
 
         def should_stop() -> bool:
             if _preempted.is_set():
@@ -188,6 +191,7 @@ class Context:
             reporter,
             should_stop,
             spent_elsewhere,
+            given=given,
         )
         self.reporter = reporter
         return self.current

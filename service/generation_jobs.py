@@ -22,6 +22,7 @@ from jobs import idempotency, queue, retention, seed_set_store
 from jobs import job as jobs_
 from jobs.method import cost
 from jobs.method.recipe import GenerationConfig
+from jobs.method.seed_tasks import InstructionsError, parse_instruction_records
 from service import pages
 from service.context import services, team
 from service.errors import headers, load, problem
@@ -50,7 +51,9 @@ def render(job: jobs_.Job) -> dict[str, Any]:
         "stage": job.stage,
         "seed_set_id": job.seed_set_id,
         "profile": job.profile,
-        "config": job.config,
+        "config": {
+            k: len(v) if k == "instructions" else v for k, v in job.config.items()
+        },  # a stage-level job's list, by its size
         "created_at": _time(job.created_at),
         "started_at": _time(job.started_at),
         "finished_at": _time(job.finished_at),
@@ -91,7 +94,27 @@ def _read_create() -> tuple[dict[str, Any], str, str | None]:
         problem(400, "the body is not valid JSON")
     if not isinstance(body, dict):
         problem(422, "invalid job request", [{"field": "(body)", "message": "Must be a JSON object."}])
+    # the instruction list is checked like an instruction file (duplicates too), not by the schema
+    listed = body.pop("instructions", None)
     args = load(JobCreateSchema(), body, errors)
+    if listed is not None:
+        if not isinstance(listed, list):
+            errors.append({"field": "instructions", "message": "Not a valid list."})
+        elif len(listed) > settings.max_instructions:
+            errors.append(
+                {"field": "instructions", "message": f"at most {settings.max_instructions} on this service"}
+            )
+        else:
+            try:
+                args["instructions"] = parse_instruction_records(listed, settings.max_instructions)
+            except InstructionsError as e:
+                errors += [{"field": err.field, "message": err.message} for err in e.errors]
+        if "num_instructions" in body:
+            errors.append(
+                {"field": "num_instructions", "message": "not with instructions: those are the instructions"}
+            )
+    elif "num_instructions" not in body:
+        errors.append({"field": "num_instructions", "message": "Missing data for required field."})
     key = load(IdempotencyHeaderSchema(), headers(IdempotencyHeaderSchema()), errors).get("idempotency_key")
     profile = args.get("profile") or settings.default_profile or ""
     # (a profile that is not a valid name is reported already)
@@ -120,6 +143,8 @@ def _read_create() -> tuple[dict[str, Any], str, str | None]:
 
 def _config(args: dict[str, Any]) -> dict[str, Any]:
     """The request as GenerationConfig fields."""
+    if "instructions" in args:
+        args["num_instructions"] = len(args["instructions"])
     config = {
         k: args[k]
         for k in (
@@ -140,6 +165,8 @@ def _config(args: dict[str, Any]) -> dict[str, Any]:
         GenerationConfig.from_dict(config)
     except ValueError as e:
         problem(422, str(e))
+    if "instructions" in args:
+        config["instructions"] = args["instructions"]
     return config
 
 

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from api_spec.vocabulary import FILES, RULES
+from jobs.method import report
 from jobs.method.checkpoint import Checkpoint
 from jobs.method.decisions import Decision
 from jobs.method.recipe import GenerationConfig
@@ -207,11 +208,19 @@ def write(
     records["decisions.jsonl"] = len(ordered)
     _json(out / "stats.json", stats)
     _json(out / "run.json", run_record)
-    (out / "README.md").write_text(card(records, stats, run_record), encoding="utf-8")
+    quality = report.build(checkpoint, seed_tasks, stats)
+    _json(out / "report.json", quality)
+    report.figures(quality, out)
+    (out / "README.md").write_text(card(records, stats, run_record, quality), encoding="utf-8")
     return records
 
 
-def card(records: dict[str, int], stats: dict[str, Any], run_record: dict[str, Any]) -> str:
+def card(
+    records: dict[str, int],
+    stats: dict[str, Any],
+    run_record: dict[str, Any],
+    quality: dict[str, Any],
+) -> str:
     """The dataset card: what is in the directory, how it was made, how to load it."""
     cfg = run_record["config"]
     lines = [
@@ -258,8 +267,8 @@ def card(records: dict[str, int], stats: dict[str, Any], run_record: dict[str, A
     for stage, rules in stats["verdicts"].items():
         for rule, count in rules.items():
             lines.append(f"| {stage} | `{rule}` | {count} | {RULES[rule]} |")
+    lines += ["", *report.card_section(quality)]
     lines += [
-        "",
         "## Loading",
         "",
         "```python",

@@ -39,6 +39,15 @@ class BudgetReached(Canceled):
         super().__init__(f"the run reached its budget ({reason})")
 
 
+def _first_checkpoint(given: list[dict[str, str]] | None) -> Checkpoint:
+    """A new run's state. Given instructions ({"id", "text"}) replace stage 1: the run starts at
+    classification with exactly those, in order."""
+    if given is None:
+        return Checkpoint()
+    kept = [{"id": g["id"], "text": g["text"], "given": True} for g in given]
+    return Checkpoint(stage="classification", instructions=kept, stop_reason="given_instructions")
+
+
 class Run:
     """The live state of one run: its checkpoint, the decisions not yet committed, and accounting."""
 
@@ -52,6 +61,7 @@ class Run:
         progress: Progress | None = None,
         should_stop: Callable[[], bool] | None = None,
         spent_elsewhere: Callable[[], tuple[int, int]] | None = None,
+        given: list[dict[str, str]] | None = None,
     ):
         """`spent_elsewhere`: prompt and completion tokens the job's other runs (chunks) spent, which
         count against the whole-job budgets too."""
@@ -62,7 +72,7 @@ class Run:
             raise ValueError("classification_only needs classification tasks in the seed set")
         self.endpoint = endpoint
         self.store = store
-        self.checkpoint = store.load() or Checkpoint()
+        self.checkpoint = store.load() or _first_checkpoint(given)
         self.usage = Usage.from_dict(self.checkpoint.usage) if self.checkpoint.usage else Usage()
         self.prompts = (
             ChatPrompts(
@@ -259,6 +269,7 @@ class Run:
             "run_id": self.run_id,
             "engine_version": __version__,
             "seed_set": {"sha256": content_hash(self.seed_tasks), "tasks": len(self.seed_tasks)},
+            "instance_demonstrations": self.prompts.demonstrations,
             "random_seed": self.config.seed,
             "endpoint": self.endpoint.public(),
             "config": self.config.to_dict(),
