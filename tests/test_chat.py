@@ -162,10 +162,10 @@ def test_profiles_say_which_api_they_speak(client, settings) -> None:
         Profile("bad", "http://127.0.0.1:1/v1", "m", response_format="json_schema")
     with pytest.raises(ValueError, match="api must be"):
         Endpoint("http://127.0.0.1:1/v1", "m", api="edits")
-    answer = client.get("/v1/profiles").get_json()
-    assert answer == [
-        {"name": "fake", "model": "fake", "default": True, "api": "completions", "structured_output": False}
-    ]
+    (answer,) = client.get("/v1/profiles").get_json()
+    assert (
+        answer["name"] == "fake" and answer["api"] == "completions" and answer["structured_output"] is False
+    )
 
 
 @pytest.fixture
