@@ -94,7 +94,7 @@ def test_serve_runs_the_stack_on_fixed_ports_until_ctrl_c(fake_llm, tmp_path) ->
 @pytest.mark.parametrize(
     "command",
     [
-        [sys.executable, "-m", "jobs", "generate", "--seed-tasks", "x.jsonl", "--out", "o", "--api", "chat"],
+        [sys.executable, "-m", "jobs", "generate", "--seed-tasks", "x.jsonl", "--out", "o", "--num", "5"],
         [sys.executable, "-m", "jobs.dedup", "--pool", "p.jsonl", "--thresh", "0.5"],
         [sys.executable, "-m", "jobs.api_keys", "create", "--tea", "alpha"],
         [sys.executable, "-m", "jobs.local_stack", "--work", "3"],
