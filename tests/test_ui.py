@@ -102,7 +102,17 @@ def stack(redis_url, s3_endpoint, tmp_path_factory) -> Iterator[Stack]:
             s3_endpoint_url=s3_endpoint,
             s3_public_endpoint_url=s3_endpoint,
             s3_bucket=f"ui-{uuid.uuid4().hex[:12]}",
-            profiles={"fake": Profile("fake", llm.base_url, "fake", timeout=5, max_attempts=4, max_wait=0.2)},
+            profiles={
+                "fake": Profile(
+                    "fake",
+                    llm.base_url,
+                    "fake",
+                    timeout=5,
+                    max_attempts=4,
+                    max_wait=0.2,
+                    price_per_million_tokens={"prompt": 1.5, "completion": 4.0},
+                )
+            },
             default_profile="fake",
             log_level="INFO",
         )
@@ -276,6 +286,9 @@ def test_submit_a_job_and_watch_it_go_from_queued_to_succeeded_without_reloading
     assert page.evaluate("window.notReloaded") is True
     assert row.locator("progress").get_attribute("value") == "8"
     assert "8 / 8" in row.inner_text()
+    finished = stack.http.get(f"/v1/jobs/{job_id}").json()
+    cost = finished["cost"]
+    assert cost["total"] > 0 and f"{cost['total']:.6f} USD" in row.inner_text()
     shot(page, "jobs")
 
     # filter by state
@@ -297,6 +310,13 @@ def test_submit_a_job_and_watch_it_go_from_queued_to_succeeded_without_reloading
     labels = page.locator("#rule-chart svg text.chart-label").all_text_contents()
     counts = page.locator("#rule-chart svg text.chart-count").all_text_contents()
     assert dict(zip(labels, counts, strict=True))["kept"] == "8"
+    assert page.inner_text("#job-cost") == f"{cost['total']:.6f} USD"
+    # the events feed: every event the API has, in its order, ending with the job's success
+    page.wait_for_selector("#events li[data-type='state']:has-text('running -> succeeded')")
+    events = stack.http.get(f"/v1/jobs/{job_id}/events", params={"limit": 1000}).json()["items"]
+    assert page.locator("#events li").evaluate_all("items => items.map(i => i.dataset.type)") == [
+        e["type"] for e in events
+    ]
     shot(page, "job")
     assert not page.watch.errors, page.watch.errors
 

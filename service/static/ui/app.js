@@ -150,6 +150,8 @@ function poll(fn) {
 const number = (n) => (n === null || n === undefined ? "" : Number(n).toLocaleString("en"));
 const when = (iso) => (iso ? new Date(iso).toLocaleString("en-GB") : "");
 const percent = (done, total) => (total ? `${Math.round((100 * done) / total)}%` : "");
+// a job's cost so far (null when its profile has no prices)
+const money = (cost) => (cost ? `${Number(cost.total).toFixed(6)} ${cost.currency}` : "");
 
 function bar(value, max, label) {
   return el("progress", { value: Math.min(value, max || 0), max: max || 1, "aria-label": label }, percent(value, max));
@@ -179,6 +181,7 @@ function jobRow(job) {
       ` ${number(p.instructions_kept)} / ${number(p.instructions_target)}`,
     ),
     number(p.prompt_tokens + p.completion_tokens),
+    money(job.cost),
     when(job.created_at),
   ];
 }
@@ -381,6 +384,12 @@ async function jobPage() {
     if (job.eta_seconds !== null && job.state === "running") fact(facts, "Time left", `about ${Math.ceil(job.eta_seconds)} s`);
     fact(facts, "Requests", number(p.requests));
     fact(facts, "Tokens", `${number(p.prompt_tokens)} prompt + ${number(p.completion_tokens)} completion`);
+    if (job.cost) {
+      const stages = Object.entries(job.cost.by_stage).map(([s, c]) => `${s} ${Number(c).toFixed(6)}`);
+      fact(facts, "Cost", el("span", {}, el("span", { id: "job-cost" }, money(job.cost)), ` (${stages.join(", ")})`));
+    }
+    if (job.stop_reason) fact(facts, "Stopped by", job.stop_reason);
+    for (const warning of job.warnings || []) fact(facts, "Warning", warning);
     if (job.error) fact(facts, "Error", job.error);
     show(cancel, (job.state === "queued" || job.state === "running") && !job.cancel_requested);
     $("#stages").replaceChildren(...stageItems(job));
@@ -391,9 +400,44 @@ async function jobPage() {
       await ruleChart(jobId);
     }
     if (job.dataset_available && !(last && last.dataset_available)) await datasetTable(jobId);
+    await moreEvents();
     last = job;
     return active;
   });
+}
+
+// The job's events, oldest first: each refresh asks only for those after the last one shown.
+function eventText(e) {
+  const d = e.data || {};
+  switch (e.type) {
+    case "state":
+      return [`${d.previous || "new"} -> ${d.state}`, d.stop_reason, d.cancelled_by && `by ${d.cancelled_by}`, d.error]
+        .filter(Boolean)
+        .join("; ");
+    case "stage_started":
+    case "stage_ended":
+      return d.stage || "";
+    case "warning":
+      return d.message || "";
+    default:
+      return Object.entries(d).map(([k, v]) => `${k} ${typeof v === "object" ? JSON.stringify(v) : v}`).join(", ");
+  }
+}
+
+let eventsCursor = null;
+async function moreEvents() {
+  const jobId = body.dataset.job;
+  const list = $("#events");
+  for (;;) {
+    const page = await api(`/v1/jobs/${encodeURIComponent(jobId)}/events${query({ limit: 200, cursor: eventsCursor })}`);
+    for (const e of page.items) {
+      const at = new Date(e.at * 1000).toLocaleTimeString("en-GB");
+      list.append(el("li", { class: `event event-${e.type}`, "data-type": e.type }, `${at} ${e.type}: ${eventText(e)}`));
+    }
+    if (page.next_cursor) eventsCursor = page.next_cursor;
+    show($("#events-empty"), list.children.length === 0);
+    if (page.items.length < 200) return;
+  }
 }
 
 // --- decisions ---
