@@ -214,6 +214,8 @@ def test_schemathesis_all_checks_against_gunicorn(live, client, redis, worker_en
     _, url, http, key = live
     seed_set_id = upload_paper(http)
     job = http.post("/v1/jobs", json={"seed_set_id": seed_set_id, "num_instructions": 3}).json()
+    # a second job for DELETE to take in the coverage and fuzzing phases (it answers 204 again after)
+    victim = http.post("/v1/jobs", json={"seed_set_id": seed_set_id, "num_instructions": 2}).json()
     work(redis)
     decision = http.get(f"/v1/jobs/{job['id']}/decisions?limit=1").json()["items"][0]["id"]
     # a finished job for the paths no POST creates (its decisions and dataset); the stateful phase
@@ -224,13 +226,23 @@ def test_schemathesis_all_checks_against_gunicorn(live, client, redis, worker_en
     # exist) can be schema-valid and still refused: positive_data_acceptance is off for those, and
     # so is the warning that POST /v1/jobs mostly refuses schema-valid bodies (random profile names).
     # The job above must outlive the coverage and fuzzing phases: DELETE /v1/jobs/{job_id} does not
-    # take ids from earlier responses there (it still deletes jobs the stateful phase creates).
+    # take ids from earlier responses there but deletes the second job (the stateful phase still
+    # deletes jobs it creates).
     config = tmp_path / "schemathesis.toml"
     # A body over MAX_REQUEST_BYTES is refused with 413, which schemathesis does not count among the
     # ways to reject invalid data: add it. A job deleted (by the fuzzer or its retention period) answers
     # 410 to schema-valid requests, as a missing one answers 404: add that to schemathesis' defaults.
     config.write_text(
         f"""
+# schemathesis' default warnings but validation_mismatch: POST /v1/jobs mostly refuses schema-valid
+# bodies (random profile names; num_instructions or instructions, one of them), and the per-operation
+# setting of this list is not applied in every phase
+warnings.display = [
+    "missing_auth", "missing_test_data", "base_url_mismatch", "missing_deserializer", "unused_openapi_auth",
+    "unsupported_regex", "method_not_allowed", "constants_extraction", "unmatched_filter",
+    "unresolvable_reference", "rate_limited", "dictionary_mismatch", "timeout_units",
+]
+
 [checks.negative_data_rejection]
 expected-statuses = [400, 401, 403, 404, 405, 406, 409, 410, 413, 414, 415, 422, 428, 429, "5XX"]
 
@@ -243,6 +255,7 @@ parameters = {{ {params} }}
 
 [[operations]]
 include-name = "DELETE /v1/jobs/{{job_id}}"
+parameters = {{ job_id = "{victim["id"]}" }}
 phases.coverage.extra-data-sources.responses = false
 phases.fuzzing.extra-data-sources.responses = false
 
@@ -257,12 +270,6 @@ checks.positive_data_acceptance.enabled = false
 [[operations]]
 include-name = "POST /v1/jobs"
 checks.positive_data_acceptance.enabled = false
-# schemathesis' default warnings but validation_mismatch
-warnings.display = [
-    "missing_auth", "missing_test_data", "base_url_mismatch", "missing_deserializer", "unused_openapi_auth",
-    "unsupported_regex", "method_not_allowed", "constants_extraction", "unmatched_filter",
-    "unresolvable_reference", "rate_limited", "dictionary_mismatch", "timeout_units",
-]
 """
     )
     result = subprocess.run(
