@@ -19,6 +19,7 @@ import httpx
 import pytest
 from rouge_score import rouge_scorer, tokenize
 
+from api_spec.vocabulary import RULES
 from jobs.local_stack import Process, gunicorn, rq_worker
 from jobs.settings import Profile, Settings
 from tests.conftest import DATA, ROOT
@@ -317,6 +318,24 @@ def test_submit_a_job_and_watch_it_go_from_queued_to_succeeded_without_reloading
     assert page.locator("#events li").evaluate_all("items => items.map(i => i.dataset.type)") == [
         e["type"] for e in events
     ]
+    # the quality report: Table 1 beside the paper's, and Figure 3's bars, as the API gives them
+    page.wait_for_selector("#report:not([hidden])")
+    report = stack.http.get(f"/v1/jobs/{job_id}/report").json()
+    cells = page.locator("#table1 tbody tr").evaluate_all(
+        "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
+    )
+    assert cells[0] == ["instructions", "8", "52,445"]
+    assert [c[1] for c in cells[: len(report["table1"])]] == [
+        f"{r['this_dataset']:,}"
+        if isinstance(r["this_dataset"], int)
+        else f"{r['this_dataset']:,.3f}".rstrip("0").rstrip(".")
+        for r in report["table1"]
+    ]
+    figure3 = page.locator("#report-figures figure").first.locator("rect")
+    assert [int(b) for b in figure3.evaluate_all("bars => bars.map(b => b.dataset.count)")] == report[
+        "rouge_l_to_nearest_seed"
+    ]["counts"]
+    assert sum(report["rouge_l_to_nearest_seed"]["counts"]) == 8
     shot(page, "job")
     assert not page.watch.errors, page.watch.errors
 
@@ -483,3 +502,32 @@ def test_the_key_is_in_no_log_line(page, stack, job):
     text = "".join(p.read_text() for p in (stack.tmp / "gunicorn.log", stack.tmp / "worker.log"))
     assert f"/v1/jobs/{job}/decisions" in text  # the page's requests were logged
     assert stack.key not in text
+
+
+def test_preview_from_the_form(page, stack, tmp_path):
+    """The form's preview runs on the preview worker and shows each candidate's decision, the kept
+    instructions with their instances, and the full job's estimate."""
+    preview_worker = rq_worker(
+        stack.env, stack.tmp / "preview-worker.log", Settings.from_env(stack.env).preview_queue
+    )
+    try:
+        stack.llm.script.plant = []
+        stack.llm.script.delay = 0.0
+        sign_in(page, stack)
+        page.click("#new-job summary")
+        page.set_input_files("#seed-file", str(DATA / "seed_tasks.jsonl"))
+        page.fill("#count", "50")
+        page.click("#preview-button")
+        page.wait_for_selector("#preview-summary:has-text('kept of')", timeout=120_000)
+    finally:
+        preview_worker.stop()
+    summary = page.inner_text("#preview-summary")
+    assert "the full job of 50" in summary, summary
+    rules = page.locator("#preview-candidates tbody tr").evaluate_all("rows => rows.map(r => r.dataset.rule)")
+    kept = page.locator("#preview-kept > li").count()
+    assert rules and set(rules) <= set(RULES) and rules.count("kept") == kept > 0
+    assert summary.startswith(f"{kept} kept of {len(rules)} candidates")
+    jobs = stack.http.get("/v1/jobs", params={"limit": 100}).json()["items"]
+    assert all(j["config"].get("num_instructions") != 50 for j in jobs)  # a preview makes no job
+    shot(page, "preview")
+    assert not page.watch.errors, page.watch.errors

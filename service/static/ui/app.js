@@ -222,12 +222,9 @@ async function jobForm() {
   $("#seed-set").append(
     ...seedSets.items.map((s) => el("option", { value: s.id }, `${s.name || s.id.slice(0, 12)} (${s.task_count} tasks)`)),
   );
-  $("#job-form").addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const out = $("#job-form-error");
-    show(out, false);
-    try {
-      let decoding = {};
+  // the form as a job's body (uploading the seed file first, when one is chosen)
+  const formBody = async () => {
+    let decoding = {};
       const raw = $("#decoding").value.trim();
       if (raw) {
         try {
@@ -236,27 +233,49 @@ async function jobForm() {
           throw new ApiError(422, { title: "the decoding overrides are not valid JSON", errors: [{ field: "decoding", message: e.message }] });
         }
       }
-      let seedSetId = $("#seed-set").value;
-      const file = $("#seed-file").files[0];
-      if (file) {
-        const form = new FormData();
-        form.append("file", file);
-        form.append("name", file.name.replace(/\.[^.]*$/, "").slice(0, 100));
-        seedSetId = (await api("/v1/seed-sets", { method: "POST", body: form })).id;
-      } else if (!seedSetId) {
-        throw new ApiError(422, { title: "choose a seed set file to upload, or one uploaded before" });
+    let seedSetId = $("#seed-set").value;
+    const file = $("#seed-file").files[0];
+    if (file) {
+      const form = new FormData();
+      form.append("file", file);
+      form.append("name", file.name.replace(/\.[^.]*$/, "").slice(0, 100));
+      seedSetId = (await api("/v1/seed-sets", { method: "POST", body: form })).id;
+    } else if (!seedSetId) {
+      throw new ApiError(422, { title: "choose a seed set file to upload, or one uploaded before" });
+    }
+    return {
+      seed_set_id: seedSetId,
+      profile: $("#profile").value || undefined,
+      num_instructions: Number($("#count").value),
+      seed: Number($("#seed").value),
+      decoding,
+    };
+  };
+  const out = $("#job-form-error");
+  $("#preview-button").addEventListener("click", async () => {
+    show(out, false);
+    try {
+      const { num_instructions: full, ...body } = await formBody();
+      $("#preview-summary").textContent = "Running the preview...";
+      show($("#preview"), true);
+      const json = { method: "POST", headers: { "Content-Type": "application/json" } };
+      let preview = await api("/v1/previews", { ...json, body: JSON.stringify({ ...body, full_num_instructions: full }) });
+      while (preview.state === "queued" || preview.state === "running") {
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+        preview = await api(`/v1/previews/${encodeURIComponent(preview.id)}`);
       }
-      await api("/v1/jobs", {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({
-          seed_set_id: seedSetId,
-          profile: $("#profile").value || undefined,
-          num_instructions: Number($("#count").value),
-          seed: Number($("#seed").value),
-          decoding,
-        }),
-      });
+      showPreview(preview);
+    } catch (e) {
+      out.replaceChildren(problemNode(e));
+      show(out, true);
+    }
+  });
+  $("#job-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    show(out, false);
+    try {
+      const body = await formBody();
+      await api("/v1/jobs", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
       $("#job-form").reset();
       $("#new-job").open = false;
       $("#state-filter").value = "";
@@ -266,6 +285,35 @@ async function jobForm() {
       show(out, true);
     }
   });
+}
+
+// A preview's candidates with their decisions, and the kept ones with their instances; all as text.
+function showPreview(preview) {
+  const r = preview.result;
+  if (preview.state !== "succeeded" || !r) {
+    $("#preview-summary").textContent = `The preview ${preview.state}: ${preview.error || ""}`;
+    return;
+  }
+  const job = r.estimate && r.estimate.full_job;
+  const cost = r.cost ? `, cost ${money(r.cost)}` : "";
+  const priced = job && job.cost !== null ? `, ${Number(job.cost).toFixed(6)} ${r.estimate.currency}` : "";
+  const full = job ? `; the full job of ${number(job.num_instructions)}: about ${number(job.prompt_tokens + job.completion_tokens)} tokens${priced}` : "";
+  $("#preview-summary").textContent = `${r.kept.length} kept of ${r.candidates.length} candidates; ${number(r.tokens.prompt + r.tokens.completion)} tokens${cost}${full}`;
+  $("#preview-candidates tbody").replaceChildren(
+    ...r.candidates.map((d) =>
+      el("tr", { "data-rule": d.rule }, el("td", {}, d.text), el("td", {}, d.rule), el("td", { class: "num" }, d.detail && d.detail.score !== undefined ? Number(d.detail.score).toFixed(3) : ""), el("td", {}, d.nearest_text || "")),
+    ),
+  );
+  $("#preview-kept").replaceChildren(
+    ...r.kept.map((k) =>
+      el(
+        "li",
+        {},
+        el("p", {}, `${k.text} (classification: ${(k.classification && k.classification.label) || "?"})`),
+        el("ul", {}, ...k.instances.map((i) => el("li", { class: "instance" }, i.input ? `${i.input} -> ${i.output}` : i.output))),
+      ),
+    ),
+  );
 }
 
 // The jobs list's refresher, for the form to restart polling after a submission.
@@ -337,6 +385,51 @@ async function ruleChart(jobId) {
   $("#rule-chart").replaceChildren(rows.length ? svg : el("p", {}, "No decisions yet."));
 }
 
+// A histogram as vertical bars: [[label, count], ...], each bar titled with its label and count.
+function histogram(name, bins) {
+  const width = 640;
+  const height = 120;
+  const most = Math.max(1, ...bins.map(([, n]) => n));
+  const w = width / Math.max(1, bins.length);
+  const svg = el("svg:svg", { viewBox: `0 0 ${width} ${height + 16}`, width, height: height + 16, role: "img", "aria-label": name, class: "chart" });
+  bins.forEach(([label, n], i) => {
+    const h = (height * n) / most;
+    svg.append(
+      el("svg:rect", { x: i * w + 1, y: height - h, width: Math.max(1, w - 2), height: h, class: "bar-kept", "data-count": n }, el("svg:title", {}, `${label}: ${n}`)),
+    );
+  });
+  svg.append(
+    el("svg:text", { x: 0, y: height + 14, class: "chart-label" }, String(bins.length ? bins[0][0] : "")),
+    el("svg:text", { x: width, y: height + 14, "text-anchor": "end", class: "chart-label" }, String(bins.length ? bins[bins.length - 1][0] : "")),
+  );
+  return el("figure", {}, el("figcaption", {}, name), svg);
+}
+
+// The quality report (report.json): Table 1 beside the paper's, and Figures 3 and 4 from its data.
+async function qualityReport(jobId) {
+  const report = await api(`/v1/jobs/${encodeURIComponent(jobId)}/report`);
+  const rows = report.table1.map((r) =>
+    el("tr", {}, el("td", {}, r.statistic.replaceAll("_", " ")), el("td", { class: "num" }, number(r.this_dataset)), el("td", { class: "num" }, number(r.paper))),
+  );
+  const ipi = report.instances_per_instruction;
+  rows.push(el("tr", {}, el("td", {}, "instances per instruction"), el("td", { class: "num" }, number(ipi.this_dataset)), el("td", { class: "num" }, number(ipi.paper))));
+  $("#table1 tbody").replaceChildren(...rows);
+  const rouge = report.rouge_l_to_nearest_seed;
+  const figures = [
+    histogram(
+      "Figure 3: ROUGE-L of each kept instruction against its most similar seed instruction",
+      rouge.counts.map((n, i) => [(i * rouge.bin_width).toFixed(2), n]),
+    ),
+  ];
+  for (const [key, name] of [["instruction_words", "instructions"], ["non_empty_input_words", "non-empty inputs"], ["output_words", "outputs"]]) {
+    const counts = Object.entries(report.lengths[key] || {}).sort((a, b) => Number(a[0]) - Number(b[0]));
+    figures.push(histogram(`Figure 4: length of ${name} in words`, counts));
+  }
+  $("#report-figures").replaceChildren(...figures);
+  show($("#report"), true);
+  show($("#report-note"), false);
+}
+
 async function datasetTable(jobId) {
   const manifest = await api(`/v1/jobs/${encodeURIComponent(jobId)}/dataset`);
   $("#dataset tbody").replaceChildren(
@@ -399,7 +492,10 @@ async function jobPage() {
       chartAt = Date.now();
       await ruleChart(jobId);
     }
-    if (job.dataset_available && !(last && last.dataset_available)) await datasetTable(jobId);
+    if (job.dataset_available && !(last && last.dataset_available)) {
+      await datasetTable(jobId);
+      if (job.state === "succeeded") await qualityReport(jobId);
+    }
     await moreEvents();
     last = job;
     return active;
