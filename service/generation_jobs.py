@@ -18,12 +18,12 @@ from api_spec.jobs import (
     JobPageSchema,
     JobSchema,
 )
-from jobs import idempotency, queue, retention, seed_set_store
+from jobs import idempotency, queue, retention
 from jobs import job as jobs_
 from jobs.method import cost
 from jobs.method.recipe import GenerationConfig
 from jobs.method.seed_tasks import InstructionsError, parse_instruction_records
-from service import pages
+from service import job_body, pages
 from service.context import services, team
 from service.errors import headers, load, problem
 
@@ -116,26 +116,14 @@ def _read_create() -> tuple[dict[str, Any], str, str | None]:
     elif "num_instructions" not in body:
         errors.append({"field": "num_instructions", "message": "Missing data for required field."})
     key = load(IdempotencyHeaderSchema(), headers(IdempotencyHeaderSchema()), errors).get("idempotency_key")
-    profile = args.get("profile") or settings.default_profile or ""
-    # (a profile that is not a valid name is reported already)
-    if ("profile" in args or "profile" not in body) and profile not in settings.profiles:
-        offered = ", ".join(sorted(settings.profiles)) or "none configured"
-        errors.append({"field": "profile", "message": f"one of: {offered}"})
+    profile = job_body.profile(args, body, errors)
     if args.get("num_instructions", 0) > settings.max_instructions:
         errors.append(
             {"field": "num_instructions", "message": f"at most {settings.max_instructions} on this service"}
         )
     if "max_cost" in args and profile in settings.profiles and settings.profiles[profile].prices is None:
         errors.append({"field": "max_cost", "message": f"profile {profile} has no prices to count a cost by"})
-    seed_set = None
-    if "seed_set_id" in args:
-        seed_set = seed_set_store.get(services().redis, team(), args["seed_set_id"])
-    if seed_set is not None and args.get("classification_only") and not seed_set.classification_tasks:
-        errors.append({"field": "classification_only", "message": "the seed set has no classification tasks"})
-    if seed_set is None and "seed_set_id" in args:
-        if not errors:
-            problem(404, f"no seed set {args['seed_set_id']}")
-        errors.append({"field": "seed_set_id", "message": "no such seed set"})
+    job_body.seed_set(args, errors)
     if errors:
         problem(422, "invalid job request", errors)
     return args, profile, key

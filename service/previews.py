@@ -13,8 +13,9 @@ from flask_smorest import Blueprint
 from marshmallow import RAISE
 
 from api_spec.previews import PreviewArgsSchema, PreviewCreateSchema, PreviewSchema
-from jobs import previews, queue, seed_set_store
+from jobs import previews, queue
 from jobs.method.recipe import GenerationConfig
+from service import job_body
 from service.context import services, team
 from service.errors import load, problem
 
@@ -56,25 +57,14 @@ def _read() -> tuple[dict[str, Any], str]:
     if not isinstance(body, dict):
         problem(422, "invalid preview request", [{"field": "(body)", "message": "Must be a JSON object."}])
     args = load(PreviewCreateSchema(), body, errors)
-    profile = args.get("profile") or settings.default_profile or ""
-    if ("profile" in args or "profile" not in body) and profile not in settings.profiles:
-        offered = ", ".join(sorted(settings.profiles)) or "none configured"
-        errors.append({"field": "profile", "message": f"one of: {offered}"})
+    profile = job_body.profile(args, body, errors)
     if args.get("num_instructions", 0) > settings.preview_max_instructions:
         cap = settings.preview_max_instructions
         errors.append({"field": "num_instructions", "message": f"at most {cap} in a preview on this service"})
     if args.get("full_num_instructions", 0) > settings.max_instructions:
         cap = settings.max_instructions
         errors.append({"field": "full_num_instructions", "message": f"at most {cap} on this service"})
-    seed_set = None
-    if "seed_set_id" in args:
-        seed_set = seed_set_store.get(services().redis, team(), args["seed_set_id"])
-    if seed_set is not None and args.get("classification_only") and not seed_set.classification_tasks:
-        errors.append({"field": "classification_only", "message": "the seed set has no classification tasks"})
-    if seed_set is None and "seed_set_id" in args:
-        if not errors:
-            problem(404, f"no seed set {args['seed_set_id']}")
-        errors.append({"field": "seed_set_id", "message": "no such seed set"})
+    job_body.seed_set(args, errors)
     if errors:
         problem(422, "invalid preview request", errors)
     return args, profile
