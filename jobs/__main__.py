@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -31,8 +32,8 @@ from jobs.method.seed_tasks import (
     SeedSetError,
     content_hash,
     instructions_hash,
-    load_file,
     parse_instructions_jsonl,
+    parse_jsonl,
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -82,28 +83,27 @@ def _config(args: argparse.Namespace) -> GenerationConfig:
     return GenerationConfig.from_dict(data)
 
 
-def generate(args: argparse.Namespace) -> int:
+def _read(path: str, parse: Callable[[bytes], Any], what: str) -> Any:
+    """The parsed file, or None after every bad line and field is printed on stderr."""
     try:
-        seed_tasks = load_file(args.seed_tasks)
+        return parse(Path(path).read_bytes())
     except SeedSetError as e:
-        print(f"error: {args.seed_tasks} is not a valid seed set:", file=sys.stderr)
+        print(f"error: {path} is not a valid {what}:", file=sys.stderr)
         for err in e.errors:
             print(f"  line {err.line}: {err.field}: {err.message}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     except OSError as e:
         print(f"error: {e}", file=sys.stderr)
+    return None
+
+
+def generate(args: argparse.Namespace) -> int:
+    seed_tasks = _read(args.seed_tasks, parse_jsonl, "seed set")
+    if seed_tasks is None:
         return EXIT_BAD_INPUT
     given = None
     if args.instructions:  # a stage-level run: instances for exactly these instructions
-        try:
-            given = parse_instructions_jsonl(Path(args.instructions).read_bytes())
-        except SeedSetError as e:
-            print(f"error: {args.instructions} is not a valid instruction file:", file=sys.stderr)
-            for err in e.errors:
-                print(f"  line {err.line}: {err.field}: {err.message}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        except OSError as e:
-            print(f"error: {e}", file=sys.stderr)
+        given = _read(args.instructions, parse_instructions_jsonl, "instruction file")
+        if given is None:
             return EXIT_BAD_INPUT
     try:
         config = _config(args)
