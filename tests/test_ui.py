@@ -6,6 +6,7 @@ Screenshots of the main pages go to $UI_SCREENSHOTS (default .run/ui-screenshots
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -518,10 +519,17 @@ def test_preview_from_the_form(page, stack, tmp_path):
         page.set_input_files("#seed-file", str(DATA / "seed_tasks.jsonl"))
         page.fill("#count", "50")
         page.click("#preview-button")
-        page.wait_for_selector("#preview-summary:has-text('kept of')", timeout=120_000)
+        # either outcome ends the wait; a failure is reported with what the page and the worker said
+        done = """() => !document.querySelector('#job-form-error').hidden
+            || /kept of|^The preview/.test(document.querySelector('#preview-summary').textContent)"""
+        with contextlib.suppress(TimeoutError):
+            until(page, done, timeout=120)
     finally:
         preview_worker.stop()
     summary = page.inner_text("#preview-summary")
+    worker_said = (stack.tmp / "preview-worker.log").read_text()[-3000:]
+    said = (summary, page.inner_text("#job-form-error"), worker_said)
+    assert "kept of" in summary, said
     assert "the full job of 50" in summary, summary
     rules = page.locator("#preview-candidates tbody tr").evaluate_all("rows => rows.map(r => r.dataset.rule)")
     kept = page.locator("#preview-kept > li").count()
