@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from rouge_score import rouge_scorer, tokenize
 
+from jobs.method import similarity
 from jobs.method.similarity import NO_MATCH, ReferenceScan, RougeLIndex, _fmeasures, fmeasure
 from jobs.method.similarity import tokenize as our_tokenize
 
@@ -307,3 +308,66 @@ def test_an_earlier_item_tied_at_its_bound_wins(tied, probed):
     candidate = "r1 r2 f1 f2"
     assert reference(candidate, pool) == (SCORER.score(candidate, probed)["rougeL"].fmeasure, 0)
     assert index.nearest(candidate) == (*reference(candidate, pool), "0")
+
+
+# --- Frequent tokens' byte vectors: promotion, growth, demotion, counts past a byte ---
+
+
+def small_vectors(mp: pytest.MonkeyPatch) -> None:
+    """Capacity doubling from 4 and byte vectors for any token in a quarter of the pool (and 2 items),
+    so that small pools grow, promote and demote many times."""
+    mp.setattr(similarity, "_MIN_CAPACITY", 4)
+    mp.setattr(similarity, "_DENSE_MIN", 2)
+    mp.setattr(similarity, "_DENSE_SHARE", 1 / 4)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.randoms(use_true_random=False))
+def test_tokens_turning_frequent_and_back_agree_with_rouge_score(rnd):
+    # The vocabulary drifts phase by phase, so tokens frequent early become rare (demoted at a growth)
+    # and may turn frequent again; queries repeat words so that counts above 1 are compared too.
+    with pytest.MonkeyPatch.context() as mp:
+        small_vectors(mp)
+        index = RougeLIndex()
+        pool: list[str] = []
+        for phase in range(4):
+            words = ZIPF_WORDS[phase * 8 : phase * 8 + 16]
+            weights = [1 / (i + 1) for i in range(len(words))]
+            for _ in range(rnd.randint(10, 50)):
+                text = " ".join(rnd.choices(words, weights, k=rnd.randint(1, 10)))
+                index.add(str(len(pool)), text)
+                pool.append(text)
+            for _ in range(4):
+                candidate = " ".join(rnd.choices(ZIPF_WORDS[:48], k=rnd.randint(1, 14)))
+                assert index.nearest(candidate)[:2] == reference(candidate, pool)
+
+
+@pytest.mark.parametrize("vectors", ["small", "as_configured"])
+def test_counts_and_queries_past_a_byte_agree_with_rouge_score(vectors):
+    # Byte vectors saturate at 255 and per-item overlaps are bytes unless the query has 256+ tokens.
+    pool = [
+        "a " * 300 + "b",
+        "a " * 50,  # shares fewer tokens with "a " * 300 than the item above, unless counted mod 256
+        "b " * 270,
+        "a b c",
+        "c a b a",
+        *["a c d"] * 6,
+        "x " * 40 + "a " * 260,
+        " ".join(f"w{i}" for i in range(200)) + " a b",
+    ]
+    candidates = [
+        "a " * 300,
+        "a " * 200 + "c",
+        "a " * 5 + "b",
+        "a b " * 130,
+        " ".join(f"w{i}" for i in range(250)) + " a a a b c",
+        "a c d a",
+    ]
+    with pytest.MonkeyPatch.context() as mp:
+        if vectors == "small":
+            small_vectors(mp)
+        index = RougeLIndex()
+        for i, text in enumerate(pool):
+            index.add(str(i), text)
+        for candidate in candidates:
+            assert index.nearest(candidate)[:2] == reference(candidate, pool)

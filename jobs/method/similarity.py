@@ -6,9 +6,12 @@ prediction (precision side). `nearest()` returns the best score over the pool an
 item reaching it; a score of 0.0 comes with no item.
 
 The index never approximates. ROUGE-L's F-measure equals 2*lcs/(m+n), and the LCS of two token lists
-is at most their multiset overlap, so 2*overlap/(m+n) bounds every pool item's score from above. The
-overlaps come from an inverted index in one vectorised pass; exact LCS (rapidfuzz, bit-parallel) is
-computed in decreasing bound order and stops once no remaining bound can reach the best score found.
+is at most their multiset overlap, so 2*overlap/(m+n) bounds every pool item's score from above. Every
+pool item's overlap with the query is counted in a byte vector: frequent tokens (a share of the pool)
+also keep a byte per pool item, added as whole vectors, and the other tokens' postings are scattered
+in one call. The item sharing the most tokens is scored first; since sharing x tokens allows at most
+2x/(x+n), only items sharing enough tokens to reach that score are bounded, and exact LCS (rapidfuzz,
+bit-parallel) is computed in decreasing bound order until no remaining bound can reach the best score.
 """
 
 from __future__ import annotations
@@ -27,10 +30,16 @@ from rouge_score import rouge_scorer
 _TOKEN = re.compile(r"[a-z0-9]+")
 # Bound slack: bounds and scores are floats; never prune an item within this of the best score.
 _EPS = 1e-9
-# Exact LCS per first round; later rounds grow 4x. A first probe runs once the postings read reach
-# _PROBE_VOLUME, so that a good best score lets the frequent tokens' postings be skipped.
-_PROBE = 8
-_PROBE_VOLUME = 512
+# Exact LCS per first round; later rounds grow 4x.
+_ROUND = 8
+# Up to this many exact scores are computed one by one: numpy's fixed costs outweigh a short loop.
+_FEW = 32
+# A token also gets byte vectors, a byte per pool item, once it is in this share of the pool (and this
+# many items): past about pool/20 postings, adding a vector is cheaper than scattering the postings.
+_DENSE_SHARE = 1 / 16
+_DENSE_MIN = 64
+# Those byte vectors have room for this many pool items at first, doubling when full.
+_MIN_CAPACITY = 1024
 
 
 def tokenize(text: str) -> list[str]:
@@ -97,8 +106,21 @@ class _Postings:
     __slots__ = ("counts", "items")
 
     def __init__(self) -> None:
-        self.items = array("i")
+        self.items = array("q")  # int64: numpy indexes with these without converting them
         self.counts = array("i")
+
+
+class _Dense:
+    """A frequent token's postings as one byte per pool slot: whether each item has the token, and how
+    often (saturated at 255). Bytearrays take single-byte writes cheaply; the arrays view them."""
+
+    __slots__ = ("counts", "counts_array", "present", "present_array")
+
+    def __init__(self, capacity: int) -> None:
+        self.present = bytearray(capacity)
+        self.counts = bytearray(capacity)
+        self.present_array = np.frombuffer(self.present, dtype=np.uint8)
+        self.counts_array = np.frombuffer(self.counts, dtype=np.uint8)
 
 
 class RougeLIndex:
@@ -107,6 +129,8 @@ class RougeLIndex:
     def __init__(self) -> None:
         self._vocab: dict[str, int] = {}
         self._postings: list[_Postings] = []
+        self._dense: dict[int, _Dense] = {}  # frequent tokens, `_capacity` slots each
+        self._capacity = 0
         self._ids: list[str] = []
         self._seqs: list[str | list[int]] = []
         self._lengths = array("i")
@@ -124,6 +148,8 @@ class RougeLIndex:
 
     def add(self, item_id: str, text: str) -> None:
         index = len(self._ids)
+        if index == self._capacity:
+            self._grow()
         token_ids = []
         for token in tokenize(text):
             tid = self._vocab.get(token)
@@ -131,106 +157,152 @@ class RougeLIndex:
                 tid = self._vocab[token] = len(self._postings)
                 self._postings.append(_Postings())
             token_ids.append(tid)
+        promote_at = max(_DENSE_MIN, (index + 1) * _DENSE_SHARE)
         for tid, count in Counter(token_ids).items():
             postings = self._postings[tid]
             postings.items.append(index)
             postings.counts.append(count)
+            dense = self._dense.get(tid)
+            if dense is not None:
+                dense.present[index] = 1
+                dense.counts[index] = min(count, 255)
+            elif len(postings.items) >= promote_at:
+                self._dense[tid] = self._densify(postings)
         self._ids.append(item_id)
         self._seqs.append(self._encode(token_ids))
         self._lengths.append(len(token_ids))
+
+    def _densify(self, postings: _Postings) -> _Dense:
+        dense = _Dense(self._capacity)
+        items = np.frombuffer(postings.items, dtype=np.int64)
+        dense.present_array[items] = 1
+        dense.counts_array[items] = np.minimum(np.frombuffer(postings.counts, dtype=np.int32), 255)
+        return dense
+
+    def _grow(self) -> None:
+        # Doubling keeps add() amortised O(tokens). Tokens that fell below half the share go back to
+        # postings only, so the byte vectors stay within a constant factor of the postings' size.
+        old, self._capacity = self._capacity, max(_MIN_CAPACITY, 2 * self._capacity)
+        keep = len(self._ids) * _DENSE_SHARE / 2
+        grown = {}
+        for tid, dense in self._dense.items():
+            if len(self._postings[tid].items) >= keep:
+                grown[tid] = _Dense(self._capacity)
+                grown[tid].present[:old] = dense.present
+                grown[tid].counts[:old] = dense.counts
+        self._dense = grown
 
     def nearest(self, text: str) -> Match:
         tokens = tokenize(text)
         n = len(tokens)
         pool = len(self._ids)
-        vocab = self._vocab
         # Tokens the pool has never seen match nothing: dropping them leaves every LCS unchanged.
-        known = [vocab[t] for t in tokens if t in vocab]
+        known = [tid for tid in map(self._vocab.get, tokens) if tid is not None]
         if not n or not pool or not known:
             return NO_MATCH
-        counts = Counter(known)
-        postings = self._postings
-        rare_first = sorted(counts, key=lambda tid: len(postings[tid].items))
         query = self._encode(known)
-        lengths = np.frombuffer(self._lengths, dtype=np.int32)
-        overlap = np.zeros(pool, dtype=np.int32)
-        seen: list[np.ndarray] = []
-        volume, tail = 0, len(known)
+        overlap = self._overlaps(Counter(known), pool)
+        # A first best score from the (first) item sharing the most tokens. An item sharing x tokens
+        # scores at most 2x/(x+n), so only those sharing `need` or more can still reach it.
         best = _Best()
-
-        for tid in rare_first:
-            if volume >= _PROBE_VOLUME and not best.evaluated:
-                found = self._discovered(seen, overlap, volume)
-                self._evaluate(found, overlap, tail, n, lengths, query, best, limit=_PROBE)
-            # A pool item sharing none of the tokens read so far overlaps the query in at most `tail`
-            # tokens, so it scores at most 2*tail/(tail+n): once that is below the best, stop looking.
-            if 2.0 * tail / (tail + n) < best.score - _EPS:
-                break
-            items = np.frombuffer(postings[tid].items, dtype=np.int32)
-            count = counts[tid]
-            if count == 1:
-                overlap[items] += 1
-            else:
-                overlap[items] += np.minimum(np.frombuffer(postings[tid].counts, dtype=np.int32), count)
-            seen.append(items)
-            volume += items.size
-            tail -= count
-        self._evaluate(self._discovered(seen, overlap, volume), overlap, tail, n, lengths, query, best)
-        if best.index < 0 or best.score == 0.0:
+        self._score(np.argmax(overlap, keepdims=True), n, query, best)
+        found = np.flatnonzero(overlap >= max(1, _need(best.score, n)))
+        self._evaluate(found, overlap, n, query, best)
+        if best.score == 0.0:
             return NO_MATCH
         return Match(best.score, best.index, self._ids[best.index])
 
-    @staticmethod
-    def _discovered(seen: list[np.ndarray], overlap: np.ndarray, volume: int) -> np.ndarray:
-        if volume * 8 < overlap.size:
-            return np.unique(np.concatenate(seen))
-        return np.flatnonzero(overlap)
+    def _overlaps(self, counts: Counter[int], pool: int) -> np.ndarray:
+        """Each pool item's multiset overlap with the query's token counts."""
+        dense = self._dense
+        postings = self._postings
+        # An overlap is at most the query's length: a byte each, unless the query is that long.
+        overlap = np.zeros(pool, dtype=np.uint8 if counts.total() < 256 else np.int32)
+        shared: np.ndarray | None = None
+        once: list[np.ndarray] = []
+        for tid, count in counts.items():
+            frequent = dense.get(tid)
+            if frequent is not None and count < 256:
+                if count == 1:
+                    np.add(overlap, frequent.present_array[:pool], out=overlap)
+                else:
+                    if shared is None:
+                        shared = np.empty(pool, dtype=np.uint8)
+                    shared.fill(count)  # a minimum against an array is far faster than against a scalar
+                    np.minimum(frequent.counts_array[:pool], shared, out=shared)
+                    np.add(overlap, shared, out=overlap)
+                continue
+            items = np.frombuffer(postings[tid].items, dtype=np.int64)
+            if count == 1:
+                once.append(items)
+            else:
+                shared_counts = np.minimum(np.frombuffer(postings[tid].counts, dtype=np.int32), count)
+                np.add.at(overlap, items, shared_counts.astype(overlap.dtype))
+        if once:
+            # One unbuffered add for them all: an item may be in several of the lists.
+            np.add.at(overlap, np.concatenate(once), overlap.dtype.type(1))
+        return overlap
 
     def _evaluate(
-        self,
-        items: np.ndarray,
-        overlap: np.ndarray,
-        tail: int,
-        n: int,
-        lengths: np.ndarray,
-        query: str | list[int],
-        best: _Best,
-        limit: int | None = None,
+        self, items: np.ndarray, overlap: np.ndarray, n: int, query: str | list[int], best: _Best
     ) -> None:
         """Exact scores for `items`, highest bound first, until no bound can reach the best."""
-        item_lengths = lengths[items]
-        bound = 2.0 * np.minimum(overlap[items] + tail, np.minimum(item_lengths, n)) / (item_lengths + n)
+        # An overlap is at most min(m, n), so this is 2*min(overlap, m, n)/(m+n).
+        bound = 2.0 * overlap[items] / (np.frombuffer(self._lengths, dtype=np.int32)[items] + n)
         alive = np.flatnonzero(bound >= best.score - _EPS)
-        chunk = _PROBE
+        chunk = _ROUND
         while alive.size:
-            if alive.size > chunk:
-                top = np.argpartition(-bound[alive], chunk)[:chunk]
-                pick, alive = alive[top], np.delete(alive, top)
+            # Rounds of the highest bounds, until the rest fits in about two rounds.
+            if alive.size > 2 * chunk:
+                pick = alive[np.argpartition(bound[alive], alive.size - chunk)[alive.size - chunk :]]
             else:
-                pick, alive = alive, alive[:0]
-            picked = items[pick]
-            lcs = process.cdist(
-                [query], [self._seqs[i] for i in picked.tolist()], scorer=LCSseq.similarity, dtype=np.int32
-            )[0]
-            self.lcs_computed += picked.size
-            scores = _fmeasures(lcs, n, item_lengths[pick])
-            top_score = float(scores.max())
-            if top_score >= best.score:
-                first = int(picked[scores == top_score].min())
-                if top_score > best.score or first < best.index or best.index < 0:
-                    best.score, best.index = top_score, first
-            best.evaluated = True
-            if limit is not None:
+                pick = alive
+            self._score(items[pick], n, query, best)
+            if pick is alive:
                 return
+            bound[pick] = -1.0  # scored
             alive = alive[bound[alive] >= best.score - _EPS]
             chunk *= 4
 
+    def _score(self, items: np.ndarray, n: int, query: str | list[int], best: _Best) -> None:
+        """Exact scores of `items` into `best`: the highest, and the earliest item on a tie."""
+        self.lcs_computed += items.size
+        seqs, lengths = self._seqs, self._lengths
+        if items.size <= _FEW:
+            for index in items.tolist():
+                score = fmeasure(LCSseq.similarity(query, seqs[index]), n, lengths[index])
+                if score > best.score or (score == best.score and index < best.index):
+                    best.score, best.index = score, index
+            return
+        pool_lens = np.frombuffer(lengths, dtype=np.int32)[items]
+        lcs = process.cdist(
+            [query], [seqs[i] for i in items.tolist()], scorer=LCSseq.similarity, dtype=np.int32
+        )
+        scores = _fmeasures(lcs[0], n, pool_lens)
+        top_score = float(scores.max())
+        if top_score >= best.score:
+            first = int(items[scores == top_score].min())
+            if top_score > best.score or first < best.index:
+                best.score, best.index = top_score, first
+
+
+def _need(score: float, n: int) -> int:
+    """The fewest shared tokens x whose highest possible bound, 2x/(x+n), reaches `score` less the slack.
+    Computed with the bounds' own float expression, so no item whose bound reaches it is left out."""
+    target = score - _EPS
+    if target <= 0:
+        return 0
+    x = max(0, int(target * n / (2 - target)) - 1)
+    while 2.0 * x / (x + n) < target:
+        x += 1
+    return x
+
 
 class _Best:
-    __slots__ = ("evaluated", "index", "score")
+    __slots__ = ("index", "score")
 
     def __init__(self) -> None:
-        self.score, self.index, self.evaluated = 0.0, -1, False
+        self.score, self.index = 0.0, -1
 
 
 def _fmeasures(lcs: np.ndarray, candidate_len: int, pool_lens: np.ndarray) -> np.ndarray:
@@ -238,6 +310,6 @@ def _fmeasures(lcs: np.ndarray, candidate_len: int, pool_lens: np.ndarray) -> np
     precision = lcs / pool_lens
     recall = lcs / candidate_len
     total = precision + recall
-    with np.errstate(invalid="ignore", divide="ignore"):
-        scores = 2 * precision * recall / total
-    return np.where(total > 0, scores, 0.0)
+    scores = np.zeros_like(total)
+    np.divide(2 * precision * recall, total, out=scores, where=total > 0)
+    return scores
