@@ -139,6 +139,8 @@ def test_auto_is_fitted_where_the_endpoint_gives_logprobs(tmp_path: Path) -> Non
 def test_without_logprobs_falls_back_to_text(tmp_path: Path, mode: str, reason: str) -> None:
     with FakeLLM(Script(logprobs=mode, label_logprobs=planted())) as server:
         run = classify(tmp_path, fake_endpoint(server), "auto")
+    # one request finds out (a refusal is not retried), then one a task
+    assert server.script.counts["requests"] == 1 + 3
     assert labels(run) == EXPECTED["text"]
     for answer in run.checkpoint.classification.values():
         assert answer["method"] == "text" and answer["fallback"].startswith(reason)

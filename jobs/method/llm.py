@@ -134,6 +134,8 @@ def _error_kind(exc: BaseException) -> str:
 
 def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, openai.APIStatusError):
+        if any(refusal in str(exc) for refusal in REFUSALS):
+            return False
         return exc.status_code in (408, 409, 429) or exc.status_code >= 500
     return isinstance(
         exc,
@@ -144,6 +146,12 @@ def _retryable(exc: BaseException) -> bool:
             json.JSONDecodeError,
         ),
     )
+
+
+# Errors that say what the server cannot do, whatever their status: retrying cannot change them.
+# llama.cpp's Python server answers 500 with this to a request for log-probabilities when it was
+# started without logits_all.
+REFUSALS = ("logprobs is not supported",)
 
 
 def retry_after(exc: BaseException | None) -> float | None:
