@@ -11,6 +11,7 @@ and the last page of a filter must cost the same: a page is one sorted-set range
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import re
@@ -19,6 +20,8 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from redis import Redis
@@ -79,6 +82,51 @@ def fill(r: Redis, job_id: str, count: int) -> None:
         log.commit(batch, f"{log.prefix}:checkpoint", "")
 
 
+@dataclass(frozen=True)
+class Served:
+    redis: Redis
+    key: str  # an API key of the job's team
+    job_id: str
+    url: str  # gunicorn's
+    tmp: Path
+
+
+@contextlib.contextmanager
+def served_job(decisions: int) -> Iterator[Served]:
+    """Redis, the S3 endpoint and gunicorn (2 workers) on loopback, and a running job whose log holds
+    `decisions` decision records; no rate limit (one team sends hundreds of requests a second)."""
+    os.environ.update(AWS_ACCESS_KEY_ID=S3_KEY, AWS_SECRET_ACCESS_KEY=S3_SECRET)
+    with tempfile.TemporaryDirectory() as tmp_name, contextlib.ExitStack() as stack:
+        tmp = Path(tmp_name)
+        redis_proc, redis_url = redis_server(tmp / "redis")
+        stack.callback(redis_proc.stop)
+        s3_proc, s3_url = s3_server(tmp / "s3")
+        stack.callback(s3_proc.stop)
+        settings = Settings(
+            redis_url=redis_url,
+            s3_endpoint_url=s3_url,
+            s3_public_endpoint_url=s3_url,
+            log_level="WARNING",
+            rate_limit_per_minute=0,
+        )
+        artifacts = Artifacts(settings)
+        artifacts.ensure_bucket()
+        r = Redis.from_url(redis_url)
+        key = api_keys.create(r, "bench")[1]
+        seed_set, _ = create_seed_set(
+            r, artifacts, "bench", load_file(ROOT / "data" / "seed_tasks.jsonl"), "b"
+        )
+        job = jobs_.create(r, "bench", seed_set.id, "local", {"num_instructions": 20000})
+        assert job is not None
+        jobs_.transition(r, job, "running", ("queued",), started_at=time.time(), stage="instances")
+        start = time.perf_counter()
+        fill(r, job.id, decisions)
+        print(f"wrote {decisions} decisions in {time.perf_counter() - start:.1f} s")
+        api, url = gunicorn({**settings.to_env(), "LOG_LEVEL": "WARNING"}, tmp / "gunicorn.log", workers=2)
+        stack.callback(api.stop)
+        yield Served(r, key, job.id, url, tmp)
+
+
 def wrk(url: str, seconds: int, connections: int, script: Path, key: str) -> dict[str, float]:
     out = subprocess.run(
         [
@@ -120,33 +168,9 @@ def main() -> None:
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: run scripts/setup.sh")
-    os.environ.update(AWS_ACCESS_KEY_ID=S3_KEY, AWS_SECRET_ACCESS_KEY=S3_SECRET)
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        redis_proc, redis_url = redis_server(tmp / "redis")
-        s3_proc, s3_url = s3_server(tmp / "s3")
-        # no rate limit: the benchmark is one team sending 200 requests a second
-        settings = Settings(
-            redis_url=redis_url,
-            s3_endpoint_url=s3_url,
-            s3_public_endpoint_url=s3_url,
-            log_level="WARNING",
-            rate_limit_per_minute=0,
-        )
-        artifacts = Artifacts(settings)
-        artifacts.ensure_bucket()
-        r = Redis.from_url(redis_url)
-        key = api_keys.create(r, "bench")[1]
-        seed_set, _ = create_seed_set(
-            r, artifacts, "bench", load_file(ROOT / "data" / "seed_tasks.jsonl"), "b"
-        )
-        job = jobs_.create(r, "bench", seed_set.id, "local", {"num_instructions": 20000})
-        assert job is not None
-        jobs_.transition(r, job, "running", ("queued",), started_at=time.time(), stage="instances")
-        start = time.perf_counter()
-        fill(r, job.id, args.decisions)
-        print(f"wrote {args.decisions} decisions in {time.perf_counter() - start:.1f} s")
-        log = DecisionLog(r, job.id)
+    with served_job(args.decisions) as served:
+        r, key, job_id, url, tmp = served.redis, served.key, served.job_id, served.url, served.tmp
+        log = DecisionLog(r, job_id)
         _, _, total_kept = log.page(stage="instruction", rule="too_similar", limit=1)
         last_all = Cursor(log.count() - 50).encode()
         # the cursor before the last page of a filter: walk to it once
@@ -157,8 +181,7 @@ def main() -> None:
                 break
             after = more
         filtered_last = Cursor(after).encode()
-        api, url = gunicorn({**settings.to_env(), "LOG_LEVEL": "WARNING"}, tmp / "gunicorn.log", workers=2)
-        base = f"{url}/v1/jobs/{job.id}"
+        base = f"{url}/v1/jobs/{job_id}"
         similar = f"{base}/decisions?stage=instruction&rule=too_similar&limit=50"
         targets = {
             "job status": base,
@@ -176,29 +199,24 @@ def main() -> None:
         )
         print(f"{'endpoint':<40} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
         results = {}
-        try:
-            # rounds, interleaving the URLs, so that a disturbance on the machine hits them all alike
-            runs: dict[str, list[dict[str, float]]] = {label: [] for label in targets}
-            for _ in range(args.rounds):
-                for label, target in targets.items():
-                    runs[label].append(wrk(target, args.seconds, args.connections, script, key))
-            for label, measured in runs.items():
-                res = {k: statistics.median(m[k] for m in measured) for k in ("rps", "p50", "p99", "errors")}
-                results[label] = res
-                print(
-                    f"{label:<40} {res['rps']:>8.1f} {res['p50']:>8.2f} {res['p99']:>8.2f} {res['errors']:>8.0f}"  # noqa: E501
-                )
-            unpaced = tmp / "unpaced.lua"
-            unpaced.write_text("")
-            full = wrk(
-                f"{base}/decisions?limit=50&cursor={last_all}", args.seconds, args.connections, unpaced, key
+        # rounds, interleaving the URLs, so that a disturbance on the machine hits them all alike
+        runs: dict[str, list[dict[str, float]]] = {label: [] for label in targets}
+        for _ in range(args.rounds):
+            for label, target in targets.items():
+                runs[label].append(wrk(target, args.seconds, args.connections, script, key))
+        for label, measured in runs.items():
+            res = {k: statistics.median(m[k] for m in measured) for k in ("rps", "p50", "p99", "errors")}
+            results[label] = res
+            print(
+                f"{label:<40} {res['rps']:>8.1f} {res['p50']:>8.2f} {res['p99']:>8.2f} {res['errors']:>8.0f}"
             )
-            label = "unpaced, last page (capacity)"
-            print(f"{label:<40} {full['rps']:>8.1f} {full['p50']:>8.2f} {full['p99']:>8.2f}")
-        finally:
-            api.stop()
-            s3_proc.stop()
-            redis_proc.stop()
+        unpaced = tmp / "unpaced.lua"
+        unpaced.write_text("")
+        full = wrk(
+            f"{base}/decisions?limit=50&cursor={last_all}", args.seconds, args.connections, unpaced, key
+        )
+        label = "unpaced, last page (capacity)"
+        print(f"{label:<40} {full['rps']:>8.1f} {full['p50']:>8.2f} {full['p99']:>8.2f}")
         worst = max(res["p99"] for res in results.values())
         verdict = "met" if worst < 50 else "NOT met"
         print(f"worst p99 at ~{args.rate} req/s: {worst:.2f} ms (target < 50 ms -> {verdict})")

@@ -4,7 +4,7 @@ of a job holding 50,000 decisions.
     .venv/bin/python -m benchmarks.ui [--decisions 50000] [--loads 5]
 
 Starts Redis, an S3 endpoint and gunicorn on loopback, writes the decisions straight into the job's
-log (as benchmarks/api_reads.py does), signs in and measures in the page with the Performance API:
+log (benchmarks/api_reads.py's served_job), signs in and measures in the page with the Performance API:
 from navigation start to the first page of the table on screen, and from a click on "Next page" to
 the next page on screen, for every page up to the last, at 50 and 200 a page and with a rule filter.
 No rate limit: the walk sends one request a page as fast as the page renders them.
@@ -13,25 +13,12 @@ No rate limit: the walk sends one request a page as fast as the page renders the
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import tempfile
-import time
-from pathlib import Path
 
 from playwright.sync_api import sync_playwright
-from redis import Redis
 
-from benchmarks.api_reads import fill
-from jobs import api_keys
-from jobs import job as jobs_
-from jobs.artifacts import Artifacts
-from jobs.local_stack import S3_KEY, S3_SECRET, gunicorn, redis_server, s3_server
-from jobs.method.seed_tasks import load_file
-from jobs.seed_set_store import create as create_seed_set
-from jobs.settings import Settings
+from benchmarks.api_reads import served_job
 
-ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -87,59 +74,30 @@ def main() -> None:
     parser.add_argument("--loads", type=int, default=5, help="first renders measured (median reported)")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     args = parser.parse_args()
-    os.environ.update(AWS_ACCESS_KEY_ID=S3_KEY, AWS_SECRET_ACCESS_KEY=S3_SECRET)
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        redis_proc, redis_url = redis_server(tmp / "redis")
-        s3_proc, s3_url = s3_server(tmp / "s3")
-        settings = Settings(
-            redis_url=redis_url,
-            s3_endpoint_url=s3_url,
-            s3_public_endpoint_url=s3_url,
-            log_level="WARNING",
-            rate_limit_per_minute=0,
-        )
-        artifacts = Artifacts(settings)
-        artifacts.ensure_bucket()
-        r = Redis.from_url(redis_url)
-        key = api_keys.create(r, "bench")[1]
-        seed_set, _ = create_seed_set(
-            r, artifacts, "bench", load_file(ROOT / "data" / "seed_tasks.jsonl"), "b"
-        )
-        job = jobs_.create(r, "bench", seed_set.id, "local", {"num_instructions": 20000})
-        assert job is not None
-        jobs_.transition(r, job, "running", ("queued",), started_at=time.time(), stage="instances")
-        fill(r, job.id, args.decisions)
-        # threads: idle sockets a browser opens ahead of need would each hold a sync worker
-        env = {**settings.to_env(), "LOG_LEVEL": "WARNING"}
-        api, url = gunicorn(env, tmp / "gunicorn.log", workers=2)
-        base = f"{url}/ui/jobs/{job.id}/decisions"
-        try:
-            with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
-                page = browser.new_page(viewport={"width": 1200, "height": 860})
-                page.goto(f"{url}/ui/")
-                page.fill("#api-key", key)
-                page.click("#sign-in-form button")
-                page.wait_for_selector("#content:not([hidden])")
-                print(f"Chromium {browser.version}; a job with {args.decisions:,} decisions; times in ms")
-                print(f"{'':<44} {'n':>6} {'median':>9} {'p95':>9} {'max':>9} {'total s':>8}")
-                print(row("first render, 50 a page", first_render(page, base, args.loads)))
-                views = {
-                    "to the last page, 50 a page": f"{base}?limit=50",
-                    "to the last page, 200 a page": f"{base}?limit=200",
-                    "to the last page, too_similar, 50 a page": f"{base}?rule=too_similar&limit=50",
-                }
-                for label, view in views.items():
-                    page.goto(view)
-                    page.wait_for_selector("#decisions tbody tr")
-                    walked = page.evaluate(WALK)
-                    print(row(label, walked["times"]) + f"   ({walked['info']})")
-                browser.close()
-        finally:
-            api.stop()
-            s3_proc.stop()
-            redis_proc.stop()
+    with served_job(args.decisions) as served:
+        url, key = served.url, served.key
+        base = f"{url}/ui/jobs/{served.job_id}/decisions"
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1200, "height": 860})
+            page.goto(f"{url}/ui/")
+            page.fill("#api-key", key)
+            page.click("#sign-in-form button")
+            page.wait_for_selector("#content:not([hidden])")
+            print(f"Chromium {browser.version}; a job with {args.decisions:,} decisions; times in ms")
+            print(f"{'':<44} {'n':>6} {'median':>9} {'p95':>9} {'max':>9} {'total s':>8}")
+            print(row("first render, 50 a page", first_render(page, base, args.loads)))
+            views = {
+                "to the last page, 50 a page": f"{base}?limit=50",
+                "to the last page, 200 a page": f"{base}?limit=200",
+                "to the last page, too_similar, 50 a page": f"{base}?rule=too_similar&limit=50",
+            }
+            for label, view in views.items():
+                page.goto(view)
+                page.wait_for_selector("#decisions tbody tr")
+                walked = page.evaluate(WALK)
+                print(row(label, walked["times"]) + f"   ({walked['info']})")
+            browser.close()
 
 
 if __name__ == "__main__":
