@@ -21,7 +21,6 @@ from api_spec.jobs import (
 from jobs import idempotency, queue, retention
 from jobs import job as jobs_
 from jobs.method import cost
-from jobs.method.recipe import GenerationConfig
 from jobs.method.seed_tasks import InstructionsError, parse_instruction_records
 from service import job_body, pages
 from service.context import services, team
@@ -130,29 +129,10 @@ def _read_create() -> tuple[dict[str, Any], str, str | None]:
 
 
 def _config(args: dict[str, Any]) -> dict[str, Any]:
-    """The request as GenerationConfig fields."""
+    """The request as GenerationConfig fields, and a stage-level run's instructions."""
     if "instructions" in args:
         args["num_instructions"] = len(args["instructions"])
-    config = {
-        k: args[k]
-        for k in (
-            "num_instructions",
-            "seed",
-            "classification_only",
-            "classification_method",
-            "include_seed_tasks",
-            "similarity_threshold",
-        )
-    }
-    config["export_formats"] = list(dict.fromkeys(args["export_formats"]))
-    config["decoding"] = args["decoding"]
-    for k in ("max_requests", "max_tokens", "max_cost"):
-        if args.get(k) is not None:
-            config[k] = args[k]
-    try:
-        GenerationConfig.from_dict(config)
-    except ValueError as e:
-        problem(422, str(e))
+    config = job_body.config(args)
     if "instructions" in args:
         config["instructions"] = args["instructions"]
     return config

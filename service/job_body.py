@@ -1,6 +1,7 @@
-"""Checks a job's body and a preview's body share: the profile the operator offers, and the seed set.
+"""What a job's body and a preview's body share: the checks of the profile the operator offers and of
+the seed set, and the body's recipe as GenerationConfig fields.
 
-Each adds what is wrong to `errors`, so that a request gets every fault in one problem.
+Each check adds what is wrong to `errors`, so that a request gets every fault in one problem.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from jobs import seed_set_store
+from jobs.method.recipe import GenerationConfig
 from service.context import services, team
 from service.errors import problem
 
@@ -35,3 +37,28 @@ def seed_set(args: dict[str, Any], errors: list[dict[str, Any]]) -> None:
         if not errors:
             problem(404, f"no seed set {args['seed_set_id']}")
         errors.append({"field": "seed_set_id", "message": "no such seed set"})
+
+
+RECIPE_FIELDS = (
+    "num_instructions",
+    "seed",
+    "classification_only",
+    "classification_method",
+    "include_seed_tasks",
+    "similarity_threshold",
+    "decoding",
+)
+BUDGETS = ("max_requests", "max_tokens", "max_cost")
+
+
+def config(args: dict[str, Any]) -> dict[str, Any]:
+    """The body's recipe as GenerationConfig fields; a recipe GenerationConfig refuses is a 422."""
+    config = {k: args[k] for k in RECIPE_FIELDS if k in args}
+    config |= {k: args[k] for k in BUDGETS if args.get(k) is not None}
+    if "export_formats" in args:
+        config["export_formats"] = list(dict.fromkeys(args["export_formats"]))
+    try:
+        GenerationConfig.from_dict(config)
+    except ValueError as e:
+        problem(422, str(e))
+    return config

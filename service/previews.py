@@ -14,7 +14,6 @@ from marshmallow import RAISE
 
 from api_spec.previews import PreviewArgsSchema, PreviewCreateSchema, PreviewSchema
 from jobs import previews, queue
-from jobs.method.recipe import GenerationConfig
 from service import job_body
 from service.context import services, team
 from service.errors import load, problem
@@ -23,7 +22,6 @@ blp = Blueprint(
     "previews", __name__, url_prefix="/v1/previews", description="Try a recipe on a few instructions first."
 )
 log = structlog.get_logger(__name__)
-CONFIG_FIELDS = ("num_instructions", "seed", "classification_only", "similarity_threshold", "decoding")
 
 
 def _time(value: float | None) -> datetime | None:
@@ -70,18 +68,6 @@ def _read() -> tuple[dict[str, Any], str]:
     return args, profile
 
 
-def _config(args: dict[str, Any]) -> dict[str, Any]:
-    config = {k: args[k] for k in CONFIG_FIELDS if k in args}
-    for k in ("max_requests", "max_tokens", "max_cost"):
-        if args.get(k) is not None:
-            config[k] = args[k]
-    try:
-        GenerationConfig.from_dict(config)
-    except ValueError as e:
-        problem(422, str(e))
-    return config
-
-
 @blp.route("")
 class Previews(MethodView):
     @blp.arguments(PreviewArgsSchema, location="query", unknown=RAISE)
@@ -98,7 +84,7 @@ class Previews(MethodView):
         classification and instances, tokens, and the estimated cost of the full job."""
         s = services()
         args, profile = _read()
-        config = _config(args)
+        config = job_body.config(args)
         full = args.get("full_num_instructions")
         ttl = s.settings.preview_retention_seconds
         preview_id = previews.create(s.redis, team(), args["seed_set_id"], profile, config, full, ttl)

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import httpx
 import pytest
-from rq import SimpleWorker
+from rq import Queue, SimpleWorker
 
 from client.__main__ import main as cli
 from jobs import keyspace, queue
@@ -170,3 +170,21 @@ def test_the_chart_runs_a_preview_worker_and_carries_prices():
     settings = Settings.from_env({**config, "REDIS_URL": "redis://x:6379/0"})
     assert settings.profiles[first].prices == (0.5, 1.5) and settings.profiles[first].currency == "EUR"
     assert settings.preview_queue == env["WORKER_QUEUES"] and settings.preview_max_instructions == 20
+
+
+def test_a_preview_runs_the_job_body_s_classification_method(priced, redis, api_key):
+    """The body's stage-2 method reaches the preview's run: the scripted endpoint gives no
+    log-probabilities, so `auto` falls back to text with a reason, while `text` needs none."""
+    client = create_app(priced, configure_logging=False).test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {api_key}"
+    sid = make_seed_set(client)
+    answers = {}
+    for method in ("auto", "text"):
+        body = {"seed_set_id": sid, "num_instructions": 3, "classification_method": method}
+        location = client.post("/v1/previews?wait=0", json=body).headers["Location"]
+        SimpleWorker([Queue(priced.preview_queue, connection=redis)], connection=redis).work(burst=True)
+        done = client.get(location).json
+        assert done["state"] == "succeeded", done
+        answers[method] = [k["classification"] for k in done["result"]["kept"]]
+    assert answers["auto"] and all(a["method"] == "text" and a["fallback"] for a in answers["auto"])
+    assert answers["text"] and all(a["method"] == "text" and "fallback" not in a for a in answers["text"])
