@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,23 +97,29 @@ def _to_task(data: dict[str, Any]) -> SeedTask:
     )
 
 
+def _objects(
+    items: Iterable[tuple[int | None, str, Any]], limit: int, noun: str, col: _Collector
+) -> Iterator[tuple[int, int | None, str, dict[str, Any]]]:
+    """(count, line, field prefix, object) for each item that is a JSON object, up to `limit` items;
+    what is not (an undecodable line, another JSON value, one item too many) goes to `col`."""
+    for count, (line, prefix, value) in enumerate(items, start=1):
+        if count > limit:
+            col.errors.append(FieldError(prefix or "(file)", f"more than {limit} {noun}", line))
+            return
+        if isinstance(value, Exception):
+            col.errors.append(FieldError(prefix or "(line)", str(value), line))
+        elif not isinstance(value, dict):
+            col.errors.append(FieldError(prefix or "(line)", "must be a JSON object", line))
+        else:
+            yield count, line, prefix, value
+
+
 def _validate(items: Iterable[tuple[int | None, str, Any]], max_tasks: int) -> list[SeedTask]:
     """items: (line, field prefix, decoded JSON value or an Exception for a line that did not decode)."""
     col = _Collector()
     tasks: list[SeedTask] = []
     seen_ids: dict[str, str] = {}
-    count = 0
-    for line, prefix, value in items:
-        count += 1
-        if count > max_tasks:
-            col.errors.append(FieldError(prefix or "(file)", f"more than {max_tasks} tasks", line))
-            break
-        if isinstance(value, Exception):
-            col.errors.append(FieldError(prefix or "(line)", str(value), line))
-            continue
-        if not isinstance(value, dict):
-            col.errors.append(FieldError(prefix or "(line)", "must be a JSON object", line))
-            continue
+    for _, line, prefix, value in _objects(items, max_tasks, "tasks", col):
         data: dict[str, Any] | None = None
         messages: Any = {}
         try:
@@ -195,18 +201,9 @@ def _validate_instructions(items: Iterable[tuple[int | None, str, Any]], limit: 
     out: list[dict[str, str]] = []
     first_id: dict[str, str] = {}
     first_text: dict[str, str] = {}
-    for count, (line, prefix, value) in enumerate(items, start=1):
+    for count, line, prefix, value in _objects(items, limit, "instructions", col):
         where = f"line {line}" if line is not None else prefix
         id_field, text_field = (f"{prefix}.id", f"{prefix}.instruction") if prefix else ("id", "instruction")
-        if count > limit:
-            col.errors.append(FieldError(prefix or "(file)", f"more than {limit} instructions", line))
-            break
-        if isinstance(value, Exception):
-            col.errors.append(FieldError(prefix or "(line)", str(value), line))
-            continue
-        if not isinstance(value, dict):
-            col.errors.append(FieldError(prefix or "(line)", "must be a JSON object", line))
-            continue
         try:
             data = _instruction_schema.load(value)
         except ValidationError as e:
