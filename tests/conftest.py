@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from jobs.local_stack import Process, rq_worker
 from jobs.method.llm import Endpoint
 from jobs.method.seed_tasks import SeedTask, load_file
 from tests.fake_llm import FakeLLM, Script
@@ -144,3 +145,26 @@ def work(redis_client) -> None:
     from jobs.settings import get_settings
 
     SimpleWorker([queue(redis_client, get_settings())], connection=redis_client).work(burst=True)
+
+
+def env_for(settings) -> dict[str, str]:
+    """Settings as a worker or gunicorn process's environment, with the S3 credentials."""
+    return {
+        **settings.to_env(),
+        "AWS_ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"],
+        "AWS_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"],
+    }
+
+
+@pytest.fixture
+def spawn(tmp_path):
+    """Start RQ worker processes; every one is stopped at the end of the test, whatever happens."""
+    started: list[Process] = []
+
+    def start(settings, name: str) -> Process:
+        started.append(rq_worker(env_for(settings), tmp_path / f"{name}.log"))
+        return started[-1]
+
+    yield start
+    for proc in started:
+        proc.stop()

@@ -10,12 +10,11 @@ import signal
 import time
 
 import httpx
-import pytest
 
 from client.__main__ import main as cli
 from jobs import events as events_
 from jobs import keyspace
-from jobs.local_stack import Process, gunicorn, rq_worker
+from jobs.local_stack import gunicorn
 from jobs.settings import Profile, get_settings
 from jobs.worker import ABANDONED_BOUND
 from tests.conftest import work
@@ -30,20 +29,6 @@ from tests.test_faults import (
     two_workers_one_busy,
     wait_until,
 )
-
-
-@pytest.fixture
-def spawn(tmp_path):
-    """RQ worker processes, stopped at the end of the test."""
-    started: list[Process] = []
-
-    def start(settings, name: str) -> Process:
-        started.append(rq_worker(env_for(settings), tmp_path / f"{name}.log"))
-        return started[-1]
-
-    yield start
-    for proc in started:
-        proc.stop()
 
 
 def all_events(client, job_id: str, limit: int = 7) -> list[dict]:

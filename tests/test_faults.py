@@ -25,11 +25,11 @@ from jobs import job as jobs_
 from jobs.artifacts import Artifacts
 from jobs.checkpoint_store import RedisStore
 from jobs.decision_log import DecisionLog
-from jobs.local_stack import Process, free_port, gunicorn, redis_server, rq_worker, s3_server
+from jobs.local_stack import Process, free_port, gunicorn, redis_server, s3_server
 from jobs.settings import Profile, get_settings
 from jobs.worker import ABANDONED_BOUND
 from service.app import create_app
-from tests.conftest import ROOT, work
+from tests.conftest import ROOT, env_for, work
 from tests.test_api import make_seed_set
 
 DATA_FILES = (
@@ -50,14 +50,6 @@ def wait_until(predicate, timeout: float = 60, interval: float = 0.1, what: str 
             return value
         time.sleep(interval)
     raise TimeoutError(f"{what} not reached in {timeout} s")
-
-
-def env_for(settings) -> dict[str, str]:
-    return {
-        **settings.to_env(),
-        "AWS_ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"],
-        "AWS_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"],
-    }
 
 
 def read(settings, team: str, job_id: str, name: str) -> bytes:
@@ -104,20 +96,6 @@ def assert_resumed(before: list[str], after: list[str], committed: int) -> None:
 
 
 BODY = {"num_instructions": 10, "seed": 5}
-
-
-@pytest.fixture
-def spawn(tmp_path):
-    """Start RQ worker processes; every one is stopped at the end of the test, whatever happens."""
-    started: list[Process] = []
-
-    def start(settings, name: str) -> Process:
-        started.append(rq_worker(env_for(settings), tmp_path / f"{name}.log"))
-        return started[-1]
-
-    yield start
-    for proc in started:
-        proc.stop()
 
 
 def started_by(redis, job_id: str) -> str | None:
