@@ -1,7 +1,7 @@
-# One image for the API (gunicorn) and the workers (python -m jobs.worker).
+# One image for the API (gunicorn) and the workers (python -m jobs.runner.worker).
 #   docker build -t selfinstruct-service .
 #   docker run -p 8000:8000 selfinstruct-service                          # API (env PORT, GUNICORN_WORKERS)
-#   docker run --no-healthcheck selfinstruct-service python -m jobs.worker  # worker
+#   docker run --no-healthcheck selfinstruct-service python -m jobs.runner.worker  # worker
 # The embedded local model is not in the image: point LLM_PROFILES at an OpenAI-compatible endpoint.
 # BASE_IMAGE: any Debian bookworm with python 3.11 as `python` (tests/test_image.py builds on a local one).
 

@@ -3,8 +3,8 @@
 from marshmallow import Schema, fields, validate
 
 from api_spec.common import PageArgsSchema, PageSchema
-from api_spec.vocabulary import DECISION_STAGES as STAGES
-from api_spec.vocabulary import RULES, VERDICTS
+from jobs.method.vocabulary import DECISION_STAGES as STAGES
+from jobs.method.vocabulary import RULES, VERDICTS
 
 
 class DecisionSchema(Schema):

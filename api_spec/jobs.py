@@ -1,10 +1,15 @@
 """Generation jobs: what a caller may ask for, and what a job looks like."""
 
-from marshmallow import RAISE, Schema, fields, validate
+from typing import Any
 
-from api_spec.common import Name, PageArgsSchema, PageSchema, StrictBoolean, StrictFloat, StrictInteger
-from api_spec.seed_sets import SHA256, GivenInstructionSchema
-from api_spec.vocabulary import CLASSIFICATION_METHODS, EXPORT_FORMATS, JOB_STATES
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
+
+from api_spec.common import PageArgsSchema, PageSchema
+from api_spec.seed_sets import SHA256
+from jobs.method.fields import Name, StrictBoolean, StrictFloat, StrictInteger
+from jobs.method.recipe import REQUEST_FIELDS, Recipe, RecipeError
+from jobs.method.seed_tasks import GivenInstructionSchema
+from jobs.method.vocabulary import CLASSIFICATION_METHODS, EXPORT_FORMATS, JOB_STATES
 
 MAX_INSTRUCTIONS = 100_000  # the schema's ceiling; the operator's MAX_INSTRUCTIONS may be lower
 
@@ -95,6 +100,17 @@ class JobCreateSchema(Schema):
             "Reaching it stops the job like a cancel, stop reason cost_budget, with a partial dataset."
         },
     )
+
+    @post_load
+    def _recipe(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """The body's recipe fields load straight into the recipe, checked here once: `recipe` beside
+        the fields as given (a stage-level job's count comes from its instruction list)."""
+        given = {k: data[k] for k in REQUEST_FIELDS if data.get(k) is not None}
+        try:
+            data["recipe"] = Recipe.build(given)
+        except RecipeError as e:
+            raise ValidationError({name: [message] for name, message in e.problems}) from e
+        return data
 
 
 class IdempotencyHeaderSchema(Schema):

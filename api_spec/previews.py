@@ -2,8 +2,9 @@
 
 from marshmallow import RAISE, Schema, fields, validate
 
-from api_spec.common import QueryInteger, StrictInteger
+from api_spec.common import QueryInteger
 from api_spec.jobs import MAX_INSTRUCTIONS, CostSchema, JobCreateSchema
+from jobs.method.fields import StrictInteger
 
 PREVIEW_STATES = ("queued", "running", "succeeded", "failed")
 

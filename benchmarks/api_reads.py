@@ -26,15 +26,15 @@ from pathlib import Path
 
 from redis import Redis
 
-from jobs import api_keys
-from jobs import job as jobs_
-from jobs.artifacts import Artifacts
-from jobs.decision_log import Cursor, DecisionLog
-from jobs.local_stack import S3_KEY, S3_SECRET, gunicorn, redis_server, s3_server
+from jobs.blobs.artifacts import Artifacts
 from jobs.method.decisions import Decision
 from jobs.method.seed_tasks import load_file
-from jobs.seed_set_store import create as create_seed_set
 from jobs.settings import Settings
+from jobs.store import api_keys
+from jobs.store import job as jobs_
+from jobs.store.decision_log import Cursor, DecisionLog
+from jobs.store.seed_sets import create as create_seed_set
+from jobs.tools.local_stack import S3_KEY, S3_SECRET, gunicorn, redis_server, s3_server
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTRUCTION_RULES = ["kept", "too_similar", "too_short", "blacklisted_keyword", "exact_duplicate"]

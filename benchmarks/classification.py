@@ -28,11 +28,11 @@ from jobs.method import classification as clf
 from jobs.method import parsing
 from jobs.method.checkpoint import FileStore
 from jobs.method.llm import LLM, Endpoint
-from jobs.method.local_model import MODEL_ALIAS, LocalModel
 from jobs.method.prompts import CONTENT_FREE
-from jobs.method.recipe import GenerationConfig
+from jobs.method.recipe import Recipe
 from jobs.method.run import Run
 from jobs.method.seed_tasks import SeedTask, load_file
+from jobs.tools.local_model import MODEL_ALIAS, LocalModel
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = ("text", "logprobs", "calibrated", "fitted", "always_no", "hindsight")
@@ -53,7 +53,7 @@ def split(tasks: list[SeedTask], held_out: int, seed: int) -> tuple[list[SeedTas
 async def one_split(endpoint: Endpoint, tasks: list[SeedTask], held_out: int, seed: int) -> dict[str, Any]:
     seeds, held = split(tasks, held_out, seed)
     with tempfile.TemporaryDirectory() as tmp:
-        run = Run(f"bench-{seed}", seeds, GenerationConfig(seed=seed), endpoint, FileStore(tmp))
+        run = Run(f"bench-{seed}", seeds, Recipe(seed=seed), endpoint, FileStore(tmp))
         llm = LLM(endpoint, 1)
         started = time.monotonic()
         try:

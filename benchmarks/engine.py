@@ -20,13 +20,14 @@ from typing import Any
 
 from openai import OpenAI
 
+from jobs.method import exports
 from jobs.method.checkpoint import FileStore
 from jobs.method.engine import execute
 from jobs.method.llm import LLM, Endpoint
-from jobs.method.local_model import MODEL_ALIAS, LocalModel
-from jobs.method.recipe import GenerationConfig
+from jobs.method.recipe import Execution, Recipe
 from jobs.method.run import Run
 from jobs.method.seed_tasks import load_file
+from jobs.tools.local_model import MODEL_ALIAS, LocalModel
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,18 +51,18 @@ def main() -> None:
         endpoint = Endpoint(model.base_url, MODEL_ALIAS, timeout=600)
         client = OpenAI(base_url=model.base_url, api_key="sk-local", max_retries=0, timeout=600)
         client.completions.create(model=MODEL_ALIAS, prompt="Warm up.", max_tokens=4)  # load, first-use costs
-        config = GenerationConfig(
-            num_instructions=args.num_instructions, seed=args.seed, concurrency=args.concurrency
-        )
+        config = Recipe(num_instructions=args.num_instructions, seed=args.seed)
+        execution = Execution(concurrency=args.concurrency)
         stats: dict[str, Any] = {}
 
         def job(n: int) -> tuple[int, float]:
-            run = Run(f"bench-{n}", seed_tasks, config, endpoint, FileStore(Path(tmp) / f"state-{n}"))
+            state = FileStore(Path(tmp) / f"state-{n}")
+            run = Run(f"bench-{n}", seed_tasks, config, endpoint, state, execution=execution)
             start = time.perf_counter()
             execute(run)
-            run.export(Path(tmp) / f"out-{n}")
+            exports.export(run, Path(tmp) / f"out-{n}")
             seconds = time.perf_counter() - start
-            stats.update(run.stats())
+            stats.update(exports.stats(run))
             return stats["tokens"]["completion"], seconds
 
         def raw(requests: list[dict[str, Any]]) -> tuple[int, float]:

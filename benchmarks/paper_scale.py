@@ -44,10 +44,11 @@ import httpx
 from redis import Redis
 
 from benchmarks.api_reads import PACE, wrk
-from jobs import api_keys, keyspace
-from jobs.artifacts import Artifacts
-from jobs.decision_log import DecisionLog
-from jobs.local_stack import (
+from jobs.blobs.artifacts import Artifacts
+from jobs.settings import Profile, Settings
+from jobs.store import api_keys, keyspace
+from jobs.store.decision_log import DecisionLog
+from jobs.tools.local_stack import (
     S3_KEY,
     S3_SECRET,
     Process,
@@ -57,7 +58,6 @@ from jobs.local_stack import (
     rq_worker,
     s3_server,
 )
-from jobs.settings import Profile, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SYLLABLES = [a + b for a in "bdfgklmnprstvz" for b in ("a", "e", "i", "o", "u", "ar", "en", "ol")]

@@ -1,9 +1,15 @@
-"""Work behind the service. The method itself is the subpackage jobs.method; this level is the job
-plumbing: the job record (job.py) and its RQ entry points (rq_jobs.py, queued by queue.py), the
-worker, API keys, S3 artifacts, the Redis decision log and checkpoint store, every Redis key name
-(keyspace.py) and the operator's settings.
+"""Work behind the service, in rooms by what they hold (one floor imports only the floors below it):
 
-Never imports Flask or service/.
+- jobs.method: the SELF-INSTRUCT method itself (recipe, run, stages, filters, exports); no Redis, S3,
+  RQ or HTTP, so it runs the same in a worker, a preview and the command line.
+- jobs.store: records in Redis (jobs, previews, seed sets, API keys, idempotency, events, the decision
+  log, checkpoints, progress fields) and every Redis key name (keyspace).
+- jobs.blobs: objects in S3 (seed sets, datasets, the decision archive).
+- jobs.runner: what runs jobs (the queue, the RQ entry points, the worker, previews, retention).
+- jobs.tools: command-line tools (local generation, dedup, API keys, the local stack, the local model).
+
+settings.py (the operator's environment), logs.py and retry.py serve them all. Never imports Flask or
+service/.
 """
 
 __version__ = "0.1.0"

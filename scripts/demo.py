@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from jobs.local_stack import Stack  # noqa: E402
+from jobs.tools.local_stack import Stack  # noqa: E402
 
 
 def step(message: str) -> None:

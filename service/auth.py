@@ -10,7 +10,7 @@ import time
 
 from flask import g, request
 
-from jobs import api_keys, keyspace
+from jobs.store import api_keys, keyspace
 from service.context import DEFAULT_TEAM, services
 from service.errors import problem
 
@@ -18,7 +18,7 @@ PUBLIC = ("/healthz", "/readyz", "/openapi.json", "/metrics")
 SECURITY_SCHEME = {
     "type": "http",
     "scheme": "bearer",
-    "description": "An API key: python -m jobs.api_keys create",
+    "description": "An API key: python -m jobs.tools.keys create",
 }
 
 

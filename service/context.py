@@ -8,7 +8,7 @@ from functools import cached_property
 from flask import current_app, g
 from redis import Redis
 
-from jobs.artifacts import Artifacts
+from jobs.blobs.artifacts import Artifacts
 from jobs.settings import Settings
 
 DEFAULT_TEAM = "default"

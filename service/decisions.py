@@ -12,10 +12,10 @@ from flask_smorest import Blueprint
 from marshmallow import RAISE
 
 from api_spec.decisions import DecisionListArgsSchema, DecisionPageSchema, DecisionSchema, RuleSchema
-from api_spec.vocabulary import RULES, STAGE_RULES
-from jobs.decision_archive import NAME, ArchivedLog, Cache
-from jobs.decision_log import Cursor, DecisionLog
-from jobs.job import Job
+from jobs.blobs.decision_archive import NAME, ArchivedLog, Cache
+from jobs.method.vocabulary import RULES, STAGE_RULES
+from jobs.store.decision_log import Cursor, DecisionLog
+from jobs.store.job import Job
 from service.context import services
 from service.errors import problem
 from service.generation_jobs import get_job

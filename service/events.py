@@ -14,7 +14,7 @@ from flask_smorest import Blueprint
 from marshmallow import RAISE
 
 from api_spec.events import MAX_WAIT_SECONDS, EventArgsSchema, EventPageSchema
-from jobs import events
+from jobs.store import events
 from service.context import services
 from service.generation_jobs import get_job
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,10 +19,12 @@ from api_spec.jobs import (
     JobPageSchema,
     JobSchema,
 )
-from jobs import idempotency, queue, retention
-from jobs import job as jobs_
 from jobs.method import cost
+from jobs.method.recipe import Recipe
 from jobs.method.seed_tasks import InstructionsError, parse_instruction_records
+from jobs.runner import queue, retention
+from jobs.store import idempotency
+from jobs.store import job as jobs_
 from service import job_body, pages
 from service.context import services, team
 from service.errors import headers, load, problem
@@ -128,14 +131,16 @@ def _read_create() -> tuple[dict[str, Any], str, str | None]:
     return args, profile, key
 
 
-def _config(args: dict[str, Any]) -> dict[str, Any]:
-    """The request as GenerationConfig fields, and a stage-level run's instructions."""
+def _config(args: dict[str, Any]) -> tuple[dict[str, Any], Recipe]:
+    """The request's parameters as given (with a stage-level run's instructions), and its recipe."""
+    recipe: Recipe = args.pop("recipe")
     if "instructions" in args:
         args["num_instructions"] = len(args["instructions"])
+        recipe = replace(recipe, num_instructions=len(args["instructions"]))
     config = job_body.config(args)
     if "instructions" in args:
         config["instructions"] = args["instructions"]
-    return config
+    return config, recipe
 
 
 @blp.route("")
@@ -153,7 +158,7 @@ class Jobs(MethodView):
         s = services()
         r, settings = s.redis, s.settings
         args, profile, idempotency_key = _read_create()
-        config = _config(args)
+        config, recipe = _config(args)
         claim = None
         if idempotency_key:
             try:
@@ -163,7 +168,9 @@ class Jobs(MethodView):
             if claim.job_id:
                 return render(get_job(claim.job_id)), 200
         try:
-            job = jobs_.create(r, team(), args["seed_set_id"], profile, config, settings.max_active_jobs)
+            job = jobs_.create(
+                r, team(), args["seed_set_id"], profile, config, recipe.to_dict(), settings.max_active_jobs
+            )
         except jobs_.TooManyActiveJobs as e:
             if claim:
                 claim.release()

@@ -1,5 +1,5 @@
 """What a job's body and a preview's body share: the checks of the profile the operator offers and of
-the seed set, and the body's recipe as GenerationConfig fields.
+the seed set, and the body's recipe fields as requested.
 
 Each check adds what is wrong to `errors`, so that a request gets every fault in one problem.
 """
@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs import seed_set_store
-from jobs.method.recipe import GenerationConfig
+from jobs.store import seed_sets as seed_set_store
 from service.context import services, team
 from service.errors import problem
 
@@ -52,13 +51,10 @@ BUDGETS = ("max_requests", "max_tokens", "max_cost")
 
 
 def config(args: dict[str, Any]) -> dict[str, Any]:
-    """The body's recipe as GenerationConfig fields; a recipe GenerationConfig refuses is a 422."""
+    """The body's recipe fields as requested (what the API shows of a job); the recipe itself is
+    args["recipe"], built and checked when the schema loaded the body."""
     config = {k: args[k] for k in RECIPE_FIELDS if k in args}
     config |= {k: args[k] for k in BUDGETS if args.get(k) is not None}
     if "export_formats" in args:
         config["export_formats"] = list(dict.fromkeys(args["export_formats"]))
-    try:
-        GenerationConfig.from_dict(config)
-    except ValueError as e:
-        problem(422, str(e))
     return config

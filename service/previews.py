@@ -13,7 +13,8 @@ from flask_smorest import Blueprint
 from marshmallow import RAISE
 
 from api_spec.previews import PreviewArgsSchema, PreviewCreateSchema, PreviewSchema
-from jobs import previews, queue
+from jobs.runner import queue
+from jobs.store import previews
 from service import job_body
 from service.context import services, team
 from service.errors import load, problem
@@ -34,7 +35,7 @@ def render(preview: dict[str, Any]) -> dict[str, Any]:
         "state": preview["state"],
         "seed_set_id": preview["seed_set_id"],
         "profile": preview["profile"],
-        "num_instructions": preview["config"]["num_instructions"],
+        "num_instructions": preview["recipe"]["num_instructions"],
         "full_num_instructions": preview["full_num_instructions"],
         "created_at": _time(preview["created_at"]),
         "finished_at": _time(preview["finished_at"]),
@@ -84,12 +85,14 @@ class Previews(MethodView):
         classification and instances, tokens, and the estimated cost of the full job."""
         s = services()
         args, profile = _read()
-        config = job_body.config(args)
+        recipe = args.pop("recipe")
         full = args.get("full_num_instructions")
         ttl = s.settings.preview_retention_seconds
-        preview_id = previews.create(s.redis, team(), args["seed_set_id"], profile, config, full, ttl)
+        preview_id = previews.create(
+            s.redis, team(), args["seed_set_id"], profile, recipe.to_dict(), full, ttl
+        )
         queue.enqueue_preview(s.redis, preview_id, s.settings)
-        log.info("preview_created", preview_id=preview_id, num_instructions=config["num_instructions"])
+        log.info("preview_created", preview_id=preview_id, num_instructions=recipe.num_instructions)
         wait = min(query.get("wait", s.settings.preview_wait_seconds), s.settings.preview_wait_seconds)
         preview = previews.wait(s.redis, preview_id, wait)
         if preview is None:  # expired already (a retention shorter than the wait)

@@ -12,8 +12,8 @@ from marshmallow import RAISE
 
 from api_spec.seed_sets import SeedSetCreateSchema, SeedSetListArgsSchema, SeedSetPageSchema, SeedSetSchema
 from api_spec.seed_sets import SeedSetUploadArgsSchema as NameSchema
-from jobs import seed_set_store
 from jobs.method.seed_tasks import SeedSetError, SeedTask, parse_jsonl, parse_records
+from jobs.store import seed_sets as seed_set_store
 from service import pages
 from service.context import services, team
 from service.errors import load, problem

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from jobs.local_stack import Process, rq_worker
 from jobs.method.llm import Endpoint
 from jobs.method.seed_tasks import SeedTask, load_file
+from jobs.tools.local_stack import Process, rq_worker
 from tests.fake_llm import FakeLLM, Script
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +37,7 @@ def fake_endpoint(server: FakeLLM, **kwargs: object) -> Endpoint:
 @pytest.fixture(scope="session")
 def local_model() -> Iterator[Endpoint]:
     """The real embedded model, once per test session (the slow part: keep its tests few and small)."""
-    from jobs.method.local_model import MODEL_ALIAS, LocalModel
+    from jobs.tools.local_model import MODEL_ALIAS, LocalModel
 
     (ROOT / ".run").mkdir(exist_ok=True)
     with LocalModel(log_file=ROOT / ".run" / "test-local-model.log") as model:
@@ -49,7 +49,7 @@ def local_model() -> Iterator[Endpoint]:
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory) -> Iterator[str]:
-    from jobs.local_stack import redis_server
+    from jobs.tools.local_stack import redis_server
 
     proc, url = redis_server(tmp_path_factory.mktemp("redis"))
     yield url
@@ -58,7 +58,7 @@ def redis_url(tmp_path_factory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory) -> Iterator[str]:
-    from jobs.local_stack import S3_KEY, S3_SECRET, s3_server
+    from jobs.tools.local_stack import S3_KEY, S3_SECRET, s3_server
 
     os.environ.setdefault("AWS_ACCESS_KEY_ID", S3_KEY)
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", S3_SECRET)
@@ -82,7 +82,7 @@ def settings(redis, redis_url, s3_endpoint, fake_llm):
     """Service settings on the real Redis and S3, with a fresh bucket and the scripted LLM as profile."""
     import uuid
 
-    from jobs.artifacts import Artifacts
+    from jobs.blobs.artifacts import Artifacts
     from jobs.settings import Profile, Settings
 
     settings = Settings(
@@ -113,7 +113,7 @@ def app(settings):
 @pytest.fixture
 def api_key(redis) -> str:
     """A key for team "alpha"."""
-    from jobs import api_keys
+    from jobs.store import api_keys
 
     return api_keys.create(redis, "alpha", "tests")[1]
 
@@ -141,7 +141,7 @@ def work(redis_client) -> None:
     """Run every queued RQ job in this process (RQ's SimpleWorker, burst mode), on the real Redis."""
     from rq import SimpleWorker
 
-    from jobs.queue import queue
+    from jobs.runner.queue import queue
     from jobs.settings import get_settings
 
     SimpleWorker([queue(redis_client, get_settings())], connection=redis_client).work(burst=True)

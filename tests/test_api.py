@@ -283,7 +283,7 @@ def test_fan_out_gives_the_same_dataset(client, redis, worker_env, settings, mon
     get_settings.cache_clear()
     split = run_job(client, redis, sid, num_instructions=9, seed=3)
     assert split["state"] == "succeeded"
-    from jobs import job as jobs_
+    from jobs.store import job as jobs_
 
     assert len(jobs_.get(redis, split["id"]).rq_ids) == 1 + 3 + 1  # main, 3 chunks, finalize
     for name in ("alpaca.json", "finetune.jsonl", "decisions.jsonl", "dataset.parquet"):

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from jobs.method import chat
+from jobs.method import chat, exports
 from jobs.method.checkpoint import FileStore
 from jobs.method.engine import execute
 from jobs.method.llm import Endpoint, EndpointError
-from jobs.method.recipe import GenerationConfig
+from jobs.method.recipe import Execution, Recipe
 from jobs.method.run import Run
 from jobs.settings import Profile
 from tests.conftest import fake_endpoint, work
@@ -32,11 +32,12 @@ PAPER_RULES = {
 def chat_run(
     tmp: Path, server: FakeLLM, seed_tasks, name: str = "run", response_format=None, timeout=5.0, **config
 ):
-    cfg = GenerationConfig.from_dict({"num_instructions": 12, "seed": 5, "concurrency": 3, **config})
+    execution = Execution(concurrency=config.pop("concurrency", 3))
+    cfg = Recipe.build({"num_instructions": 12, "seed": 5, **config})
     endpoint = replace(fake_endpoint(server, timeout=timeout), api="chat", response_format=response_format)
-    run = Run("chat-1", seed_tasks, cfg, endpoint, FileStore(tmp / name / "state"))
+    run = Run("chat-1", seed_tasks, cfg, endpoint, FileStore(tmp / name / "state"), execution=execution)
     execute(run)
-    run.export(tmp / name / "out")
+    exports.export(run, tmp / name / "out")
     return run, tmp / name / "out"
 
 
@@ -130,8 +131,10 @@ def test_a_structured_reply_that_is_not_json_is_retried(tmp_path, seed_tasks) ->
     script = Script(faults=("badjson",), fault_rate=1.0, seed=1)
     with FakeLLM(script) as server:
         endpoint = replace(fake_endpoint(server, max_attempts=2), api="chat", response_format="json_schema")
-        cfg = GenerationConfig(num_instructions=3, seed=5, concurrency=1)
-        run = Run("bad-json", seed_tasks, cfg, endpoint, FileStore(tmp_path / "state"))
+        cfg = Recipe(num_instructions=3, seed=5)
+        run = Run(
+            "bad-json", seed_tasks, cfg, endpoint, FileStore(tmp_path / "state"), execution=Execution(1)
+        )
         with pytest.raises(EndpointError, match=r"classification request failed \(malformed\)"):
             execute(run)
     assert run.usage.errors["malformed"] >= 2

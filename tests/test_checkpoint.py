@@ -11,17 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from jobs import keyspace
-from jobs.checkpoint_store import RedisStore
-from jobs.decision_log import JobGone
+from jobs.method import exports
 from jobs.method.checkpoint import FileStore, Store
 from jobs.method.engine import execute
-from jobs.method.recipe import GenerationConfig
+from jobs.method.recipe import Execution, Recipe
 from jobs.method.run import Canceled, Run
+from jobs.store import keyspace
+from jobs.store.checkpoints import RedisStore
+from jobs.store.decision_log import JobGone
 from tests.conftest import fake_endpoint
 from tests.test_engine import read_bytes
 
-CONFIG = {"num_instructions": 14, "seed": 5, "concurrency": 3, "checkpoint_every": 2}
+RECIPE = Recipe(num_instructions=14, seed=5)
+EXECUTION = Execution(concurrency=3, checkpoint_every=2)
 
 
 def run_once(store: Store, server, seed_tasks, out: Path, stop_after: int | None = None) -> Run | None:
@@ -32,14 +34,13 @@ def run_once(store: Store, server, seed_tasks, out: Path, stop_after: int | None
         calls["n"] += 1
         return stop_after is not None and calls["n"] > stop_after
 
-    run = Run(
-        "run-1", seed_tasks, GenerationConfig(**CONFIG), fake_endpoint(server), store, None, should_stop
-    )
+    endpoint = fake_endpoint(server)
+    run = Run("run-1", seed_tasks, RECIPE, endpoint, store, None, should_stop, execution=EXECUTION)
     try:
         execute(run)
     except Canceled:
         return None
-    run.export(out)
+    exports.export(run, out)
     return run
 
 

@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 
 from api_spec.jobs import JobCreateSchema
-from jobs.__main__ import main as cli
 from jobs.method import classification as clf
-from jobs.method import parsing
+from jobs.method import exports, parsing
 from jobs.method.checkpoint import FileStore
 from jobs.method.llm import LLM, Endpoint
 from jobs.method.prompts import one_line
-from jobs.method.recipe import GenerationConfig
+from jobs.method.recipe import Execution, Recipe
 from jobs.method.run import Run
 from jobs.method.seed_tasks import Instance, SeedTask
+from jobs.tools.generate import main as cli
 from tests.conftest import fake_endpoint
 from tests.fake_llm import FakeLLM, Script
 
@@ -68,14 +68,15 @@ def planted() -> dict[str, tuple[float, float]]:
 def classify(
     tmp: Path, endpoint: Endpoint, method: str, seeds: list[SeedTask] | None = None, tasks=TASKS, **cfg
 ) -> Run:
-    config = GenerationConfig(classification_method=method, demo_chars=cfg.pop("demo_chars", 0), **cfg)
-    run = Run("r", seeds or seed_set(), config, endpoint, FileStore(tmp))
+    execution = Execution(concurrency=cfg.pop("concurrency", 2))
+    config = Recipe(classification_method=method, demo_chars=cfg.pop("demo_chars", 0), **cfg)
+    run = Run("r", seeds or seed_set(), config, endpoint, FileStore(tmp), execution=execution)
     run.checkpoint.instructions = [{"id": f"i{n}", "text": text} for n, text in enumerate(tasks)]
 
     async def go() -> None:
-        llm = LLM(endpoint, config.concurrency)
+        llm = LLM(endpoint, execution.concurrency)
         try:
-            await clf.classify(run, llm)
+            await clf.run_stage(run, llm)
         finally:
             await llm.close()
 
@@ -120,16 +121,16 @@ def test_planted_logprobs_decide_exactly(tmp_path: Path, method: str) -> None:
     assert first["margin"] == pytest.approx(0.5 - shift, abs=1e-6)
     if method == "fitted":
         assert first["threshold"] == pytest.approx(0.4 - SHIFT, abs=1e-6)
-    summary = run.stats()["classification_method"]
+    summary = exports.stats(run)["classification_method"]
     assert summary["methods"] == {method: 3} and summary["fallbacks"] == {}
-    assert run.run_record()["classification_method"] == summary
+    assert exports.run_record(run)["classification_method"] == summary
 
 
 def test_auto_is_fitted_where_the_endpoint_gives_logprobs(tmp_path: Path) -> None:
     with FakeLLM(Script(logprobs="top", label_logprobs=planted())) as server:
         run = classify(tmp_path, fake_endpoint(server), "auto")
     assert labels(run) == EXPECTED["fitted"]
-    assert run.run_record()["classification_method"]["methods"] == {"fitted": 3}
+    assert exports.run_record(run)["classification_method"]["methods"] == {"fitted": 3}
 
 
 @pytest.mark.parametrize(
@@ -145,7 +146,7 @@ def test_without_logprobs_falls_back_to_text(tmp_path: Path, mode: str, reason: 
     for answer in run.checkpoint.classification.values():
         assert answer["method"] == "text" and answer["fallback"].startswith(reason)
         assert "margin" not in answer
-    stats = run.stats()["classification_method"]
+    stats = exports.stats(run)["classification_method"]
     assert stats["methods"] == {"text": 3}
     assert stats["fallbacks"] and all(r.startswith(reason) for r in stats["fallbacks"])
 
@@ -159,7 +160,7 @@ def test_an_answer_without_logprobs_is_decided_by_its_text(tmp_path: Path) -> No
     assert first["method"] == "text" and first["label"] == "unparseable" and "margin" not in first
     assert "no log-probabilities for this answer" in first["fallback"]
     assert labels(run)[1:] == EXPECTED["fitted"][1:]
-    assert run.stats()["classification_method"]["methods"] == {"text": 1, "fitted": 2}
+    assert exports.stats(run)["classification_method"]["methods"] == {"text": 1, "fitted": 2}
 
 
 def test_chat_logprobs_and_structured_fallback(tmp_path: Path) -> None:
@@ -187,9 +188,7 @@ def test_resume_reuses_the_calibration(tmp_path: Path) -> None:
 
 
 def test_fit_tasks_leave_out_the_demonstrations(tmp_path: Path, seed_tasks: list[SeedTask]) -> None:
-    run = Run(
-        "r", seed_tasks, GenerationConfig(), Endpoint("http://127.0.0.1:9/v1", "m"), FileStore(tmp_path)
-    )
+    run = Run("r", seed_tasks, Recipe(), Endpoint("http://127.0.0.1:9/v1", "m"), FileStore(tmp_path))
     fit = clf.fit_tasks(run)
     shown = run.prompts.classification_prefix
     assert len(fit) == clf.FIT_TASKS and any(t.is_classification for t in fit)
@@ -198,8 +197,8 @@ def test_fit_tasks_leave_out_the_demonstrations(tmp_path: Path, seed_tasks: list
 
 def test_the_field_in_recipe_api_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(ValueError, match="classification_method"):
-        GenerationConfig.from_dict({"classification_method": "coin"})
-    assert GenerationConfig.from_dict({"classification_method": "text"}).classification_method == "text"
+        Recipe.build({"classification_method": "coin"})
+    assert Recipe.build({"classification_method": "text"}).classification_method == "text"
     body = {"seed_set_id": "a" * 64, "num_instructions": 1}
     assert JobCreateSchema().load(body)["classification_method"] == "auto"
     errors = JobCreateSchema().validate({**body, "classification_method": "coin"})
@@ -233,7 +232,7 @@ def test_the_field_in_recipe_api_and_cli(tmp_path: Path, capsys: pytest.CaptureF
 @pytest.fixture(scope="module")
 def logprob_model() -> Iterator[Endpoint]:
     """The embedded model with log-probabilities on (logits_all), once for this module."""
-    from jobs.method.local_model import MODEL_ALIAS, LocalModel
+    from jobs.tools.local_model import MODEL_ALIAS, LocalModel
 
     root = Path(__file__).resolve().parent.parent
     (root / ".run").mkdir(exist_ok=True)
@@ -249,7 +248,7 @@ def test_real_model_calibrated_answers(
     margin they give, and the label follows the margin."""
     held = ["Classify the sentiment of the tweet as positive or negative.", "Write a poem about rain."]
     run = classify(tmp_path, logprob_model, "calibrated", seed_tasks, held, demo_chars=4000, concurrency=1)
-    summary = run.stats()["classification_method"]
+    summary = exports.stats(run)["classification_method"]
     assert summary["methods"] == {"calibrated": 2} and summary["fallbacks"] == {}
     for answer in run.checkpoint.classification.values():
         margin = answer["logprob_yes"] - answer["logprob_no"] - summary["shift"]

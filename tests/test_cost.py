@@ -10,9 +10,10 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
+from jobs.method import exports
 from jobs.method.checkpoint import FileStore
 from jobs.method.engine import execute
-from jobs.method.recipe import GenerationConfig
+from jobs.method.recipe import Execution, Recipe
 from jobs.method.run import BudgetReached, Run
 from jobs.settings import get_settings
 from service.app import create_app
@@ -35,10 +36,10 @@ def cost_metric(stage: str) -> float:
 def test_cost_is_the_endpoints_tokens_at_the_profiles_prices(tmp_path, fake_llm, seed_tasks):
     before = {s: cost_metric(s) for s in ("instructions", "classification", "instances")}
     endpoint = fake_endpoint(fake_llm, prices=PRICES, currency="EUR")
-    cfg = GenerationConfig(num_instructions=8, seed=5, concurrency=3)
-    run = Run("r", seed_tasks, cfg, endpoint, FileStore(tmp_path / "state"))
+    cfg = Recipe(num_instructions=8, seed=5)
+    run = Run("r", seed_tasks, cfg, endpoint, FileStore(tmp_path / "state"), execution=Execution(3))
     execute(run)
-    run.export(tmp_path / "out")
+    exports.export(run, tmp_path / "out")
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     served = fake_llm.script.tokens
     assert (
@@ -67,7 +68,7 @@ def test_cost_is_the_endpoints_tokens_at_the_profiles_prices(tmp_path, fake_llm,
 
 def test_token_budget_is_the_whole_runs(tmp_path, fake_llm, seed_tasks):
     """A budget above stage 1's tokens stops the run in a later stage, not at the end of stage 1."""
-    cfg = GenerationConfig(num_instructions=8, seed=5, concurrency=2)
+    cfg = Recipe(num_instructions=8, seed=5)
     full = Run("full", seed_tasks, cfg, fake_endpoint(fake_llm), FileStore(tmp_path / "full"))
     execute(full)
     by_stage = {
@@ -81,7 +82,7 @@ def test_token_budget_is_the_whole_runs(tmp_path, fake_llm, seed_tasks):
         execute(run)
     assert stopped.value.reason == "token_budget" and run.checkpoint.stop_reason == "token_budget"
     assert run.checkpoint.stage == "instances" and 0 < len(run.checkpoint.instances) < 8
-    spent = sum(run.tokens_spent())
+    spent = sum(run.accounting.tokens_spent())
     # it stops at the first handled item past the budget: at most the requests then in flight are over it
     assert budget <= spent < budget + 4 * max(1, by_stage["instances"] // 8)
     # resumed with the same budget, it stops again at once: the budget is the run's, across processes
@@ -90,7 +91,7 @@ def test_token_budget_is_the_whole_runs(tmp_path, fake_llm, seed_tasks):
     )
     with pytest.raises(BudgetReached):
         execute(again)
-    assert sum(again.tokens_spent()) == spent
+    assert sum(again.accounting.tokens_spent()) == spent
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ STREAM = SHARED / "data" / "instruction_stream_50k.jsonl"
 
 def dedup(pool, candidates: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "jobs.dedup", "--pool", str(pool), *args],
+        [sys.executable, "-m", "jobs.tools.dedup", "--pool", str(pool), *args],
         input=candidates,
         capture_output=True,
         text=True,

@@ -17,8 +17,8 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.local_stack import gunicorn, rq_worker
 from jobs.settings import Profile
+from jobs.tools.local_stack import gunicorn, rq_worker
 from tests.conftest import DATA, ROOT
 
 BIN = os.path.dirname(sys.executable)

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 from rouge_score import rouge_scorer
 
-from api_spec.vocabulary import RULES
+from jobs.method import exports
 from jobs.method.checkpoint import FileStore
 from jobs.method.engine import execute
 from jobs.method.exports import FILES
-from jobs.method.recipe import GenerationConfig
+from jobs.method.recipe import Execution, Recipe
 from jobs.method.run import Canceled, Run
+from jobs.method.vocabulary import RULES
 from tests.conftest import fake_endpoint
 from tests.fake_llm import FakeLLM, Script
 
@@ -29,11 +30,13 @@ def generate(tmp: Path, server: FakeLLM, seed_tasks, name="run", stop_after=None
         calls["n"] += 1
         return stop_after is not None and calls["n"] > stop_after
 
-    cfg = GenerationConfig(**{"num_instructions": 12, "seed": 3, "concurrency": 3, **config})
+    execution = Execution(concurrency=config.pop("concurrency", 3))
+    cfg = Recipe(**{"num_instructions": 12, "seed": 3, **config})
     store = FileStore(tmp / name / "state")
-    run = Run("run-1", seed_tasks, cfg, fake_endpoint(server), store, should_stop=should_stop)
+    endpoint = fake_endpoint(server)
+    run = Run("run-1", seed_tasks, cfg, endpoint, store, should_stop=should_stop, execution=execution)
     execute(run)
-    run.export(tmp / name / "out")
+    exports.export(run, tmp / name / "out")
     return run, tmp / name / "out"
 
 

@@ -12,11 +12,11 @@ import time
 import httpx
 
 from client.__main__ import main as cli
-from jobs import events as events_
-from jobs import keyspace
-from jobs.local_stack import gunicorn
+from jobs.runner.worker import ABANDONED_BOUND
 from jobs.settings import Profile, get_settings
-from jobs.worker import ABANDONED_BOUND
+from jobs.store import events as events_
+from jobs.store import keyspace
+from jobs.tools.local_stack import gunicorn
 from tests.conftest import work
 from tests.fake_llm import FakeLLM, Script
 from tests.test_api import make_seed_set

@@ -20,14 +20,14 @@ import pytest
 from redis import Redis
 from rq.job import Job as RQJob
 
-from jobs import api_keys
-from jobs import job as jobs_
-from jobs.artifacts import Artifacts
-from jobs.checkpoint_store import RedisStore
-from jobs.decision_log import DecisionLog
-from jobs.local_stack import Process, free_port, gunicorn, redis_server, s3_server
+from jobs.blobs.artifacts import Artifacts
+from jobs.runner.worker import ABANDONED_BOUND
 from jobs.settings import Profile, get_settings
-from jobs.worker import ABANDONED_BOUND
+from jobs.store import api_keys
+from jobs.store import job as jobs_
+from jobs.store.checkpoints import RedisStore
+from jobs.store.decision_log import DecisionLog
+from jobs.tools.local_stack import Process, free_port, gunicorn, redis_server, s3_server
 from service.app import create_app
 from tests.conftest import ROOT, env_for, work
 from tests.test_api import make_seed_set
@@ -183,7 +183,7 @@ def test_sigterm_checkpoints_and_hands_the_job_back(client, redis, settings, wor
     assert job["state"] == "succeeded", job
     assert dataset(settings, "alpha", job_id) == expected
     assert_resumed(before, fake_llm.script.received[start + len(before) :], committed)
-    assert "jobs.rq_jobs.Preempted" in busy.log.read_text()  # handed back, not killed
+    assert "jobs.runner.context.Preempted" in busy.log.read_text()  # handed back, not killed
     print(f"\nSIGTERM: the busy worker checkpointed and exited in {handed_back:.1f} s")
 
 

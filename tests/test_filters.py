@@ -4,14 +4,14 @@ import random
 
 from rouge_score import rouge_scorer
 
-from api_spec.vocabulary import RULES, STAGE_RULES
 from jobs.method.filters import InstructionFilter, filter_instances
-from jobs.method.recipe import ALPACA_BLACKLIST, GenerationConfig
+from jobs.method.recipe import ALPACA_BLACKLIST, Recipe
 from jobs.method.similarity import ReferenceScan, RougeLIndex
+from jobs.method.vocabulary import RULES, STAGE_RULES
 
 
 def make_filter(**config) -> InstructionFilter:
-    f = InstructionFilter(GenerationConfig(**config), RougeLIndex())
+    f = InstructionFilter(Recipe(**config), RougeLIndex())
     f.add("seed_1", "Classify the sentiment of the sentence into positive or negative.")
     f.add("seed_2", "Write a story about a dragon who learns to fly.")
     return f
@@ -75,7 +75,7 @@ def test_threshold_is_strictly_greater():
     a = "a1 a2 a3 a4 a5 a6 a7 b8 b9 b10"
     b = "a1 a2 a3 a4 a5 a6 a7 c8 c9 c10"
     score = rouge_scorer.RougeScorer(["rougeL"]).score(a, b)["rougeL"].fmeasure
-    f = InstructionFilter(GenerationConfig(), ReferenceScan())
+    f = InstructionFilter(Recipe(), ReferenceScan())
     f.add("p", b)
     assert f(a)[0] == ("too_similar" if score > 0.7 else "kept")
 

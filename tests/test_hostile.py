@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from jobs import api_keys
-from jobs.local_stack import gunicorn
+from jobs.store import api_keys
+from jobs.tools.local_stack import gunicorn
 from tests.conftest import DATA, work
 
 LIMIT = 1024 * 1024  # the settings fixture's MAX_REQUEST_BYTES

@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from client.api import Client
-from jobs.local_stack import Process, free_port
+from jobs.tools.local_stack import Process, free_port
 from tests.conftest import DATA, ROOT
 from tests.test_deploy import render
 from tests.test_faults import env_for, wait_until
@@ -42,7 +42,7 @@ IMAGE = "localhost/selfinstruct-service:test"
 SUITE = "bookworm"
 BASE_PACKAGES = ("python3.11", "python3.11-venv", "python-is-python3", "ca-certificates")
 HOST_CAS = sorted(Path("/usr/local/share/ca-certificates").glob("**/*.crt"))
-WORKER_ARGV = ["python", "-m", "jobs.worker"]
+WORKER_ARGV = ["python", "-m", "jobs.runner.worker"]
 APP_ID = "10001"  # the image's USER, and the chart's runAsUser/runAsGroup
 NAME_PREFIX = "selfinstruct-test-"
 STEP = re.compile(r"^(?:\[\d+/\d+\] )?STEP \d+/\d+: .*$", re.M)
@@ -372,7 +372,7 @@ def test_api_and_worker_run_from_the_image(image, containers, settings, redis, a
         assert containers["api"].run(image.healthcheck[1:], {"PORT": str(api_port)}).returncode == 0
 
         # every process of both containers: the image's user, running what was started
-        for process, marker in ((api, "gunicorn"), (worker, "jobs.worker")):
+        for process, marker in ((api, "gunicorn"), (worker, "jobs.runner.worker")):
             pids = [p for p in descendants(process.pid) if in_container(p)]
             assert pids and all(marker in cmdline(p) for p in pids), [cmdline(p) for p in pids]
             ran += pids

@@ -6,9 +6,10 @@ import sys
 
 import pytest
 
+from jobs.method import exports
 from jobs.method.checkpoint import FileStore
 from jobs.method.engine import execute
-from jobs.method.recipe import GenerationConfig
+from jobs.method.recipe import Execution, Recipe
 from jobs.method.run import Run
 from tests.conftest import DATA
 
@@ -16,10 +17,12 @@ pytestmark = pytest.mark.model
 
 
 def run_engine(tmp_path, endpoint, seed_tasks, name):
-    config = GenerationConfig(num_instructions=3, seed=11, concurrency=1)
-    run = Run(name, seed_tasks, config, endpoint, FileStore(tmp_path / name / "state"))
+    config = Recipe(num_instructions=3, seed=11)
+    run = Run(
+        name, seed_tasks, config, endpoint, FileStore(tmp_path / name / "state"), execution=Execution(1)
+    )
     execute(run)
-    run.export(tmp_path / name / "out")
+    exports.export(run, tmp_path / name / "out")
     return run, tmp_path / name / "out"
 
 

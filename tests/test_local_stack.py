@@ -1,4 +1,4 @@
-"""`scripts/serve.sh`'s stack (python -m jobs.local_stack) as the README describes it: fixed ports, a
+"""`scripts/serve.sh`'s stack (python -m jobs.tools.local_stack) as the README describes it: fixed ports, a
 printed URL and key that the `selfinstruct` command works with, and Ctrl-C stops every part. Also:
 no command-line parser accepts an abbreviated option."""
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.local_stack import FIXED
+from jobs.tools.local_stack import FIXED
 from tests.conftest import DATA, ROOT
 
 BIN = Path(sys.executable).parent
@@ -34,7 +34,7 @@ def test_serve_runs_the_stack_on_fixed_ports_until_ctrl_c(fake_llm, tmp_path) ->
         [
             sys.executable,
             "-m",
-            "jobs.local_stack",
+            "jobs.tools.local_stack",
             "--base-url",
             fake_llm.base_url,
             "--model",
@@ -95,9 +95,9 @@ def test_serve_runs_the_stack_on_fixed_ports_until_ctrl_c(fake_llm, tmp_path) ->
     "command",
     [
         [sys.executable, "-m", "jobs", "generate", "--seed-tasks", "x.jsonl", "--out", "o", "--num", "5"],
-        [sys.executable, "-m", "jobs.dedup", "--pool", "p.jsonl", "--thresh", "0.5"],
-        [sys.executable, "-m", "jobs.api_keys", "create", "--tea", "alpha"],
-        [sys.executable, "-m", "jobs.local_stack", "--work", "3"],
+        [sys.executable, "-m", "jobs.tools.dedup", "--pool", "p.jsonl", "--thresh", "0.5"],
+        [sys.executable, "-m", "jobs.tools.keys", "create", "--tea", "alpha"],
+        [sys.executable, "-m", "jobs.tools.local_stack", "--work", "3"],
         [str(BIN / "selfinstruct"), "--ur", "http://127.0.0.1:9", "cancel", "x"],
         [str(BIN / "selfinstruct"), "submit", "s.jsonl", "--instr", "5"],
     ],

@@ -7,8 +7,8 @@ import re
 
 import httpx
 
-from jobs import api_keys
-from jobs.local_stack import free_port, gunicorn, rq_worker
+from jobs.store import api_keys
+from jobs.tools.local_stack import free_port, gunicorn, rq_worker
 from tests.test_api import make_seed_set
 from tests.test_faults import env_for, finish, wait_until
 

@@ -12,9 +12,10 @@ import pytest
 from rq import Queue, SimpleWorker
 
 from client.__main__ import main as cli
-from jobs import keyspace, queue
-from jobs.local_stack import Process, gunicorn, rq_worker
+from jobs.runner import queue
 from jobs.settings import get_settings
+from jobs.store import keyspace
+from jobs.tools.local_stack import Process, gunicorn, rq_worker
 from service.app import create_app
 from tests.conftest import ROOT
 from tests.test_api import make_seed_set

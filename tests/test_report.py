@@ -6,7 +6,7 @@ import json
 
 from jobs.method import exports, report
 from jobs.method.checkpoint import Checkpoint
-from jobs.method.recipe import GenerationConfig
+from jobs.method.recipe import Recipe
 from jobs.method.seed_tasks import Instance, SeedTask
 
 SEEDS = [
@@ -65,7 +65,7 @@ def test_table1_and_the_figures_data_match_a_hand_computed_dataset() -> None:
 
 
 def test_the_dataset_carries_the_report_its_figures_and_a_card_linking_them(tmp_path) -> None:
-    config = GenerationConfig(num_instructions=3)
+    config = Recipe(num_instructions=3)
     stats = {
         **STATS,
         "instructions_kept": 3,

@@ -9,10 +9,11 @@ import urllib.request
 
 import pytest
 
-from jobs import job as jobs_
-from jobs import keyspace, retention
-from jobs.artifacts import Artifacts
+from jobs.blobs.artifacts import Artifacts
+from jobs.runner import retention
 from jobs.settings import get_settings
+from jobs.store import job as jobs_
+from jobs.store import keyspace
 from tests.conftest import work
 from tests.test_api import make_seed_set, run_job
 from tests.test_security import as_team

@@ -13,8 +13,8 @@ from dataclasses import replace
 import pytest
 import yaml
 
-from jobs import api_keys
 from jobs.settings import Profile, get_settings
+from jobs.store import api_keys
 from service.app import create_app
 from tests.conftest import ROOT, work
 from tests.test_api import make_seed_set, run_job
@@ -102,7 +102,7 @@ def test_another_teams_resources_answer_404_on_every_endpoint(app, redis, client
 def test_keys_are_stored_hashed_and_can_be_revoked(app, redis, settings):
     env = {**os.environ, **settings.to_env()}
     created = subprocess.run(
-        [sys.executable, "-m", "jobs.api_keys", "create", "--team", "gamma", "--name", "ci"],
+        [sys.executable, "-m", "jobs.tools.keys", "create", "--team", "gamma", "--name", "ci"],
         capture_output=True,
         text=True,
         env=env,
@@ -118,15 +118,15 @@ def test_keys_are_stored_hashed_and_can_be_revoked(app, redis, settings):
     caller.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {secret}"
     assert caller.get("/v1/jobs").status_code == 200
     listed = subprocess.run(
-        [sys.executable, "-m", "jobs.api_keys", "list"], capture_output=True, text=True, env=env, check=True
+        [sys.executable, "-m", "jobs.tools.keys", "list"], capture_output=True, text=True, env=env, check=True
     ).stdout
     assert key_id in listed and "team=gamma" in listed and secret not in listed
     subprocess.run(
-        [sys.executable, "-m", "jobs.api_keys", "revoke", key_id], env=env, check=True, capture_output=True
+        [sys.executable, "-m", "jobs.tools.keys", "revoke", key_id], env=env, check=True, capture_output=True
     )
     assert caller.get("/v1/jobs").status_code == 401
     bad = subprocess.run(
-        [sys.executable, "-m", "jobs.api_keys", "create", "--team", "Bad Team"],
+        [sys.executable, "-m", "jobs.tools.keys", "create", "--team", "Bad Team"],
         capture_output=True,
         text=True,
         env=env,
@@ -207,7 +207,7 @@ def test_no_secret_in_logs_errors_records_or_exports(client, redis, settings, fa
             seen += [v.decode(errors="replace") for v in redis.hvals(k)]
         elif kind == b"string":
             seen.append(redis.get(k).decode(errors="replace"))
-    from jobs.artifacts import Artifacts
+    from jobs.blobs.artifacts import Artifacts
 
     store = Artifacts(local)
     for obj in store.s3.list_objects_v2(Bucket=local.s3_bucket).get("Contents", []):

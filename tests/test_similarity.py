@@ -208,7 +208,7 @@ def test_an_item_reachable_only_through_frequent_tokens_is_not_missed():
 
 # --- Pools large enough for every pruning path: the probe, the early exit, later rounds, ties ---
 
-THRESHOLD = 0.7  # GenerationConfig's default: above it a candidate is too similar
+THRESHOLD = 0.7  # Recipe's default: above it a candidate is too similar
 
 
 def edited(rnd: random.Random, words: list[str], vocab: list[str]) -> list[str]:

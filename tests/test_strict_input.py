@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from jobs import api_keys
-from jobs.local_stack import gunicorn
+from jobs.store import api_keys
+from jobs.tools.local_stack import gunicorn
 from tests.conftest import DATA
 
 PROBLEM = "application/problem+json"

@@ -20,9 +20,9 @@ import httpx
 import pytest
 from rouge_score import rouge_scorer, tokenize
 
-from api_spec.vocabulary import RULES
-from jobs.local_stack import Process, gunicorn, rq_worker
+from jobs.method.vocabulary import RULES
 from jobs.settings import Profile, Settings
+from jobs.tools.local_stack import Process, gunicorn, rq_worker
 from tests.conftest import DATA, ROOT
 from tests.fake_llm import FakeLLM, Script
 
@@ -93,8 +93,8 @@ class Stack:
 def stack(redis_url, s3_endpoint, tmp_path_factory) -> Iterator[Stack]:
     from redis import Redis
 
-    from jobs import api_keys
-    from jobs.artifacts import Artifacts
+    from jobs.blobs.artifacts import Artifacts
+    from jobs.store import api_keys
 
     tmp = tmp_path_factory.mktemp("ui")
     Redis.from_url(redis_url).flushdb()

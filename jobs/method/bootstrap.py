@@ -19,8 +19,8 @@ from jobs.method.window import ordered
 STAGE = "instructions"
 
 
-async def bootstrap(run: Run, llm: LLM) -> None:
-    cfg, cp = run.config, run.checkpoint
+async def run_stage(run: Run, llm: LLM) -> None:
+    cfg, cp = run.recipe, run.checkpoint
     target = cfg.num_instructions
     seeds = [t for t in run.seed_tasks if t.is_classification] if cfg.classification_only else run.seed_tasks
     seed_texts = [t.instruction for t in seeds]
@@ -42,7 +42,7 @@ async def bootstrap(run: Run, llm: LLM) -> None:
     run.stage_done = len(machine)
 
     def stage_tokens() -> int:  # the token budget is the whole job's
-        return sum(run.tokens_spent())
+        return sum(run.accounting.tokens_spent())
 
     def build(i: int) -> Awaitable[list[Completion]] | None:
         if (i + 1) * decoding.n > cfg.request_budget:
@@ -99,7 +99,7 @@ async def bootstrap(run: Run, llm: LLM) -> None:
         return done
 
     if len(machine) < target:
-        leftover = await ordered(cp.next_prompt, build, handle, cfg.concurrency, cfg.window)
+        leftover = await ordered(cp.next_prompt, build, handle, run.execution.concurrency, cfg.window)
         _count_waste(run, leftover.finished, leftover.cancelled)
     if len(machine) >= target:
         cp.stop_reason = "target_reached"

@@ -1,5 +1,5 @@
 """A run's checkpoint, the Store protocol that keeps it with its decisions atomically, and the local
-file store. (The service's Redis store is jobs.checkpoint_store.)
+file store. (The service's Redis store is jobs.store.checkpoints.)
 
 A store commits a checkpoint together with the decisions made since the previous commit: a run
 restarted with the same run id resumes from the last commit, so no candidate is lost or repeated.
@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from itertools import islice
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NotRequired, Protocol, TypedDict
 
 from jobs.method.decisions import Decision
 
@@ -34,6 +34,37 @@ def _tail(d: dict[str, Any], count: int) -> dict[str, Any]:
     return dict(reversed(list(islice(reversed(d.items()), count))))
 
 
+class KeptInstruction(TypedDict):
+    """A kept instruction, in pool order: made in stage 1 (with its prompt and nearest pool item at the
+    time) or given by a stage-level run."""
+
+    id: str
+    text: str
+    prompt: NotRequired[int]  # the stage-1 prompt it came from
+    score: NotRequired[float]  # ROUGE-L against its nearest pool item
+    nearest_id: NotRequired[str | None]
+    given: NotRequired[bool]  # true: from the job's instruction list, not stage 1
+
+
+class ClassificationAnswer(TypedDict):
+    """Stage 2's answer for one instruction (jobs.method.classification.decide)."""
+
+    label: str  # yes, no or unparseable
+    raw: str  # the model's text
+    method: NotRequired[str]  # text, logprobs, calibrated or fitted
+    fallback: NotRequired[str]  # why the text decided instead of the method asked for
+    shift: NotRequired[float]  # content-free calibration
+    threshold: NotRequired[float]
+    logprob_yes: NotRequired[float]
+    logprob_no: NotRequired[float]
+    margin: NotRequired[float]  # log P(Yes) - log P(No) - shift
+
+
+class InstanceRecord(TypedDict):
+    input: str
+    output: str
+
+
 @dataclass
 class Checkpoint:
     """`instructions`, `classification` and `instances` only grow (entries are added, never replaced
@@ -41,12 +72,10 @@ class Checkpoint:
 
     stage: str = "instructions"  # instructions -> classification -> instances -> export -> done
     next_prompt: int = 0  # stage-1 prompts [0, next_prompt) are fully handled
-    # kept machine instructions in pool order: {"id", "text", "prompt", "score", "nearest_id"}
-    instructions: list[dict[str, Any]] = field(default_factory=list)
-    # instruction id -> {"label": "yes"|"no"|"unparseable", "raw": str}
-    classification: dict[str, dict[str, str]] = field(default_factory=dict)
-    # instruction id -> kept instances [{"input", "output"}] (present once its response was handled)
-    instances: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    instructions: list[KeptInstruction] = field(default_factory=list)
+    classification: dict[str, ClassificationAnswer] = field(default_factory=dict)  # by instruction id
+    # instruction id -> its kept instances (present once its response was handled)
+    instances: dict[str, list[InstanceRecord]] = field(default_factory=dict)
     decisions: int = 0  # decisions committed so far
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # stage -> rule -> count
     usage: dict[str, Any] | None = None  # jobs.method.llm.Usage.to_dict()
@@ -70,6 +99,16 @@ class Checkpoint:
         if data.get("version") not in _READABLE:
             raise ValueError(f"checkpoint version {data.get('version')} is not {CHECKPOINT_VERSION}")
         return cls(**{**data, "version": CHECKPOINT_VERSION})
+
+    def merge(self, part: Checkpoint) -> None:
+        """Take in a chunk's instances and counts (a fanned-out job's parts, at its end); the usage
+        merges separately (jobs.method.llm.Usage.merge)."""
+        self.instances.update(part.instances)
+        for stage, counts in part.counts.items():
+            merged = self.counts.setdefault(stage, {})
+            for rule, n in counts.items():
+                merged[rule] = merged.get(rule, 0) + n
+        self.truncated_responses += part.truncated_responses
 
     # --- deltas ---
 

@@ -69,7 +69,7 @@ def fit_threshold(margins: Sequence[float], truth: Sequence[bool]) -> float:
 
 
 def _request(run: Run, llm: LLM, text: str, key: str, logprobs: bool) -> Awaitable[list[Completion]]:
-    cfg = run.config
+    cfg = run.recipe
     decoding = cfg.decoding[STAGE]
     schema = chat.schema(STAGE) if llm.structured else None
     if schema:  # room for {"answer": "Yes"}
@@ -145,7 +145,7 @@ def fit_tasks(run: Run) -> list[SeedTask]:
     unseen = [t for t in run.seed_tasks if f"Task: {one_line(t.instruction)}\n" not in shown]
     yes = [t for t in unseen if t.is_classification]
     no = [t for t in unseen if not t.is_classification]
-    run.config.rng(STAGE, "fit").shuffle(no)
+    run.recipe.rng(STAGE, "fit").shuffle(no)
     return (yes[: FIT_TASKS // 2] + no)[:FIT_TASKS]
 
 
@@ -164,8 +164,8 @@ def decide(
     return answer
 
 
-async def classify(run: Run, llm: LLM) -> None:
-    cfg, cp = run.config, run.checkpoint
+async def run_stage(run: Run, llm: LLM) -> None:
+    cfg, cp = run.recipe, run.checkpoint
     todo = [kept for kept in cp.instructions if kept["id"] not in cp.classification]
     run.start_stage(len(cp.instructions))
     run.stage_done = len(cp.instructions) - len(todo)
@@ -192,7 +192,8 @@ async def classify(run: Run, llm: LLM) -> None:
         run.handled()
         return False
 
-    await ordered(0, build, handle, cfg.concurrency, lag=4 * max(cfg.concurrency, cfg.window))
+    concurrency = run.execution.concurrency
+    await ordered(0, build, handle, concurrency, lag=4 * max(concurrency, cfg.window))
 
 
 def is_classification(run: Run, instruction_id: str) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from api_spec.vocabulary import STAGE_RULES
+from jobs.method.vocabulary import STAGE_RULES
 
 Stage = Literal["instruction", "instance"]
 Verdict = Literal["kept", "dropped"]

@@ -6,24 +6,25 @@ import asyncio
 
 import structlog
 
-from jobs.method.bootstrap import bootstrap
+from jobs.method import bootstrap, classification, instances
 from jobs.method.checkpoint import Checkpoint
-from jobs.method.classification import classify
-from jobs.method.instances import generate_instances
 from jobs.method.llm import LLM
 from jobs.method.run import STAGE_ORDER, Run
+from jobs.method.stage import Stage
 
 log = structlog.get_logger(__name__)
 
+STAGES: tuple[Stage, ...] = (bootstrap, classification, instances)
+
 
 async def _stages(run: Run, until: str) -> None:
-    llm = LLM(run.endpoint, run.config.concurrency, run.usage)
-    steps = (("instructions", bootstrap), ("classification", classify), ("instances", generate_instances))
+    llm = LLM(run.endpoint, run.execution.concurrency, run.usage)
     try:
-        for stage, step in steps:
-            if run.checkpoint.stage == stage and STAGE_ORDER.index(stage) < STAGE_ORDER.index(until):
-                await step(run, llm)
-                run.advance(STAGE_ORDER[STAGE_ORDER.index(stage) + 1])
+        for stage in STAGES:
+            at = STAGE_ORDER.index(stage.STAGE)
+            if run.checkpoint.stage == stage.STAGE and at < STAGE_ORDER.index(until):
+                await stage.run_stage(run, llm)
+                run.advance(STAGE_ORDER[at + 1])
     finally:
         await llm.close()
 

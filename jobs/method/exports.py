@@ -11,17 +11,21 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from api_spec.vocabulary import FILES, RULES
+from jobs import __version__
 from jobs.method import report
 from jobs.method.checkpoint import Checkpoint
 from jobs.method.decisions import Decision
-from jobs.method.recipe import GenerationConfig
-from jobs.method.seed_tasks import SeedTask
+from jobs.method.recipe import Recipe
+from jobs.method.seed_tasks import SeedTask, content_hash
+from jobs.method.vocabulary import FILES, RULES
+
+if TYPE_CHECKING:  # the run module does not import this one: a type only
+    from jobs.method.run import Run
 
 # The reference's prompt/completion templates (prepare_for_finetuning.py).
 TEMPLATES_WITH_INPUT = (
@@ -88,7 +92,7 @@ def examples(checkpoint: Checkpoint, seed_tasks: list[SeedTask], include_seed_ta
     return out
 
 
-def _finetune_records(items: list[Example], config: GenerationConfig) -> list[dict[str, str]]:
+def _finetune_records(items: list[Example], config: Recipe) -> list[dict[str, str]]:
     """The reference's encoding: input clean-up half the time, a random template, dedup, shuffle."""
     rng = config.rng("finetune")
     records, seen = [], set()
@@ -143,7 +147,7 @@ def write(
     out_dir: str | Path,
     checkpoint: Checkpoint,
     seed_tasks: list[SeedTask],
-    config: GenerationConfig,
+    config: Recipe,
     decisions: Iterable[Decision],
     stats: dict[str, Any],
     run_record: dict[str, Any],
@@ -295,3 +299,90 @@ def _cost(stats: dict[str, Any]) -> list[str]:
 
 def _path(endpoint: dict[str, Any]) -> str:
     return "chat/completions" if endpoint.get("api") == "chat" else "completions"
+
+
+# --- a run's dataset ---
+
+
+def export(run: Run, out_dir: str | Path, partial: bool = False) -> dict[str, int]:
+    """Write the run's dataset files into out_dir and mark the run done; returns records per file.
+
+    `partial` exports what a stopped run made so far (its stage is left as it was)."""
+    if not partial and run.checkpoint.stage not in ("export", "done"):
+        raise RuntimeError(f"the run is at stage {run.checkpoint.stage!r}, not ready to export")
+    records = write(
+        out_dir,
+        run.checkpoint,
+        run.seed_tasks,
+        run.recipe,
+        run.store.decisions(),
+        stats(run),
+        run_record(run),
+    )
+    if not partial:
+        run.advance("done")
+    return records
+
+
+def stats(run: Run) -> dict[str, Any]:
+    """stats.json: what the run kept and dropped, and what it spent."""
+    cp = run.checkpoint
+    usage = run.usage.to_dict()
+    wall = run.elapsed
+    counts = {stage: dict(sorted(rules.items())) for stage, rules in sorted(cp.counts.items())}
+    return {
+        "engine_version": __version__,
+        "stop_reason": cp.stop_reason,
+        "instructions_kept": len(cp.instructions),
+        "instances_kept": sum(len(v) for v in cp.instances.values()),
+        "tasks_with_instances": sum(1 for v in cp.instances.values() if v),
+        "verdicts": {s: c for s, c in counts.items() if s in ("instruction", "instance")},
+        "classification": counts.get("classification", {}),
+        "classification_method": classification_method(cp),
+        "truncated_responses": cp.truncated_responses,
+        "requests": usage["requests"],
+        "retries": usage["retries"],
+        "failed_attempts": usage["errors"],
+        "tokens": {
+            "prompt": sum(usage["prompt_tokens"].values()),
+            "completion": sum(usage["completion_tokens"].values()),
+            "prompt_by_stage": usage["prompt_tokens"],
+            "completion_by_stage": usage["completion_tokens"],
+        },
+        "wasted": cp.wasted,
+        # sampling parameters the endpoint refused and the run went on without
+        "dropped_parameters": usage.get("dropped", {}),
+        "wall_seconds": round(wall, 3),
+        "endpoint_busy_seconds": usage["busy_seconds"],
+        "endpoint_busy_fraction": round(usage["busy_seconds"] / wall, 4) if wall > 0 else 0.0,
+        "cost": run.accounting.cost(),
+    }
+
+
+def run_record(run: Run) -> dict[str, Any]:
+    """run.json: everything needed to run it again."""
+    return {
+        "run_id": run.run_id,
+        "engine_version": __version__,
+        "seed_set": {"sha256": content_hash(run.seed_tasks), "tasks": len(run.seed_tasks)},
+        "instance_demonstrations": run.prompts.demonstrations,
+        "random_seed": run.recipe.seed,
+        "endpoint": run.endpoint.public(),
+        "config": run.recipe.record(run.execution),
+        "classification_method": classification_method(run.checkpoint),
+    }
+
+
+def classification_method(checkpoint: Checkpoint) -> dict[str, Any]:
+    """How stage 2 decided: answers per method, why any fell back to text, the shift and threshold."""
+    methods: dict[str, int] = {}
+    fallbacks: dict[str, int] = {}
+    shared: dict[str, Any] = {}
+    for answer in checkpoint.classification.values():
+        method = answer.get("method", "text")
+        methods[method] = methods.get(method, 0) + 1
+        if reason := answer.get("fallback"):
+            fallbacks[reason] = fallbacks.get(reason, 0) + 1
+        if not shared and "shift" in answer:
+            shared = {k: answer[k] for k in ("shift", "threshold") if k in answer}
+    return {"methods": methods, "fallbacks": fallbacks, **shared}

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from jobs.method import metrics
-from jobs.method.recipe import GenerationConfig
+from jobs.method.recipe import Recipe
 from jobs.method.similarity import Similarity
 
 Outcome = tuple[str, dict[str, Any]]
@@ -59,7 +59,7 @@ class InstructionFilter:
     Kept candidates must be `add`ed: the pool is seeds plus kept machine instructions, in that order.
     """
 
-    def __init__(self, config: GenerationConfig, index: Similarity):
+    def __init__(self, config: Recipe, index: Similarity):
         self.threshold = config.similarity_threshold
         self.checks: list[Check] = [
             length_check(config.min_words, config.max_words),

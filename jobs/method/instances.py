@@ -15,9 +15,9 @@ from jobs.method.window import ordered
 STAGE = "instances"
 
 
-async def generate_instances(run: Run, llm: LLM, instruction_ids: list[str] | None = None) -> None:
+async def run_stage(run: Run, llm: LLM, instruction_ids: list[str] | None = None) -> None:
     """Generate and filter instances for every kept instruction (or the given ones) not done yet."""
-    cfg, cp = run.config, run.checkpoint
+    cfg, cp = run.recipe, run.checkpoint
     wanted = set(instruction_ids) if instruction_ids is not None else None
     tasks = [k for k in cp.instructions if wanted is None or k["id"] in wanted]
     todo = [k for k in tasks if k["id"] not in cp.instances]
@@ -64,4 +64,5 @@ async def generate_instances(run: Run, llm: LLM, instruction_ids: list[str] | No
         run.handled()
         return False
 
-    await ordered(0, build, handle, cfg.concurrency, lag=4 * max(cfg.concurrency, cfg.window))
+    concurrency = run.execution.concurrency
+    await ordered(0, build, handle, concurrency, lag=4 * max(concurrency, cfg.window))

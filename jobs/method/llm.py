@@ -192,6 +192,16 @@ class Usage:
             "dropped": dict(sorted(self.dropped.items())),
         }
 
+    def merge(self, other: Usage) -> None:
+        """Add another run's requests, tokens, failed attempts and busy time (a chunk's, at the end).
+        Refused parameters are not merged: the job's record holds them for every part."""
+        self.requests.update(other.requests)
+        self.prompt_tokens.update(other.prompt_tokens)
+        self.completion_tokens.update(other.completion_tokens)
+        self.errors.update(other.errors)
+        self.retries += other.retries
+        self.busy_seconds += other.busy_seconds
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Usage:
         return cls(

@@ -1,6 +1,6 @@
 """Prometheus counters of the method's work: LLM requests, tokens, retries, latency, dedup time, decisions.
 
-prometheus_client only: a worker serves them (jobs.metrics_server); a local run just counts.
+prometheus_client only: a worker serves them (jobs.runner.metrics_server); a local run just counts.
 """
 
 from __future__ import annotations

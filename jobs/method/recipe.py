@@ -1,13 +1,18 @@
-"""One generation run's parameters (the recipe). Deployment settings live in jobs.settings."""
+"""What one run makes (the recipe) and how it is carried out (the execution settings).
+
+A recipe is checked once, where it is made (Recipe.build: the API's schema, previews and the CLI all
+use it), then travels as its canonical dict (Recipe.to_dict) and is loaded without checks
+(Recipe.from_dict). Deployment settings live in jobs.settings."""
 
 from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from api_spec.vocabulary import CLASSIFICATION_METHODS, EXPORT_FORMATS
+from jobs.method.vocabulary import CLASSIFICATION_METHODS, EXPORT_FORMATS
 
 STAGES = ("instructions", "classification", "instances")
 
@@ -52,12 +57,48 @@ def paper_decoding(max_instances: int = 5) -> dict[str, Decoding]:
     }
 
 
+# The fields a request (the API, a preview, the CLI) may set; the others keep their defaults.
+REQUEST_FIELDS = (
+    "num_instructions",
+    "seed",
+    "window",
+    "classification_only",
+    "classification_method",
+    "include_seed_tasks",
+    "similarity_threshold",
+    "max_requests",
+    "max_tokens",
+    "max_cost",
+    "export_formats",
+    "decoding",
+)
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run; `problems` are (field, message) pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        super().__init__("; ".join(message for _, message in problems))
+
+
 @dataclass(frozen=True)
-class GenerationConfig:
+class Execution:
+    """How a run is carried out. Throughput only: the same recipe gives the same dataset whatever these
+    are (the operator's profile sets the concurrency; the CLI's flags both)."""
+
+    concurrency: int = 2  # requests in flight at once
+    checkpoint_every: int = 4  # commit the checkpoint after this many handled prompts or completions
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1 or self.checkpoint_every < 1:
+            raise ValueError("concurrency and checkpoint_every must be at least 1")
+
+
+@dataclass(frozen=True)
+class Recipe:
     num_instructions: int = 100
     seed: int = 42
-    # Requests in flight at once. Throughput only: it never changes the result.
-    concurrency: int = 2
     # Prompt i samples machine instructions from the pool as it stood after prompts < i - window + 1
     # were filtered, so up to `window` prompts can be in flight. Part of the recipe (like the paper's
     # batch of 5): the same window and seed give the same prompts.
@@ -86,8 +127,6 @@ class GenerationConfig:
     decoding: dict[str, Decoding] = field(default_factory=paper_decoding)
     # Characters of seed-task demonstrations in the stage 2 and 3 prompts (fits a 4,096-token context).
     demo_chars: int = 4_000
-    # Commit the checkpoint after this many handled prompts or completions.
-    checkpoint_every: int = 4
 
     def derived_seed(self, *parts: object) -> int:
         """A 31-bit seed for one purpose (a prompt, a request): stable across runs, processes and Pythons."""
@@ -101,27 +140,62 @@ class GenerationConfig:
     def request_budget(self) -> int:
         return self.max_requests if self.max_requests is not None else 20 + 10 * self.num_instructions
 
-    def validate(self) -> GenerationConfig:
-        problems = []
+    def problems(self) -> list[tuple[str, str]]:
+        """What keeps this recipe from running, as (field, message)."""
+        out = []
         if self.num_instructions < 1:
-            problems.append("num_instructions must be at least 1")
-        if self.concurrency < 1 or self.window < 1:
-            problems.append("concurrency and window must be at least 1")
+            out.append(("num_instructions", "num_instructions must be at least 1"))
+        if self.window < 1:
+            out.append(("window", "window must be at least 1"))
         if not 0 <= self.prompt_machine_instructions < self.prompt_instructions:
-            problems.append("prompt_machine_instructions must be below prompt_instructions")
+            out.append(
+                (
+                    "prompt_machine_instructions",
+                    "prompt_machine_instructions must be below prompt_instructions",
+                )
+            )
         if not 0.0 <= self.similarity_threshold <= 1.0:
-            problems.append("similarity_threshold must be within [0, 1]")
+            out.append(("similarity_threshold", "similarity_threshold must be within [0, 1]"))
         if unknown := set(self.export_formats) - set(EXPORT_FORMATS):
-            problems.append(f"unknown export formats: {sorted(unknown)}")
+            out.append(("export_formats", f"unknown export formats: {sorted(unknown)}"))
         if self.classification_method not in CLASSIFICATION_METHODS:
-            problems.append(f"classification_method must be one of {CLASSIFICATION_METHODS}")
+            out.append(
+                ("classification_method", f"classification_method must be one of {CLASSIFICATION_METHODS}")
+            )
         if set(self.decoding) != set(STAGES):
-            problems.append(f"decoding must give exactly the stages {STAGES}")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
+            out.append(("decoding", f"decoding must give exactly the stages {STAGES}"))
+        return out
+
+    @classmethod
+    def build(cls, given: Mapping[str, Any]) -> Recipe:
+        """The one way a recipe is made from what a caller gave (the API's body, a preview, the CLI's
+        flags, a run.json's config): the given fields over the defaults, per-stage decoding overrides
+        over the paper's, duplicate export formats once; checked. Raises RecipeError."""
+        if unknown := set(given) - {f.name for f in fields(cls)}:
+            raise RecipeError([(name, f"unknown recipe field {name}") for name in sorted(unknown)])
+        kwargs = dict(given)
+        for name in ("keyword_blacklist", "export_formats"):
+            if name in kwargs:
+                kwargs[name] = tuple(dict.fromkeys(kwargs[name]))
+        base = paper_decoding(kwargs.get("max_instances_per_task", 5))
+        overrides = kwargs.get("decoding") or {}
+        if set(overrides) - set(base):
+            raise RecipeError([("decoding", f"decoding must give exactly the stages {STAGES}")])
+        try:
+            kwargs["decoding"] = {
+                stage: replace(decoding, **{k: tuple(v) if k == "stop" else v for k, v in over.items()})
+                for stage, decoding in base.items()
+                for over in [overrides.get(stage, {})]
+            }
+            recipe = cls(**kwargs)
+        except TypeError as e:  # a decoding parameter that does not exist
+            raise RecipeError([("decoding", str(e))]) from e
+        if problems := recipe.problems():
+            raise RecipeError(problems)
+        return recipe
 
     def to_dict(self) -> dict[str, Any]:
+        """The canonical form: every field, JSON-ready; what a job's record and a preview's hold."""
         out = asdict(self)
         out["keyword_blacklist"] = list(self.keyword_blacklist)
         out["export_formats"] = list(self.export_formats)
@@ -129,20 +203,27 @@ class GenerationConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GenerationConfig:
-        known = {f.name for f in fields(cls)}
-        if unknown := set(data) - known:
-            raise ValueError(f"unknown config fields: {sorted(unknown)}")
-        kwargs = dict(data)
-        for name in ("keyword_blacklist", "export_formats"):
-            if name in kwargs:
-                kwargs[name] = tuple(kwargs[name])
-        if "decoding" in kwargs:
-            base = paper_decoding(kwargs.get("max_instances_per_task", 5))
-            kwargs["decoding"] = {
-                stage: replace(base[stage], **{k: tuple(v) if k == "stop" else v for k, v in over.items()})
-                for stage, over in {**{s: {} for s in base}, **kwargs["decoding"]}.items()
+    def from_dict(cls, data: Mapping[str, Any]) -> Recipe:
+        """A canonical dict (to_dict's) back as a recipe: it was checked when it was built."""
+        return cls(
+            **{
+                **data,
+                "keyword_blacklist": tuple(data["keyword_blacklist"]),
+                "export_formats": tuple(data["export_formats"]),
+                "decoding": {
+                    stage: Decoding(**{**d, "stop": tuple(d["stop"])})
+                    for stage, d in data["decoding"].items()
+                },
             }
-        elif "max_instances_per_task" in kwargs:
-            kwargs["decoding"] = paper_decoding(kwargs["max_instances_per_task"])
-        return cls(**kwargs).validate()
+        )
+
+    def record(self, execution: Execution) -> dict[str, Any]:
+        """run.json's `config`: the recipe with the execution settings in the places they have always
+        had there (datasets stay byte-stable across versions)."""
+        recipe = list(self.to_dict().items())
+        return {
+            **dict(recipe[:2]),
+            "concurrency": execution.concurrency,
+            **dict(recipe[2:]),
+            "checkpoint_every": execution.checkpoint_every,
+        }

@@ -1,10 +1,10 @@
 """A job's events: state changes, stage starts and ends, retries, progress, warnings, who cancelled.
 
-One capped Redis stream per job (jobs.keyspace.job_events), MAX_JOB_EVENTS long: the oldest go first.
+One capped Redis stream per job (jobs.store.keyspace.job_events), MAX_JOB_EVENTS long: the oldest go first.
 Stream ids are the cursor: they only grow, so a reader that resumes after the last id it saw misses
 nothing still kept and sees nothing twice. State changes are written by the same Lua step that makes
-them (jobs.job), so a killed and resumed worker cannot repeat or lose one. The stream is archived with
-the dataset (events.jsonl) and removed with the job (jobs.retention).
+them (jobs.store.job), so a killed and resumed worker cannot repeat or lose one. The stream is archived with
+the dataset (events.jsonl) and removed with the job (jobs.runner.retention).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from redis import Redis
 
-from jobs import keyspace
+from jobs.store import keyspace
 
 # KEYS: job record, its events; ARGV: max length, the event (JSON). No record: the job was deleted,
 # and its events must not come back.

@@ -1,8 +1,9 @@
 """Previews: a few instructions run through every stage at once, to look at before a big job.
 
-A preview's record is a Redis hash (jobs.keyspace.preview) that expires PREVIEW_RETENTION_SECONDS after
-it was made: its team, request, state and, once run, its result (JSON). The API creates it and enqueues
-jobs.preview_run.run_preview on the preview queue (PREVIEW_QUEUE), which only preview workers serve, so
+A preview's record is a Redis hash (jobs.store.keyspace.preview) that expires PREVIEW_RETENTION_SECONDS after
+it was made: its team, request (the recipe as Recipe.to_dict() gives it), state and, once run, its
+result (JSON). The API creates it and enqueues
+jobs.runner.preview.run_preview on the preview queue (PREVIEW_QUEUE), which only preview workers serve, so
 a long generation job never holds one up.
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 
 from redis import Redis
 
-from jobs import keyspace
+from jobs.store import keyspace
 
 STATES = ("queued", "running", "succeeded", "failed")
 # HSET on a missing key would make a record without an expiry
@@ -27,7 +28,7 @@ return 1
 
 
 def create(
-    r: Redis, team: str, seed_set_id: str, profile: str, config: dict[str, Any], full: int | None, ttl: int
+    r: Redis, team: str, seed_set_id: str, profile: str, recipe: dict[str, Any], full: int | None, ttl: int
 ) -> str:
     preview_id = uuid.uuid4().hex
     record = {
@@ -36,7 +37,7 @@ def create(
         "state": "queued",
         "seed_set_id": seed_set_id,
         "profile": profile,
-        "config": json.dumps(config),
+        "recipe": json.dumps(recipe),
         "full_num_instructions": "" if full is None else str(full),
         "created_at": str(time.time()),
     }
@@ -58,7 +59,7 @@ def get(r: Redis, preview_id: str) -> dict[str, Any] | None:
         "state": raw["state"],
         "seed_set_id": raw["seed_set_id"],
         "profile": raw["profile"],
-        "config": json.loads(raw["config"]),
+        "recipe": json.loads(raw["recipe"]),
         "full_num_instructions": int(full) if full else None,
         "created_at": float(raw["created_at"]),
         "finished_at": float(raw["finished_at"]) if raw.get("finished_at") else None,

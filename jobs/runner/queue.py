@@ -2,7 +2,7 @@
 
 Functions are enqueued by dotted name, so a process that only enqueues (the API) never imports
 the engine. Every RQ job gets retries: a job whose worker died (abandoned) or was asked to stop by
-SIGTERM (preempted, see jobs.worker) goes back on the queue and resumes from its checkpoint.
+SIGTERM (preempted, see jobs.runner.worker) goes back on the queue and resumes from its checkpoint.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Dependency, JobStatus
 from rq.job import Job as RQJob
 
-from jobs import job as jobs_
 from jobs.settings import Settings, get_settings
+from jobs.store import job as jobs_
 
 RESULT_TTL = 7 * 24 * 3600
-RUN_GENERATION = "jobs.rq_jobs.run_generation"
-GENERATE_CHUNK = "jobs.rq_jobs.generate_chunk"
-FINALIZE = "jobs.rq_jobs.finalize"
-RUN_PREVIEW = "jobs.preview_run.run_preview"
+RUN_GENERATION = "jobs.runner.generation.run_generation"
+GENERATE_CHUNK = "jobs.runner.generation.generate_chunk"
+FINALIZE = "jobs.runner.finalize.finalize"
+RUN_PREVIEW = "jobs.runner.preview.run_preview"
 
 
 def connect(settings: Settings | None = None) -> Redis:

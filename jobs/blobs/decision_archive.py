@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
-from jobs.decision_log import DecisionLog
+from jobs.store.decision_log import DecisionLog
 
 NAME = "decisions.sqlite"
 _SCHEMA = """
@@ -29,7 +29,7 @@ _INDEXES = ("stage", "verdict", "rule", "stage, verdict", "stage, rule")
 
 
 def _filter_key(stage: str | None, verdict: str | None, rule: str | None) -> str:
-    """The Redis log's filter names (jobs.decision_log): a rule makes the verdict redundant."""
+    """The Redis log's filter names (jobs.store.decision_log): a rule makes the verdict redundant."""
     parts = [f"s={stage}" if stage else "", f"r={rule}" if rule else (f"v={verdict}" if verdict else "")]
     return "|".join(p for p in parts if p)
 

@@ -10,15 +10,16 @@ from typing import Any
 
 import structlog
 
-from jobs import previews, queue
-from jobs.artifacts import Artifacts
+from jobs.blobs.artifacts import Artifacts
 from jobs.method.checkpoint import FileStore
 from jobs.method.engine import execute
 from jobs.method.llm import EndpointError
-from jobs.method.recipe import GenerationConfig
+from jobs.method.recipe import Execution, Recipe
 from jobs.method.run import Run
 from jobs.method.seed_tasks import parse_jsonl
+from jobs.runner import queue
 from jobs.settings import get_settings
+from jobs.store import previews
 
 log = structlog.get_logger(__name__)
 
@@ -51,11 +52,12 @@ def _run(preview: dict[str, Any], settings: Any) -> dict[str, Any]:
         Artifacts(settings, patient=True).get_seed_set(preview["team"], preview["seed_set_id"])
     )
     profile = settings.profiles[preview["profile"]]
-    config = GenerationConfig.from_dict({**preview["config"], "concurrency": profile.concurrency})
+    recipe = Recipe.from_dict(preview["recipe"])
     endpoint = profile.endpoint()
     with tempfile.TemporaryDirectory(dir=settings.work_dir, prefix="preview-") as tmp:
         store = FileStore(tmp)
-        run = Run(f"preview/{preview['id']}", seed_tasks, config, endpoint, store)
+        execution = Execution(concurrency=profile.concurrency)
+        run = Run(f"preview/{preview['id']}", seed_tasks, recipe, endpoint, store, execution=execution)
         execute(run)
         decisions = [d.to_dict() for d in store.decisions()]
     cp = run.checkpoint
@@ -94,7 +96,7 @@ def _run(preview: dict[str, Any], settings: Any) -> dict[str, Any]:
         "kept": kept,
         "tokens": tokens,
         "requests": sum(run.usage.requests.values()),
-        "cost": run.cost(),
+        "cost": run.accounting.cost(),
         "estimate": _estimate(tokens, len(cp.instructions), preview["full_num_instructions"], endpoint),
         "stop_reason": cp.stop_reason,
     }

@@ -20,8 +20,8 @@ import structlog
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from api_spec.vocabulary import FORMATS
 from jobs import retry
+from jobs.method.vocabulary import FORMATS
 from jobs.settings import Settings
 
 log = structlog.get_logger(__name__)

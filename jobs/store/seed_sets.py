@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from redis import Redis
 
-from jobs import keyspace
-from jobs.artifacts import Artifacts
+from jobs.blobs.artifacts import Artifacts
 from jobs.method.seed_tasks import SeedTask, canonical_jsonl, content_hash
+from jobs.store import keyspace
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Generation jobs: the record in Redis, its state machine, progress and listing.
 
-A job hash (jobs.keyspace.job) holds the request (seed set, profile, config), the state, timestamps and
+A job hash (jobs.store.keyspace.job) holds the request (seed set, profile, config: the parameters as
+requested; recipe: the checked recipe as Recipe.to_dict() gives it), the state, timestamps and
 progress counters; a sorted set per team indexes a team's jobs by creation time. State changes go
 through one Lua script, so a cancel and a worker finishing at the same moment cannot both win.
 """
@@ -15,23 +16,14 @@ from typing import Any
 
 from redis import Redis
 
-from api_spec.vocabulary import JOB_STATES
-from jobs import keyspace
+from jobs.method.vocabulary import JOB_STATES
 from jobs.settings import get_settings
+from jobs.store import keyspace, progress
 
 STATES = JOB_STATES
 # Redis drops a finished job's record this long after its retention ended, should the sweep be late.
 RECORD_GRACE_SECONDS = 24 * 3600
 TERMINAL = frozenset({"succeeded", "failed", "canceled"})
-PROGRESS = (
-    "stage_done",
-    "stage_total",
-    "instructions_kept",
-    "instances_kept",
-    "prompt_tokens",
-    "completion_tokens",
-    "requests",
-)
 
 
 class TooManyActiveJobs(Exception):
@@ -47,7 +39,7 @@ class Job:
     state: str
     seed_set_id: str
     profile: str
-    config: dict[str, Any]
+    config: dict[str, Any]  # as requested (shown by the API); a stage-level job's instructions too
     created_at: float
     started_at: float | None = None
     finished_at: float | None = None
@@ -58,9 +50,10 @@ class Job:
     rq_ids: list[str] = field(default_factory=list)
     cancel_requested: bool = False
     dataset: bool = False  # a manifest was written (complete, or partial after a cancel)
-    archived: bool = False  # its decisions moved from Redis to S3 (jobs.decision_archive)
-    expires_at: float | None = None  # finished: when retention ends (jobs.retention)
+    archived: bool = False  # its decisions moved from Redis to S3 (jobs.blobs.decision_archive)
+    expires_at: float | None = None  # finished: when retention ends (jobs.runner.retention)
     warnings: list[str] = field(default_factory=list)  # e.g. a sampling parameter the endpoint refused
+    recipe: dict[str, Any] = field(default_factory=dict)  # the canonical recipe workers load unchecked
 
     @property
     def terminal(self) -> bool:
@@ -143,12 +136,25 @@ def _encode(value: Any) -> str:
 
 
 def create(
-    r: Redis, team: str, seed_set_id: str, profile: str, config: dict[str, Any], max_active: int = 0
+    r: Redis,
+    team: str,
+    seed_set_id: str,
+    profile: str,
+    config: dict[str, Any],
+    recipe: dict[str, Any],
+    max_active: int = 0,
 ) -> Job | None:
     """Create a queued job; None when the seed set does not exist (any more). Raises
     TooManyActiveJobs when the team has `max_active` unfinished jobs already (0: no limit)."""
     job = Job(
-        uuid.uuid4().hex, team, "queued", seed_set_id, profile, config, time.time_ns() // 1000 / 1_000_000
+        uuid.uuid4().hex,
+        team,
+        "queued",
+        seed_set_id,
+        profile,
+        config,
+        time.time_ns() // 1000 / 1_000_000,
+        recipe=recipe,
     )
     fields = {
         "id": job.id,
@@ -157,6 +163,7 @@ def create(
         "seed_set_id": seed_set_id,
         "profile": profile,
         "config": config,
+        "recipe": recipe,
         "created_at": job.created_at,
         "rq_ids": [job.id],
     }
@@ -193,13 +200,14 @@ def get(r: Redis, job_id: str) -> Job | None:
         seed_set_id=raw["seed_set_id"],
         profile=raw["profile"],
         config=json.loads(raw["config"]),
+        recipe=json.loads(raw.get("recipe", "{}")),
         created_at=float(raw["created_at"]),
         started_at=num("started_at"),
         finished_at=num("finished_at"),
         stage=raw.get("stage") or None,
         stage_started_at=num("stage_started_at"),
         error=raw.get("error") or None,
-        progress=_progress(raw),
+        progress=progress.totals(raw),
         rq_ids=json.loads(raw["rq_ids"])
         if "rq_ids" in raw
         else rq_ids(raw["id"], int(raw.get("chunks") or 0)),
@@ -207,25 +215,13 @@ def get(r: Redis, job_id: str) -> Job | None:
         dataset=raw.get("dataset") == "true",
         archived=raw.get("archived") == "true",
         expires_at=num("expires_at"),
-        warnings=[f"parameter {k[2:]} dropped: {v}" for k, v in sorted(raw.items()) if k.startswith("w:")],
+        warnings=progress.warnings(raw),
     )
-
-
-def _progress(raw: dict[str, str]) -> dict[str, int]:
-    """Sum the counters every run of the job (main, chunks) wrote under `p:<part>:<name>`."""
-    out = dict.fromkeys(PROGRESS, 0)
-    out["stage_total"] = int(raw.get("stage_total", 0))
-    for field_name, value in raw.items():
-        if field_name.startswith("p:"):
-            name = field_name.rsplit(":", 1)[1]
-            if name in out:
-                out[name] += int(value)
-    return out
 
 
 def transition(r: Redis, job: Job, to: str, allowed: tuple[str, ...], **fields: Any) -> bool:
     """Move to state `to` if the job is in one of `allowed`; sets `fields` in the same step. A finished
-    job's retention starts: it is listed for jobs.retention.sweep at its end."""
+    job's retention starts: it is listed for jobs.runner.retention.sweep at its end."""
     expires_at = record_expiry = 0
     if to in TERMINAL:
         fields.setdefault("finished_at", time.time())
@@ -256,15 +252,7 @@ def compact_record(r: Redis, job_id: str) -> None:
     """A finished job's record without what grows with its size: the per-chunk progress counters
     (folded into one set of totals) and the list of RQ ids (rq_ids() derives it again)."""
     raw = {k.decode(): v.decode() for k, v in r.hgetall(keyspace.job(job_id)).items()}
-    parts = [name for name in raw if name.startswith(("p:", "t:"))]
-    totals: dict[str, int] = {
-        f"p:main:{name}": value for name, value in _progress(raw).items() if name != "stage_total"
-    }
-    for name, value in raw.items():  # tokens by stage and kind, summed over the parts
-        key = name.split(":")
-        if len(key) == 4 and key[0] == "t":
-            folded = f"t:main:{key[2]}:{key[3]}"
-            totals[folded] = totals.get(folded, 0) + int(value)
+    parts, totals = progress.folded(raw)
     pipe = r.pipeline(transaction=True)
     if parts:
         pipe.hdel(keyspace.job(job_id), *parts)
@@ -323,14 +311,7 @@ def page(
 
 
 def spending(r: Redis, job_id: str) -> tuple[dict[str, dict[str, int]], str | None]:
-    """Tokens by kind (prompt, completion) and stage, summed over the job's runs (`t:<part>:<stage>:<kind>`
-    fields), and the budget that stopped it, if one did."""
-    tokens: dict[str, dict[str, int]] = {"prompt": {}, "completion": {}}
-    stop_reason = None
-    for name, value in r.hgetall(keyspace.job(job_id)).items():
-        key = name.decode().split(":")
-        if len(key) == 4 and key[0] == "t" and key[3] in tokens:
-            tokens[key[3]][key[2]] = tokens[key[3]].get(key[2], 0) + int(value)
-        elif key == ["stop_reason"]:
-            stop_reason = value.decode()
-    return tokens, stop_reason
+    """Tokens by kind (prompt, completion) and stage, summed over the job's runs, and the budget that
+    stopped it, if one did."""
+    raw = {k.decode(): v.decode() for k, v in r.hgetall(keyspace.job(job_id)).items()}
+    return progress.tokens_by_stage(raw), raw.get("stop_reason")

@@ -1,14 +1,14 @@
 """What Redis keeps of a job, and for how long (README, Retention).
 
 - While a job runs, Redis holds its record, decision log and checkpoints.
-- Once its dataset is in S3, `archive` moves the decision log to S3 (jobs.decision_archive) and drops
+- Once its dataset is in S3, `archive` moves the decision log to S3 (jobs.blobs.decision_archive) and drops
   the log and checkpoints from Redis: a finished job costs Redis its record and its capped event
   stream only.
 - JOB_RETENTION_SECONDS after it finished, `sweep` deletes the job: its S3 objects, its Redis keys,
   and its record, leaving a tombstone so that it answers 410 Gone (for another retention period).
 - `delete` does the same at once, on request (DELETE /v1/jobs/{id}), cancelling the job first.
 
-`python -m jobs.retention` runs one sweep (for a periodic task); every finalize runs one too.
+`python -m jobs.tools.sweep` runs one sweep (for a periodic task); every finalize runs one too.
 """
 
 from __future__ import annotations
@@ -20,11 +20,13 @@ from pathlib import Path
 import structlog
 from redis import Redis
 
-from jobs import decision_archive, keyspace, queue
-from jobs import job as jobs_
-from jobs.artifacts import Artifacts
-from jobs.decision_log import DecisionLog
+from jobs.blobs import decision_archive
+from jobs.blobs.artifacts import Artifacts
+from jobs.runner import queue
 from jobs.settings import Settings, get_settings
+from jobs.store import job as jobs_
+from jobs.store import keyspace
+from jobs.store.decision_log import DecisionLog
 
 log = structlog.get_logger(__name__)
 
@@ -102,8 +104,3 @@ def sweep(r: Redis, artifacts: Artifacts, settings: Settings | None = None, limi
         forget(r, team, job_id, settings)
         log.info("job_expired", job_id=job_id)
     return len(due)
-
-
-if __name__ == "__main__":
-    settings = get_settings()
-    print(f"expired {sweep(queue.connect(settings), Artifacts(settings, patient=True), settings, 1000)} jobs")

@@ -1,6 +1,6 @@
 """ROUGE-L dedup of a candidate stream against a pool, as the engine's similarity filter decides it.
 
-    python -m jobs.dedup --pool POOL.jsonl [--threshold 0.7] [--reference] \
+    python -m jobs.tools.dedup --pool POOL.jsonl [--threshold 0.7] [--reference] \
         < CANDIDATES.jsonl > DECISIONS.jsonl
 
 POOL and CANDIDATES hold one JSON object a line with string fields `id` and `instruction`.
@@ -65,7 +65,7 @@ def run(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        allow_abbrev=False, prog="python -m jobs.dedup", description=__doc__.split("\n\n")[0]
+        allow_abbrev=False, prog="python -m jobs.tools.dedup", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--pool", required=True, help="JSONL of {id, instruction}: the starting pool")
     parser.add_argument("--threshold", type=float, default=0.7, help="drop above this score (default 0.7)")

@@ -1,7 +1,7 @@
 """The whole stack on one machine: Redis, an S3 endpoint (rclone serve s3), the embedded model,
 gunicorn with the API and RQ workers, each a child process on loopback.
 
-    python -m jobs.local_stack        # scripts/serve.sh: fixed ports, stays up until Ctrl-C
+    python -m jobs.tools.local_stack        # scripts/serve.sh: fixed ports, stays up until Ctrl-C
 
 The demo and the tests start their parts with the same functions, on private ports.
 """
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import httpx
 
-from jobs.method.local_model import MODEL_ALIAS, LocalModel, free_port
 from jobs.settings import Profile, Settings
+from jobs.tools.local_model import MODEL_ALIAS, LocalModel, free_port
 
 BIN = Path(sys.executable).parent
 S3_KEY, S3_SECRET = "test-access-key", "test-secret-key-0123456789"
@@ -159,10 +159,10 @@ def gunicorn(
 
 
 def rq_worker(env: dict[str, str], log: Path, queues: str | None = None) -> Process:
-    """An RQ worker process (jobs.worker: tuned heartbeats, checkpoint on SIGTERM); `queues`: the
+    """An RQ worker process (jobs.runner.worker: tuned heartbeats, checkpoint on SIGTERM); `queues`: the
     comma-separated queues it serves (default: the generation queue)."""
     extra = {"WORKER_QUEUES": queues} if queues else {}
-    return Process([sys.executable, "-m", "jobs.worker"], log, {"METRICS_PORT": "0", **env, **extra})
+    return Process([sys.executable, "-m", "jobs.runner.worker"], log, {"METRICS_PORT": "0", **env, **extra})
 
 
 @dataclass(frozen=True)
@@ -207,8 +207,8 @@ class Stack:
     def start(self, say: Callable[[str], None] = lambda message: None) -> Stack:
         from redis import Redis
 
-        from jobs import api_keys
-        from jobs.artifacts import Artifacts
+        from jobs.blobs.artifacts import Artifacts
+        from jobs.store import api_keys
 
         run = self.run_dir
         run.mkdir(parents=True, exist_ok=True)

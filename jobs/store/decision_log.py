@@ -1,6 +1,6 @@
 """A job's decision log in Redis: append-only, with cursor pages that cost O(page) at any depth.
 
-Layout under the job's key (jobs.keyspace): `:dec` (hash seq -> decision JSON), `:decid` (hash
+Layout under the job's key (jobs.store.keyspace): `:dec` (hash seq -> decision JSON), `:decid` (hash
 decision id -> seq), `:seq` (last seq), and one sorted set per filter (`:dx:<filter>`, seq as
 member and score), for stage, verdict, rule, stage+verdict and stage+rule. A page is one
 ZRANGEBYSCORE (or, unfiltered, one HMGET of consecutive seqs) plus one HMGET of the bodies.
@@ -15,8 +15,8 @@ from typing import Any
 
 from redis import Redis
 
-from jobs import keyspace
 from jobs.method.decisions import Decision
+from jobs.store import keyspace
 
 # Appends decisions (skipping ids already logged) and the checkpoint delta (skipped when its commit
 # number is not past the last one applied), atomically: a commit replayed after it landed changes

@@ -12,10 +12,11 @@ from collections.abc import Iterator
 
 from redis import Redis
 
-from jobs import keyspace, retry
-from jobs.decision_log import DecisionLog
+from jobs import retry
 from jobs.method.checkpoint import Checkpoint, replay
 from jobs.method.decisions import Decision
+from jobs.store import keyspace
+from jobs.store.decision_log import DecisionLog
 
 # Replace the snapshot and drop the deltas it absorbed, in one step. KEYS: hash, deltas list.
 # ARGV: snapshot JSON, how many deltas (from the head of the list) it includes.

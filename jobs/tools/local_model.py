@@ -106,6 +106,6 @@ class LocalModel:
         self.stop()
 
 
-if __name__ == "__main__":  # serve in the foreground: python -m jobs.method.local_model [PORT]
+if __name__ == "__main__":  # serve in the foreground: python -m jobs.tools.local_model [PORT]
     model = LocalModel(int(sys.argv[1]) if len(sys.argv) > 1 else 8088)
     os.execv(sys.executable, model.command())

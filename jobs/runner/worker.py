@@ -1,4 +1,4 @@
-"""The RQ worker: `python -m jobs.worker` (settings from the environment, JSON logs).
+"""The RQ worker: `python -m jobs.runner.worker` (settings from the environment, JSON logs).
 
 Two departures from a stock `rq worker`, both for long generation jobs:
 
@@ -56,7 +56,7 @@ def _multiprocess_metrics_dir() -> None:
     The variable must be set before prometheus_client is imported, so set it and start again."""
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="selfinstruct-metrics-")
-        os.execv(sys.executable, [sys.executable, "-m", "jobs.worker", *sys.argv[1:]])
+        os.execv(sys.executable, [sys.executable, "-m", "jobs.runner.worker", *sys.argv[1:]])
     directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob("*.db"):  # from a previous worker in this pod
@@ -69,7 +69,7 @@ def main() -> None:
     logs.configure(settings.log_level)
     connection = Redis.from_url(settings.redis_url)
     if METRICS_PORT:
-        from jobs import metrics_server
+        from jobs.runner import metrics_server
 
         try:
             metrics_server.serve(METRICS_PORT, connection, settings.queue)

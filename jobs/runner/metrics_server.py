@@ -2,7 +2,7 @@
 plus queue depths and jobs by state, read from Redis at scrape time.
 
 Workers fork a work horse per job, so their metrics live in prometheus_client's multiprocess mode:
-`python -m jobs.worker` runs with PROMETHEUS_MULTIPROC_DIR set and serves them on METRICS_PORT.
+`python -m jobs.runner.worker` runs with PROMETHEUS_MULTIPROC_DIR set and serves them on METRICS_PORT.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from redis import Redis
 from rq import Queue
 from rq.registry import DeferredJobRegistry, FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
-from api_spec.vocabulary import JOB_STATES
-from jobs import keyspace
+from jobs.method.vocabulary import JOB_STATES
+from jobs.store import keyspace
 
 
 class RedisCollector:

@@ -1,10 +1,10 @@
 """Every Redis key name the service and workers use, in one place (RQ's own `rq:*` keys aside).
 
 si:job:<id>                          job record (hash)
-si:job:<id>:dec|decid|seq|dx:<f>     its decision log (jobs.decision_log)
+si:job:<id>:dec|decid|seq|dx:<f>     its decision log (jobs.store.decision_log)
 si:job:<id>:checkpoint[:<part>]      its checkpoints: snapshot and last commit number (hash)
-si:job:<id>:cpdeltas[:<part>]        their deltas since the snapshot (list; jobs.checkpoint_store)
-si:job:<id>:events                   its events (capped stream; jobs.events)
+si:job:<id>:cpdeltas[:<part>]        their deltas since the snapshot (list; jobs.store.checkpoints)
+si:job:<id>:events                   its events (capped stream; jobs.store.events)
 si:job:<id>:gone                     a deleted or expired job's tombstone: its team (string, expires)
 si:jobs:expiring                     finished jobs by the time their retention ends (sorted set)
 si:team:<team>:jobs                  a team's jobs by creation time (sorted set)
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 
-from api_spec.vocabulary import STAGE_RULES
+from jobs.method.vocabulary import STAGE_RULES
 
 PREFIX = "si"
 API_KEYS = f"{PREFIX}:apikeys"

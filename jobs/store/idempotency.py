@@ -14,7 +14,7 @@ from typing import Any
 
 from redis import Redis
 
-from jobs import keyspace
+from jobs.store import keyspace
 
 TTL_SECONDS = 24 * 3600
 

@@ -1,0 +1,151 @@
+"""What one RQ job of a generation works with, and the guard that turns a run's end into the job's state.
+
+jobs.runner.queue enqueues the entry points (jobs.runner.generation, jobs.runner.finalize) with retries,
+so each must be safe to run again: it resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis.exceptions
+import structlog
+from botocore.exceptions import BotoCoreError, ClientError
+from rq import get_current_job
+
+from jobs import retry
+from jobs.blobs.artifacts import Artifacts
+from jobs.method.llm import EndpointError
+from jobs.method.recipe import Execution, Recipe
+from jobs.method.run import BudgetReached, Canceled, Run
+from jobs.method.seed_tasks import parse_jsonl
+from jobs.runner import queue
+from jobs.runner.reporter import Reporter
+from jobs.runner.worker import PREEMPT_SIGNAL
+from jobs.settings import get_settings
+from jobs.store import job as jobs_
+from jobs.store import keyspace, progress
+from jobs.store.checkpoints import RedisStore
+from jobs.store.decision_log import JobGone
+
+log = structlog.get_logger(__name__)
+_preempted = threading.Event()
+
+
+class Preempted(Exception):
+    """The worker is shutting down; the job committed and asks RQ to run it again elsewhere."""
+
+
+class Context:
+    """What one RQ job works with; Redis calls retried through a restart."""
+
+    def __init__(self, job_id: str):
+        self.settings = get_settings()
+        self.r = queue.connect(self.settings)
+        self.retry = retry.redis_(self.settings.redis_retry_seconds)
+        self.artifacts = Artifacts(self.settings, patient=True)
+        job = self.retry(jobs_.get, self.r, job_id)
+        if job is None:
+            raise LookupError(f"no job {job_id}")
+        self.job: jobs_.Job = job
+        self.current: Run | None = None  # the run in hand, and its reporter
+        self.reporter: Reporter | None = None
+
+    def transition(self, to: str, allowed: tuple[str, ...], **fields: Any) -> bool:
+        return self.retry(jobs_.transition, self.r, self.job, to, allowed, **fields)
+
+    def update(self, **fields: Any) -> None:
+        self.retry(jobs_.update, self.r, self.job.id, **fields)
+
+    def store(self, part: str | None = None) -> RedisStore:
+        return RedisStore(self.r, self.job.id, part, self.settings.redis_retry_seconds)
+
+    def run(self, part: str | None, reporter: Reporter | None) -> Run:
+        job, settings = self.job, self.settings
+        seed_tasks = parse_jsonl(self.artifacts.get_seed_set(job.team, job.seed_set_id))
+        profile = settings.profiles[job.profile]
+        # a stage-level job's instructions ride in its request, beside the generation parameters
+        given = job.config.get("instructions")
+
+        def should_stop() -> bool:
+            if _preempted.is_set():
+                return True
+            try:
+                return self.r.hget(keyspace.job(job.id), "cancel_requested") == b"true"
+            except redis.exceptions.RedisError:
+                return False
+
+        run_id = job.id if part is None else f"{job.id}/{part}"
+        me = part or "main"
+        cache: dict[str, Any] = {"at": -1.0, "tokens": (0, 0)}
+
+        def spent_elsewhere() -> tuple[int, int]:
+            """The other runs' tokens, as they last reported them (read at most once a second)."""
+            if time.monotonic() - cache["at"] >= 1.0:
+                raw = {k.decode(): v.decode() for k, v in self.r.hgetall(keyspace.job(job.id)).items()}
+                cache.update(at=time.monotonic(), tokens=progress.tokens_elsewhere(raw, me))
+            return cache["tokens"]
+
+        self.current = Run(
+            run_id,
+            seed_tasks,
+            Recipe.from_dict(job.recipe),
+            profile.endpoint(),
+            self.store(part),
+            reporter,
+            should_stop,
+            spent_elsewhere,
+            given=given,
+            # the operator's profile says how many requests its endpoint takes at once
+            execution=Execution(concurrency=profile.concurrency),
+        )
+        self.reporter = reporter
+        return self.current
+
+
+def guarded(job_id: str, body: Callable[[Context], None]) -> None:
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(job_id=job_id)
+    _preempted.clear()
+    # jobs.runner.worker forwards SIGTERM to the work horse as this signal
+    signal.signal(PREEMPT_SIGNAL, lambda signum, frame: _preempted.set())
+    ctx = Context(job_id)
+    if ctx.job.terminal:
+        log.info("job_already_finished", state=ctx.job.state)
+        return
+    try:
+        body(ctx)
+    except JobGone:
+        log.info("job_deleted_while_running")
+    except BudgetReached as e:  # stops like a cancel: the whole job, with a partial dataset
+        log.info("job_budget_reached", reason=e.reason)
+        if ctx.reporter and ctx.current:  # the status shows the tokens the stop was decided on
+            ctx.reporter(ctx.current.progress(), force=True)
+        current = get_current_job()
+        job = ctx.retry(jobs_.get, ctx.r, ctx.job.id) or ctx.job  # running now: a partial dataset follows
+        queue.cancel(ctx.r, job, ctx.settings, reason=e.reason, spare=current.id if current else None)
+    except Canceled as e:
+        if _preempted.is_set():
+            log.info("job_preempted")
+            raise Preempted("the worker is shutting down; the job resumes on another one") from e
+        log.info("job_stopped_on_request")
+    except EndpointError as e:
+        log.warning("job_failed", error=str(e))
+        if ctx.reporter and ctx.current:  # the retries that came to nothing, as events before the failure
+            ctx.reporter(ctx.current.progress(), force=True)
+        ctx.transition("failed", ("queued", "running"), error=f"LLM endpoint: {e}")
+    except (BotoCoreError, ClientError) as e:  # after S3_RETRY_SECONDS of retries
+        log.warning("job_failed", error=str(e)[:300])
+        ctx.transition(
+            "failed", ("queued", "running"), error=f"object store (S3) unavailable: {str(e)[:200]}"
+        )
+    except Exception as e:
+        log.exception("job_failed")
+        ctx.transition(
+            "failed", ("queued", "running"), error=f"internal error ({type(e).__name__}); see worker logs"
+        )
+        raise

@@ -1,0 +1,72 @@
+"""RQ entry points of a generation: the main run, and one chunk of instances.
+
+run_generation does stages 1 and 2 itself. Instance generation for more than one chunk of
+instructions fans out: one RQ job per chunk (each with its own checkpoint, writing to the job's
+decision log) and a finalize job (jobs.runner.finalize) that depends on them all.
+"""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+
+from jobs.method.checkpoint import Checkpoint
+from jobs.method.engine import execute
+from jobs.runner import queue
+from jobs.runner.context import Context, guarded
+from jobs.runner.finalize import complete
+from jobs.runner.reporter import Reporter
+
+log = structlog.get_logger(__name__)
+
+
+def run_generation(job_id: str) -> None:
+    guarded(job_id, _generation)
+
+
+def _generation(ctx: Context) -> None:
+    if not ctx.transition("running", ("queued", "running")):
+        return
+    if ctx.job.started_at is None:
+        ctx.update(started_at=time.time())
+        ctx.job.started_at = time.time()
+    reporter = Reporter(ctx.r, ctx.job.id, "main")
+    run = ctx.run(None, reporter)
+    execute(run, until="instances")
+    ids = [k["id"] for k in run.checkpoint.instructions]
+    size = ctx.settings.instance_chunk_size
+    if run.checkpoint.stage != "instances" or len(ids) <= size:
+        execute(run, until="export")
+        reporter(run.progress(), force=True)
+        complete(ctx, run)
+        return
+    # fan out: one RQ job per chunk, then finalize once all have finished
+    reporter({**run.progress(), "stage": "instances", "stage_total": len(ids), "stage_done": 0}, force=True)
+    chunks = [ids[start : start + size] for start in range(0, len(ids), size)]
+    rq_ids = queue.fan_out(ctx.r, ctx.job.id, chunks, ctx.settings)
+    ctx.update(rq_ids=[ctx.job.id, *rq_ids], chunks=len(chunks))
+    log.info("instances_fanned_out", chunks=len(chunks))
+
+
+def generate_chunk(job_id: str, index: int, instruction_ids: list[str]) -> None:
+    guarded(job_id, lambda ctx: _chunk(ctx, index, instruction_ids))
+
+
+def _chunk(ctx: Context, index: int, ids: list[str]) -> None:
+    part = f"chunk{index}"
+    store = ctx.store(part)
+    if store.load() is None:
+        main = ctx.store().load()
+        assert main is not None, "a chunk runs after stages 1 and 2"
+        wanted = set(ids)
+        first = Checkpoint(
+            stage="instances",
+            instructions=[k for k in main.instructions if k["id"] in wanted],
+            classification={i: c for i, c in main.classification.items() if i in wanted},
+        )
+        store.commit(first, [])
+    reporter = Reporter(ctx.r, ctx.job.id, part)
+    run = ctx.run(part, reporter)
+    execute(run, until="export")
+    reporter(run.progress(), force=True)
