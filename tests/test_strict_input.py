@@ -380,7 +380,7 @@ def test_long_urls_get_a_problem_and_gunicorns_limits_are_the_settings(live, set
     assert "4096" in problem(r, 414)["detail"] and r.headers["X-Request-ID"]
     assert problem(http.get(f"/v1/jobs?state={'x' * 4100}"), 414)
     assert problem(http.get(f"/v1/jobs/{job}/dataset/{'a' * 4000}"), 409)  # under the limit: the app's answer
-    # beyond gunicorn's request-line limit (8190), gunicorn answers itself (README: "Errors")
+    # beyond gunicorn's request-line limit (8190), gunicorn answers itself (docs/api.md)
     r = http.get(f"/v1/jobs/{job}/dataset/{'a' * 8200}")
     assert r.status_code == 414 and r.headers["content-type"] == "text/html"
     # gunicorn's limits are the settings': a second server with a lower header count
