@@ -16,7 +16,7 @@ from jobs.store import job as jobs_
 from jobs.store import keyspace
 from tests.conftest import work
 from tests.test_api import make_seed_set, run_job
-from tests.test_security import as_team
+from tests.test_auth import as_team
 
 
 def objects(settings, team: str, job_id: str) -> list[str]:
