@@ -1,4 +1,4 @@
-"""Deployment settings, all from environment variables with documented defaults (see README).
+"""Deployment settings, all from environment variables with documented defaults (docs/configuration.md).
 
 One run's parameters (its recipe) are in jobs.method.recipe; this module is the environment the
 service and workers run in: where Redis and S3 are, which LLM endpoints the operator offers,

@@ -29,7 +29,7 @@ _archives: Cache | None = None
 
 
 def _log(job: Job) -> DecisionLog | ArchivedLog:
-    """A running job's log is in Redis; a finished job's, archived in S3 (README, Retention)."""
+    """A running job's log is in Redis; a finished job's, archived in S3 (docs/reliability.md, Retention)."""
     global _archives
     if not job.archived:
         return DecisionLog(services().redis, job.id)

@@ -157,7 +157,7 @@ def test_killed_worker_job_is_resumed_by_another(client, redis, settings, worker
 
 def test_documented_abandoned_job_bound_is_the_constant():
     documented = re.search(
-        r"within \*\*(\d+) s\*\* \(`jobs\.worker\.ABANDONED_BOUND`",
+        r"within \*\*(\d+) s\*\* \(`jobs\.runner\.worker\.ABANDONED_BOUND`",
         (ROOT / "docs" / "reliability.md").read_text(),
     )
     assert documented and int(documented.group(1)) == ABANDONED_BOUND

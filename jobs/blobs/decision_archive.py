@@ -1,8 +1,8 @@
 """A finished job's decision log, archived to S3 as one SQLite file and served from a local copy.
 
-Once a job's dataset is in S3 its decisions leave Redis (README, Retention). The archive keeps every
-decision's stored JSON under its log seq, with the same filters, so pages, cursors and totals are
-those the Redis log gave: a page is one indexed range query, as cheap at the last page as the first.
+Once a job's dataset is in S3 its decisions leave Redis (docs/reliability.md). The archive keeps
+every decision's stored JSON under its log seq, with the same filters, so pages, cursors and totals
+are those the Redis log gave: a page is one indexed range query, as cheap at the last page as the first.
 An API process downloads an archive once and keeps the most recently used few on local disk.
 """
 

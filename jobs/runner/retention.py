@@ -1,4 +1,4 @@
-"""What Redis keeps of a job, and for how long (README, Retention).
+"""What Redis keeps of a job, and for how long (docs/reliability.md, Retention).
 
 - While a job runs, Redis holds its record, decision log and checkpoints.
 - Once its dataset is in S3, `archive` moves the decision log to S3 (jobs.blobs.decision_archive) and drops

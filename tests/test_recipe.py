@@ -1,0 +1,88 @@
+"""The recipe: built and checked once (Recipe.build), carried as its canonical dict, loaded unchecked,
+and run.json's layout kept."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from api_spec.jobs import JobCreateSchema
+from jobs.method.recipe import Execution, Recipe, RecipeError, paper_decoding
+
+BODY = {"seed_set_id": "a" * 64, "num_instructions": 3}
+
+
+def test_build_fills_defaults_and_merges_decoding_over_the_papers() -> None:
+    recipe = Recipe.build({"num_instructions": 7, "decoding": {"instructions": {"temperature": 0.9, "n": 2}}})
+    paper = paper_decoding()
+    assert recipe.num_instructions == 7 and recipe.seed == Recipe().seed
+    assert recipe.decoding["instructions"].temperature == 0.9 and recipe.decoding["instructions"].n == 2
+    assert recipe.decoding["instructions"].stop == paper["instructions"].stop  # the rest is the paper's
+    assert recipe.decoding["classification"] == paper["classification"]
+    assert Recipe.build({"max_instances_per_task": 3}).decoding["instances"].stop[0] == "Example 4"
+    assert Recipe.build({"export_formats": ["chat", "chat", "alpaca"]}).export_formats == ("chat", "alpaca")
+
+
+@pytest.mark.parametrize(
+    ("given", "field"),
+    [
+        ({"num_instructions": 0}, "num_instructions"),
+        ({"similarity_threshold": 1.5}, "similarity_threshold"),
+        ({"classification_method": "coin"}, "classification_method"),
+        ({"export_formats": ["csv"]}, "export_formats"),
+        ({"prompt_machine_instructions": 8}, "prompt_machine_instructions"),
+        ({"decoding": {"summaries": {}}}, "decoding"),
+        ({"decoding": {"instructions": {"beam": 4}}}, "decoding"),
+        ({"concurrency": 3}, "concurrency"),  # an execution setting, not the recipe's
+    ],
+)
+def test_build_names_the_field_at_fault(given: dict, field: str) -> None:
+    with pytest.raises(RecipeError) as refused:
+        Recipe.build(given)
+    assert [name for name, _ in refused.value.problems] == [field]
+
+
+def test_the_canonical_dict_round_trips_through_json() -> None:
+    recipe = Recipe.build(
+        {"num_instructions": 4, "max_cost": 0.5, "decoding": {"instances": {"max_tokens": 99}}}
+    )
+    canonical = json.loads(json.dumps(recipe.to_dict()))
+    assert Recipe.from_dict(canonical) == recipe
+    assert canonical == recipe.to_dict()
+
+
+def test_from_dict_does_not_check_again() -> None:
+    """Workers load what was checked when it was built: no second validation."""
+    canonical = Recipe().to_dict() | {"similarity_threshold": 2.0}
+    assert Recipe.from_dict(canonical).similarity_threshold == 2.0
+
+
+def test_run_json_keeps_the_execution_settings_where_they_were() -> None:
+    record = Recipe(num_instructions=5).record(Execution(concurrency=3, checkpoint_every=2))
+    names = list(record)
+    assert names[:4] == ["num_instructions", "seed", "concurrency", "window"]
+    assert names[-1] == "checkpoint_every" and (record["concurrency"], record["checkpoint_every"]) == (3, 2)
+    recipe_only = {k: v for k, v in record.items() if k not in ("concurrency", "checkpoint_every")}
+    assert Recipe.build(recipe_only) == Recipe(num_instructions=5)  # run.json builds the same recipe
+
+
+def test_the_api_schema_loads_the_body_into_a_recipe() -> None:
+    loaded = JobCreateSchema().load({**BODY, "classification_method": "text", "max_tokens": 500})
+    assert loaded["recipe"] == Recipe.build(
+        {
+            "num_instructions": 3,
+            "seed": 42,
+            "classification_method": "text",
+            "max_tokens": 500,
+            "export_formats": list(loaded["export_formats"]),
+            "classification_only": False,
+            "include_seed_tasks": False,
+            "similarity_threshold": 0.7,
+        }
+    )
+
+
+def test_execution_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        Execution(concurrency=0)
