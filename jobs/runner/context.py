@@ -108,6 +108,9 @@ class Context:
 
 
 def guarded(job_id: str, body: Callable[[Context], None]) -> None:
+    """Run `body` for a job that has not finished, turning how it ends into the job's state: a budget
+    spent cancels the job (a partial dataset follows), a stop request or a worker's shutdown leaves it
+    committed, an endpoint or S3 failure fails it with the reason."""
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(job_id=job_id)
     _preempted.clear()

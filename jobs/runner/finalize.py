@@ -43,6 +43,8 @@ def finalize(job_id: str, partial: bool = False) -> None:
 
 
 def complete(ctx: Context, run: Run | None = None, partial: bool = False) -> None:
+    """Merge the chunks into the main run (`run`, when still in hand), export, upload, then succeed
+    and archive; a complete dataset needs instances for every kept instruction."""
     run = run or ctx.run(None, None)
     cp = run.checkpoint
     chunks = int(ctx.retry(ctx.r.hget, keyspace.job(ctx.job.id), "chunks") or 0)
