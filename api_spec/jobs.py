@@ -1,5 +1,6 @@
 """Generation jobs: what a caller may ask for, and what a job looks like."""
 
+import re
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
@@ -38,6 +39,48 @@ class DecodingSchema(Schema):
     instructions = fields.Nested(InstructionDecodingSchema)
     classification = fields.Nested(StageDecodingSchema)
     instances = fields.Nested(StageDecodingSchema)
+
+
+MAX_DEDUP_JOBS = 1000
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+
+
+class DedupAgainst(fields.Field):
+    """ "team", or a list of the team's job ids (each once, in the order given)."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        if value == "team":
+            return value
+        if (
+            isinstance(value, list)
+            and 1 <= len(value) <= MAX_DEDUP_JOBS
+            and all(isinstance(v, str) and _JOB_ID.fullmatch(v) for v in value)
+        ):
+            return list(dict.fromkeys(value))
+        raise ValidationError(f'Must be "team" or a list of 1 to {MAX_DEDUP_JOBS} job ids.')
+
+
+def dedup_against_field() -> DedupAgainst:
+    """A new field each time: schemas that share one would share its description's objects, which
+    YAML then writes as anchors."""
+    return DedupAgainst(
+        metadata={
+            "description": "Earlier jobs of the team whose kept instructions this job must not repeat: "
+            'their job ids, or "team" for every dataset the team still has. Their instructions join the '
+            "ROUGE-L pool as a read-only part; a candidate too similar to one is dropped as too_similar "
+            "(or exact_duplicate) with `detail.nearest_job` and `detail.nearest_id` naming it. The job's "
+            "`config` shows the job ids it was resolved to.",
+            "oneOf": [
+                {"type": "string", "enum": ["team"]},
+                {
+                    "type": "array",
+                    "items": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+                    "minItems": 1,
+                    "maxItems": MAX_DEDUP_JOBS,
+                },
+            ],
+        }
+    )
 
 
 class JobCreateSchema(Schema):
@@ -93,6 +136,7 @@ class JobCreateSchema(Schema):
         validate=validate.Range(1, 10**10),
         metadata={"description": "Token budget of the whole job (prompt and completion, every stage)."},
     )
+    dedup_against = dedup_against_field()
     max_cost = StrictFloat(
         validate=validate.Range(min=0.0, min_inclusive=False, max=10**9),
         metadata={

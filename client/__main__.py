@@ -104,6 +104,8 @@ def submit(client: Client, args: argparse.Namespace) -> int:
         options["profile"] = args.profile
     if args.formats:
         options["export_formats"] = args.formats
+    if args.dedup_against:
+        options["dedup_against"] = "team" if args.dedup_against == ["team"] else args.dedup_against
     job = client.create_job(
         seed_set["id"], args.instructions, idempotency_key=args.idempotency_key or uuid.uuid4().hex, **options
     )
@@ -227,6 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--formats", nargs="+", help="finetune alpaca chat parquet (default: all)")
     s.add_argument("--name", help="a label for the seed set")
     s.add_argument("--idempotency-key", help="resubmitting with the same key returns the same job")
+    s.add_argument(
+        "--dedup-against",
+        nargs="+",
+        metavar="JOB",
+        help="earlier job ids whose instructions this job must not repeat, or: team (every dataset kept)",
+    )
     s.add_argument("--max-cost", type=float, help="stop the job (partial dataset) once it costs this much")
     s.add_argument("--max-tokens", type=int, help="stop the job (partial dataset) after this many tokens")
     s.add_argument("--wait", action="store_true", help="follow the job to its end")

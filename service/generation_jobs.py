@@ -126,6 +126,7 @@ def _read_create() -> tuple[dict[str, Any], str, str | None]:
     if "max_cost" in args and profile in settings.profiles and settings.profiles[profile].prices is None:
         errors.append({"field": "max_cost", "message": f"profile {profile} has no prices to count a cost by"})
     job_body.seed_set(args, errors)
+    job_body.dedup_against(args, errors)
     if errors:
         problem(422, "invalid job request", errors)
     return args, profile, key

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from api_spec.jobs import MAX_DEDUP_JOBS
+from jobs.store import job as jobs_
 from jobs.store import seed_sets as seed_set_store
 from service.context import services, team
 from service.errors import problem
@@ -38,6 +40,37 @@ def seed_set(args: dict[str, Any], errors: list[dict[str, Any]]) -> None:
         errors.append({"field": "seed_set_id", "message": "no such seed set"})
 
 
+def dedup_against(args: dict[str, Any], errors: list[dict[str, Any]]) -> None:
+    """`dedup_against` resolved to the team's job ids with a dataset, oldest first for "team". A job of
+    another team is a job that does not exist (404 when it is the only fault, else one of the 422's
+    errors): its existence is not revealed."""
+    if "dedup_against" not in args:
+        return
+    r, asked = services().redis, args["dedup_against"]
+    if asked == "team":
+        found, after = [], None
+        while True:
+            page, after = jobs_.page(r, team(), after, 500)
+            found += [j for j in page if j.dataset and not j.expired()]
+            if after is None:
+                break
+        if len(found) > MAX_DEDUP_JOBS:
+            message = f"the team has {len(found)} datasets, more than {MAX_DEDUP_JOBS}: name the jobs"
+            errors.append({"field": "dedup_against", "message": message})
+        args["dedup_against"] = [j.id for j in sorted(found, key=lambda j: (j.created_at, j.id))]
+        return
+    missing = []
+    for i, job_id in enumerate(asked):
+        job = jobs_.get(r, job_id)
+        if job is None or job.team != team():
+            missing.append(job_id)
+            errors.append({"field": f"dedup_against[{i}]", "message": "no such job"})
+        elif not job.dataset or job.expired():
+            errors.append({"field": f"dedup_against[{i}]", "message": f"job {job_id} has no dataset"})
+    if missing and len(errors) == len(missing):
+        problem(404, f"no job {missing[0]}")
+
+
 RECIPE_FIELDS = (
     "num_instructions",
     "seed",
@@ -57,4 +90,6 @@ def config(args: dict[str, Any]) -> dict[str, Any]:
     config |= {k: args[k] for k in BUDGETS if args.get(k) is not None}
     if "export_formats" in args:
         config["export_formats"] = list(dict.fromkeys(args["export_formats"]))
+    if "dedup_against" in args:
+        config["dedup_against"] = args["dedup_against"]
     return config

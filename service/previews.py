@@ -64,6 +64,7 @@ def _read() -> tuple[dict[str, Any], str]:
         cap = settings.max_instructions
         errors.append({"field": "full_num_instructions", "message": f"at most {cap} on this service"})
     job_body.seed_set(args, errors)
+    job_body.dedup_against(args, errors)
     if errors:
         problem(422, "invalid preview request", errors)
     return args, profile
@@ -89,7 +90,14 @@ class Previews(MethodView):
         full = args.get("full_num_instructions")
         ttl = s.settings.preview_retention_seconds
         preview_id = previews.create(
-            s.redis, team(), args["seed_set_id"], profile, recipe.to_dict(), full, ttl
+            s.redis,
+            team(),
+            args["seed_set_id"],
+            profile,
+            recipe.to_dict(),
+            full,
+            ttl,
+            args.get("dedup_against"),
         )
         queue.enqueue_preview(s.redis, preview_id, s.settings)
         log.info("preview_created", preview_id=preview_id, num_instructions=recipe.num_instructions)

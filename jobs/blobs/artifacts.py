@@ -140,6 +140,11 @@ class Artifacts:
             raise
         return body["Body"].read()
 
+    def download_dataset_file(self, team: str, job_id: str, name: str, path: Path) -> None:
+        """One dataset file to a local path (retried like every worker call: a partial download is
+        written again whole)."""
+        self._retry(self.s3.download_file, self.bucket, self.dataset_key(team, job_id, name), str(path))
+
     def upload_archive(self, team: str, job_id: str, path: Path) -> None:
         key = self.dataset_key(team, job_id, f"archive/{path.name}")
         self._retry(self.s3.upload_file, str(path), self.bucket, key)

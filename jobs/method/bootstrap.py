@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from jobs.method import chat, parsing
+from jobs.method.checkpoint import KeptInstruction
 from jobs.method.decisions import Decision
 from jobs.method.filters import InstructionFilter
 from jobs.method.llm import LLM, Completion
@@ -28,6 +29,8 @@ async def run_stage(run: Run, llm: LLM) -> None:
     pool = InstructionFilter(cfg, RougeLIndex())
     for task in seeds:
         pool.add(task.id, task.instruction)
+    for job, item_id, text in run.history():  # read-only: never sampled into prompts
+        pool.add(item_id, text, job=job)
     for kept in cp.instructions:
         pool.add(kept["id"], kept["text"])
     machine = [kept["text"] for kept in cp.instructions]
@@ -84,15 +87,16 @@ async def run_stage(run: Run, llm: LLM) -> None:
                     pool.add(candidate_id, text)
                     machine.append(text)
                     kept_at.append(i)
-                    cp.instructions.append(
-                        {
-                            "id": candidate_id,
-                            "text": text,
-                            "prompt": i,
-                            "score": detail["score"],
-                            "nearest_id": detail["nearest_id"],
-                        }
-                    )
+                    kept_record: KeptInstruction = {
+                        "id": candidate_id,
+                        "text": text,
+                        "prompt": i,
+                        "score": detail["score"],
+                        "nearest_id": detail["nearest_id"],
+                    }
+                    if "nearest_job" in detail:
+                        kept_record["nearest_job"] = detail["nearest_job"]
+                    cp.instructions.append(kept_record)
         cp.next_prompt = i + 1
         done = len(machine) >= target
         run.handled(progress=len(machine), force=done)

@@ -43,6 +43,7 @@ class KeptInstruction(TypedDict):
     prompt: NotRequired[int]  # the stage-1 prompt it came from
     score: NotRequired[float]  # ROUGE-L against its nearest pool item
     nearest_id: NotRequired[str | None]
+    nearest_job: NotRequired[str]  # the nearest item is an earlier job's (dedup_against)
     given: NotRequired[bool]  # true: from the job's instruction list, not stage 1
 
 

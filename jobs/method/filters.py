@@ -56,7 +56,8 @@ def starts_with_non_ascii(text: str) -> Outcome | None:
 class InstructionFilter:
     """The stage-1 filters in the paper's order, then exact and ROUGE-L duplicates against the pool.
 
-    Kept candidates must be `add`ed: the pool is seeds plus kept machine instructions, in that order.
+    Kept candidates must be `add`ed: the pool is seeds, then earlier jobs' kept instructions (read-only,
+    `job` names each one's job), then kept machine instructions, in that order.
     """
 
     def __init__(self, config: Recipe, index: Similarity):
@@ -70,19 +71,23 @@ class InstructionFilter:
         ]
         self.index = index
         self._texts: list[str] = []
-        self._by_text: dict[str, str] = {}
+        self._jobs: dict[int, str] = {}  # pool position -> the earlier job it came from
+        self._by_text: dict[str, tuple[str, str | None]] = {}
 
-    def add(self, item_id: str, text: str) -> None:
+    def add(self, item_id: str, text: str, job: str | None = None) -> None:
+        if job is not None:
+            self._jobs[len(self._texts)] = job
         self.index.add(item_id, text)
         self._texts.append(text)
-        self._by_text.setdefault(text, item_id)
+        self._by_text.setdefault(text, (item_id, job))
 
     def __call__(self, text: str) -> Outcome:
         for check in self.checks:
             if outcome := check(text):
                 return outcome
         if (same := self._by_text.get(text)) is not None:
-            return "exact_duplicate", {"nearest_id": same, "nearest_text": text, "score": 1.0}
+            detail: dict[str, Any] = {"nearest_id": same[0], "nearest_text": text, "score": 1.0}
+            return "exact_duplicate", detail | ({"nearest_job": same[1]} if same[1] else {})
         with metrics.DEDUP_SECONDS.time():
             match = self.index.nearest(text)
         detail = {
@@ -90,6 +95,8 @@ class InstructionFilter:
             "nearest_text": None if match.index is None else self._texts[match.index],
             "score": match.score,
         }
+        if match.index in self._jobs:
+            detail["nearest_job"] = self._jobs[match.index]
         return ("too_similar" if match.score > self.threshold else "kept"), detail
 
 

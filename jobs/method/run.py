@@ -6,7 +6,7 @@ accounting (jobs.method.accounting); its dataset is written by jobs.method.expor
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
@@ -25,6 +25,9 @@ log = structlog.get_logger(__name__)
 
 STAGE_ORDER = ("instructions", "classification", "instances", "export", "done")
 Progress = Callable[[dict[str, Any]], None]
+# Earlier jobs' kept instructions, (job id, instruction id, text), in a fixed order: a read-only part of
+# the stage-1 pool. Called again whenever stage 1 (re)starts, so it is read, not held.
+History = Callable[[], Iterable[tuple[str, str, str]]]
 
 
 class Canceled(Exception):
@@ -63,12 +66,15 @@ class Run:
         spent_elsewhere: Callable[[], tuple[int, int]] | None = None,
         given: list[dict[str, str]] | None = None,
         execution: Execution | None = None,
+        history: History | None = None,
     ):
-        """`recipe` was checked when it was built (Recipe.build). `spent_elsewhere`: see Accounting."""
+        """`recipe` was checked when it was built (Recipe.build). `spent_elsewhere`: see Accounting.
+        `history`: earlier jobs' instructions that candidates must not repeat."""
         self.run_id = run_id
         self.seed_tasks = seed_tasks
         self.recipe = recipe
         self.execution = execution or Execution()
+        self.history: History = history or (lambda: ())
         if recipe.classification_only and not any(t.is_classification for t in seed_tasks):
             raise ValueError("classification_only needs classification tasks in the seed set")
         self.endpoint = endpoint

@@ -19,6 +19,7 @@ from rq import get_current_job
 
 from jobs import retry
 from jobs.blobs.artifacts import Artifacts
+from jobs.blobs.history import HistoryGone, earlier_instructions
 from jobs.method.llm import EndpointError
 from jobs.method.recipe import Execution, Recipe
 from jobs.method.run import BudgetReached, Canceled, Run
@@ -90,6 +91,7 @@ class Context:
                 cache.update(at=time.monotonic(), tokens=progress.tokens_elsewhere(raw, me))
             return cache["tokens"]
 
+        earlier = job.config.get("dedup_against", []) if part is None else []  # stage 1 only
         self.current = Run(
             run_id,
             seed_tasks,
@@ -102,6 +104,7 @@ class Context:
             given=given,
             # the operator's profile says how many requests its endpoint takes at once
             execution=Execution(concurrency=profile.concurrency),
+            history=lambda: earlier_instructions(self.artifacts, job.team, earlier, settings.work_dir),
         )
         self.reporter = reporter
         return self.current
@@ -136,6 +139,9 @@ def guarded(job_id: str, body: Callable[[Context], None]) -> None:
             log.info("job_preempted")
             raise Preempted("the worker is shutting down; the job resumes on another one") from e
         log.info("job_stopped_on_request")
+    except HistoryGone as e:
+        log.warning("job_failed", error=str(e))
+        ctx.transition("failed", ("queued", "running"), error=str(e))
     except EndpointError as e:
         log.warning("job_failed", error=str(e))
         if ctx.reporter and ctx.current:  # the retries that came to nothing, as events before the failure

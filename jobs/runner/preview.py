@@ -11,6 +11,7 @@ from typing import Any
 import structlog
 
 from jobs.blobs.artifacts import Artifacts
+from jobs.blobs.history import HistoryGone, earlier_instructions
 from jobs.method.checkpoint import FileStore
 from jobs.method.engine import execute
 from jobs.method.llm import EndpointError
@@ -37,6 +38,9 @@ def run_preview(preview_id: str) -> None:
     except EndpointError as e:
         previews.update(r, preview_id, state="failed", error=f"LLM endpoint: {e}", finished_at=time.time())
         return
+    except HistoryGone as e:
+        previews.update(r, preview_id, state="failed", error=str(e), finished_at=time.time())
+        return
     except Exception as e:
         log.exception("preview_failed", preview_id=preview_id)
         error = f"internal error ({type(e).__name__}); see worker logs"
@@ -57,7 +61,16 @@ def _run(preview: dict[str, Any], settings: Any) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(dir=settings.work_dir, prefix="preview-") as tmp:
         store = FileStore(tmp)
         execution = Execution(concurrency=profile.concurrency)
-        run = Run(f"preview/{preview['id']}", seed_tasks, recipe, endpoint, store, execution=execution)
+        artifacts, earlier = Artifacts(settings, patient=True), preview["dedup_against"]
+        run = Run(
+            f"preview/{preview['id']}",
+            seed_tasks,
+            recipe,
+            endpoint,
+            store,
+            execution=execution,
+            history=lambda: earlier_instructions(artifacts, preview["team"], earlier, settings.work_dir),
+        )
         execute(run)
         decisions = [d.to_dict() for d in store.decisions()]
     cp = run.checkpoint

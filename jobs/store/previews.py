@@ -28,7 +28,14 @@ return 1
 
 
 def create(
-    r: Redis, team: str, seed_set_id: str, profile: str, recipe: dict[str, Any], full: int | None, ttl: int
+    r: Redis,
+    team: str,
+    seed_set_id: str,
+    profile: str,
+    recipe: dict[str, Any],
+    full: int | None,
+    ttl: int,
+    dedup_against: list[str] | None = None,
 ) -> str:
     preview_id = uuid.uuid4().hex
     record = {
@@ -38,6 +45,7 @@ def create(
         "seed_set_id": seed_set_id,
         "profile": profile,
         "recipe": json.dumps(recipe),
+        "dedup_against": json.dumps(dedup_against or []),
         "full_num_instructions": "" if full is None else str(full),
         "created_at": str(time.time()),
     }
@@ -60,6 +68,7 @@ def get(r: Redis, preview_id: str) -> dict[str, Any] | None:
         "seed_set_id": raw["seed_set_id"],
         "profile": raw["profile"],
         "recipe": json.loads(raw["recipe"]),
+        "dedup_against": json.loads(raw.get("dedup_against", "[]")),
         "full_num_instructions": int(full) if full else None,
         "created_at": float(raw["created_at"]),
         "finished_at": float(raw["finished_at"]) if raw.get("finished_at") else None,
