@@ -153,6 +153,34 @@ def test_layers_point_one_way() -> None:
             assert not engine, f"{name} imports the engine: {sorted(engine)}"
 
 
+# The floors of jobs/: each imports only the floors below it (store and blobs are one floor: a seed
+# set's record sits beside its S3 file, and a decision archive is built from the Redis log).
+FLOORS = (
+    ("jobs.method",),
+    ("jobs.settings", "jobs.logs", "jobs.retry"),
+    ("jobs.store", "jobs.blobs"),
+    ("jobs.runner",),
+    ("jobs.tools", "jobs.__main__"),
+)
+
+
+def test_each_floor_imports_only_the_floors_below() -> None:
+    def floor(name: str) -> int | None:
+        for level, packages in enumerate(FLOORS):
+            if any(name == p or name.startswith(p + ".") for p in packages):
+                return level
+        return None
+
+    for name, path in modules().items():
+        own = floor(name)
+        if name.startswith("api_spec"):
+            own = 0  # the contract may use the method's words, nothing of the plumbing
+        if own is None:
+            continue
+        above = {u for u in raw_imports(path) if (level := floor(u)) is not None and level > own}
+        assert not above, f"{name} imports from a floor above its own: {sorted(above)}"
+
+
 def test_redis_key_names_are_built_in_keyspace_only() -> None:
     offenders = []
     for name, path in modules().items():
