@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -168,3 +169,15 @@ def spawn(tmp_path):
     yield start
     for proc in started:
         proc.stop()
+
+
+def wait_until(predicate, timeout: float = 60, interval: float = 0.1, what: str = "condition"):
+    """Poll `predicate` until it returns something true and return that; TimeoutError after `timeout` s.
+    What a test waits for is a condition, never a fixed time: on a loaded machine things are late."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not reached in {timeout} s")

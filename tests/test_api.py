@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import yaml
 
-from tests.conftest import DATA, ROOT, work
+from tests.conftest import DATA, ROOT, wait_until, work
 
 SEEDS = (DATA / "seed_tasks.jsonl").read_bytes()
 PROBLEM = "application/problem+json"
@@ -266,12 +265,18 @@ def test_presigned_urls_expire(client, redis, worker_env, settings):
 
     sid = make_seed_set(client)
     job = run_job(client, redis, sid, num_instructions=2)
-    short = create_app(replace(settings, presign_ttl=3), configure_logging=False).test_client()
+    ttl = 6
+    short = create_app(replace(settings, presign_ttl=ttl), configure_logging=False).test_client()
     short.environ_base.update(client.environ_base)
     url = short.get(f"/v1/jobs/{job['id']}/dataset").json["files"][0]["url"]
-    assert httpx.get(url).status_code == 200  # X-Amz-Date has whole seconds: at least 2 s are left
-    time.sleep(5)
-    assert httpx.get(url).status_code in (400, 403)
+    assert httpx.get(url).status_code == 200  # at once: X-Amz-Date has whole seconds, so ttl - 1 s are left
+    # refused once the ttl has passed; a URL valid for longer than ttl + 30 s was not given the ttl
+    wait_until(
+        lambda: httpx.get(url).status_code in (400, 403),
+        timeout=ttl + 30,
+        interval=0.5,
+        what="the URL to expire",
+    )
 
 
 def test_fan_out_gives_the_same_dataset(client, redis, worker_env, settings, monkeypatch):

@@ -12,12 +12,13 @@ from dataclasses import replace
 
 import pytest
 import yaml
+from rq import Queue
 
 from jobs.settings import Profile, get_settings
-from jobs.store import api_keys
+from jobs.store import api_keys, keyspace
 from service.app import create_app
 from tests.conftest import ROOT, work
-from tests.test_api import make_seed_set, run_job
+from tests.test_api import PROBLEM, make_seed_set, run_job
 
 SPEC = yaml.safe_load((ROOT / "openapi.yaml").read_text())
 VERBS = {"get", "post", "put", "patch", "delete"}
@@ -167,16 +168,26 @@ def test_concurrent_jobs_per_team(redis, settings, worker_env):
     )
 
 
-def test_callers_cannot_point_workers_anywhere(client):
+def test_callers_cannot_point_workers_anywhere(client, redis, settings):
+    """A URL or a key in a job request is refused, naming the field, and nothing is queued."""
     sid = make_seed_set(client)
-    for body in (
-        {"profile": "http://169.254.169.254/latest"},
-        {"base_url": "http://127.0.0.1:6379"},
-        {"decoding": {"instructions": {"base_url": "http://x"}}},
-        {"api_key": "sk-x"},
+    queued = Queue(settings.queue, connection=redis)
+    for body, field in (
+        ({"profile": "http://169.254.169.254/latest"}, "profile"),
+        ({"base_url": "http://127.0.0.1:6379"}, "base_url"),
+        ({"decoding": {"instructions": {"base_url": "http://x"}}}, "decoding.instructions.base_url"),
+        ({"api_key": "sk-x"}, "api_key"),
     ):
         r = client.post("/v1/jobs", json={"seed_set_id": sid, "num_instructions": 2, **body})
-        assert r.status_code == 422, body
+        assert r.status_code == 422 and r.content_type == PROBLEM, (body, r.status_code, r.json)
+        assert [e["field"] for e in r.json["errors"]] == [field], (body, r.json)
+        assert client.get("/v1/jobs").json["items"] == [] and queued.count == 0, body
+        assert not list(redis.scan_iter(match=keyspace.job("*"))), body
+    # positive control: the same request without the offending field makes a job, and it shows
+    r = client.post("/v1/jobs", json={"seed_set_id": sid, "num_instructions": 2})
+    assert r.status_code == 202
+    assert [j["id"] for j in client.get("/v1/jobs").json["items"]] == [r.json["id"]] == queued.job_ids
+    assert redis.exists(keyspace.job(r.json["id"]))
 
 
 def test_no_secret_in_logs_errors_records_or_exports(client, redis, settings, fake_llm, monkeypatch, capfd):

@@ -29,7 +29,7 @@ from jobs.store.checkpoints import RedisStore
 from jobs.store.decision_log import DecisionLog
 from jobs.tools.local_stack import Process, free_port, gunicorn, redis_server, s3_server
 from service.app import create_app
-from tests.conftest import ROOT, env_for, work
+from tests.conftest import ROOT, env_for, wait_until, work
 from tests.test_api import make_seed_set
 
 DATA_FILES = (
@@ -40,16 +40,6 @@ DATA_FILES = (
     "instructions.jsonl",
     "decisions.jsonl",
 )
-
-
-def wait_until(predicate, timeout: float = 60, interval: float = 0.1, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"{what} not reached in {timeout} s")
 
 
 def read(settings, team: str, job_id: str, name: str) -> bytes:
@@ -73,6 +63,14 @@ def horse_of(worker: Process) -> int | None:
     out = subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True, text=True, check=False).stdout
     pids = [int(p) for p in out.split()]
     return pids[0] if pids else None
+
+
+def dead(pid: int) -> bool:
+    """The process has exited: no such process, or a zombie nobody has reaped yet."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 def progress(redis, job_id: str) -> dict:
@@ -138,7 +136,9 @@ def test_killed_worker_job_is_resumed_by_another(client, redis, settings, worker
     busy.signal(signal.SIGKILL)
     os.kill(horse, signal.SIGKILL)
     killed_at = time.monotonic()
-    time.sleep(0.5)  # SIGKILL lands; no live worker picks the job up before the bound below
+    # both gone: nothing commits or sends any more, and no live worker takes the job before the bound
+    busy.proc.wait(30)
+    wait_until(lambda: dead(horse), timeout=30, what="the work horse to die")
     committed = covered(redis, job_id)
     before = fake_llm.script.received[start:]
     wait_until(
@@ -211,7 +211,7 @@ def test_redis_restart_with_aof_keeps_queued_and_running_jobs(
         wait_until(lambda: progress(r, queued)["instructions_kept"] >= 3, what="the queued job to run")
         # restart while it runs: its commits wait for Redis and carry on
         server.stop()
-        time.sleep(1.0)
+        time.sleep(1.0)  # the outage under test: Redis stays down for a while, then comes back
         server, _ = redis_server(tmp_path / "redis", port, appendonly=True)
         job = finish(api, queued)
         assert job["state"] == "succeeded", job
@@ -388,7 +388,7 @@ def test_s3_outage_during_upload(client, redis, settings, fake_llm, tmp_path, sp
             s3.stop()
             if outage == "short":
                 wait_until(uploads_failed, timeout=60, what="an upload to fail")
-                time.sleep(1)
+                time.sleep(1)  # the outage under test: S3 stays down a little longer, still short
             else:
                 wait_until(lambda: jobs_.get(redis, job_id).terminal, timeout=60, what="the job to give up")
             s3, _ = s3_server(tmp_path / "s3", port)
@@ -461,7 +461,7 @@ def test_cancel_in_every_stage_keeps_a_consistent_job(client, redis, settings, f
     assert sorted(log_ids) == sorted(d["id"] for d in decisions) and len(set(log_ids)) == len(log_ids)
     if stage == "instances":
         assert json.loads(files["alpaca.json"])  # the instances made before the cancel
-    time.sleep(1)
+    time.sleep(1)  # not a wait for something: a second in which nothing more may be decided
     assert len(client.get(f"/v1/jobs/{job_id}/decisions?limit=500").json["items"]) == len(
         log_ids
     )  # it stopped

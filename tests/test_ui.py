@@ -18,12 +18,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from redis import Redis
 from rouge_score import rouge_scorer, tokenize
+from rq import Queue, Worker
 
 from jobs.method.vocabulary import RULES
 from jobs.settings import Profile, Settings
 from jobs.tools.local_stack import Process, gunicorn, rq_worker
-from tests.conftest import DATA, ROOT
+from tests.conftest import DATA, ROOT, wait_until
 from tests.fake_llm import FakeLLM, Script
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"  # Debian's (scripts/setup.sh installs it)
@@ -508,10 +510,17 @@ def test_the_key_is_in_no_log_line(page, stack, job):
 def test_preview_from_the_form(page, stack, tmp_path):
     """The form's preview runs on the preview worker and shows each candidate's decision, the kept
     instructions with their instances, and the full job's estimate."""
-    preview_worker = rq_worker(
-        stack.env, stack.tmp / "preview-worker.log", Settings.from_env(stack.env).preview_queue
-    )
+    settings = Settings.from_env(stack.env)
+    preview_worker = rq_worker(stack.env, stack.tmp / "preview-worker.log", settings.preview_queue)
     try:
+        # listening on the preview queue before the click: the wait below is for the preview, not start-up
+        previews = Queue(settings.preview_queue, connection=Redis.from_url(settings.redis_url))
+
+        def listening() -> bool:
+            assert preview_worker.proc.poll() is None, (stack.tmp / "preview-worker.log").read_text()[-3000:]
+            return any(w.pid == preview_worker.pid for w in Worker.all(queue=previews))
+
+        wait_until(listening, timeout=60, interval=0.2, what="the preview worker to listen")
         stack.llm.script.plant = []
         stack.llm.script.delay = 0.0
         sign_in(page, stack)
