@@ -80,12 +80,37 @@ def test_n_is_topped_up_when_the_endpoint_returns_fewer():
     assert len(completions) == 2
 
 
+def timed(server, n: int, concurrency: int):
+    """n completions through one client; with the wall time of the complete() call alone."""
+
+    async def go():
+        llm = LLM(fake_endpoint(server), concurrency=concurrency)
+        try:
+            decoding = Decoding(**{**DECODING.__dict__, "n": n})
+            start = time.monotonic()
+            completions = await llm.complete(PROMPT, decoding, seed=7, stage="instructions")
+            return completions, llm.usage, time.monotonic() - start
+        finally:
+            await llm.close()
+
+    return asyncio.run(go())
+
+
+DELAY = 0.2  # the scripted server's wait before every answer
+
+
 def test_tokens_and_busy_time_are_counted():
-    with FakeLLM(Script(delay=0.2)) as server:
-        start = time.monotonic()
-        completions, usage = complete(server, n=2)
-        wall = time.monotonic() - start
+    with FakeLLM(Script(delay=DELAY)) as server:
+        completions, usage, wall = timed(server, n=2, concurrency=4)
     assert usage.prompt_tokens["instructions"] == 2 * len(PROMPT.split())
     assert usage.completion_tokens["instructions"] == sum(len(c.text.split()) for c in completions) > 0
-    # two requests overlap: busy time is the union (~0.2 s), not the sum
-    assert 0.2 <= usage.busy_seconds <= wall < 0.39
+    # both requests were out together for most of the call: busy time is their union, within the
+    # call's wall time, where their sum (at least 2 * DELAY) is not
+    assert DELAY <= usage.busy_seconds <= wall
+
+
+def test_busy_time_one_request_at_a_time_is_their_sum():
+    with FakeLLM(Script(delay=DELAY)) as server:
+        _, usage, wall = timed(server, n=3, concurrency=1)
+    # every request waits at least DELAY on the server; the endpoint is idle only between requests
+    assert 3 * DELAY <= usage.busy_seconds <= wall

@@ -1,6 +1,7 @@
 """The ROUGE-L index gives rouge-score's answers exactly: same tokens, same floats, same nearest item."""
 
 import random
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -283,31 +284,113 @@ def test_large_pools_of_near_duplicates_agree_with_rouge_score(
             pool.append(candidate)
 
 
-def tie_pool(tied: str, probed: str) -> list[str]:
-    """`tied` first, `probed` last, and enough filler postings for the probe to run after the rare
-    tokens r1 r2 are read and before f1 f2 are: the probe finds `probed`, whose score `tied` equals."""
-    filler = " ".join(f"z{i}" for i in range(10))
-    return [tied, *[f"r1 r2 {filler}"] * 260, *[f"f1 f2 {filler}"] * 300, probed]
+def words(prefix: str, numbers: range | list[int]) -> list[str]:
+    return [f"{prefix}{i}" for i in numbers]
 
 
+def shared_tokens(a: str, b: str) -> int:
+    """The multiset overlap the index bounds a score with."""
+    return sum((Counter(our_tokenize(a)) & Counter(our_tokenize(b))).values())
+
+
+def bound(candidate: str, item: str) -> float:
+    """The index's upper bound on the item's score, as it computes it: 2*overlap/(m+n)."""
+    return 2.0 * shared_tokens(candidate, item) / (len(our_tokenize(item)) + len(our_tokenize(candidate)))
+
+
+@pytest.mark.parametrize("copies", [1, 60], ids=["scored_one_by_one", "scored_in_a_batch"])
 @pytest.mark.parametrize(
     ("tied", "probed"),
     [
+        # 2 of 4 tokens in order: 0.5, and the bound 2*2/(4+4) is 0.5 too
+        ("c3 c4 x y", "c3 c4 c1 c2"),
         # 2*2/(3+4) is 0.5714285714285714 as a bound but 0.5714285714285715 as rouge-score's F-measure
-        ("f1 f2 y", "r1 r2 x"),
-        # after the probe, the unread tokens f1 f2 bound unseen items by exactly the best score
-        ("f1 f2", "r1 r2"),
+        ("c3 c4 y", "c3 c4 c1"),
     ],
-    ids=["bound_rounds_below_score", "unread_tokens_bound_equals_best"],
+    ids=["bound_equals_score", "bound_an_ulp_below_score"],
 )
-def test_an_earlier_item_tied_at_its_bound_wins(tied, probed):
-    pool = tie_pool(tied, probed)
+def test_an_earlier_item_tied_at_its_bound_wins(tied, probed, copies):
+    # The later item shares every candidate token (out of order), so it is the first one scored; the
+    # earlier item shares fewer and is scored only because its bound still reaches the best score.
+    # With 60 copies the tie is settled in a round of more than _FEW exact scores (the numpy path).
+    candidate = "c1 c2 c3 c4"
+    pool = [tied, *[probed] * copies]
+    assert shared_tokens(candidate, probed) > shared_tokens(candidate, tied)
+    score = SCORER.score(candidate, tied)["rougeL"].fmeasure
+    assert score == SCORER.score(candidate, probed)["rougeL"].fmeasure
+    assert bound(candidate, tied) <= score < bound(candidate, probed)
     index = RougeLIndex()
     for i, text in enumerate(pool):
         index.add(str(i), text)
-    candidate = "r1 r2 f1 f2"
-    assert reference(candidate, pool) == (SCORER.score(candidate, probed)["rougeL"].fmeasure, 0)
-    assert index.nearest(candidate) == (*reference(candidate, pool), "0")
+    assert reference(candidate, pool) == (score, 0)
+    assert index.nearest(candidate) == (score, 0, "0")
+
+
+# Scores within float error of another item's bound. Candidate c1..cn; each item is some candidate
+# tokens (in order, or out of order so that they count in the bound but not in the LCS) and filler.
+FLOAT_EDGES = {
+    # n=22: 14 of 18 and 21 of 38 in order are both 7/10 exactly, 0.7000000000000001 as F-measures,
+    # above the 0.7 threshold; the earlier item's bound is 0.7: an ulp below the later item's score.
+    "tie_at_the_threshold": (
+        22,
+        [words("c", range(1, 15)) + words("x", range(4)), words("c", range(1, 22)) + words("y", range(17))],
+        (0.7000000000000001, 0),
+    ),
+    # n=17: 12 of 37 in order is 0.44444444444444453, 10 of 28 is 0.4444444444444445 (both 4/9). The
+    # first item also shares c15..c17 out of order, so it is scored first; the later one's bound
+    # (0.4444444444444444) is below that score, yet the later one is the best by an ulp.
+    "later_item_an_ulp_higher": (
+        17,
+        [
+            words("c", [15, 16, 17, *range(1, 11)]) + words("x", range(15)),
+            words("c", range(1, 13)) + words("y", range(25)),
+        ],
+        (0.44444444444444453, 1),
+    ),
+    # n=5: "c1" alone scores 0.33333333333333337, as 3 of 13 does. By the bound that decides how many
+    # shared tokens an item needs to be looked at, one shared token scores at most 2/(1+5), which is
+    # 0.3333333333333333.
+    "whole_item_shared_at_its_bound": (
+        5,
+        [["c1"], words("c", range(1, 4)) + words("y", range(10))],
+        (0.33333333333333337, 0),
+    ),
+}
+
+
+@pytest.mark.parametrize(("n", "items", "expected"), FLOAT_EDGES.values(), ids=FLOAT_EDGES.keys())
+def test_scores_within_float_error_of_a_bound_decide_like_rouge_score(n, items, expected):
+    candidate = " ".join(words("c", range(1, n + 1)))
+    pool = [" ".join(item) for item in items]
+    assert reference(candidate, pool) == expected
+    winner = expected[1]
+    assert bound(candidate, pool[winner]) < expected[0]  # the best item's bound is below its score
+    first = max(range(len(pool)), key=lambda i: shared_tokens(candidate, pool[i]))
+    assert first != winner  # and another item, sharing more tokens, is scored before it
+    index = RougeLIndex()
+    for i, text in enumerate(pool):
+        index.add(f"p{i}", text)
+    match = index.nearest(candidate)
+    assert (match.score, match.index) == expected
+    assert (match.score > THRESHOLD) == (expected[0] > THRESHOLD)
+
+
+def test_an_item_bounded_well_below_the_best_is_never_scored():
+    # The slack that keeps items within float error of the best is not a margin for more: an item
+    # whose bound is 5e-4 below the best score (1 of 39 tokens against 1 of 38, candidate of 25)
+    # costs no exact LCS. (A larger slack would change no answer, only the work done.)
+    candidate = " ".join(words("c", range(1, 26)))
+    best = " ".join(["c1", *words("x", range(37))])
+    below = " ".join(["c2", *words("y", range(38))])
+    assert 1e-4 < SCORER.score(candidate, best)["rougeL"].fmeasure - bound(candidate, below) < 1e-3
+    costs = []
+    for pool in ([best], [best, below]):
+        index = RougeLIndex()
+        for i, text in enumerate(pool):
+            index.add(str(i), text)
+        assert index.nearest(candidate)[:2] == reference(candidate, pool)
+        costs.append(index.lcs_computed)
+    assert costs[0] == costs[1]
 
 
 # --- Frequent tokens' byte vectors: promotion, growth, demotion, counts past a byte ---

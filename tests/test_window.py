@@ -80,10 +80,40 @@ def test_stop_cancels_what_is_in_flight():
 
 
 def test_an_error_propagates_and_cancels_the_rest():
-    async def request(i):
-        if i == 1:
-            raise RuntimeError("boom")
-        await asyncio.sleep(10)
+    started, cancelled, finished, handled = [], [], [], []
 
-    with pytest.raises(RuntimeError, match="boom"):
-        run(ordered(0, lambda i: request(i) if i < 4 else None, lambda i, r: False, concurrency=4, lag=4))
+    async def main():
+        others_in_flight, never = asyncio.Event(), asyncio.Event()
+
+        async def request(i):
+            started.append(i)
+            if {1, 3} <= set(started):
+                others_in_flight.set()
+            try:
+                if i == 2:
+                    await others_in_flight.wait()  # fails while 1 (before it) and 3 (after it) are out
+                    raise RuntimeError("boom")
+                if i != 0:
+                    await never.wait()
+            except asyncio.CancelledError:
+                cancelled.append(i)
+                raise
+            finished.append(i)
+            return i
+
+        def handle(i, result):
+            handled.append(i)
+            return False
+
+        # build() would go on forever and request 1 never answers: only the error ends the window. The
+        # timeout only keeps a window that waits instead of cancelling from hanging the test (unlike
+        # wait_for, it runs the window in this task: no extra turn of the loop before the error is seen).
+        with pytest.raises(RuntimeError, match="boom"):
+            async with asyncio.timeout(10):
+                await ordered(0, request, handle, concurrency=3, lag=10)
+        # by the time the error reaches the caller, the others were cancelled and have wound down
+        assert sorted(cancelled) == [1, 3]
+        assert finished == handled == [0]
+        assert started == [0, 1, 2, 3]  # 3 took the slot 0 left; nothing started after the error
+
+    run(main())
