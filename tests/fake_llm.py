@@ -1,9 +1,10 @@
-"""A scripted OpenAI-compatible completions server, for fault injection and fast deterministic runs.
+"""A scripted OpenAI-compatible server, for fault injection and fast deterministic runs.
 
-Answers /v1/completions with text that depends only on the prompt, the seed and the decoding
-parameters, shaped like what each Self-Instruct stage expects (with some candidates every filter
-should drop), and injects faults at a configurable rate: 429 with Retry-After, 500, responses slower
-than the client's timeout, dropped connections, malformed bodies and garbage text.
+Answers /v1/completions and /v1/chat/completions with text that depends only on the prompt, the seed
+and the decoding parameters, shaped like what each Self-Instruct stage expects (with some candidates
+every filter should drop), and injects faults at a configurable rate: 429 with Retry-After, 500,
+responses slower than the client's timeout, dropped connections, malformed bodies and garbage text.
+Its answers follow OpenAI's published schemas (tests/test_contracts.py checks them).
 
     python -m tests.fake_llm --port 8099 --fault-rate 0.3
 """
@@ -11,6 +12,7 @@ than the client's timeout, dropped connections, malformed bodies and garbage tex
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import random
@@ -263,6 +265,9 @@ class Script:
     # chat requests carrying one of these parameters get a 400 naming it, as some hosted models answer
     reject_params: tuple[str, ...] = ()
     chat_requests: list[dict[str, Any]] = field(default_factory=list)  # every chat request's body
+    # every POST as received, (path, body); every answer to one, (path, status, headers, body bytes)
+    bodies: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    answers: list[tuple[str, int, dict[str, str], bytes]] = field(default_factory=list)
     tokens: dict[str, int] = field(default_factory=dict)  # prompt and completion tokens answered (words)
     # instructions the first instruction-generation response starts with (an attacker's text, say)
     plant: list[str] = field(default_factory=list)
@@ -331,6 +336,10 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        if self.command == "POST":
+            with self.script.lock:
+                path = self.path.rstrip("/").removeprefix("/v1")
+                self.script.answers.append((path, status, dict(headers or {}), body))
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -357,6 +366,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send(404, b'{"error": "not found"}')
             return
         script = self.script
+        with script.lock:
+            script.bodies.append((self.path.rstrip("/").removeprefix("/v1"), copy.deepcopy(body)))
         if chat:
             body["prompt"] = body["messages"][-1]["content"]  # what the logs below record
             with script.lock:
@@ -364,8 +375,7 @@ class Handler(BaseHTTPRequestHandler):
             refused = [p for p in script.reject_params if p in body]
             if refused:
                 message = f"Unsupported parameter: '{refused[0]}' is not supported with this model."
-                error = {"message": message, "type": "invalid_request_error", "param": refused[0]}
-                self._send(400, json.dumps({"error": error}).encode())
+                self._refuse(message, refused[0], "unsupported_parameter")
                 return
         with script.lock:
             script.received.append(body.get("prompt", ""))
@@ -444,6 +454,10 @@ class Handler(BaseHTTPRequestHandler):
         }
         self._send(200, json.dumps(response).encode())
 
+    def _refuse(self, message: str, param: str, code: str) -> None:
+        error = {"message": message, "type": "invalid_request_error", "param": param, "code": code}
+        self._send(400, json.dumps({"error": error}).encode())
+
     def _chat(
         self,
         body: dict[str, Any],
@@ -461,16 +475,18 @@ class Handler(BaseHTTPRequestHandler):
             elif pair and not structured:
                 raw = "Yes" if pair[0] >= pair[1] else "No"
                 if body.get("logprobs") and self.script.logprobs == "top":
-                    top = [{"token": "Yes", "logprob": pair[0]}, {"token": "No", "logprob": pair[1]}]
+                    top = [_token(t, lp) for t, lp in (("Yes", pair[0]), ("No", pair[1]))]
                     lp = pair[0] if raw == "Yes" else pair[1]
-                    logprobs = {"content": [{"token": raw, "logprob": lp, "top_logprobs": top}]}
+                    logprobs = {"content": [{**_token(raw, lp), "top_logprobs": top}], "refusal": None}
             elif fault == "badjson" and structured:
                 raw = '{"examples": [{"input": "cut off'
             else:
                 s = None if seed is None else seed + i
                 raw = compose_chat(body["messages"], s, body.get("temperature", 1.0), structured)
-            text, reason = finish(raw, body.get("stop"), body.get("max_tokens", 16))
-            message = {"role": "assistant", "content": text}
+            # max_completion_tokens, or the name it replaced (what llama.cpp's servers know)
+            limit = body.get("max_completion_tokens", body.get("max_tokens", 16))
+            text, reason = finish(raw, body.get("stop"), limit)
+            message = {"role": "assistant", "content": text, "refusal": None}
             choices.append({"index": i, "message": message, "finish_reason": reason, "logprobs": logprobs})
         prompt_tokens = sum(len(m["content"].split()) for m in body["messages"])
         completion_tokens = sum(len(c["message"]["content"].split()) for c in choices)
@@ -487,6 +503,11 @@ class Handler(BaseHTTPRequestHandler):
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         }
+
+
+def _token(token: str, logprob: float) -> dict[str, Any]:
+    """A chat log-probability entry as OpenAI writes one: with the token's UTF-8 bytes."""
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
 
 
 class _Server(ThreadingHTTPServer):
