@@ -4,7 +4,8 @@ Answers /v1/completions and /v1/chat/completions with text that depends only on 
 and the decoding parameters, shaped like what each Self-Instruct stage expects (with some candidates
 every filter should drop), and injects faults at a configurable rate: 429 with Retry-After, 500,
 responses slower than the client's timeout, dropped connections, malformed bodies and garbage text.
-Its answers follow OpenAI's published schemas (tests/test_contracts.py checks them).
+Its answers follow OpenAI's published schemas (tests/test_contracts.py checks them); like the real API
+it can refuse parameters and Structured Outputs schemas that strict mode does not take.
 
     python -m tests.fake_llm --port 8099 --fault-rate 0.3
 """
@@ -235,6 +236,28 @@ def compose_chat(
     return "".join(f"Example {i}\nInput: {inp}\nOutput: {out}\n" for i, (inp, out) in enumerate(examples, 1))
 
 
+def strict_schema_problem(schema: Any, where: tuple[str, ...] = ()) -> str | None:
+    """Why OpenAI's Structured Outputs would refuse this schema under `strict: true`, as its 400 says
+    (every object closed with additionalProperties false and every property required), or None."""
+    if isinstance(schema, list):
+        return next(filter(None, (strict_schema_problem(item, where) for item in schema)), None)
+    if not isinstance(schema, dict):
+        return None
+    if schema.get("type") == "object" or "properties" in schema:
+        if schema.get("additionalProperties") is not False:
+            return f"In context={where}, 'additionalProperties' is required to be supplied and to be false."
+        if missing := sorted(set(schema.get("properties", {})) - set(schema.get("required", []))):
+            return (
+                f"In context={where}, 'required' is required to be supplied and to be an array including "
+                f"every key in properties. Missing '{missing[0]}'."
+            )
+    subschemas = [((*where, key), value) for key, value in schema.items() if key != "properties"]
+    subschemas += [
+        ((*where, "properties", name), value) for name, value in schema.get("properties", {}).items()
+    ]
+    return next(filter(None, (strict_schema_problem(value, at) for at, value in subschemas)), None)
+
+
 def finish(text: str, stop: list[str] | None, max_tokens: int) -> tuple[str, str]:
     """Apply stop sequences, then the token limit (one token a whitespace-separated word)."""
     cut = min((i for s in stop or [] if (i := text.find(s)) >= 0), default=-1)
@@ -264,6 +287,8 @@ class Script:
     garbage_share: float = 0.0
     # chat requests carrying one of these parameters get a 400 naming it, as some hosted models answer
     reject_params: tuple[str, ...] = ()
+    # a `strict` json_schema response_format whose schema Structured Outputs would refuse gets a 400
+    strict_schemas: bool = False
     chat_requests: list[dict[str, Any]] = field(default_factory=list)  # every chat request's body
     # every POST as received, (path, body); every answer to one, (path, status, headers, body bytes)
     bodies: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -377,6 +402,15 @@ class Handler(BaseHTTPRequestHandler):
                 message = f"Unsupported parameter: '{refused[0]}' is not supported with this model."
                 self._refuse(message, refused[0], "unsupported_parameter")
                 return
+            answer_format = body.get("response_format") or {}
+            if script.strict_schemas and answer_format.get("type") == "json_schema":
+                spec = answer_format.get("json_schema", {})
+                problem = strict_schema_problem(spec.get("schema")) if spec.get("strict") else None
+                if problem:
+                    name = spec.get("name")
+                    message = f"Invalid schema for response_format '{name}': {problem}"
+                    self._refuse(message, "response_format", "invalid_json_schema")
+                    return
         with script.lock:
             script.received.append(body.get("prompt", ""))
         fault = script.draw_fault()

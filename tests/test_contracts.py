@@ -149,13 +149,14 @@ def contract() -> Contract:
 class Mode:
     api: str
     response_format: str | None = None
+    reasoning: bool = False
     # properties OpenAI's description does not name that this mode sends on purpose, and why
     extensions: tuple[str, ...] = ()
     script: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
-        return "+".join(filter(None, (self.api, self.response_format)))
+        return "+".join(filter(None, (self.api, self.response_format, "reasoning" * self.reasoning)))
 
 
 MODES = {
@@ -165,7 +166,9 @@ MODES = {
         Mode("chat"),
         # llama.cpp's server reads the schema beside json_object: OpenAI's JSON mode takes none
         Mode("chat", "json_object", extensions=("response_format.schema",)),
-        Mode("chat", "json_schema"),
+        # the scripted server refuses a schema strict Structured Outputs would refuse
+        Mode("chat", "json_schema", script={"strict_schemas": True}),
+        Mode("chat", "json_schema", reasoning=True, script={"strict_schemas": True}),
     )
 }
 
@@ -182,7 +185,12 @@ def run_mode(mode: Mode, tmp: Path, seed_tasks) -> Exchanges:
     log-probabilities where the mode gives them)."""
     script = Script(logprobs="top", **mode.script)
     with FakeLLM(script) as server:
-        endpoint = replace(fake_endpoint(server), api=mode.api, response_format=mode.response_format)
+        endpoint = replace(
+            fake_endpoint(server),
+            api=mode.api,
+            response_format=mode.response_format,
+            reasoning=mode.reasoning,
+        )
         recipe = Recipe.build({"num_instructions": 5, "seed": 9})
         run = Run(mode.name, seed_tasks, recipe, endpoint, FileStore(tmp / "state"), execution=Execution(2))
         execute(run)
@@ -191,11 +199,21 @@ def run_mode(mode: Mode, tmp: Path, seed_tasks) -> Exchanges:
     return Exchanges(list(script.bodies), list(script.answers), stats)
 
 
+class Runs(dict[str, Exchanges]):
+    """Each mode's run, made when a test first asks for it (a mode that fails fails its own tests)."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory, seed_tasks: list) -> None:
+        super().__init__()
+        self.tmp, self.seed_tasks = tmp_path_factory, seed_tasks
+
+    def __missing__(self, name: str) -> Exchanges:
+        self[name] = run_mode(MODES[name], self.tmp.mktemp(name), self.seed_tasks)
+        return self[name]
+
+
 @pytest.fixture(scope="module")
-def exchanges(tmp_path_factory, seed_tasks) -> dict[str, Exchanges]:
-    out = {name: run_mode(mode, tmp_path_factory.mktemp(name), seed_tasks) for name, mode in MODES.items()}
-    table(out)
-    return out
+def exchanges(tmp_path_factory, seed_tasks) -> Runs:
+    return Runs(tmp_path_factory, seed_tasks)
 
 
 def table(out: dict[str, Exchanges]) -> str:
@@ -216,13 +234,7 @@ def table(out: dict[str, Exchanges]) -> str:
     return text
 
 
-# Chat requests still send max_tokens and seed, both deprecated in OpenAI's description.
-DEPRECATED_IN_CHAT = pytest.mark.xfail(strict=True, reason="chat sends max_tokens and seed")
-
-
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=DEPRECATED_IN_CHAT) if n.startswith("chat") else n for n in MODES]
-)
+@pytest.mark.parametrize("name", MODES)
 def test_every_request_is_valid_against_openais_description(exchanges, name) -> None:
     ex, mode, spec = exchanges[name], MODES[name], contract()
     assert ex.bodies and ex.stats["instructions_kept"] == 5 and ex.stats["instances_kept"] > 0
@@ -241,11 +253,13 @@ def test_every_request_is_valid_against_openais_description(exchanges, name) -> 
 
 def test_classification_asks_for_log_probabilities_where_the_mode_gives_them(exchanges) -> None:
     """The runs above cover the log-probability requests: completions and plain chat ask for them;
-    structured chat replies carry none, so those runs classify by the answer's text."""
-    for name, ex in exchanges.items():
+    structured chat replies carry none, and reasoning models give none, so those runs classify by the
+    answer's text."""
+    for name in MODES:
+        ex = exchanges[name]
         asked = [body for _, body in ex.bodies if body.get("logprobs")]
         methods = ex.stats["classification_method"]["methods"]
-        if MODES[name].response_format is None:
+        if MODES[name].response_format is None and not MODES[name].reasoning:
             assert asked and "fitted" in methods, (name, methods)
         else:
             assert not asked and methods == {"text": 5}, (name, methods)
@@ -317,3 +331,8 @@ def test_the_subset_is_what_the_script_cuts() -> None:
         for part in target.removeprefix("#/").split("/"):
             node = node[part]  # a dangling reference raises
     assert (SUBSET.parent / "LICENSE-openai-openapi").read_text().startswith("The MIT License")
+
+
+def test_requests_per_path_and_mode(exchanges) -> None:
+    text = table({name: exchanges[name] for name in MODES})
+    assert all(f"| {name} |" in text for name in MODES)

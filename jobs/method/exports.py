@@ -367,7 +367,7 @@ def run_record(run: Run) -> dict[str, Any]:
         "seed_set": {"sha256": content_hash(run.seed_tasks), "tasks": len(run.seed_tasks)},
         "instance_demonstrations": run.prompts.demonstrations,
         "random_seed": run.recipe.seed,
-        "endpoint": run.endpoint.public(),
+        "endpoint": run.endpoint.public(run.usage.dropped),
         "config": run.recipe.record(run.execution),
         "classification_method": classification_method(run.checkpoint),
     }

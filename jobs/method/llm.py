@@ -1,6 +1,11 @@
 """The LLM client: any OpenAI-compatible endpoint, through /v1/completions (a base model continuing the
 paper's text layouts) or /v1/chat/completions (an instruction-following model answering messages),
-with retries, token and busy-time accounting, and sampling parameters an endpoint refuses dropped."""
+with retries, token and busy-time accounting, and sampling parameters an endpoint refuses dropped.
+
+Chat requests follow OpenAI's current description (tests/test_contracts.py): the token cap is
+`max_completion_tokens` (`max_tokens` is deprecated there, but the only name llama.cpp's servers know),
+`seed` is not sent unless the endpoint says so (deprecated there too), and a reasoning model gets none
+of the sampling parameters it refuses."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import json
 import re
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,13 +53,33 @@ DROPPABLE = (
     "top_logprobs",
 )
 
+# The chat token cap's two names: an endpoint that refuses one (HTTP 400 naming it) gets the other for the
+# rest of the run.
+TOKEN_LIMITS = ("max_completion_tokens", "max_tokens")
+# What reasoning models refuse (OpenAI's reasoning guide; "not supported with latest reasoning models"
+# for `stop` in its description). A reasoning endpoint gets none of them, and n>1 as separate requests.
+# A 400 naming `temperature`, which no other refusal drops, says the endpoint is one.
+REASONING_REFUSES = (
+    "temperature",
+    "top_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "stop",
+    "logprobs",
+    "top_logprobs",
+)
+REASONING_SIGN = "temperature"
+
 Prompt = str | list[dict[str, str]]  # a text to continue, or chat messages
 
 
 @dataclass(frozen=True)
 class Endpoint:
     """Where completions come from. `supports_n`: the server honours n>1 (llama.cpp does not).
-    `api`: completions or chat; `response_format`: None, or how a chat endpoint takes a JSON schema."""
+    `api`: completions or chat; `response_format`: None, or how a chat endpoint takes a JSON schema.
+    `max_tokens_param`: the chat token cap's name (None: max_completion_tokens; completions always
+    send max_tokens). `send_seed`: send each request's seed (None: on completions, not on chat, where
+    OpenAI deprecated it). `reasoning`: a chat reasoning model; leave out what it refuses."""
 
     base_url: str
     model: str
@@ -66,6 +92,9 @@ class Endpoint:
     response_format: str | None = None
     prices: tuple[float, float] | None = None  # per million prompt and completion tokens
     currency: str = "USD"
+    max_tokens_param: str | None = None
+    send_seed: bool | None = None
+    reasoning: bool = False
 
     def __post_init__(self) -> None:
         if self.api not in API_KINDS:
@@ -74,10 +103,26 @@ class Endpoint:
             self.api != "chat" or self.response_format not in RESPONSE_FORMATS
         ):
             raise ValueError(f"response_format is for chat endpoints: one of {RESPONSE_FORMATS}")
+        if self.max_tokens_param not in (None, *TOKEN_LIMITS) or (
+            self.max_tokens_param == "max_completion_tokens" and self.api != "chat"
+        ):
+            raise ValueError(f"max_tokens_param is one of {TOKEN_LIMITS}; completions take max_tokens")
+        if self.reasoning and self.api != "chat":
+            raise ValueError("reasoning is for chat endpoints")
 
-    def public(self) -> dict[str, Any]:
-        """What may be recorded in run.json: never the key."""
-        return {
+    @property
+    def token_limit(self) -> str:
+        """The token cap's name, as configured."""
+        return self.max_tokens_param or ("max_completion_tokens" if self.api == "chat" else "max_tokens")
+
+    @property
+    def seeded(self) -> bool:
+        return self.api == "completions" if self.send_seed is None else self.send_seed
+
+    def public(self, dropped: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """What may be recorded in run.json: never the key. With the run's refused parameters
+        (`dropped`), a chat endpoint's record says what its requests ended up carrying."""
+        out = {
             "base_url": self.base_url,
             "model": self.model,
             "supports_n": self.supports_n,
@@ -87,6 +132,27 @@ class Endpoint:
             if self.prices is None
             else {"prompt": self.prices[0], "completion": self.prices[1], "currency": self.currency},
         }
+        dropped = dropped or {}
+        if self.api == "chat":
+            out["max_tokens_param"] = token_limit(self, dropped)
+            out["send_seed"] = self.seeded and "seed" not in dropped
+            out["reasoning"] = is_reasoning(self, dropped)
+        elif not self.seeded:  # completions runs recorded before these options read as before
+            out["send_seed"] = False
+        return out
+
+
+def token_limit(endpoint: Endpoint, dropped: Mapping[str, str]) -> str:
+    """The token cap's name in use: the configured one, or the other once the endpoint refused it."""
+    name = endpoint.token_limit
+    if endpoint.api == "chat" and name in dropped:
+        return next(other for other in TOKEN_LIMITS if other != name)
+    return name
+
+
+def is_reasoning(endpoint: Endpoint, dropped: Mapping[str, str]) -> bool:
+    """A reasoning model: the profile says so, or the endpoint refused `temperature`."""
+    return endpoint.reasoning or (endpoint.api == "chat" and REASONING_SIGN in dropped)
 
 
 @dataclass(frozen=True)
@@ -179,7 +245,8 @@ class Usage:
     retries: int = 0
     errors: Counter[str] = field(default_factory=Counter)  # failed attempts by kind
     busy_seconds: float = 0.0
-    dropped: dict[str, str] = field(default_factory=dict)  # parameter -> what the endpoint said
+    # parameter -> why the run went on without it (what the endpoint said, mostly)
+    dropped: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -221,6 +288,10 @@ class LLM:
     @property
     def chat(self) -> bool:
         return self.endpoint.api == "chat"
+
+    @property
+    def reasoning(self) -> bool:
+        return is_reasoning(self.endpoint, self.usage.dropped)
 
     @property
     def structured(self) -> bool:
@@ -283,7 +354,7 @@ class LLM:
         if schema is not None and self.structured:
             params["stop"] = None  # the grammar ends the reply; a stop sequence could cut the JSON
             params["response_format"] = _response_format(str(self.endpoint.response_format), stage, schema)
-        if n > 1 and self.endpoint.supports_n:
+        if n > 1 and self.endpoint.supports_n and not self.reasoning:
             out = await self._request(prompt, params, seed, n, stage)
             extra = [await self._request(prompt, params, seed + i, 1, stage) for i in range(len(out), n)]
             return out + [c for batch in extra for c in batch]
@@ -302,16 +373,46 @@ class LLM:
                     # what this request may have sent: its parameters, and those refused while it was out
                     sent = {**self._arguments(params, seed, n), **dict.fromkeys(self.usage.dropped)}
                     param = rejected_parameter(exc, sent)
-                    if param not in DROPPABLE or param not in sent or param in refused:
+                    if param is None or param not in sent or param in refused or not self._adapt(param, exc):
                         raise self._failure(exc, stage, param) from None
                     refused.add(param)
-                    # e.g. presence_penalty on some chat models: go on without it, and say so (a request
-                    # in flight when another saw the refusal is refused too: it just goes again)
-                    if param not in self.usage.dropped:
-                        self.usage.dropped[param] = _describe(exc)
-                        log.warning("llm_parameter_dropped", parameter=param, stage=stage)
                 except (openai.OpenAIError, MalformedResponse, json.JSONDecodeError) as exc:
                     raise self._failure(exc, stage) from None
+
+    def _adapt(self, param: str, exc: openai.BadRequestError) -> bool:
+        """Go on without a refused parameter for the rest of the run, and say why (False: it cannot go).
+        A request in flight when another saw the same refusal is refused too: it just goes again."""
+        if param in self.usage.dropped:
+            return True
+        if param in DROPPABLE:  # e.g. presence_penalty on some chat models
+            reason = _describe(exc)
+        elif param in TOKEN_LIMITS and self.chat:
+            other = next(name for name in TOKEN_LIMITS if name != param)
+            if other in self.usage.dropped:  # switched once already: both names refused
+                return False
+            reason = f"sent as {other} instead: {_describe(exc)}"
+        elif param == REASONING_SIGN and self.chat:  # a reasoning model: the others go too
+            reason = f"a reasoning model: {_describe(exc)}"
+        else:
+            return False
+        self.usage.dropped[param] = reason
+        log.warning("llm_parameter_dropped", parameter=param, reason=reason[:200])
+        return True
+
+    def _leave_out_for_reasoning(self, params: dict[str, Any]) -> None:
+        """A reasoning endpoint's requests go without what it refuses (_arguments); each one this run
+        would have sent is a warning once."""
+        if not self.reasoning:
+            return
+        why = (
+            "left out: the profile names a reasoning model"
+            if self.endpoint.reasoning
+            else f"left out: the endpoint refused {REASONING_SIGN}, so it is a reasoning model"
+        )
+        for name in REASONING_REFUSES:
+            if params.get(name) is not None and name not in self.usage.dropped:
+                self.usage.dropped[name] = why
+                log.warning("llm_parameter_dropped", parameter=name, reason=why)
 
     def _failure(self, exc: BaseException, stage: str, param: str | None = None) -> EndpointError:
         metrics.LLM_REQUESTS.labels(stage, "error").inc()
@@ -348,11 +449,19 @@ class LLM:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _arguments(self, params: dict[str, Any], seed: int, n: int) -> dict[str, Any]:
-        """The request's optional arguments, less those the endpoint refused earlier in the run."""
-        args = {**params, "seed": seed, **({"n": n} if n > 1 or not self.chat else {})}
-        return {k: v for k, v in args.items() if k not in self.usage.dropped}
+        """The request's optional arguments (the token cap under the name in use), less those the
+        endpoint refused earlier in the run."""
+        cap = token_limit(self.endpoint, self.usage.dropped)
+        args = {cap if k == "max_tokens" else k: v for k, v in params.items()}
+        if self.endpoint.seeded:
+            args["seed"] = seed
+        if n > 1 or not self.chat:
+            args["n"] = n
+        left_out = set(self.usage.dropped) | (set(REASONING_REFUSES) if self.reasoning else set())
+        return {k: v for k, v in args.items() if k not in left_out}
 
     async def _send(self, prompt: Prompt, params: dict[str, Any], seed: int, n: int) -> Any:
+        self._leave_out_for_reasoning(params)
         args = self._arguments(params, seed, n)
         if self.chat:
             return await self._client.chat.completions.create(
