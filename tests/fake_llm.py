@@ -5,7 +5,8 @@ and the decoding parameters, shaped like what each Self-Instruct stage expects (
 every filter should drop), and injects faults at a configurable rate: 429 with Retry-After, 500,
 responses slower than the client's timeout, dropped connections, malformed bodies and garbage text.
 Its answers follow OpenAI's published schemas (tests/test_contracts.py checks them); like the real API
-it can refuse parameters and Structured Outputs schemas that strict mode does not take.
+it can refuse parameters and Structured Outputs schemas that strict mode does not take, and enforce a
+rate limit, told in x-ratelimit-* headers.
 
     python -m tests.fake_llm --port 8099 --fault-rate 0.3
 """
@@ -16,6 +17,7 @@ import argparse
 import copy
 import hashlib
 import json
+import math
 import random
 import re
 import threading
@@ -258,6 +260,14 @@ def strict_schema_problem(schema: Any, where: tuple[str, ...] = ()) -> str | Non
     return next(filter(None, (strict_schema_problem(value, at) for at, value in subschemas)), None)
 
 
+def duration(seconds: float) -> str:
+    """A reset time the way OpenAI's x-ratelimit-reset-* headers write it: "20ms", "1s", "6m0s"."""
+    if seconds < 1:
+        return f"{math.ceil(seconds * 1000)}ms"
+    minutes, rest = divmod(math.ceil(seconds * 1000) / 1000, 60)
+    return f"{int(minutes)}m{rest:g}s" if minutes else f"{rest:g}s"
+
+
 def finish(text: str, stop: list[str] | None, max_tokens: int) -> tuple[str, str]:
     """Apply stop sequences, then the token limit (one token a whitespace-separated word)."""
     cut = min((i for s in stop or [] if (i := text.find(s)) >= 0), default=-1)
@@ -293,6 +303,11 @@ class Script:
     # every POST as received, (path, body); every answer to one, (path, status, headers, body bytes)
     bodies: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     answers: list[tuple[str, int, dict[str, str], bytes]] = field(default_factory=list)
+    # A rate limit like OpenAI's: this many requests and (prompt + completion) tokens a window, told in
+    # x-ratelimit-* headers on every answer; a request over either gets a 429. 0: no limit.
+    limit_requests: int = 0
+    limit_tokens: int = 0
+    limit_window: float = 1.0
     tokens: dict[str, int] = field(default_factory=dict)  # prompt and completion tokens answered (words)
     # instructions the first instruction-generation response starts with (an attacker's text, say)
     plant: list[str] = field(default_factory=list)
@@ -307,6 +322,55 @@ class Script:
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
+        self._window = (0.0, 0, 0)  # its start (monotonic), requests and tokens used in it
+
+    @property
+    def limited(self) -> bool:
+        return bool(self.limit_requests or self.limit_tokens)
+
+    def admit(self) -> dict[str, str] | None:
+        """Count a request against the rate limit: None when it is over (answer 429), else the headers."""
+        with self.lock:
+            now = time.monotonic()
+            start, requests, tokens = self._window
+            if now - start >= self.limit_window:
+                start, requests, tokens = now, 0, 0
+            over = (self.limit_requests and requests >= self.limit_requests) or (
+                self.limit_tokens and tokens >= self.limit_tokens
+            )
+            if over:
+                self.counts["rate_limited"] = self.counts.get("rate_limited", 0) + 1
+                self._window = (start, requests, tokens)
+                return None
+            self._window = (start, requests + 1, tokens)
+            return self.limit_headers(now)
+
+    def spend(self, tokens: int) -> dict[str, str]:
+        """Count an answer's tokens against the window; the headers as they then stand."""
+        with self.lock:
+            start, requests, used = self._window
+            self._window = (start, requests, used + tokens)
+            return self.limit_headers(time.monotonic())
+
+    def limit_headers(self, now: float) -> dict[str, str]:
+        start, requests, tokens = self._window
+        reset = duration(max(0.0, start + self.limit_window - now))
+        headers = {}
+        for kind, limit, used in (
+            ("requests", self.limit_requests, requests),
+            ("tokens", self.limit_tokens, tokens),
+        ):
+            if limit:
+                headers |= {
+                    f"x-ratelimit-limit-{kind}": str(limit),
+                    f"x-ratelimit-remaining-{kind}": str(max(0, limit - used)),
+                    f"x-ratelimit-reset-{kind}": reset,
+                }
+        return headers
+
+    def retry_in(self) -> float:
+        with self.lock:
+            return max(0.0, self._window[0] + self.limit_window - time.monotonic())
 
     def draw_fault(self) -> str | None:
         with self.lock:
@@ -411,6 +475,22 @@ class Handler(BaseHTTPRequestHandler):
                     message = f"Invalid schema for response_format '{name}': {problem}"
                     self._refuse(message, "response_format", "invalid_json_schema")
                     return
+        limits: dict[str, str] = {}
+        if script.limited:
+            admitted = script.admit()
+            if admitted is None:
+                # whole seconds, at least one, as OpenAI's description of the header says
+                wait = max(1, math.ceil(script.retry_in()))
+                headers = {"Retry-After": str(wait), **script.limit_headers(time.monotonic())}
+                error = {
+                    "message": "Rate limit reached",
+                    "type": "requests",
+                    "param": None,
+                    "code": "rate_limit_exceeded",
+                }
+                self._send(429, json.dumps({"error": error}).encode(), headers)
+                return
+            limits = admitted
         with script.lock:
             script.received.append(body.get("prompt", ""))
         fault = script.draw_fault()
@@ -448,7 +528,10 @@ class Handler(BaseHTTPRequestHandler):
             if pair and body.get("logprobs") and script.logprobs == "refuse":
                 self._send(500, b'{"error": {"message": "logprobs is not supported"}}')
                 return
-            self._send(200, json.dumps(self._chat(body, fault, n, seed, pair)).encode())
+            answer = self._chat(body, fault, n, seed, pair)
+            if script.limited:
+                limits = script.spend(answer["usage"]["total_tokens"])
+            self._send(200, json.dumps(answer).encode(), limits)
             return
         pair = script.label_pair(prompt, bool(body.get("logprobs")))
         if pair and body.get("logprobs") and script.logprobs == "refuse":
@@ -474,6 +557,8 @@ class Handler(BaseHTTPRequestHandler):
             choices.append({"index": i, "text": text, "finish_reason": reason, "logprobs": logprobs})
         completion_tokens = sum(len(c["text"].split()) for c in choices)
         script.count_tokens(len(prompt.split()), completion_tokens)
+        if script.limited:
+            limits = script.spend(len(prompt.split()) + completion_tokens)
         response = {
             "id": "cmpl-fake",
             "object": "text_completion",
@@ -486,7 +571,7 @@ class Handler(BaseHTTPRequestHandler):
                 "total_tokens": len(prompt.split()) + completion_tokens,
             },
         }
-        self._send(200, json.dumps(response).encode())
+        self._send(200, json.dumps(response).encode(), limits)
 
     def _refuse(self, message: str, param: str, code: str) -> None:
         error = {"message": message, "type": "invalid_request_error", "param": param, "code": code}

@@ -18,6 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from openapi_schema_validator import OAS31Validator
@@ -27,6 +28,7 @@ from referencing.jsonschema import DRAFT202012
 from jobs.method import exports
 from jobs.method.checkpoint import FileStore
 from jobs.method.engine import execute
+from jobs.method.llm import duration
 from jobs.method.recipe import Execution, Recipe
 from jobs.method.run import Run
 from tests.conftest import ROOT, fake_endpoint
@@ -80,7 +82,7 @@ class Contract:
         resource = Resource.from_contents(self.doc, default_specification=DRAFT202012)
         self.registry = Registry().with_resource(BASE, resource)
 
-    def _resolve(self, ref: str) -> Any:
+    def resolve(self, ref: str) -> Any:
         node: Any = self.doc
         for part in ref.removeprefix(BASE + "#/").split("/"):
             node = node[part.replace("~1", "/").replace("~0", "~")]
@@ -92,7 +94,7 @@ class Contract:
     def response_schema(self, path: str, status: str, method: str = "post") -> dict[str, Any]:
         answer = self.doc["paths"][path][method]["responses"][status]
         if "$ref" in answer:
-            answer = self._resolve(answer["$ref"])
+            answer = self.resolve(answer["$ref"])
         return answer["content"]["application/json"]["schema"]
 
     def validator(self, schema: dict[str, Any]) -> Any:
@@ -115,7 +117,7 @@ class Contract:
         if schema.get("deprecated") is True:
             found.deprecated.add(path or "(body)")
         if isinstance(schema.get("$ref"), str):
-            self._walk(instance, self._resolve(schema["$ref"]), path, found)
+            self._walk(instance, self.resolve(schema["$ref"]), path, found)
         for sub in schema.get("allOf", ()):
             self._walk(instance, sub, path, found)
         for key in ("anyOf", "oneOf"):
@@ -277,6 +279,27 @@ def test_the_scripted_servers_answers_follow_openais_description(exchanges, name
         assert spec.errors(body, spec.response_schema(path, "200")) == [], json.dumps(body)[:2000]
         with_logprobs += any(c.get("logprobs") for c in body["choices"])
     assert with_logprobs > 0 or MODES[name].response_format is not None
+
+
+def test_the_scripted_servers_rate_limit_answers_follow_openais_description() -> None:
+    """Its x-ratelimit-* headers read as OpenAI's do, and a request over the limit gets OpenAI's 429:
+    an error body, and Retry-After in whole seconds."""
+    spec = contract()
+    body = {"model": "fake", "prompt": "Say hi.", "max_tokens": 5}
+    with FakeLLM(Script(limit_requests=1, limit_window=5.0)) as server:
+        ok = httpx.post(f"{server.base_url}/completions", json=body)
+        over = httpx.post(f"{server.base_url}/completions", json=body)
+    assert ok.status_code == 200 and over.status_code == 429
+    for answer in (ok, over):
+        assert answer.headers["x-ratelimit-remaining-requests"] == "0"
+        assert 4.0 <= (duration(answer.headers["x-ratelimit-reset-requests"]) or 0) <= 5.0
+    assert spec.errors(over.json(), spec.response_schema("/completions", "429")) == []
+    header = spec.resolve(spec.doc["paths"]["/completions"]["post"]["responses"]["429"]["$ref"])
+    retry_after = over.headers["retry-after"]
+    assert (
+        retry_after.isdigit()
+        and spec.errors(int(retry_after), header["headers"]["Retry-After"]["schema"]) == []
+    )
 
 
 def test_the_checks_catch_what_they_are_for() -> None:

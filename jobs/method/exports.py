@@ -355,6 +355,8 @@ def stats(run: Run) -> dict[str, Any]:
         "wall_seconds": round(wall, 3),
         "endpoint_busy_seconds": usage["busy_seconds"],
         "endpoint_busy_fraction": round(usage["busy_seconds"] / wall, 4) if wall > 0 else 0.0,
+        # requests held back until the endpoint's rate limit reset, instead of drawing a 429
+        "rate_limit_waits": {"requests": usage["rate_limit_waits"], "seconds": usage["rate_limit_seconds"]},
         "cost": run.accounting.cost(),
     }
 

@@ -1,6 +1,7 @@
 """The LLM client: any OpenAI-compatible endpoint, through /v1/completions (a base model continuing the
 paper's text layouts) or /v1/chat/completions (an instruction-following model answering messages),
-with retries, token and busy-time accounting, and sampling parameters an endpoint refuses dropped.
+with retries, token and busy-time accounting, sampling parameters an endpoint refuses dropped, and
+requests paced to the endpoint's rate-limit headers.
 
 Chat requests follow OpenAI's current description (tests/test_contracts.py): the token cap is
 `max_completion_tokens` (`max_tokens` is deprecated there, but the only name llama.cpp's servers know),
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import math
 import re
 import time
 from collections import Counter
@@ -223,7 +225,12 @@ REFUSALS = ("logprobs is not supported",)
 def retry_after(exc: BaseException | None) -> float | None:
     """Seconds from a Retry-After header (delta-seconds or HTTP date), if the error carries one."""
     response = getattr(exc, "response", None)
-    value = response.headers.get("retry-after") if response is not None else None
+    return retry_after_header(response.headers) if response is not None else None
+
+
+def retry_after_header(headers: Mapping[str, str]) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date), if there is a readable one."""
+    value = headers.get("retry-after")
     if not value:
         return None
     try:
@@ -234,6 +241,73 @@ def retry_after(exc: BaseException | None) -> float | None:
         return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
     except (TypeError, ValueError):  # an unreadable header: fall back to the backoff
         return None
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+def duration(value: str | None) -> float | None:
+    """Seconds from an x-ratelimit-reset-* header: a Go duration ("20ms", "1s", "6m0s", "1h2m3.5s") as
+    OpenAI writes them, or bare seconds; None when unreadable."""
+    text = (value or "").strip()
+    parts = _DURATION.findall(text)
+    if parts and "".join(number + unit for number, unit in parts) == text:
+        return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        return None
+
+
+class RateLimits:
+    """What the endpoint's rate-limit headers said (OpenAI's x-ratelimit-remaining-/reset-requests and
+    -tokens, and Retry-After): when the next request may go. Waiting for the reset once a limit is
+    spent costs the same time as the 429 the request would get, without the failed attempt. No wait is
+    longer than `max_wait`, as for retries (a token limit's reset is when it is whole again, which can be
+    minutes; a request may go sooner)."""
+
+    KINDS = ("requests", "tokens")
+
+    def __init__(self, max_wait: float = math.inf) -> None:
+        self.max_wait = max_wait
+        self.remaining = dict.fromkeys(self.KINDS, math.inf)
+        self.reset_at = dict.fromkeys(self.KINDS, 0.0)  # monotonic
+        self.paused_until = 0.0
+
+    def observe(self, headers: Mapping[str, str], others_in_flight: int, now: float) -> None:
+        for kind in self.KINDS:
+            reset = duration(headers.get(f"x-ratelimit-reset-{kind}"))
+            try:
+                left = float(headers.get(f"x-ratelimit-remaining-{kind}", ""))
+            except ValueError:
+                continue
+            if reset is None:
+                continue
+            # requests sent before this answer may not be counted in it yet: take them as spent
+            left = left - others_in_flight if kind == "requests" else left
+            if now < self.reset_at[kind]:
+                # the same window: what is left only shrinks (an answer read late says more than is
+                # left), and its end is the latest one heard of
+                left = min(left, self.remaining[kind])
+                reset = max(reset, self.reset_at[kind] - now)
+            self.remaining[kind] = left
+            self.reset_at[kind] = now + min(reset, self.max_wait)
+        if (hinted := retry_after_header(headers)) is not None:  # on a 429: every request waits
+            self.paused_until = max(self.paused_until, now + min(hinted, self.max_wait))
+
+    def delay(self, now: float) -> float:
+        """Seconds the next request should wait (0: go)."""
+        waits = [self.paused_until - now]
+        for kind in self.KINDS:
+            if now >= self.reset_at[kind]:  # renewed: unknown until the next answer says
+                self.remaining[kind] = math.inf
+            elif self.remaining[kind] <= 0:
+                waits.append(self.reset_at[kind] - now)
+        return max(0.0, *waits)
+
+    def sent(self) -> None:
+        self.remaining["requests"] -= 1
 
 
 @dataclass
@@ -247,6 +321,9 @@ class Usage:
     busy_seconds: float = 0.0
     # parameter -> why the run went on without it (what the endpoint said, mostly)
     dropped: dict[str, str] = field(default_factory=dict)
+    # requests held back until a rate limit's reset (RateLimits), and how long they waited in all
+    rate_limit_waits: int = 0
+    rate_limit_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -257,17 +334,21 @@ class Usage:
             "errors": dict(self.errors),
             "busy_seconds": round(self.busy_seconds, 3),
             "dropped": dict(sorted(self.dropped.items())),
+            "rate_limit_waits": self.rate_limit_waits,
+            "rate_limit_seconds": round(self.rate_limit_seconds, 3),
         }
 
     def merge(self, other: Usage) -> None:
-        """Add another run's requests, tokens, failed attempts and busy time (a chunk's, at the end).
-        Refused parameters are not merged: the job's record holds them for every part."""
+        """Add another run's requests, tokens, failed attempts, busy time and rate-limit waits (a chunk's,
+        at the end). Refused parameters are not merged: the job's record holds them for every part."""
         self.requests.update(other.requests)
         self.prompt_tokens.update(other.prompt_tokens)
         self.completion_tokens.update(other.completion_tokens)
         self.errors.update(other.errors)
         self.retries += other.retries
         self.busy_seconds += other.busy_seconds
+        self.rate_limit_waits += other.rate_limit_waits
+        self.rate_limit_seconds += other.rate_limit_seconds
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Usage:
@@ -279,6 +360,8 @@ class Usage:
             Counter(data["errors"]),
             data["busy_seconds"],
             dict(data.get("dropped", {})),
+            data.get("rate_limit_waits", 0),
+            data.get("rate_limit_seconds", 0.0),
         )
 
 
@@ -308,6 +391,7 @@ class LLM:
             timeout=httpx.Timeout(endpoint.timeout, connect=min(10.0, endpoint.timeout)),
         )
         self._slots = asyncio.Semaphore(concurrency)
+        self._limits = RateLimits(endpoint.max_wait)
         self._in_flight = 0
         self._busy_since = 0.0
 
@@ -434,6 +518,7 @@ class LLM:
             reraise=True,
         ):
             with attempt:
+                await self._pace()
                 self._enter()
                 started = time.monotonic()
                 try:
@@ -442,6 +527,8 @@ class LLM:
                     metrics.LLM_SECONDS.labels(stage).observe(time.monotonic() - started)
                     return completions
                 except Exception as exc:
+                    if isinstance(exc, openai.APIStatusError):
+                        self._limits.observe(exc.response.headers, self._in_flight - 1, time.monotonic())
                     self.usage.errors[_error_kind(exc)] += 1
                     raise
                 finally:
@@ -460,14 +547,32 @@ class LLM:
         left_out = set(self.usage.dropped) | (set(REASONING_REFUSES) if self.reasoning else set())
         return {k: v for k, v in args.items() if k not in left_out}
 
+    async def _pace(self) -> None:
+        """Hold this request until the endpoint's spent rate limit resets, counting the wait."""
+        waited = 0.0
+        while (delay := self._limits.delay(time.monotonic())) > 0:
+            await asyncio.sleep(delay)
+            waited += delay
+        if waited:
+            self.usage.rate_limit_waits += 1
+            self.usage.rate_limit_seconds += waited
+            log.info("llm_rate_limit_wait", seconds=round(waited, 3))
+        self._limits.sent()
+
     async def _send(self, prompt: Prompt, params: dict[str, Any], seed: int, n: int) -> Any:
         self._leave_out_for_reasoning(params)
         args = self._arguments(params, seed, n)
+        # the raw response: its rate-limit headers pace the requests after it
         if self.chat:
-            return await self._client.chat.completions.create(
+            raw = await self._client.chat.completions.with_raw_response.create(
                 model=self.endpoint.model, messages=prompt, **args
             )
-        return await self._client.completions.create(model=self.endpoint.model, prompt=prompt, **args)
+        else:
+            raw = await self._client.completions.with_raw_response.create(
+                model=self.endpoint.model, prompt=prompt, **args
+            )
+        self._limits.observe(raw.headers, self._in_flight - 1, time.monotonic())
+        return raw.parse()
 
     def _parse(self, response: Any, stage: str, structured: bool = False) -> list[Completion]:
         choices = getattr(response, "choices", None)
