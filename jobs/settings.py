@@ -36,6 +36,13 @@ class Profile:
     # {"prompt": p, "completion": c}: what a million tokens cost, in `currency`; jobs then report cost
     price_per_million_tokens: dict[str, float] | None = None
     currency: str = "USD"
+    # chat only: the token cap's name, "max_completion_tokens" (the default: OpenAI deprecated the other)
+    # or "max_tokens" (llama.cpp's servers know only that one)
+    max_tokens_param: str | None = None
+    # send each request's seed; default: on completions, not on chat (OpenAI deprecated it there; vLLM
+    # and llama.cpp honour it)
+    send_seed: bool | None = None
+    reasoning: bool = False  # chat only: a reasoning model (o-series, gpt-5): no sampling parameters
 
     def __post_init__(self) -> None:
         # refused when the settings load, not when a job first calls the endpoint
@@ -47,6 +54,16 @@ class Profile:
             raise ValueError(
                 f"profile {self.name!r}: response_format is json_schema or json_object, for chat profiles"
             )
+        if self.max_tokens_param not in (None, "max_completion_tokens", "max_tokens") or (
+            self.max_tokens_param == "max_completion_tokens" and self.api != "chat"
+        ):
+            raise ValueError(
+                f"profile {self.name!r}: max_tokens_param is max_completion_tokens (chat only) or max_tokens"
+            )
+        if self.reasoning and self.api != "chat":
+            raise ValueError(f"profile {self.name!r}: reasoning is for chat profiles")
+        if not isinstance(self.send_seed, bool | None) or not isinstance(self.reasoning, bool):
+            raise ValueError(f"profile {self.name!r}: send_seed and reasoning are true or false")
         prices = self.price_per_million_tokens
         if prices is not None and (
             set(prices) != {"prompt", "completion"}
@@ -78,6 +95,9 @@ class Profile:
             response_format=self.response_format,
             prices=self.prices,
             currency=self.currency,
+            max_tokens_param=self.max_tokens_param,
+            send_seed=self.send_seed,
+            reasoning=self.reasoning,
         )
 
 

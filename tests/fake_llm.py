@@ -1,9 +1,12 @@
-"""A scripted OpenAI-compatible completions server, for fault injection and fast deterministic runs.
+"""A scripted OpenAI-compatible server, for fault injection and fast deterministic runs.
 
-Answers /v1/completions with text that depends only on the prompt, the seed and the decoding
-parameters, shaped like what each Self-Instruct stage expects (with some candidates every filter
-should drop), and injects faults at a configurable rate: 429 with Retry-After, 500, responses slower
-than the client's timeout, dropped connections, malformed bodies and garbage text.
+Answers /v1/completions and /v1/chat/completions with text that depends only on the prompt, the seed
+and the decoding parameters, shaped like what each Self-Instruct stage expects (with some candidates
+every filter should drop), and injects faults at a configurable rate: 429 with Retry-After, 500,
+responses slower than the client's timeout, dropped connections, malformed bodies and garbage text.
+Its answers follow OpenAI's published schemas (tests/test_contracts.py checks them); like the real API
+it can refuse parameters and Structured Outputs schemas that strict mode does not take, and enforce a
+rate limit, told in x-ratelimit-* headers.
 
     python -m tests.fake_llm --port 8099 --fault-rate 0.3
 """
@@ -11,8 +14,10 @@ than the client's timeout, dropped connections, malformed bodies and garbage tex
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
+import math
 import random
 import re
 import threading
@@ -233,6 +238,36 @@ def compose_chat(
     return "".join(f"Example {i}\nInput: {inp}\nOutput: {out}\n" for i, (inp, out) in enumerate(examples, 1))
 
 
+def strict_schema_problem(schema: Any, where: tuple[str, ...] = ()) -> str | None:
+    """Why OpenAI's Structured Outputs would refuse this schema under `strict: true`, as its 400 says
+    (every object closed with additionalProperties false and every property required), or None."""
+    if isinstance(schema, list):
+        return next(filter(None, (strict_schema_problem(item, where) for item in schema)), None)
+    if not isinstance(schema, dict):
+        return None
+    if schema.get("type") == "object" or "properties" in schema:
+        if schema.get("additionalProperties") is not False:
+            return f"In context={where}, 'additionalProperties' is required to be supplied and to be false."
+        if missing := sorted(set(schema.get("properties", {})) - set(schema.get("required", []))):
+            return (
+                f"In context={where}, 'required' is required to be supplied and to be an array including "
+                f"every key in properties. Missing '{missing[0]}'."
+            )
+    subschemas = [((*where, key), value) for key, value in schema.items() if key != "properties"]
+    subschemas += [
+        ((*where, "properties", name), value) for name, value in schema.get("properties", {}).items()
+    ]
+    return next(filter(None, (strict_schema_problem(value, at) for at, value in subschemas)), None)
+
+
+def duration(seconds: float) -> str:
+    """A reset time the way OpenAI's x-ratelimit-reset-* headers write it: "20ms", "1s", "6m0s"."""
+    if seconds < 1:
+        return f"{math.ceil(seconds * 1000)}ms"
+    minutes, rest = divmod(math.ceil(seconds * 1000) / 1000, 60)
+    return f"{int(minutes)}m{rest:g}s" if minutes else f"{rest:g}s"
+
+
 def finish(text: str, stop: list[str] | None, max_tokens: int) -> tuple[str, str]:
     """Apply stop sequences, then the token limit (one token a whitespace-separated word)."""
     cut = min((i for s in stop or [] if (i := text.find(s)) >= 0), default=-1)
@@ -262,7 +297,17 @@ class Script:
     garbage_share: float = 0.0
     # chat requests carrying one of these parameters get a 400 naming it, as some hosted models answer
     reject_params: tuple[str, ...] = ()
+    # a `strict` json_schema response_format whose schema Structured Outputs would refuse gets a 400
+    strict_schemas: bool = False
     chat_requests: list[dict[str, Any]] = field(default_factory=list)  # every chat request's body
+    # every POST as received, (path, body); every answer to one, (path, status, headers, body bytes)
+    bodies: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    answers: list[tuple[str, int, dict[str, str], bytes]] = field(default_factory=list)
+    # A rate limit like OpenAI's: this many requests and (prompt + completion) tokens a window, told in
+    # x-ratelimit-* headers on every answer; a request over either gets a 429. 0: no limit.
+    limit_requests: int = 0
+    limit_tokens: int = 0
+    limit_window: float = 1.0
     tokens: dict[str, int] = field(default_factory=dict)  # prompt and completion tokens answered (words)
     # instructions the first instruction-generation response starts with (an attacker's text, say)
     plant: list[str] = field(default_factory=list)
@@ -277,6 +322,55 @@ class Script:
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
+        self._window = (0.0, 0, 0)  # its start (monotonic), requests and tokens used in it
+
+    @property
+    def limited(self) -> bool:
+        return bool(self.limit_requests or self.limit_tokens)
+
+    def admit(self) -> dict[str, str] | None:
+        """Count a request against the rate limit: None when it is over (answer 429), else the headers."""
+        with self.lock:
+            now = time.monotonic()
+            start, requests, tokens = self._window
+            if now - start >= self.limit_window:
+                start, requests, tokens = now, 0, 0
+            over = (self.limit_requests and requests >= self.limit_requests) or (
+                self.limit_tokens and tokens >= self.limit_tokens
+            )
+            if over:
+                self.counts["rate_limited"] = self.counts.get("rate_limited", 0) + 1
+                self._window = (start, requests, tokens)
+                return None
+            self._window = (start, requests + 1, tokens)
+            return self.limit_headers(now)
+
+    def spend(self, tokens: int) -> dict[str, str]:
+        """Count an answer's tokens against the window; the headers as they then stand."""
+        with self.lock:
+            start, requests, used = self._window
+            self._window = (start, requests, used + tokens)
+            return self.limit_headers(time.monotonic())
+
+    def limit_headers(self, now: float) -> dict[str, str]:
+        start, requests, tokens = self._window
+        reset = duration(max(0.0, start + self.limit_window - now))
+        headers = {}
+        for kind, limit, used in (
+            ("requests", self.limit_requests, requests),
+            ("tokens", self.limit_tokens, tokens),
+        ):
+            if limit:
+                headers |= {
+                    f"x-ratelimit-limit-{kind}": str(limit),
+                    f"x-ratelimit-remaining-{kind}": str(max(0, limit - used)),
+                    f"x-ratelimit-reset-{kind}": reset,
+                }
+        return headers
+
+    def retry_in(self) -> float:
+        with self.lock:
+            return max(0.0, self._window[0] + self.limit_window - time.monotonic())
 
     def draw_fault(self) -> str | None:
         with self.lock:
@@ -331,6 +425,10 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        if self.command == "POST":
+            with self.script.lock:
+                path = self.path.rstrip("/").removeprefix("/v1")
+                self.script.answers.append((path, status, dict(headers or {}), body))
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -357,6 +455,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send(404, b'{"error": "not found"}')
             return
         script = self.script
+        with script.lock:
+            script.bodies.append((self.path.rstrip("/").removeprefix("/v1"), copy.deepcopy(body)))
         if chat:
             body["prompt"] = body["messages"][-1]["content"]  # what the logs below record
             with script.lock:
@@ -364,9 +464,33 @@ class Handler(BaseHTTPRequestHandler):
             refused = [p for p in script.reject_params if p in body]
             if refused:
                 message = f"Unsupported parameter: '{refused[0]}' is not supported with this model."
-                error = {"message": message, "type": "invalid_request_error", "param": refused[0]}
-                self._send(400, json.dumps({"error": error}).encode())
+                self._refuse(message, refused[0], "unsupported_parameter")
                 return
+            answer_format = body.get("response_format") or {}
+            if script.strict_schemas and answer_format.get("type") == "json_schema":
+                spec = answer_format.get("json_schema", {})
+                problem = strict_schema_problem(spec.get("schema")) if spec.get("strict") else None
+                if problem:
+                    name = spec.get("name")
+                    message = f"Invalid schema for response_format '{name}': {problem}"
+                    self._refuse(message, "response_format", "invalid_json_schema")
+                    return
+        limits: dict[str, str] = {}
+        if script.limited:
+            admitted = script.admit()
+            if admitted is None:
+                # whole seconds, at least one, as OpenAI's description of the header says
+                wait = max(1, math.ceil(script.retry_in()))
+                headers = {"Retry-After": str(wait), **script.limit_headers(time.monotonic())}
+                error = {
+                    "message": "Rate limit reached",
+                    "type": "requests",
+                    "param": None,
+                    "code": "rate_limit_exceeded",
+                }
+                self._send(429, json.dumps({"error": error}).encode(), headers)
+                return
+            limits = admitted
         with script.lock:
             script.received.append(body.get("prompt", ""))
         fault = script.draw_fault()
@@ -404,7 +528,10 @@ class Handler(BaseHTTPRequestHandler):
             if pair and body.get("logprobs") and script.logprobs == "refuse":
                 self._send(500, b'{"error": {"message": "logprobs is not supported"}}')
                 return
-            self._send(200, json.dumps(self._chat(body, fault, n, seed, pair)).encode())
+            answer = self._chat(body, fault, n, seed, pair)
+            if script.limited:
+                limits = script.spend(answer["usage"]["total_tokens"])
+            self._send(200, json.dumps(answer).encode(), limits)
             return
         pair = script.label_pair(prompt, bool(body.get("logprobs")))
         if pair and body.get("logprobs") and script.logprobs == "refuse":
@@ -430,6 +557,8 @@ class Handler(BaseHTTPRequestHandler):
             choices.append({"index": i, "text": text, "finish_reason": reason, "logprobs": logprobs})
         completion_tokens = sum(len(c["text"].split()) for c in choices)
         script.count_tokens(len(prompt.split()), completion_tokens)
+        if script.limited:
+            limits = script.spend(len(prompt.split()) + completion_tokens)
         response = {
             "id": "cmpl-fake",
             "object": "text_completion",
@@ -442,7 +571,11 @@ class Handler(BaseHTTPRequestHandler):
                 "total_tokens": len(prompt.split()) + completion_tokens,
             },
         }
-        self._send(200, json.dumps(response).encode())
+        self._send(200, json.dumps(response).encode(), limits)
+
+    def _refuse(self, message: str, param: str, code: str) -> None:
+        error = {"message": message, "type": "invalid_request_error", "param": param, "code": code}
+        self._send(400, json.dumps({"error": error}).encode())
 
     def _chat(
         self,
@@ -461,16 +594,18 @@ class Handler(BaseHTTPRequestHandler):
             elif pair and not structured:
                 raw = "Yes" if pair[0] >= pair[1] else "No"
                 if body.get("logprobs") and self.script.logprobs == "top":
-                    top = [{"token": "Yes", "logprob": pair[0]}, {"token": "No", "logprob": pair[1]}]
+                    top = [_token(t, lp) for t, lp in (("Yes", pair[0]), ("No", pair[1]))]
                     lp = pair[0] if raw == "Yes" else pair[1]
-                    logprobs = {"content": [{"token": raw, "logprob": lp, "top_logprobs": top}]}
+                    logprobs = {"content": [{**_token(raw, lp), "top_logprobs": top}], "refusal": None}
             elif fault == "badjson" and structured:
                 raw = '{"examples": [{"input": "cut off'
             else:
                 s = None if seed is None else seed + i
                 raw = compose_chat(body["messages"], s, body.get("temperature", 1.0), structured)
-            text, reason = finish(raw, body.get("stop"), body.get("max_tokens", 16))
-            message = {"role": "assistant", "content": text}
+            # max_completion_tokens, or the name it replaced (what llama.cpp's servers know)
+            limit = body.get("max_completion_tokens", body.get("max_tokens", 16))
+            text, reason = finish(raw, body.get("stop"), limit)
+            message = {"role": "assistant", "content": text, "refusal": None}
             choices.append({"index": i, "message": message, "finish_reason": reason, "logprobs": logprobs})
         prompt_tokens = sum(len(m["content"].split()) for m in body["messages"])
         completion_tokens = sum(len(c["message"]["content"].split()) for c in choices)
@@ -487,6 +622,11 @@ class Handler(BaseHTTPRequestHandler):
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         }
+
+
+def _token(token: str, logprob: float) -> dict[str, Any]:
+    """A chat log-probability entry as OpenAI writes one: with the token's UTF-8 bytes."""
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
 
 
 class _Server(ThreadingHTTPServer):

@@ -12,8 +12,8 @@ import pytest
 from jobs.method import chat, exports
 from jobs.method.checkpoint import FileStore
 from jobs.method.engine import execute
-from jobs.method.llm import Endpoint, EndpointError
-from jobs.method.recipe import Execution, Recipe
+from jobs.method.llm import REASONING_REFUSES, Endpoint, EndpointError
+from jobs.method.recipe import STAGES, Execution, Recipe
 from jobs.method.run import Run
 from jobs.settings import Profile
 from tests.conftest import fake_endpoint, work
@@ -30,11 +30,23 @@ PAPER_RULES = {
 
 
 def chat_run(
-    tmp: Path, server: FakeLLM, seed_tasks, name: str = "run", response_format=None, timeout=5.0, **config
+    tmp: Path,
+    server: FakeLLM,
+    seed_tasks,
+    name: str = "run",
+    response_format=None,
+    timeout=5.0,
+    endpoint_options: dict | None = None,
+    **config,
 ):
     execution = Execution(concurrency=config.pop("concurrency", 3))
     cfg = Recipe.build({"num_instructions": 12, "seed": 5, **config})
-    endpoint = replace(fake_endpoint(server, timeout=timeout), api="chat", response_format=response_format)
+    endpoint = replace(
+        fake_endpoint(server, timeout=timeout),
+        api="chat",
+        response_format=response_format,
+        **(endpoint_options or {}),
+    )
     run = Run("chat-1", seed_tasks, cfg, endpoint, FileStore(tmp / name / "state"), execution=execution)
     execute(run)
     exports.export(run, tmp / name / "out")
@@ -72,7 +84,10 @@ def test_structured_replies_keep_the_papers_order_and_skip_bad_items() -> None:
 
 @pytest.mark.parametrize("response_format", [None, "json_schema", "json_object"])
 def test_a_chat_run_applies_the_papers_filters(tmp_path, fake_llm, seed_tasks, response_format) -> None:
-    _, out = chat_run(tmp_path, fake_llm, seed_tasks, response_format=response_format, num_instructions=20)
+    # seed 6: among the scripted replies to its prompts are candidates for each of the paper's rules
+    _, out = chat_run(
+        tmp_path, fake_llm, seed_tasks, response_format=response_format, num_instructions=20, seed=6
+    )
     stats = json.loads((out / "stats.json").read_text())
     assert stats["instructions_kept"] == 20 and stats["stop_reason"] == "target_reached"
     assert set(stats["verdicts"]["instruction"]) >= PAPER_RULES
@@ -103,7 +118,7 @@ def test_a_cut_off_chat_reply_loses_only_its_last_item(tmp_path, fake_llm, seed_
     whole_items = set()
     for body in fake_llm.script.chat_requests:
         if "numbered list" in body["prompt"]:
-            reply = compose_chat(body["messages"], body["seed"], body["temperature"], structured=False)
+            reply = compose_chat(body["messages"], body.get("seed"), body["temperature"], structured=False)
             whole_items.update(chat.instructions(reply))
     candidates = [d["text"] for d in records(out) if d["stage"] == "instruction"]
     assert candidates and set(candidates) <= whole_items  # no cut-off fragment became a candidate
@@ -152,10 +167,153 @@ def test_a_refused_parameter_is_dropped_and_recorded(tmp_path, seed_tasks) -> No
     assert stats["instructions_kept"] == 6
 
 
+def caps(requests: list[dict]) -> list[str]:
+    """The name each request gave its token cap."""
+    return [next(k for k in ("max_completion_tokens", "max_tokens") if k in r) for r in requests]
+
+
 def test_a_refused_required_parameter_fails_the_run_naming_it(tmp_path, seed_tasks) -> None:
-    script = Script(reject_params=("max_tokens",))
+    # the token cap goes under its other name once; refused under both, the run fails
+    script = Script(reject_params=("max_completion_tokens", "max_tokens"))
     with FakeLLM(script) as server, pytest.raises(EndpointError, match="parameter 'max_tokens'"):
-        chat_run(tmp_path, server, seed_tasks, num_instructions=3)
+        chat_run(tmp_path, server, seed_tasks, num_instructions=3, concurrency=1)
+    assert caps(script.chat_requests) == ["max_completion_tokens", "max_tokens"]
+    with FakeLLM(Script(reject_params=("model",))) as server, pytest.raises(EndpointError, match="'model'"):
+        chat_run(tmp_path, server, seed_tasks, "model", num_instructions=3)
+
+
+@pytest.mark.parametrize(
+    ("configured", "refused"), [(None, "max_completion_tokens"), ("max_tokens", "max_tokens")]
+)
+def test_a_refused_token_cap_name_switches_to_the_other_once(
+    tmp_path, seed_tasks, configured, refused
+) -> None:
+    other = "max_tokens" if refused == "max_completion_tokens" else "max_completion_tokens"
+    script = Script(reject_params=(refused,))
+    options = {"max_tokens_param": configured}
+    with FakeLLM(script) as server:
+        _, out = chat_run(
+            tmp_path, server, seed_tasks, endpoint_options=options, concurrency=1, num_instructions=4
+        )
+    sent = caps(script.chat_requests)
+    assert sent[0] == refused and set(sent[1:]) == {other} and len(sent) > 5  # refused once, then the other
+    stats = json.loads((out / "stats.json").read_text())
+    assert list(stats["dropped_parameters"]) == [refused] and stats["instructions_kept"] == 4
+    assert stats["dropped_parameters"][refused].startswith(f"sent as {other} instead: HTTP 400")
+    assert json.loads((out / "run.json").read_text())["endpoint"]["max_tokens_param"] == other
+
+
+def test_chat_sends_max_completion_tokens_and_no_seed_unless_told(tmp_path, fake_llm, seed_tasks) -> None:
+    _, out = chat_run(tmp_path, fake_llm, seed_tasks, num_instructions=3)
+    requests = fake_llm.script.chat_requests
+    assert set(caps(requests)) == {"max_completion_tokens"} and not any("seed" in r for r in requests)
+    endpoint = json.loads((out / "run.json").read_text())["endpoint"]
+    assert endpoint["max_tokens_param"] == "max_completion_tokens" and endpoint["send_seed"] is False
+    # what llama.cpp's servers need (the embedded model's profile): the old name, and the seed
+    fake_llm.script.chat_requests.clear()
+    options = {"max_tokens_param": "max_tokens", "send_seed": True}
+    _, out = chat_run(tmp_path, fake_llm, seed_tasks, "llama", endpoint_options=options, num_instructions=3)
+    requests = fake_llm.script.chat_requests
+    assert set(caps(requests)) == {"max_tokens"} and all(isinstance(r["seed"], int) for r in requests)
+
+
+def test_the_embedded_models_server_ignores_max_completion_tokens() -> None:
+    """Why the embedded model's profile says max_tokens: llama-cpp-python's chat request has no
+    max_completion_tokens, and drops unknown fields (the cap would be lost), but it takes a seed."""
+    from llama_cpp.server.types import CreateChatCompletionRequest
+
+    from jobs.tools.local_model import REQUEST_OPTIONS
+
+    messages = [{"role": "user", "content": "hi"}]
+    request = CreateChatCompletionRequest(messages=messages, max_completion_tokens=7, seed=3)
+    assert request.max_tokens is None and "max_completion_tokens" not in request.model_dump()
+    assert request.seed == 3
+    assert REQUEST_OPTIONS == {"max_tokens_param": "max_tokens", "send_seed": True}
+
+
+def test_a_reasoning_profile_sends_no_sampling_parameter(tmp_path, fake_llm, seed_tasks) -> None:
+    options = {"reasoning": True}
+    _, out = chat_run(
+        tmp_path,
+        fake_llm,
+        seed_tasks,
+        response_format="json_schema",
+        endpoint_options=options,
+        num_instructions=4,
+    )
+    requests = fake_llm.script.chat_requests
+    assert requests and not any(set(r) & set(REASONING_REFUSES) for r in requests)
+    assert set(caps(requests)) == {"max_completion_tokens"}
+    stats = json.loads((out / "stats.json").read_text())
+    # every parameter the recipe would have sent is a warning, none refused by the endpoint
+    assert set(stats["dropped_parameters"]) == {
+        "temperature",
+        "top_p",
+        "presence_penalty",
+        "frequency_penalty",
+    }
+    assert all(v.startswith("left out: the profile") for v in stats["dropped_parameters"].values())
+    assert stats["classification_method"]["fallbacks"] == {"reasoning models give no log-probabilities": 4}
+    assert json.loads((out / "run.json").read_text())["endpoint"]["reasoning"] is True
+
+
+def test_a_refused_temperature_says_the_model_reasons(tmp_path, seed_tasks) -> None:
+    # a reasoning model as OpenAI serves one: each of these is refused with a 400 naming it
+    script = Script(reject_params=(*REASONING_REFUSES, "max_tokens"), logprobs="top")
+    with FakeLLM(script) as server:
+        _, out = chat_run(tmp_path, server, seed_tasks, concurrency=1, num_instructions=4)
+    first, *rest = script.chat_requests
+    assert "temperature" in first and rest and not any(set(r) & set(REASONING_REFUSES) for r in rest)
+    stats = json.loads((out / "stats.json").read_text())
+    dropped = stats["dropped_parameters"]
+    assert (
+        dropped["temperature"].startswith("a reasoning model: HTTP 400") and stats["instructions_kept"] == 4
+    )
+    assert set(dropped) == {"temperature", "top_p", "presence_penalty", "frequency_penalty", "stop"}
+    assert json.loads((out / "run.json").read_text())["endpoint"]["reasoning"] is True
+    assert stats["classification_method"]["methods"] == {"text": 4}  # no log-probabilities asked for
+
+
+def strict_problems(schema: object, at: str = "$") -> list[str]:
+    """Where a schema breaks Structured Outputs' strict mode: an object not closed with
+    additionalProperties false, or with a property it does not require."""
+    out = []
+    if isinstance(schema, dict):
+        if schema.get("type") == "object":
+            if schema.get("additionalProperties") is not False:
+                out.append(f"{at}: additionalProperties is not false")
+            if set(schema.get("required", ())) != set(schema.get("properties", {})):
+                out.append(f"{at}: required is not every property")
+        for key, value in schema.items():
+            out += strict_problems(value, f"{at}.{key}")
+    elif isinstance(schema, list):
+        for i, value in enumerate(schema):
+            out += strict_problems(value, f"{at}[{i}]")
+    return out
+
+
+def test_every_reply_schema_suits_strict_structured_outputs() -> None:
+    schemas = [chat.schema(stage, kind) for stage in STAGES for kind in (False, True)]
+    assert {json.dumps(s, sort_keys=True) for s in schemas} == {
+        json.dumps(s, sort_keys=True)
+        for s in (chat.CLASSIFICATION_SCHEMA, chat.INPUT_FIRST_SCHEMA, chat.OUTPUT_FIRST_SCHEMA)
+    }
+    for schema in schemas:
+        assert strict_problems(schema) == [], schema
+    items = [s["properties"]["examples"]["items"] for s in schemas if "examples" in s["properties"]]
+    assert len(items) == 4 and all(i["type"] == "object" for i in items)  # the nested objects are walked
+    assert strict_problems({"type": "object", "properties": {"a": {}}, "additionalProperties": False})
+
+
+def test_the_scripted_server_refuses_a_schema_strict_mode_would(tmp_path, seed_tasks, monkeypatch) -> None:
+    script = Script(strict_schemas=True)
+    with FakeLLM(script) as server:
+        chat_run(tmp_path, server, seed_tasks, "ours", "json_schema", num_instructions=3)  # ours pass
+        loose = {**chat.CLASSIFICATION_SCHEMA}
+        del loose["additionalProperties"]
+        monkeypatch.setattr(chat, "CLASSIFICATION_SCHEMA", loose)
+        with pytest.raises(EndpointError, match=r"parameter 'response_format'.*additionalProperties"):
+            chat_run(tmp_path, server, seed_tasks, "loose", "json_schema", num_instructions=3)
 
 
 def test_profiles_say_which_api_they_speak(client, settings) -> None:
@@ -165,6 +323,20 @@ def test_profiles_say_which_api_they_speak(client, settings) -> None:
         Profile("bad", "http://127.0.0.1:1/v1", "m", response_format="json_schema")
     with pytest.raises(ValueError, match="api must be"):
         Endpoint("http://127.0.0.1:1/v1", "m", api="edits")
+    with pytest.raises(ValueError, match="max_tokens_param"):
+        Profile("bad", "http://127.0.0.1:1/v1", "m", api="chat", max_tokens_param="max_new_tokens")
+    with pytest.raises(ValueError, match="max_tokens_param"):
+        Profile("bad", "http://127.0.0.1:1/v1", "m", max_tokens_param="max_completion_tokens")
+    with pytest.raises(ValueError, match="reasoning is for chat"):
+        Profile("bad", "http://127.0.0.1:1/v1", "m", reasoning=True)
+    with pytest.raises(ValueError, match="reasoning is for chat"):
+        Endpoint("http://127.0.0.1:1/v1", "m", reasoning=True)
+    profile = Profile(
+        "o", "http://127.0.0.1:1/v1", "m", api="chat", reasoning=True, max_tokens_param="max_tokens"
+    )
+    endpoint = profile.endpoint()
+    assert endpoint.reasoning and endpoint.token_limit == "max_tokens" and not endpoint.seeded
+    assert Profile("c", "http://127.0.0.1:1/v1", "m").endpoint().seeded  # completions: as before
     (answer,) = client.get("/v1/profiles").get_json()
     assert (
         answer["name"] == "fake" and answer["api"] == "completions" and answer["structured_output"] is False
@@ -206,14 +378,51 @@ def test_a_chat_job_through_the_service(
         "/v1/jobs", json={"seed_set_id": made.get_json()["id"], "num_instructions": 5, "profile": "chat"}
     )
     assert job.status_code == 202, job.get_json()
-    fake_llm.script.reject_params = ("presence_penalty",)
+    fake_llm.script.reject_params = ("presence_penalty", "max_completion_tokens")
     work(redis)
     done = client.get(f"/v1/jobs/{job.get_json()['id']}").get_json()
     assert done["state"] == "succeeded", done
-    # the refused parameter is a warning in the job's record, not a failed job
-    assert len(done["warnings"]) == 1 and done["warnings"][0].startswith(
-        "parameter presence_penalty dropped:"
+    # a refused parameter, and the token cap's switch to its other name, are warnings, not a failed job
+    assert len(done["warnings"]) == 2, done["warnings"]
+    assert done["warnings"][0].startswith(
+        "parameter max_completion_tokens dropped: sent as max_tokens instead"
     )
+    assert done["warnings"][1].startswith("parameter presence_penalty dropped:")
     page = client.get(f"/v1/jobs/{done['id']}/decisions?stage=instance&limit=5").get_json()
     assert page["items"] and all(d["source"]["role"] == "assistant" for d in page["items"])
     assert fake_llm.script.chat_requests and "requests" in fake_llm.script.counts
+
+
+def test_the_command_line_says_what_chat_requests_carry(tmp_path, fake_llm, capsys) -> None:
+    from argparse import Namespace
+
+    from jobs.tools.generate import main as cli
+    from jobs.tools.generate import request_options
+    from jobs.tools.local_model import REQUEST_OPTIONS
+
+    seeds = Path(__file__).parent.parent / "data" / "seed_tasks.jsonl"
+    argv = [
+        "generate",
+        "--seed-tasks",
+        str(seeds),
+        "--num-instructions",
+        "2",
+        "--base-url",
+        fake_llm.base_url,
+    ]
+    chat_flags = ["--api", "chat", "--max-tokens-param", "max_tokens", "--send-seed"]
+    assert cli([*argv, "--out", str(tmp_path / "chat"), *chat_flags]) == 0
+    requests = fake_llm.script.chat_requests
+    assert set(caps(requests)) == {"max_tokens"} and all("seed" in r for r in requests)
+    assert cli([*argv, "--out", str(tmp_path / "bad"), "--reasoning"]) == 2  # completions: refused
+    assert "--reasoning" in capsys.readouterr().err
+    # the embedded model gets its server's options unless a flag says otherwise
+    flags = Namespace(max_tokens_param=None, send_seed=None, reasoning=False)
+    assert request_options(flags, embedded=True) == REQUEST_OPTIONS
+    assert request_options(flags, embedded=False) == {}
+    flags = Namespace(max_tokens_param="max_completion_tokens", send_seed=False, reasoning=True)
+    assert request_options(flags, embedded=True) == {
+        "max_tokens_param": "max_completion_tokens",
+        "send_seed": False,
+        "reasoning": True,
+    }

@@ -44,6 +44,16 @@ VALUE_SETS = {
                     "concurrency": 1,
                     "api": "chat",
                     "responseFormat": "json_object",
+                    "maxTokensParam": "max_tokens",
+                    "sendSeed": True,
+                },
+                "reasoner": {
+                    "baseUrl": "https://api.example.com/v1",
+                    "model": "o4-mini",
+                    "api": "chat",
+                    "responseFormat": "json_schema",
+                    "reasoning": True,
+                    "sendSeed": False,
                 },
                 "big-model": {
                     "baseUrl": "https://api.example.com/v1",
@@ -161,26 +171,31 @@ def test_rendered_configuration_loads_in_the_service():
         settings.max_request_bytes == 8_388_608
         and settings.s3_public_endpoint_url == "https://s3.example.com"
     )
-    assert set(settings.profiles) == {"openai", "local", "big-model"} and settings.default_profile == "local"
+    assert set(settings.profiles) == {"openai", "local", "big-model", "reasoner"}
+    assert settings.default_profile == "local"
     assert (
         settings.profiles["big-model"].api_key_env == "LLM_KEY_BIG_MODEL"
         and settings.profiles["big-model"].timeout == 300
         and settings.profiles["big-model"].api == "completions"
     )
-    assert (
-        settings.profiles["local"].api == "chat"
-        and settings.profiles["local"].response_format == "json_object"
-    )
+    local, reasoner = settings.profiles["local"], settings.profiles["reasoner"]
+    assert local.api == "chat" and local.response_format == "json_object"
+    assert local.max_tokens_param == "max_tokens" and local.send_seed is True and local.reasoning is False
+    assert reasoner.reasoning is True and reasoner.send_seed is False and reasoner.max_tokens_param is None
+    assert settings.profiles["openai"].send_seed is None  # unset: the API's default
     assert "secret" not in json.dumps(config).lower()
 
 
 def test_values_schema_rejects_bad_values():
     report = hp.lint(
         str(CHART),
-        {"api": {"replicas": 0}, "llm": {"profiles": {"x": {"baseUrl": "ftp://x", "model": "m"}}}},
+        {
+            "api": {"replicas": 0},
+            "llm": {"profiles": {"x": {"baseUrl": "ftp://x", "model": "m", "maxTokensParam": "max_new"}}},
+        },
         strict=True,
     )
     errors = " ".join(m["error"] for m in report["messages"] if m["severity"] >= 3) + " ".join(
         report["errors"]
     )
-    assert "replicas" in errors and "baseUrl" in errors
+    assert "replicas" in errors and "baseUrl" in errors and "maxTokensParam" in errors

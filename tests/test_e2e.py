@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.settings import Profile
+from jobs.tools.local_model import REQUEST_OPTIONS
 from jobs.tools.local_stack import gunicorn, rq_worker
 from tests.conftest import DATA, ROOT
 
@@ -147,6 +148,7 @@ def test_a_chat_job_on_the_embedded_model(settings, local_model, tmp_path, api_k
         concurrency=1,
         api="chat",
         response_format="json_object",
+        **REQUEST_OPTIONS,  # llama-cpp-python's server knows max_tokens, not max_completion_tokens
     )
     cfg = replace(settings, profiles={"local-chat": profile}, default_profile="local-chat")
     env = {
@@ -181,6 +183,7 @@ def test_a_chat_job_on_the_embedded_model(settings, local_model, tmp_path, api_k
             )
         ).json()
         assert run["endpoint"]["api"] == "chat" and run["endpoint"]["response_format"] == "json_object"
+        assert run["endpoint"]["max_tokens_param"] == "max_tokens" and run["endpoint"]["send_seed"] is True
     finally:
         worker.stop()
         api.stop()

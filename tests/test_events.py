@@ -19,7 +19,7 @@ from jobs.store import keyspace
 from jobs.tools.local_stack import gunicorn
 from tests.conftest import work
 from tests.fake_llm import FakeLLM, Script
-from tests.test_api import make_seed_set
+from tests.test_api import _file_url, make_seed_set
 from tests.test_faults import (
     env_for,
     finish,
@@ -179,3 +179,29 @@ def test_a_failed_jobs_error_is_its_last_event(client, redis, worker_env, monkey
     assert last["data"]["error"] == client.get(f"/v1/jobs/{job_id}").json["error"]
     assert "500" in last["data"]["error"]
     assert sum(e["data"]["attempts"] for e in events if e["type"] == "retry") >= 1
+
+
+def test_a_rate_limited_endpoint_is_paced_and_the_waits_are_reported(client, redis, worker_env, monkeypatch):
+    sid = make_seed_set(client)
+    # two requests a 0.4 s window, told in x-ratelimit-* headers; a request over it would get a 429
+    with FakeLLM(Script(limit_requests=2, limit_window=0.4)) as limited:
+        profile = Profile("fake", limited.base_url, "fake", timeout=5, max_wait=2, concurrency=1)
+        options = {k: v for k, v in profile.__dict__.items() if k != "name"}
+        monkeypatch.setenv("LLM_PROFILES", json.dumps({"fake": options}))
+        monkeypatch.setenv("PROGRESS_EVENT_SECONDS", "0")
+        get_settings.cache_clear()
+        body = {"seed_set_id": sid, "num_instructions": 2, "classification_method": "text"}
+        job_id = client.post("/v1/jobs", json=body).json["id"]
+        work(redis)
+    assert client.get(f"/v1/jobs/{job_id}").json["state"] == "succeeded"
+    assert limited.script.counts.get("rate_limited", 0) == 0  # paced: no 429 drawn
+    events = all_events(client, job_id, limit=100)
+    assert not [e for e in events if e["type"] == "retry"]
+    waits = [e["data"] for e in events if e["type"] == "progress" and "rate_limit_waits" in e["data"]]
+    assert waits and waits[-1]["rate_limit_waits"] >= 2 and waits[-1]["rate_limit_seconds"] > 0
+    # the waits only ever grow, and progress events before the first say nothing of them
+    assert [w["rate_limit_waits"] for w in waits] == sorted(w["rate_limit_waits"] for w in waits)
+    progress = [e["data"] for e in events if e["type"] == "progress"]
+    assert "rate_limit_waits" not in progress[0]
+    stats = httpx.get(_file_url(client, job_id, "stats.json")).json()
+    assert stats["rate_limit_waits"]["requests"] >= waits[-1]["rate_limit_waits"]

@@ -1,11 +1,13 @@
-"""The completions client against a scripted server: retries, Retry-After, timeouts, accounting."""
+"""The completions client against a scripted server: retries, Retry-After, timeouts, accounting, and
+pacing to the endpoint's rate-limit headers."""
 
 import asyncio
+import math
 import time
 
 import pytest
 
-from jobs.method.llm import LLM, EndpointError
+from jobs.method.llm import LLM, EndpointError, RateLimits, duration
 from jobs.method.recipe import Decoding
 from tests.conftest import fake_endpoint
 from tests.fake_llm import FakeLLM, Script
@@ -114,3 +116,65 @@ def test_busy_time_one_request_at_a_time_is_their_sum():
         _, usage, wall = timed(server, n=3, concurrency=1)
     # every request waits at least DELAY on the server; the endpoint is idle only between requests
     assert 3 * DELAY <= usage.busy_seconds <= wall
+
+
+def test_reset_times_read_as_openai_writes_them():
+    assert [duration(v) for v in ("20ms", "1s", "6m0s", "1h2m3.5s", "0.5", "250us")] == pytest.approx(
+        [0.02, 1.0, 360.0, 3723.5, 0.5, 0.00025]
+    )
+    assert duration("soon") is None and duration(None) is None and duration("1s later") is None
+
+
+@pytest.mark.parametrize(
+    ("limits", "concurrency"),
+    [({"limit_requests": 3}, 2), ({"limit_tokens": 150}, 1)],
+    ids=["requests", "tokens"],
+)
+def test_requests_wait_for_the_rate_limit_reset_instead_of_drawing_429s(limits, concurrency):
+    script = Script(**limits, limit_window=0.5)
+    with FakeLLM(script) as server:
+
+        async def go():
+            llm = LLM(fake_endpoint(server), concurrency=concurrency)
+            try:
+                decoding = Decoding(**{**DECODING.__dict__, "n": 9})
+                return await llm.complete(PROMPT, decoding, seed=7, stage="instructions"), llm.usage
+            finally:
+                await llm.close()
+
+        started = time.monotonic()
+        completions, usage = asyncio.run(go())
+        wall = time.monotonic() - started
+    assert len(completions) == 9 and usage.errors == {} and usage.retries == 0
+    assert script.counts.get("rate_limited", 0) == 0  # no request went over the limit
+    # at least two resets waited for; waits of requests side by side add up
+    assert usage.rate_limit_waits >= 2 and 0.5 <= usage.rate_limit_seconds <= wall * concurrency
+    assert wall >= 1.0
+    assert usage.to_dict()["rate_limit_waits"] == usage.rate_limit_waits
+
+
+def test_rate_limit_headers_say_when_the_next_request_may_go():
+    limits = RateLimits(max_wait=30.0)
+    spent = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "500ms"}
+    limits.observe(spent, 0, now=10.0)
+    # an answer read late says more is left than the one before: what is left only shrinks
+    limits.observe(
+        {**spent, "x-ratelimit-remaining-requests": "1", "x-ratelimit-reset-requests": "497ms"}, 0, 10.04
+    )
+    assert limits.delay(10.05) == pytest.approx(0.487)
+    assert limits.delay(10.6) == 0 and limits.remaining["requests"] == math.inf  # renewed
+    # one left, but another request is still out and may not be counted yet
+    limits.observe({"x-ratelimit-remaining-requests": "1", "x-ratelimit-reset-requests": "1s"}, 1, now=11.0)
+    assert limits.delay(11.1) == pytest.approx(0.9)
+    # tokens: a spent token limit waits too, at most max_wait
+    short = RateLimits(max_wait=2.0)
+    short.observe({"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "6m0s"}, 0, now=0.0)
+    assert short.delay(0.5) == pytest.approx(1.5)
+    # a 429's Retry-After holds back every request, not only the refused one
+    short.observe({"retry-after": "1"}, 0, now=5.0)
+    assert short.delay(5.25) == pytest.approx(0.75)
+    # headers that do not say (or that cannot be read) hold nothing back
+    other = RateLimits()
+    other.observe({"x-ratelimit-remaining-requests": "many", "x-ratelimit-reset-requests": "1s"}, 0, now=0.0)
+    other.observe({"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "later"}, 0, now=0.0)
+    assert other.delay(0.1) == 0

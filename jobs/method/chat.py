@@ -28,10 +28,13 @@ INSTRUCTION_REQUIREMENTS = (
     "task must not need images, graphs, pictures, files, maps, drawing, plotting or going somewhere, "
     'must not start with "Write a program", and starts with a letter.'
 )
+# Structured Outputs under `strict: true` (how OpenAI is asked, jobs.method.llm) takes a schema only if
+# every object is closed (additionalProperties false) and requires every property it has.
 CLASSIFICATION_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {"answer": {"type": "string", "enum": ["Yes", "No"]}},
     "required": ["answer"],
+    "additionalProperties": False,
 }
 
 
@@ -40,11 +43,13 @@ def _examples_schema(first: str, second: str) -> dict[str, Any]:
         "type": "object",
         "properties": {first: {"type": "string"}, second: {"type": "string"}},
         "required": [first, second],
+        "additionalProperties": False,
     }
     return {
         "type": "object",
         "properties": {"examples": {"type": "array", "items": item}},
         "required": ["examples"],
+        "additionalProperties": False,
     }
 
 

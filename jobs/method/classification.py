@@ -93,6 +93,8 @@ async def calibration(run: Run, llm: LLM, method: str) -> dict[str, Any]:
             return {k: answer[k] for k in ("method", "shift", "threshold", "fallback") if k in answer}
     if method == "text":
         return {"method": "text"}
+    if llm.reasoning:
+        return {"method": "text", "fallback": "reasoning models give no log-probabilities"}
     if llm.structured:
         return {"method": "text", "fallback": "structured chat replies carry no label log-probabilities"}
     try:

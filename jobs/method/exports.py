@@ -355,6 +355,8 @@ def stats(run: Run) -> dict[str, Any]:
         "wall_seconds": round(wall, 3),
         "endpoint_busy_seconds": usage["busy_seconds"],
         "endpoint_busy_fraction": round(usage["busy_seconds"] / wall, 4) if wall > 0 else 0.0,
+        # requests held back until the endpoint's rate limit reset, instead of drawing a 429
+        "rate_limit_waits": {"requests": usage["rate_limit_waits"], "seconds": usage["rate_limit_seconds"]},
         "cost": run.accounting.cost(),
     }
 
@@ -367,7 +369,7 @@ def run_record(run: Run) -> dict[str, Any]:
         "seed_set": {"sha256": content_hash(run.seed_tasks), "tasks": len(run.seed_tasks)},
         "instance_demonstrations": run.prompts.demonstrations,
         "random_seed": run.recipe.seed,
-        "endpoint": run.endpoint.public(),
+        "endpoint": run.endpoint.public(run.usage.dropped),
         "config": run.recipe.record(run.execution),
         "classification_method": classification_method(run.checkpoint),
     }

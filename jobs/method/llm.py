@@ -1,15 +1,23 @@
 """The LLM client: any OpenAI-compatible endpoint, through /v1/completions (a base model continuing the
 paper's text layouts) or /v1/chat/completions (an instruction-following model answering messages),
-with retries, token and busy-time accounting, and sampling parameters an endpoint refuses dropped."""
+with retries, token and busy-time accounting, sampling parameters an endpoint refuses dropped, and
+requests paced to the endpoint's rate-limit headers.
+
+Chat requests follow OpenAI's current description (tests/test_contracts.py): the token cap is
+`max_completion_tokens` (`max_tokens` is deprecated there, but the only name llama.cpp's servers know),
+`seed` is not sent unless the endpoint says so (deprecated there too), and a reasoning model gets none
+of the sampling parameters it refuses."""
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
 import json
+import math
 import re
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,13 +55,33 @@ DROPPABLE = (
     "top_logprobs",
 )
 
+# The chat token cap's two names: an endpoint that refuses one (HTTP 400 naming it) gets the other for the
+# rest of the run.
+TOKEN_LIMITS = ("max_completion_tokens", "max_tokens")
+# What reasoning models refuse (OpenAI's reasoning guide; "not supported with latest reasoning models"
+# for `stop` in its description). A reasoning endpoint gets none of them, and n>1 as separate requests.
+# A 400 naming `temperature`, which no other refusal drops, says the endpoint is one.
+REASONING_REFUSES = (
+    "temperature",
+    "top_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "stop",
+    "logprobs",
+    "top_logprobs",
+)
+REASONING_SIGN = "temperature"
+
 Prompt = str | list[dict[str, str]]  # a text to continue, or chat messages
 
 
 @dataclass(frozen=True)
 class Endpoint:
     """Where completions come from. `supports_n`: the server honours n>1 (llama.cpp does not).
-    `api`: completions or chat; `response_format`: None, or how a chat endpoint takes a JSON schema."""
+    `api`: completions or chat; `response_format`: None, or how a chat endpoint takes a JSON schema.
+    `max_tokens_param`: the chat token cap's name (None: max_completion_tokens; completions always
+    send max_tokens). `send_seed`: send each request's seed (None: on completions, not on chat, where
+    OpenAI deprecated it). `reasoning`: a chat reasoning model; leave out what it refuses."""
 
     base_url: str
     model: str
@@ -66,6 +94,9 @@ class Endpoint:
     response_format: str | None = None
     prices: tuple[float, float] | None = None  # per million prompt and completion tokens
     currency: str = "USD"
+    max_tokens_param: str | None = None
+    send_seed: bool | None = None
+    reasoning: bool = False
 
     def __post_init__(self) -> None:
         if self.api not in API_KINDS:
@@ -74,10 +105,26 @@ class Endpoint:
             self.api != "chat" or self.response_format not in RESPONSE_FORMATS
         ):
             raise ValueError(f"response_format is for chat endpoints: one of {RESPONSE_FORMATS}")
+        if self.max_tokens_param not in (None, *TOKEN_LIMITS) or (
+            self.max_tokens_param == "max_completion_tokens" and self.api != "chat"
+        ):
+            raise ValueError(f"max_tokens_param is one of {TOKEN_LIMITS}; completions take max_tokens")
+        if self.reasoning and self.api != "chat":
+            raise ValueError("reasoning is for chat endpoints")
 
-    def public(self) -> dict[str, Any]:
-        """What may be recorded in run.json: never the key."""
-        return {
+    @property
+    def token_limit(self) -> str:
+        """The token cap's name, as configured."""
+        return self.max_tokens_param or ("max_completion_tokens" if self.api == "chat" else "max_tokens")
+
+    @property
+    def seeded(self) -> bool:
+        return self.api == "completions" if self.send_seed is None else self.send_seed
+
+    def public(self, dropped: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """What may be recorded in run.json: never the key. With the run's refused parameters
+        (`dropped`), a chat endpoint's record says what its requests ended up carrying."""
+        out = {
             "base_url": self.base_url,
             "model": self.model,
             "supports_n": self.supports_n,
@@ -87,6 +134,27 @@ class Endpoint:
             if self.prices is None
             else {"prompt": self.prices[0], "completion": self.prices[1], "currency": self.currency},
         }
+        dropped = dropped or {}
+        if self.api == "chat":
+            out["max_tokens_param"] = token_limit(self, dropped)
+            out["send_seed"] = self.seeded and "seed" not in dropped
+            out["reasoning"] = is_reasoning(self, dropped)
+        elif not self.seeded:  # completions runs recorded before these options read as before
+            out["send_seed"] = False
+        return out
+
+
+def token_limit(endpoint: Endpoint, dropped: Mapping[str, str]) -> str:
+    """The token cap's name in use: the configured one, or the other once the endpoint refused it."""
+    name = endpoint.token_limit
+    if endpoint.api == "chat" and name in dropped:
+        return next(other for other in TOKEN_LIMITS if other != name)
+    return name
+
+
+def is_reasoning(endpoint: Endpoint, dropped: Mapping[str, str]) -> bool:
+    """A reasoning model: the profile says so, or the endpoint refused `temperature`."""
+    return endpoint.reasoning or (endpoint.api == "chat" and REASONING_SIGN in dropped)
 
 
 @dataclass(frozen=True)
@@ -157,7 +225,12 @@ REFUSALS = ("logprobs is not supported",)
 def retry_after(exc: BaseException | None) -> float | None:
     """Seconds from a Retry-After header (delta-seconds or HTTP date), if the error carries one."""
     response = getattr(exc, "response", None)
-    value = response.headers.get("retry-after") if response is not None else None
+    return retry_after_header(response.headers) if response is not None else None
+
+
+def retry_after_header(headers: Mapping[str, str]) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date), if there is a readable one."""
+    value = headers.get("retry-after")
     if not value:
         return None
     try:
@@ -170,6 +243,73 @@ def retry_after(exc: BaseException | None) -> float | None:
         return None
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+def duration(value: str | None) -> float | None:
+    """Seconds from an x-ratelimit-reset-* header: a Go duration ("20ms", "1s", "6m0s", "1h2m3.5s") as
+    OpenAI writes them, or bare seconds; None when unreadable."""
+    text = (value or "").strip()
+    parts = _DURATION.findall(text)
+    if parts and "".join(number + unit for number, unit in parts) == text:
+        return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        return None
+
+
+class RateLimits:
+    """What the endpoint's rate-limit headers said (OpenAI's x-ratelimit-remaining-/reset-requests and
+    -tokens, and Retry-After): when the next request may go. Waiting for the reset once a limit is
+    spent costs the same time as the 429 the request would get, without the failed attempt. No wait is
+    longer than `max_wait`, as for retries (a token limit's reset is when it is whole again, which can be
+    minutes; a request may go sooner)."""
+
+    KINDS = ("requests", "tokens")
+
+    def __init__(self, max_wait: float = math.inf) -> None:
+        self.max_wait = max_wait
+        self.remaining = dict.fromkeys(self.KINDS, math.inf)
+        self.reset_at = dict.fromkeys(self.KINDS, 0.0)  # monotonic
+        self.paused_until = 0.0
+
+    def observe(self, headers: Mapping[str, str], others_in_flight: int, now: float) -> None:
+        for kind in self.KINDS:
+            reset = duration(headers.get(f"x-ratelimit-reset-{kind}"))
+            try:
+                left = float(headers.get(f"x-ratelimit-remaining-{kind}", ""))
+            except ValueError:
+                continue
+            if reset is None:
+                continue
+            # requests sent before this answer may not be counted in it yet: take them as spent
+            left = left - others_in_flight if kind == "requests" else left
+            if now < self.reset_at[kind]:
+                # the same window: what is left only shrinks (an answer read late says more than is
+                # left), and its end is the latest one heard of
+                left = min(left, self.remaining[kind])
+                reset = max(reset, self.reset_at[kind] - now)
+            self.remaining[kind] = left
+            self.reset_at[kind] = now + min(reset, self.max_wait)
+        if (hinted := retry_after_header(headers)) is not None:  # on a 429: every request waits
+            self.paused_until = max(self.paused_until, now + min(hinted, self.max_wait))
+
+    def delay(self, now: float) -> float:
+        """Seconds the next request should wait (0: go)."""
+        waits = [self.paused_until - now]
+        for kind in self.KINDS:
+            if now >= self.reset_at[kind]:  # renewed: unknown until the next answer says
+                self.remaining[kind] = math.inf
+            elif self.remaining[kind] <= 0:
+                waits.append(self.reset_at[kind] - now)
+        return max(0.0, *waits)
+
+    def sent(self) -> None:
+        self.remaining["requests"] -= 1
+
+
 @dataclass
 class Usage:
     # per stage
@@ -179,7 +319,11 @@ class Usage:
     retries: int = 0
     errors: Counter[str] = field(default_factory=Counter)  # failed attempts by kind
     busy_seconds: float = 0.0
-    dropped: dict[str, str] = field(default_factory=dict)  # parameter -> what the endpoint said
+    # parameter -> why the run went on without it (what the endpoint said, mostly)
+    dropped: dict[str, str] = field(default_factory=dict)
+    # requests held back until a rate limit's reset (RateLimits), and how long they waited in all
+    rate_limit_waits: int = 0
+    rate_limit_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -190,17 +334,21 @@ class Usage:
             "errors": dict(self.errors),
             "busy_seconds": round(self.busy_seconds, 3),
             "dropped": dict(sorted(self.dropped.items())),
+            "rate_limit_waits": self.rate_limit_waits,
+            "rate_limit_seconds": round(self.rate_limit_seconds, 3),
         }
 
     def merge(self, other: Usage) -> None:
-        """Add another run's requests, tokens, failed attempts and busy time (a chunk's, at the end).
-        Refused parameters are not merged: the job's record holds them for every part."""
+        """Add another run's requests, tokens, failed attempts, busy time and rate-limit waits (a chunk's,
+        at the end). Refused parameters are not merged: the job's record holds them for every part."""
         self.requests.update(other.requests)
         self.prompt_tokens.update(other.prompt_tokens)
         self.completion_tokens.update(other.completion_tokens)
         self.errors.update(other.errors)
         self.retries += other.retries
         self.busy_seconds += other.busy_seconds
+        self.rate_limit_waits += other.rate_limit_waits
+        self.rate_limit_seconds += other.rate_limit_seconds
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Usage:
@@ -212,6 +360,8 @@ class Usage:
             Counter(data["errors"]),
             data["busy_seconds"],
             dict(data.get("dropped", {})),
+            data.get("rate_limit_waits", 0),
+            data.get("rate_limit_seconds", 0.0),
         )
 
 
@@ -221,6 +371,10 @@ class LLM:
     @property
     def chat(self) -> bool:
         return self.endpoint.api == "chat"
+
+    @property
+    def reasoning(self) -> bool:
+        return is_reasoning(self.endpoint, self.usage.dropped)
 
     @property
     def structured(self) -> bool:
@@ -237,6 +391,7 @@ class LLM:
             timeout=httpx.Timeout(endpoint.timeout, connect=min(10.0, endpoint.timeout)),
         )
         self._slots = asyncio.Semaphore(concurrency)
+        self._limits = RateLimits(endpoint.max_wait)
         self._in_flight = 0
         self._busy_since = 0.0
 
@@ -283,7 +438,7 @@ class LLM:
         if schema is not None and self.structured:
             params["stop"] = None  # the grammar ends the reply; a stop sequence could cut the JSON
             params["response_format"] = _response_format(str(self.endpoint.response_format), stage, schema)
-        if n > 1 and self.endpoint.supports_n:
+        if n > 1 and self.endpoint.supports_n and not self.reasoning:
             out = await self._request(prompt, params, seed, n, stage)
             extra = [await self._request(prompt, params, seed + i, 1, stage) for i in range(len(out), n)]
             return out + [c for batch in extra for c in batch]
@@ -302,16 +457,46 @@ class LLM:
                     # what this request may have sent: its parameters, and those refused while it was out
                     sent = {**self._arguments(params, seed, n), **dict.fromkeys(self.usage.dropped)}
                     param = rejected_parameter(exc, sent)
-                    if param not in DROPPABLE or param not in sent or param in refused:
+                    if param is None or param not in sent or param in refused or not self._adapt(param, exc):
                         raise self._failure(exc, stage, param) from None
                     refused.add(param)
-                    # e.g. presence_penalty on some chat models: go on without it, and say so (a request
-                    # in flight when another saw the refusal is refused too: it just goes again)
-                    if param not in self.usage.dropped:
-                        self.usage.dropped[param] = _describe(exc)
-                        log.warning("llm_parameter_dropped", parameter=param, stage=stage)
                 except (openai.OpenAIError, MalformedResponse, json.JSONDecodeError) as exc:
                     raise self._failure(exc, stage) from None
+
+    def _adapt(self, param: str, exc: openai.BadRequestError) -> bool:
+        """Go on without a refused parameter for the rest of the run, and say why (False: it cannot go).
+        A request in flight when another saw the same refusal is refused too: it just goes again."""
+        if param in self.usage.dropped:
+            return True
+        if param in DROPPABLE:  # e.g. presence_penalty on some chat models
+            reason = _describe(exc)
+        elif param in TOKEN_LIMITS and self.chat:
+            other = next(name for name in TOKEN_LIMITS if name != param)
+            if other in self.usage.dropped:  # switched once already: both names refused
+                return False
+            reason = f"sent as {other} instead: {_describe(exc)}"
+        elif param == REASONING_SIGN and self.chat:  # a reasoning model: the others go too
+            reason = f"a reasoning model: {_describe(exc)}"
+        else:
+            return False
+        self.usage.dropped[param] = reason
+        log.warning("llm_parameter_dropped", parameter=param, reason=reason[:200])
+        return True
+
+    def _leave_out_for_reasoning(self, params: dict[str, Any]) -> None:
+        """A reasoning endpoint's requests go without what it refuses (_arguments); each one this run
+        would have sent is a warning once."""
+        if not self.reasoning:
+            return
+        why = (
+            "left out: the profile names a reasoning model"
+            if self.endpoint.reasoning
+            else f"left out: the endpoint refused {REASONING_SIGN}, so it is a reasoning model"
+        )
+        for name in REASONING_REFUSES:
+            if params.get(name) is not None and name not in self.usage.dropped:
+                self.usage.dropped[name] = why
+                log.warning("llm_parameter_dropped", parameter=name, reason=why)
 
     def _failure(self, exc: BaseException, stage: str, param: str | None = None) -> EndpointError:
         metrics.LLM_REQUESTS.labels(stage, "error").inc()
@@ -333,6 +518,7 @@ class LLM:
             reraise=True,
         ):
             with attempt:
+                await self._pace()
                 self._enter()
                 started = time.monotonic()
                 try:
@@ -341,6 +527,8 @@ class LLM:
                     metrics.LLM_SECONDS.labels(stage).observe(time.monotonic() - started)
                     return completions
                 except Exception as exc:
+                    if isinstance(exc, openai.APIStatusError):
+                        self._limits.observe(exc.response.headers, self._in_flight - 1, time.monotonic())
                     self.usage.errors[_error_kind(exc)] += 1
                     raise
                 finally:
@@ -348,17 +536,43 @@ class LLM:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _arguments(self, params: dict[str, Any], seed: int, n: int) -> dict[str, Any]:
-        """The request's optional arguments, less those the endpoint refused earlier in the run."""
-        args = {**params, "seed": seed, **({"n": n} if n > 1 or not self.chat else {})}
-        return {k: v for k, v in args.items() if k not in self.usage.dropped}
+        """The request's optional arguments (the token cap under the name in use), less those the
+        endpoint refused earlier in the run."""
+        cap = token_limit(self.endpoint, self.usage.dropped)
+        args = {cap if k == "max_tokens" else k: v for k, v in params.items()}
+        if self.endpoint.seeded:
+            args["seed"] = seed
+        if n > 1 or not self.chat:
+            args["n"] = n
+        left_out = set(self.usage.dropped) | (set(REASONING_REFUSES) if self.reasoning else set())
+        return {k: v for k, v in args.items() if k not in left_out}
+
+    async def _pace(self) -> None:
+        """Hold this request until the endpoint's spent rate limit resets, counting the wait."""
+        waited = 0.0
+        while (delay := self._limits.delay(time.monotonic())) > 0:
+            await asyncio.sleep(delay)
+            waited += delay
+        if waited:
+            self.usage.rate_limit_waits += 1
+            self.usage.rate_limit_seconds += waited
+            log.info("llm_rate_limit_wait", seconds=round(waited, 3))
+        self._limits.sent()
 
     async def _send(self, prompt: Prompt, params: dict[str, Any], seed: int, n: int) -> Any:
+        self._leave_out_for_reasoning(params)
         args = self._arguments(params, seed, n)
+        # the raw response: its rate-limit headers pace the requests after it
         if self.chat:
-            return await self._client.chat.completions.create(
+            raw = await self._client.chat.completions.with_raw_response.create(
                 model=self.endpoint.model, messages=prompt, **args
             )
-        return await self._client.completions.create(model=self.endpoint.model, prompt=prompt, **args)
+        else:
+            raw = await self._client.completions.with_raw_response.create(
+                model=self.endpoint.model, prompt=prompt, **args
+            )
+        self._limits.observe(raw.headers, self._in_flight - 1, time.monotonic())
+        return raw.parse()
 
     def _parse(self, response: Any, stage: str, structured: bool = False) -> list[Completion]:
         choices = getattr(response, "choices", None)

@@ -176,6 +176,8 @@ class Run:
             "prompt_by_stage": dict(self.usage.prompt_tokens),
             "completion_by_stage": dict(self.usage.completion_tokens),
             "errors": dict(self.usage.errors),  # failed attempts by kind, each retried or fatal
+            "rate_limit_waits": self.usage.rate_limit_waits,  # requests held back for a rate limit's reset
+            "rate_limit_seconds": round(self.usage.rate_limit_seconds, 3),
         }
 
     def start_stage(self, total: int) -> None:

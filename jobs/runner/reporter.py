@@ -22,7 +22,7 @@ class Reporter:
     Each run of a job (the main one, each chunk) writes its own absolute counters under its `part`
     name, and readers sum them: a resumed run picks up from its checkpoint without double counting.
     The main run reports stage starts and ends; every run reports retries, refused parameters and,
-    every PROGRESS_EVENT_SECONDS, its progress (jobs.store.events).
+    every PROGRESS_EVENT_SECONDS, its progress (jobs.store.events), with its rate-limit waits once any.
     """
 
     def __init__(self, r: Redis, job_id: str, part: str):
@@ -83,5 +83,10 @@ class Reporter:
                 self._emit("stage_started", stage=progress["stage"], total=progress["stage_total"])
         if now - self.last_event >= self.every:
             self.last_event = now
-            counters = {n: int(progress[n]) for n in fields_.COUNTERS if n in progress}
+            counters: dict[str, Any] = {n: int(progress[n]) for n in fields_.COUNTERS if n in progress}
+            if progress.get("rate_limit_waits"):  # requests this run held back for a rate limit's reset
+                counters.update(
+                    rate_limit_waits=progress["rate_limit_waits"],
+                    rate_limit_seconds=progress["rate_limit_seconds"],
+                )
             self._emit("progress", part=self.part, **counters)

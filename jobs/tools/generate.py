@@ -35,7 +35,7 @@ from jobs.method.seed_tasks import (
     parse_instructions_jsonl,
     parse_jsonl,
 )
-from jobs.tools.local_model import MODEL_ALIAS, LocalModel
+from jobs.tools.local_model import MODEL_ALIAS, REQUEST_OPTIONS, LocalModel
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -101,6 +101,16 @@ def _read(path: str, parse: Callable[[bytes], Any], what: str) -> Any:
     return None
 
 
+def request_options(args: argparse.Namespace, embedded: bool) -> dict[str, Any]:
+    """The endpoint's request options from the flags; the embedded model's own where none is given."""
+    given = {
+        "max_tokens_param": args.max_tokens_param,
+        "send_seed": args.send_seed,
+        "reasoning": args.reasoning or None,
+    }
+    return {**(REQUEST_OPTIONS if embedded else {}), **{k: v for k, v in given.items() if v is not None}}
+
+
 def generate(args: argparse.Namespace) -> int:
     seed_tasks = _read(args.seed_tasks, parse_jsonl, "seed set")
     if seed_tasks is None:
@@ -127,6 +137,12 @@ def generate(args: argparse.Namespace) -> int:
     if response_format and args.api != "chat":
         print("error: --response-format is for --api chat", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if (args.reasoning or args.max_tokens_param == "max_completion_tokens") and args.api != "chat":
+        print(
+            "error: --reasoning and --max-tokens-param max_completion_tokens are for --api chat",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
     identity = {
         "config": recipe.to_dict(),
         "seed_set": content_hash(seed_tasks),
@@ -143,6 +159,7 @@ def generate(args: argparse.Namespace) -> int:
 
     api_key = os.environ.get(args.api_key_env, "sk-local") if args.api_key_env else "sk-local"
     local = None if args.base_url else LocalModel(log_file=state_dir / "local-model.log")
+    options = request_options(args, embedded=local is not None)
     bars = StageBars()
     with local or nullcontext():
         endpoint = Endpoint(
@@ -152,6 +169,7 @@ def generate(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             api=args.api,
             response_format=response_format,
+            **options,
         )
         run = Run(
             args.run_id or out.name,
@@ -221,6 +239,22 @@ def main(argv: list[str] | None = None) -> int:
         choices=("json_schema", "json_object"),
         help="chat: constrain replies to JSON (json_schema: OpenAI, vLLM; json_object: llama.cpp, the "
         "default for the embedded model)",
+    )
+    g.add_argument(
+        "--max-tokens-param",
+        choices=("max_completion_tokens", "max_tokens"),
+        help="chat: the token cap's name (default max_completion_tokens; max_tokens for llama.cpp's "
+        "servers and the embedded model)",
+    )
+    g.add_argument(
+        "--send-seed",
+        action=argparse.BooleanOptionalAction,
+        help="send each request's seed (default: on completions and for the embedded model, not on chat)",
+    )
+    g.add_argument(
+        "--reasoning",
+        action="store_true",
+        help="chat: a reasoning model; send none of the sampling parameters it refuses",
     )
     g.add_argument(
         "--concurrency",

@@ -9,10 +9,15 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import httpx
 
 MODEL_ALIAS = "gemma3-270m"
+# How requests to llama-cpp-python's server must look (jobs.method.llm.Endpoint's options): its chat
+# request has no max_completion_tokens (an unknown field is ignored, so the cap would be lost), and it
+# honours seed.
+REQUEST_OPTIONS: dict[str, Any] = {"max_tokens_param": "max_tokens", "send_seed": True}
 
 
 def free_port() -> int:

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 from jobs.settings import Profile, Settings
-from jobs.tools.local_model import MODEL_ALIAS, LocalModel, free_port
+from jobs.tools.local_model import MODEL_ALIAS, REQUEST_OPTIONS, LocalModel, free_port
 
 BIN = Path(sys.executable).parent
 S3_KEY, S3_SECRET = "test-access-key", "test-secret-key-0123456789"
@@ -230,7 +230,16 @@ class Stack:
                 redis_url=redis_url,
                 s3_endpoint_url=s3_url,
                 s3_public_endpoint_url=s3_url,
-                profiles={"local": Profile("local", base_url, model_name, timeout=300, concurrency=1)},
+                profiles={
+                    "local": Profile(
+                        "local",
+                        base_url,
+                        model_name,
+                        timeout=300,
+                        concurrency=1,
+                        **(REQUEST_OPTIONS if self.endpoint is None else {}),
+                    )
+                },
                 default_profile="local",
                 work_dir=str(run),
             )

@@ -26,6 +26,15 @@ app.kubernetes.io/component: {{ .component }}
 {{- if $p.responseFormat -}}
 {{- $_ := set $profile "response_format" $p.responseFormat -}}
 {{- end -}}
+{{- if $p.maxTokensParam -}}
+{{- $_ := set $profile "max_tokens_param" $p.maxTokensParam -}}
+{{- end -}}
+{{- if hasKey $p "sendSeed" -}}
+{{- $_ := set $profile "send_seed" $p.sendSeed -}}
+{{- end -}}
+{{- if $p.reasoning -}}
+{{- $_ := set $profile "reasoning" true -}}
+{{- end -}}
 {{- if $p.pricePerMillionTokens -}}
 {{- $_ := set $profile "price_per_million_tokens" (dict "prompt" $p.pricePerMillionTokens.prompt "completion" $p.pricePerMillionTokens.completion) -}}
 {{- $_ := set $profile "currency" ($p.currency | default "USD") -}}
