@@ -311,6 +311,9 @@ class Script:
     tokens: dict[str, int] = field(default_factory=dict)  # prompt and completion tokens answered (words)
     # instructions the first instruction-generation response starts with (an attacker's text, say)
     plant: list[str] = field(default_factory=list)
+    # only the instruction prompt sent with this seed takes the planted instructions (None: the first
+    # to come), so a straggler of an earlier run cannot take what was planted for the next
+    plant_seed: int | None = None
     # How a classification request asking for `logprobs` is answered: "none" ignores the ask (null, as
     # many servers do), "top" gives the first token's alternatives (completions: top_logprobs; chat:
     # logprobs.content), "refuse" answers 500 as llama.cpp's Python server does without logits_all.
@@ -406,10 +409,11 @@ class Script:
         rng = _rng("logprobs", task)
         return -rng.uniform(0.05, 3.0), -rng.uniform(0.05, 3.0)
 
-    def planted(self, prompt: str, raw: str) -> str:
-        """`raw`, after the planted instructions if this is the first instruction prompt to come."""
+    def planted(self, prompt: str, raw: str, seed: int | None = None) -> str:
+        """`raw`, after the planted instructions if this is the first instruction prompt to come (with
+        `plant_seed`, the one sent with that seed)."""
         listed = re.search(r"\n(\d+)\.$", prompt)
-        if not listed:
+        if not listed or (self.plant_seed is not None and seed != self.plant_seed):
             return raw
         with self.lock:
             items, self.plant = self.plant, []
@@ -552,7 +556,7 @@ class Handler(BaseHTTPRequestHandler):
                     logprobs = {"tokens": [raw], "token_logprobs": [top[raw]], "top_logprobs": [top]}
             else:
                 raw = compose(prompt, None if seed is None else seed + i, body.get("temperature", 1.0))
-            raw = script.planted(prompt, raw)
+            raw = script.planted(prompt, raw, seed)
             text, reason = finish(raw, body.get("stop"), body.get("max_tokens", 16))
             choices.append({"index": i, "text": text, "finish_reason": reason, "logprobs": logprobs})
         completion_tokens = sum(len(c["text"].split()) for c in choices)

@@ -11,6 +11,7 @@ import httpx
 from rouge_score import rouge_scorer
 
 from client.__main__ import main as cli
+from jobs.method.recipe import Recipe
 from jobs.store import keyspace
 from jobs.tools.local_stack import gunicorn
 from tests.conftest import env_for, work
@@ -75,6 +76,8 @@ def test_a_job_never_repeats_the_jobs_it_dedups_against(
         assert len(planted) == 4
         assert all(rouge(text, earlier[i]) > 0.7 for text, i in planted.items())
         body = {"seed_set_id": sid, "num_instructions": 8, "seed": 2}
+        # planted into the second job's first prompt only, whatever else is still on its way
+        fake_llm.script.plant_seed = Recipe(seed=2).derived_seed("instructions", 0)
 
         fake_llm.script.plant = list(planted)
         control = finished(http, body)  # without dedup_against the near-copies get in
