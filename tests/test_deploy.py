@@ -28,6 +28,10 @@ VALUE_SETS = {
             "autoscaling": {"enabled": True},
         },
         "worker": {"keda": {"enabled": True}},
+        "config": {
+            "webhookAllowedHosts": ["ci.example.com", "*.hooks.example.com"],
+            "webhookRetrySeconds": 300,
+        },
         "redis": {"internal": {"enabled": True, "storageClassName": "fast"}},
         "s3": {
             "endpoint": "http://minio:9000",
@@ -171,16 +175,27 @@ def test_rendered_configuration_loads_in_the_service():
         settings.profiles["local"].api == "chat"
         and settings.profiles["local"].response_format == "json_object"
     )
+    assert settings.webhook_allowed_hosts == ("ci.example.com", "*.hooks.example.com")
+    assert (settings.webhook_timeout_seconds, settings.webhook_retry_seconds) == (10, 300)
+    defaults = next(d for d in render(VALUE_SETS["defaults"]) if d["kind"] == "ConfigMap")["data"]
+    loaded, fallback = Settings.from_env(defaults), Settings()
+    assert loaded.webhook_allowed_hosts == ()  # no webhooks unless allowed
+    assert loaded.webhook_timeout_seconds == fallback.webhook_timeout_seconds
+    assert loaded.webhook_retry_seconds == fallback.webhook_retry_seconds
     assert "secret" not in json.dumps(config).lower()
 
 
 def test_values_schema_rejects_bad_values():
     report = hp.lint(
         str(CHART),
-        {"api": {"replicas": 0}, "llm": {"profiles": {"x": {"baseUrl": "ftp://x", "model": "m"}}}},
+        {
+            "api": {"replicas": 0},
+            "llm": {"profiles": {"x": {"baseUrl": "ftp://x", "model": "m"}}},
+            "config": {"webhookAllowedHosts": ["https://ci.example.com"]},
+        },
         strict=True,
     )
     errors = " ".join(m["error"] for m in report["messages"] if m["severity"] >= 3) + " ".join(
         report["errors"]
     )
-    assert "replicas" in errors and "baseUrl" in errors
+    assert "replicas" in errors and "baseUrl" in errors and "webhookAllowedHosts" in errors
