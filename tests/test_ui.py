@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -118,6 +119,7 @@ def stack(redis_url, s3_endpoint, tmp_path_factory) -> Iterator[Stack]:
             default_profile="fake",
             log_level="INFO",
             webhook_allowed_hosts=("127.0.0.1",),
+            webhook_timeout_seconds=30.0,  # a test holds an attempt open while the page looks
         )
         Artifacts(settings).ensure_bucket()
         key = api_keys.create(Redis.from_url(redis_url), "ui", "browser tests")[1]
@@ -517,13 +519,19 @@ def test_a_jobs_webhook_deliveries_are_shown(page, stack):
         content=(DATA / "seed_tasks.jsonl").read_bytes(),
         headers={"Content-Type": "application/x-ndjson"},
     ).json()["id"]
-    with Receiver([503]) as receiver:  # the first attempt fails, the second is delivered
+    gate = threading.Event()
+    # the first attempt is held until the page has shown the delivery pending, then fails; the second
+    # is delivered: the page goes on refreshing a finished job until its webhook is settled
+    with Receiver([503], hook=lambda body: gate.wait(30)) as receiver:
         body = {"seed_set_id": seed_set, "num_instructions": 2, "notify_url": f"{receiver.url}/ci"}
         created = stack.http.post("/v1/jobs", json=body)
         assert created.status_code == 202, created.text
         job_id = created.json()["id"]
         stack.start_worker()
         sign_in(page, stack, f"/ui/jobs/{job_id}")
+        page.wait_for_selector(".delivery[data-status='pending']")
+        assert page.inner_text(".delivery") == "job.succeeded: queued"
+        gate.set()
         page.wait_for_selector(".delivery[data-status='delivered']")
     assert len(receiver.received) == 2
     assert page.inner_text(".delivery") == "job.succeeded: delivered (HTTP 200, 2 attempts)"

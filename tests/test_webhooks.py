@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -136,7 +137,7 @@ class Hooks:
     def job(self, job_id: str) -> dict[str, Any]:
         return self.alpha.get(f"/v1/jobs/{job_id}").json
 
-    def settled(self, job_id: str, timeout: float = 90) -> dict[str, Any]:
+    def settled(self, job_id: str, timeout: float = 60) -> dict[str, Any]:
         """The job once it has ended and its webhook is delivered or given up."""
         return wait_until(
             lambda: (j := self.job(job_id))["deliveries"] and not j["deliveries"][0]["pending"] and j,
@@ -207,7 +208,7 @@ def test_a_job_posts_its_end_once_signed_with_its_teams_secret(settings, redis, 
     )
     try:
         with Receiver() as receiver:
-            body = {"seed_set_id": make_seed_set_http(http), "num_instructions": 3}
+            body = {"seed_set_id": make_seed_set_http(http), "num_instructions": 5}
             hook = f"{receiver.url}/hook?ci=17"
             # no secret yet: refused, naming the field and what to do
             r = http.post("/v1/jobs", json={**body, "notify_url": hook})
@@ -264,8 +265,10 @@ def test_a_job_posts_its_end_once_signed_with_its_teams_secret(settings, redis, 
                 },
             }
             assert got.headers["webhook-id"] == event["id"] and event["timestamp"].endswith("Z")
-            assert job["progress"]["instructions_kept"] == 3 and job["progress"]["instances_kept"] > 0
-            assert http.get(event["data"]["dataset_url"]).json()["files"]
+            # the counts are the dataset's (and differ here, so that one cannot pass for the other)
+            files = {f["name"]: f["records"] for f in http.get(event["data"]["dataset_url"]).json()["files"]}
+            assert event["data"]["instructions_kept"] == files["instructions.jsonl"] == 5
+            assert event["data"]["instances_kept"] == files["finetune.jsonl"] != 5
             [attempt] = [
                 e["data"]
                 for e in http.get(f"/v1/jobs/{job_id}/events").json()["items"]
@@ -394,6 +397,24 @@ def test_a_receiver_down_longer_than_the_window_is_given_up_and_the_job_is_unaff
     assert queue.queue(h.redis, h.settings).count == 0  # nothing more to come
 
 
+def test_a_stopping_worker_hands_its_delivery_back_and_another_goes_on_with_its_count(hooks):
+    h = hooks(webhook_retry_seconds=30.0)
+    port = free_port()
+    job_id = h.submit(f"http://127.0.0.1:{port}/hook")
+    wait_until(lambda: h.attempts(job_id), what="a first attempt")
+    [first] = h.workers
+    first.signal(signal.SIGTERM)  # what Kubernetes sends: the delivery waits for its next attempt
+    first.proc.wait(30)
+    assert "jobs.runner.delivery.Preempted" in first.log.read_text()  # handed back, not lost
+    with Receiver(port=port) as receiver:
+        h.start_worker()
+        job = h.settled(job_id)
+    attempts = h.attempts(job_id)
+    assert [a["attempt"] for a in attempts] == list(range(1, len(attempts) + 1))
+    assert job["deliveries"][0]["delivered"] and job["deliveries"][0]["attempts"] == len(attempts)
+    assert len(receiver.received) == 1
+
+
 def test_a_redirect_or_a_4xx_ends_the_delivery_and_a_redirect_is_not_followed(hooks):
     h = hooks()
     with Receiver() as target, Receiver([(302, {"Location": f"{target.url}/stolen"})]) as redirecting:
@@ -431,6 +452,8 @@ def test_every_final_state_is_posted_a_canceled_running_job_after_its_partial_da
         assert h.settled(queued)["deliveries"][0]["delivered"]
         fake_llm.script.fault_rate, fake_llm.script.faults = 1.0, ("500",)
         failed = h.settled(h.submit(f"{receiver.url}/failed"))
+        # a second worker: a delivery queued before the partial dataset was made would run at once
+        h.start_worker()
         fake_llm.script.fault_rate, fake_llm.script.delay = 0.0, 0.2
         running = h.submit(f"{receiver.url}/running", num_instructions=40)
         wait_until(lambda: h.job(running)["progress"]["requests"] >= 3, what="the job to be running")
