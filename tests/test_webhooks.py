@@ -200,9 +200,8 @@ def make_seed_set_http(http: httpx.Client) -> str:
 def test_a_job_posts_its_end_once_signed_with_its_teams_secret(settings, redis, spawn, tmp_path, capsys):
     local = replace(settings, webhook_allowed_hosts=("127.0.0.1",), webhook_timeout_seconds=2.0)
     api, url = gunicorn(env_for(local), tmp_path / "gunicorn.log")
-    http = httpx.Client(
-        base_url=url, headers={"Authorization": f"Bearer {api_keys.create(redis, 'alpha')[1]}"}
-    )
+    key = api_keys.create(redis, "alpha")[1]
+    http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"})
     beta = httpx.Client(
         base_url=url, headers={"Authorization": f"Bearer {api_keys.create(redis, 'beta')[1]}"}
     )
@@ -296,6 +295,12 @@ def test_a_job_posts_its_end_once_signed_with_its_teams_secret(settings, redis, 
         assert cli(["verify-webhook", "--secret", secret, *parts]) == 0
         (tmp_path / "body.json").write_bytes(got.body.replace(b'"succeeded"', b'"failed"', 1))
         assert cli(["verify-webhook", "--secret", secret, *given]) == 1
+        # `selfinstruct submit --notify-url` passes the URL on (here one the service refuses: no job)
+        capsys.readouterr()
+        seeds = str(Path(__file__).resolve().parent.parent / "data" / "seed_tasks.jsonl")
+        submit = ["--url", url, "--api-key", key, "submit", seeds, "--instructions", "2"]
+        assert cli([*submit, "--notify-url", "http://evil.example.org/hook"]) == 2
+        assert "notify_url: host evil.example.org is not on" in capsys.readouterr().err
     finally:
         http.close()
         beta.close()
