@@ -5,7 +5,7 @@ from marshmallow import RAISE, Schema, fields, validate
 from api_spec.common import QueryInteger
 
 EVENT_CURSOR = r"^\d{1,19}-\d{1,19}$"  # a Redis stream id; each part below 2**64
-EVENT_TYPES = ("state", "stage_started", "stage_ended", "progress", "retry", "warning")
+EVENT_TYPES = ("state", "stage_started", "stage_ended", "progress", "retry", "warning", "webhook")
 MAX_WAIT_SECONDS = 25  # below gunicorn's worker timeout
 
 
@@ -47,7 +47,8 @@ class EventSchema(Schema):
         metadata={
             "description": "state: state, previous, error, cancelled_by, stop_reason; stage_started: stage, "
             "total; stage_ended: stage; progress: part and counters; retry: part, attempts, reasons; "
-            "warning: message."
+            "warning: message; webhook (an attempt to post the job's end to its notify_url): event, "
+            "attempt, status, error, delivered, final, next_attempt_in."
         },
     )
 
@@ -60,5 +61,9 @@ class EventPageSchema(Schema):
         metadata={"description": "Pass back as `cursor` for the events after these (null: none seen yet)."},
     )
     done = fields.Boolean(
-        required=True, metadata={"description": "The job has finished and every event was returned."}
+        required=True,
+        metadata={
+            "description": "The job has finished, its webhook (if any) is delivered or given up, and "
+            "every event was returned."
+        },
     )

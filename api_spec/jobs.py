@@ -7,10 +7,12 @@ from marshmallow import RAISE, Schema, ValidationError, fields, post_load, valid
 
 from api_spec.common import PageArgsSchema, PageSchema
 from api_spec.seed_sets import SHA256
+from api_spec.webhooks import DeliverySchema
 from jobs.method.fields import Name, StrictBoolean, StrictFloat, StrictInteger
 from jobs.method.recipe import REQUEST_FIELDS, Recipe, RecipeError
 from jobs.method.seed_tasks import GivenInstructionSchema
 from jobs.method.vocabulary import CLASSIFICATION_METHODS, EXPORT_FORMATS, JOB_STATES
+from jobs.webhooks import MAX_URL_CHARS
 
 MAX_INSTRUCTIONS = 100_000  # the schema's ceiling; the operator's MAX_INSTRUCTIONS may be lower
 
@@ -145,6 +147,15 @@ class JobCreateSchema(Schema):
         },
     )
 
+    notify_url = fields.String(
+        validate=validate.Length(1, MAX_URL_CHARS),
+        metadata={
+            "description": "Post the job's end there (the jobEnded callback), signed with the team's "
+            "webhook secret (POST /v1/webhook-secret creates it first). http or https, on a host the "
+            "operator allows; see the manual's Webhooks page for what is refused."
+        },
+    )
+
     @post_load
     def _recipe(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         """The body's recipe fields load straight into the recipe, checked here once: `recipe` beside
@@ -229,6 +240,16 @@ class JobSchema(Schema):
     )
     dataset_available = fields.Boolean(
         required=True, metadata={"description": "GET .../dataset will answer."}
+    )
+    notify_url = fields.String(
+        allow_none=True,
+        required=True,
+        metadata={"description": "Where the job's end is posted, if anywhere."},
+    )
+    deliveries = fields.List(
+        fields.Nested(DeliverySchema),
+        required=True,
+        metadata={"description": "The webhook of the job's end, once it has ended with a notify_url."},
     )
 
 

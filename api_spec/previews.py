@@ -10,7 +10,11 @@ PREVIEW_STATES = ("queued", "running", "succeeded", "failed")
 
 
 class PreviewCreateSchema(JobCreateSchema):
-    """The body of a job; `num_instructions` is the preview's (the operator caps it)."""
+    """The body of a job; `num_instructions` is the preview's (the operator caps it). A preview ends in
+    its answer: it takes no notify_url."""
+
+    class Meta(JobCreateSchema.Meta):
+        exclude = ("notify_url",)
 
     num_instructions = StrictInteger(
         load_default=5,

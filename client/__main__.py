@@ -3,6 +3,7 @@
     selfinstruct preview seeds.jsonl --for 2000
     selfinstruct submit seeds.jsonl --instructions 2000 --max-cost 5 --wait --download out/
     selfinstruct logs JOB --follow
+    selfinstruct verify-webhook --secret whsec_... --headers headers.txt --body body.json
 
 Exit codes: 0 succeeded (or submitted, without --wait), 1 failed, 2 bad input, 3 canceled,
 4 the service could not be reached or failed, 130 interrupted (the job goes on; see `cancel`).
@@ -21,6 +22,7 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
+from client import webhooks
 from client.api import ApiError, Client
 
 OK, FAILED, BAD_INPUT, CANCELED, UNAVAILABLE, INTERRUPTED = 0, 1, 2, 3, 4, 130
@@ -106,6 +108,8 @@ def submit(client: Client, args: argparse.Namespace) -> int:
         options["export_formats"] = args.formats
     if args.dedup_against:
         options["dedup_against"] = "team" if args.dedup_against == ["team"] else args.dedup_against
+    if args.notify_url:
+        options["notify_url"] = args.notify_url
     job = client.create_job(
         seed_set["id"], args.instructions, idempotency_key=args.idempotency_key or uuid.uuid4().hex, **options
     )
@@ -208,6 +212,32 @@ def logs(client: Client, args: argparse.Namespace) -> int:
     return OK
 
 
+def verify_webhook(args: argparse.Namespace) -> int:
+    """0 when the delivery is the service's (signed with the secret, recent enough), else 1 and why."""
+    if not args.secret:
+        print("error: give --secret (or SELFINSTRUCT_WEBHOOK_SECRET)", file=sys.stderr)
+        return BAD_INPUT
+    if args.headers:
+        headers = webhooks.read_headers(Path(args.headers).read_text(encoding="utf-8"))
+    elif args.timestamp is None or args.signature is None:
+        print("error: --id goes with --timestamp and --signature", file=sys.stderr)
+        return BAD_INPUT
+    else:
+        headers = {
+            "webhook-id": args.id,
+            "webhook-timestamp": args.timestamp,
+            "webhook-signature": args.signature,
+        }
+    try:
+        event = webhooks.verify(args.secret, headers, Path(args.body).read_bytes(), tolerance=args.tolerance)
+    except webhooks.InvalidWebhook as e:
+        print(f"invalid: {e}")
+        return FAILED
+    described = [str(event.get(k)) for k in ("type", "id") if k in event] if isinstance(event, dict) else []
+    print(" ".join(["valid:", *described]))
+    return OK
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         allow_abbrev=False, prog="selfinstruct", description=__doc__.split("\n\n")[0]
@@ -237,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     s.add_argument("--max-cost", type=float, help="stop the job (partial dataset) once it costs this much")
     s.add_argument("--max-tokens", type=int, help="stop the job (partial dataset) after this many tokens")
+    s.add_argument(
+        "--notify-url", metavar="URL", help="post the job's end there, signed (see verify-webhook)"
+    )
     s.add_argument("--wait", action="store_true", help="follow the job to its end")
     s.add_argument("--download", metavar="DIR", help="with --wait: download the dataset into DIR")
     w = sub.add_parser("wait", allow_abbrev=False, help="follow a job (and download its dataset)")
@@ -256,7 +289,36 @@ def main(argv: list[str] | None = None) -> int:
     lg = sub.add_parser("logs", allow_abbrev=False, help="a job's events")
     lg.add_argument("job_id")
     lg.add_argument("--follow", "-f", action="store_true", help="keep following until the job ends")
+    v = sub.add_parser(
+        "verify-webhook",
+        allow_abbrev=False,
+        help="check a received webhook's signature (exit 0 valid, 1 invalid)",
+    )
+    v.add_argument(
+        "--secret",
+        default=os.environ.get("SELFINSTRUCT_WEBHOOK_SECRET"),
+        help="the team's whsec_ secret (env SELFINSTRUCT_WEBHOOK_SECRET)",
+    )
+    given = v.add_mutually_exclusive_group(required=True)
+    given.add_argument("--headers", metavar="FILE", help="the request's headers: `Name: value` lines or JSON")
+    given.add_argument("--id", help="the webhook-id header (with --timestamp and --signature)")
+    v.add_argument("--timestamp", help="the webhook-timestamp header")
+    v.add_argument("--signature", help="the webhook-signature header")
+    v.add_argument("--body", metavar="FILE", required=True, help="the request's body, byte for byte")
+    v.add_argument(
+        "--tolerance",
+        type=float,
+        default=webhooks.DEFAULT_TOLERANCE_SECONDS,
+        metavar="SECONDS",
+        help="refuse a timestamp further from now than this (default 300; 0: any age)",
+    )
     args = parser.parse_args(argv)
+    if args.command == "verify-webhook":  # offline: no service involved
+        try:
+            return verify_webhook(args)
+        except (OSError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return BAD_INPUT
     client = Client(args.url, args.api_key)
     try:
         if args.command == "submit":

@@ -14,6 +14,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jobs.webhooks import check_allowlist
+
 if TYPE_CHECKING:  # the API process never talks to an endpoint: it must not load openai
     from jobs.method.llm import Endpoint
 
@@ -150,6 +152,14 @@ class Settings:
     # a job's event stream keeps this many events (the oldest go first); progress events this often
     max_job_events: int = 10_000
     progress_event_seconds: float = 10.0
+    # webhooks (jobs.webhooks): the hosts a job's notify_url may name (exact names or *.suffix patterns;
+    # none: no webhooks), one attempt's timeout, and how long a delivery is retried in all
+    webhook_allowed_hosts: tuple[str, ...] = ()
+    webhook_timeout_seconds: float = 10.0
+    webhook_retry_seconds: float = 600.0
+
+    def __post_init__(self) -> None:
+        check_allowlist(self.webhook_allowed_hosts)  # a bad entry stops the process at start
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -196,6 +206,11 @@ class Settings:
             preview_retention_seconds=int(e.get("PREVIEW_RETENTION_SECONDS", cls.preview_retention_seconds)),
             max_job_events=int(e.get("MAX_JOB_EVENTS", cls.max_job_events)),
             progress_event_seconds=float(e.get("PROGRESS_EVENT_SECONDS", cls.progress_event_seconds)),
+            webhook_allowed_hosts=tuple(
+                h.strip().lower() for h in e.get("WEBHOOK_ALLOWED_HOSTS", "").split(",") if h.strip()
+            ),
+            webhook_timeout_seconds=float(e.get("WEBHOOK_TIMEOUT_SECONDS", cls.webhook_timeout_seconds)),
+            webhook_retry_seconds=float(e.get("WEBHOOK_RETRY_SECONDS", cls.webhook_retry_seconds)),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -237,6 +252,9 @@ class Settings:
             "PREVIEW_RETENTION_SECONDS": str(self.preview_retention_seconds),
             "MAX_JOB_EVENTS": str(self.max_job_events),
             "PROGRESS_EVENT_SECONDS": str(self.progress_event_seconds),
+            "WEBHOOK_ALLOWED_HOSTS": ",".join(self.webhook_allowed_hosts),
+            "WEBHOOK_TIMEOUT_SECONDS": str(self.webhook_timeout_seconds),
+            "WEBHOOK_RETRY_SECONDS": str(self.webhook_retry_seconds),
         }
         return env
 

@@ -38,6 +38,7 @@ from service import (
     profiles,
     seed_sets,
     ui,
+    webhooks,
 )
 from service.context import Services
 from service.errors import PROBLEM, render
@@ -104,7 +105,17 @@ def create_app(settings: Settings | None = None, configure_logging: bool = True)
     app.extensions["selfinstruct"] = Services(settings)
     _metrics(app)
     api = Api(app)
-    for module in (seed_sets, generation_jobs, events, previews, decisions, datasets, profiles, health):
+    for module in (
+        seed_sets,
+        generation_jobs,
+        events,
+        previews,
+        decisions,
+        datasets,
+        profiles,
+        webhooks,
+        health,
+    ):
         api.register_blueprint(module.blp)
     app.register_blueprint(ui.blp)  # a plain blueprint: the web page stays out of the API's spec
 

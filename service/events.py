@@ -32,8 +32,8 @@ class JobEvents(MethodView):
         job = get_job(job_id)
         wait = MAX_WAIT_SECONDS if args["follow"] else args["wait"]
         found = events.page(
-            services().redis, job.id, args.get("cursor"), args["limit"], 0 if job.terminal else wait
+            services().redis, job.id, args.get("cursor"), args["limit"], 0 if job.settled else wait
         )
         items = [{"id": e.pop("id"), "type": e.pop("type"), "at": e.pop("at", 0.0), "data": e} for e in found]
-        done = get_job(job_id).terminal and len(items) < args["limit"]
+        done = get_job(job_id).settled and len(items) < args["limit"]
         return {"items": items, "next_cursor": items[-1]["id"] if items else args.get("cursor"), "done": done}

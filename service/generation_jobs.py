@@ -1,4 +1,5 @@
-"""/v1/jobs: create (idempotent), get with progress and ETA, list, cancel, delete."""
+"""/v1/jobs: create (idempotent, with an optional webhook), get with progress and ETA, list, cancel,
+delete."""
 
 from __future__ import annotations
 
@@ -19,12 +20,15 @@ from api_spec.jobs import (
     JobPageSchema,
     JobSchema,
 )
+from api_spec.webhooks import CALLBACKS
+from jobs import webhooks
 from jobs.method import cost
 from jobs.method.recipe import Recipe
 from jobs.method.seed_tasks import InstructionsError, parse_instruction_records
 from jobs.runner import queue, retention
 from jobs.store import idempotency
 from jobs.store import job as jobs_
+from jobs.store import webhooks as webhook_store
 from service import job_body, pages
 from service.context import services, team
 from service.errors import headers, load, problem
@@ -69,6 +73,19 @@ def render(job: jobs_.Job) -> dict[str, Any]:
         else None,
         "stop_reason": stop_reason,
         "dataset_available": job.dataset,
+        "notify_url": job.notify_url,
+        "deliveries": [
+            {
+                "event": d.event,
+                "attempts": d.attempts,
+                "last_status": d.status,
+                "last_error": d.error,
+                "delivered": d.delivered,
+                "pending": not d.final,
+                "last_attempt_at": _time(d.last_attempt_at),
+            }
+            for d in job.deliveries
+        ],
     }
 
 
@@ -125,11 +142,31 @@ def _read_create() -> tuple[dict[str, Any], str, str | None]:
         )
     if "max_cost" in args and profile in settings.profiles and settings.profiles[profile].prices is None:
         errors.append({"field": "max_cost", "message": f"profile {profile} has no prices to count a cost by"})
+    if "notify_url" in args:
+        _check_notify_url(args["notify_url"], errors)
     job_body.seed_set(args, errors)
     job_body.dedup_against(args, errors)
     if errors:
         problem(422, "invalid job request", errors)
     return args, profile, key
+
+
+def _check_notify_url(url: str, errors: list[dict[str, Any]]) -> None:
+    """The operator's allowlist and the URL's form (jobs.webhooks); the addresses are checked when the
+    webhook is sent. The team needs a secret to sign with."""
+    try:
+        webhooks.parse(url, services().settings.webhook_allowed_hosts)
+    except webhooks.Refused as e:
+        errors.append({"field": "notify_url", "message": str(e)})
+        return
+    if not webhook_store.has_secret(services().redis, team()):
+        errors.append(
+            {
+                "field": "notify_url",
+                "message": "this team has no webhook secret to sign with: create one with "
+                "POST /v1/webhook-secret first",
+            }
+        )
 
 
 def _config(args: dict[str, Any]) -> tuple[dict[str, Any], Recipe]:
@@ -146,7 +183,11 @@ def _config(args: dict[str, Any]) -> tuple[dict[str, Any], Recipe]:
 
 @blp.route("")
 class Jobs(MethodView):
-    @blp.doc(requestBody=CREATE_BODY, parameters=[{"in": "header", "schema": IdempotencyHeaderSchema}])
+    @blp.doc(
+        requestBody=CREATE_BODY,
+        parameters=[{"in": "header", "schema": IdempotencyHeaderSchema}],
+        callbacks=CALLBACKS,
+    )
     @blp.response(202, JobSchema, description="Queued.")
     @blp.alt_response(
         200, schema=JobSchema, description="Replayed: this Idempotency-Key made it.", success=True
@@ -170,7 +211,14 @@ class Jobs(MethodView):
                 return render(get_job(claim.job_id)), 200
         try:
             job = jobs_.create(
-                r, team(), args["seed_set_id"], profile, config, recipe.to_dict(), settings.max_active_jobs
+                r,
+                team(),
+                args["seed_set_id"],
+                profile,
+                config,
+                recipe.to_dict(),
+                settings.max_active_jobs,
+                notify_url=args.get("notify_url"),
             )
         except jobs_.TooManyActiveJobs as e:
             if claim:

@@ -15,7 +15,7 @@ import yaml
 from rq import Queue
 
 from jobs.settings import Profile, get_settings
-from jobs.store import api_keys, keyspace
+from jobs.store import api_keys, keyspace, webhooks
 from service.app import create_app
 from tests.conftest import ROOT, work
 from tests.test_api import PROBLEM, make_seed_set, run_job
@@ -65,6 +65,7 @@ def test_every_protected_operation_needs_a_valid_key(app, redis, alpha_world):
             r = caller.open(url, method=method, json={})
             assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer"), (method, path)
     assert {op for op in OPERATIONS if op not in PUBLIC}, "the spec lists protected operations"
+    assert ("POST", "/v1/webhook-secret") in OPERATIONS
 
 
 def test_another_teams_resources_answer_404_on_every_endpoint(app, redis, client, alpha_world):
@@ -98,6 +99,31 @@ def test_another_teams_resources_answer_404_on_every_endpoint(app, redis, client
         ).status_code
         == 201
     )
+
+
+def test_webhook_secrets_are_per_team(app, redis):
+    """POST /v1/webhook-secret makes the caller's team's secret only; a job's notify_url needs its own
+    team's secret, whatever another team holds."""
+    local = create_app(
+        replace(app.extensions["selfinstruct"].settings, webhook_allowed_hosts=("ci.example.com",)),
+        configure_logging=False,
+    )
+    alpha, beta, gamma = (as_team(local, redis, team) for team in ("alpha", "beta", "gamma"))
+    first = alpha.post("/v1/webhook-secret").json["secret"]
+    assert webhooks.signing_secrets(redis, "alpha") == [first]
+    second = beta.post("/v1/webhook-secret")
+    assert second.status_code == 201 and second.json["previous_valid_until"] is None  # beta's first
+    assert webhooks.signing_secrets(redis, "alpha") == [first]  # alpha's untouched
+    assert webhooks.signing_secrets(redis, "beta") == [second.json["secret"]] != [first]
+    body = {
+        "seed_set_id": make_seed_set(gamma),
+        "num_instructions": 2,
+        "notify_url": "https://ci.example.com/",
+    }
+    r = gamma.post("/v1/jobs", json=body)
+    assert r.status_code == 422 and r.json["errors"][0]["field"] == "notify_url"
+    assert gamma.get("/v1/jobs").json["items"] == []
+    assert webhooks.signing_secrets(redis, "gamma") == []
 
 
 def test_keys_are_stored_hashed_and_can_be_revoked(app, redis, settings):

@@ -28,6 +28,10 @@ VALUE_SETS = {
             "autoscaling": {"enabled": True},
         },
         "worker": {"keda": {"enabled": True}},
+        "config": {
+            "webhookAllowedHosts": ["ci.example.com", "*.hooks.example.com"],
+            "webhookRetrySeconds": 300,
+        },
         "redis": {"internal": {"enabled": True, "storageClassName": "fast"}},
         "s3": {
             "endpoint": "http://minio:9000",
@@ -183,6 +187,13 @@ def test_rendered_configuration_loads_in_the_service():
     assert local.max_tokens_param == "max_tokens" and local.send_seed is True and local.reasoning is False
     assert reasoner.reasoning is True and reasoner.send_seed is False and reasoner.max_tokens_param is None
     assert settings.profiles["openai"].send_seed is None  # unset: the API's default
+    assert settings.webhook_allowed_hosts == ("ci.example.com", "*.hooks.example.com")
+    assert (settings.webhook_timeout_seconds, settings.webhook_retry_seconds) == (10, 300)
+    defaults = next(d for d in render(VALUE_SETS["defaults"]) if d["kind"] == "ConfigMap")["data"]
+    loaded, fallback = Settings.from_env(defaults), Settings()
+    assert loaded.webhook_allowed_hosts == ()  # no webhooks unless allowed
+    assert loaded.webhook_timeout_seconds == fallback.webhook_timeout_seconds
+    assert loaded.webhook_retry_seconds == fallback.webhook_retry_seconds
     assert "secret" not in json.dumps(config).lower()
 
 
@@ -192,6 +203,7 @@ def test_values_schema_rejects_bad_values():
         {
             "api": {"replicas": 0},
             "llm": {"profiles": {"x": {"baseUrl": "ftp://x", "model": "m", "maxTokensParam": "max_new"}}},
+            "config": {"webhookAllowedHosts": ["https://ci.example.com"]},
         },
         strict=True,
     )
@@ -199,3 +211,4 @@ def test_values_schema_rejects_bad_values():
         report["errors"]
     )
     assert "replicas" in errors and "baseUrl" in errors and "maxTokensParam" in errors
+    assert "webhookAllowedHosts" in errors

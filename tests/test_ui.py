@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -119,6 +120,8 @@ def stack(redis_url, s3_endpoint, tmp_path_factory) -> Iterator[Stack]:
             },
             default_profile="fake",
             log_level="INFO",
+            webhook_allowed_hosts=("127.0.0.1",),
+            webhook_timeout_seconds=30.0,  # a test holds an attempt open while the page looks
         )
         Artifacts(settings).ensure_bucket()
         key = api_keys.create(Redis.from_url(redis_url), "ui", "browser tests")[1]
@@ -505,6 +508,44 @@ def test_the_key_is_in_no_log_line(page, stack, job):
     text = "".join(p.read_text() for p in (stack.tmp / "gunicorn.log", stack.tmp / "worker.log"))
     assert f"/v1/jobs/{job}/decisions" in text  # the page's requests were logged
     assert stack.key not in text
+
+
+def test_a_jobs_webhook_deliveries_are_shown(page, stack):
+    from tests.test_webhooks import Receiver
+
+    stack.http.post("/v1/webhook-secret").raise_for_status()
+    stack.llm.script.plant = []
+    stack.llm.script.delay = 0.0
+    seed_set = stack.http.post(
+        "/v1/seed-sets",
+        content=(DATA / "seed_tasks.jsonl").read_bytes(),
+        headers={"Content-Type": "application/x-ndjson"},
+    ).json()["id"]
+    gate = threading.Event()
+    # the first attempt is held until the page has shown the delivery pending, then fails; the second
+    # is delivered: the page goes on refreshing a finished job until its webhook is settled
+    with Receiver([503], hook=lambda body: gate.wait(30)) as receiver:
+        body = {"seed_set_id": seed_set, "num_instructions": 2, "notify_url": f"{receiver.url}/ci"}
+        created = stack.http.post("/v1/jobs", json=body)
+        assert created.status_code == 202, created.text
+        job_id = created.json()["id"]
+        stack.start_worker()
+        sign_in(page, stack, f"/ui/jobs/{job_id}")
+        page.wait_for_selector(".delivery[data-status='pending']")
+        assert page.inner_text(".delivery") == "job.succeeded: queued"
+        gate.set()
+        page.wait_for_selector(".delivery[data-status='delivered']")
+    assert len(receiver.received) == 2
+    assert page.inner_text(".delivery") == "job.succeeded: delivered (HTTP 200, 2 attempts)"
+    assert f"{receiver.url}/ci" in page.inner_text("#job-facts")
+    page.wait_for_selector("#events li[data-type='webhook']:has-text('delivered')")
+    webhook_events = page.locator("#events li[data-type='webhook']").all_inner_texts()
+    assert (
+        len(webhook_events) == 2
+        and "HTTP 503" in webhook_events[0]
+        and "next attempt in 1 s" in webhook_events[0]
+    )
+    assert not page.watch.errors, page.watch.errors
 
 
 def test_preview_from_the_form(page, stack, tmp_path):

@@ -57,7 +57,11 @@ class Context:
         self.reporter: Reporter | None = None
 
     def transition(self, to: str, allowed: tuple[str, ...], **fields: Any) -> bool:
-        return self.retry(jobs_.transition, self.r, self.job, to, allowed, **fields)
+        """Change the job's state; a final one queues the job's webhook (if it has a notify_url)."""
+        changed = self.retry(jobs_.transition, self.r, self.job, to, allowed, **fields)
+        if changed and to in jobs_.TERMINAL:
+            self.retry(queue.notify, self.r, self.job.id, self.settings)
+        return changed
 
     def update(self, **fields: Any) -> None:
         self.retry(jobs_.update, self.r, self.job.id, **fields)

@@ -15,7 +15,7 @@ import structlog
 from jobs.method import exports
 from jobs.method.llm import Usage
 from jobs.method.run import Run
-from jobs.runner import retention
+from jobs.runner import queue, retention
 from jobs.runner.context import Context, guarded
 from jobs.store import events, keyspace
 
@@ -33,13 +33,17 @@ def finalize(job_id: str, partial: bool = False) -> None:
 
     ctx = Context(job_id)
     if not partial and ctx.job.state == "succeeded" and not ctx.job.archived:  # retried after the transition
+        ctx.retry(queue.notify, ctx.r, job_id, ctx.settings)  # in case the run ended before it could
         _archive(ctx)
         return
     if not partial:
         guarded(job_id, body)
         return
-    if ctx.job.state == "canceled" and not ctx.job.archived:
-        complete(ctx, partial=True)
+    try:
+        if ctx.job.state == "canceled" and not ctx.job.archived:
+            complete(ctx, partial=True)
+    finally:  # a canceled job's webhook follows its partial dataset, or the failure to make one
+        ctx.retry(queue.notify, ctx.r, job_id, ctx.settings)
 
 
 def complete(ctx: Context, run: Run | None = None, partial: bool = False) -> None:

@@ -3,6 +3,8 @@
 Functions are enqueued by dotted name, so a process that only enqueues (the API) never imports
 the engine. Every RQ job gets retries: a job whose worker died (abandoned) or was asked to stop by
 SIGTERM (preempted, see jobs.runner.worker) goes back on the queue and resumes from its checkpoint.
+
+A job with a notify_url gets one more RQ job when it ends: its webhook's delivery (notify).
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from rq.job import Job as RQJob
 
 from jobs.settings import Settings, get_settings
 from jobs.store import job as jobs_
+from jobs.store import webhooks
 
 RESULT_TTL = 7 * 24 * 3600
 RUN_GENERATION = "jobs.runner.generation.run_generation"
 GENERATE_CHUNK = "jobs.runner.generation.generate_chunk"
 FINALIZE = "jobs.runner.finalize.finalize"
 RUN_PREVIEW = "jobs.runner.preview.run_preview"
+DELIVER_WEBHOOK = "jobs.runner.delivery.deliver"
 
 
 def connect(settings: Settings | None = None) -> Redis:
@@ -82,6 +86,20 @@ def fan_out(r: Redis, job_id: str, chunks: list[list[str]], settings: Settings) 
     return [*(j.id for j in queued), final.id]
 
 
+def notify(r: Redis, job_id: str, settings: Settings | None = None) -> bool:
+    """Queue the webhook of a job that has ended, if it has a notify_url: once per final state, whichever
+    code path calls first (the claim, jobs.store.webhooks). At the queue's front: it is due now, and its
+    retries wait inside it (jobs.runner.delivery), so the RQ job's timeout covers them."""
+    settings = settings or get_settings()
+    job = jobs_.get(r, job_id)
+    if job is None or not job.terminal or not job.notify_url or not webhooks.claim(r, job.id, job.state):
+        return False
+    options = _options(settings, f"{job.id}-webhook-{job.state}")
+    options["job_timeout"] = int(settings.webhook_retry_seconds + 2 * settings.webhook_timeout_seconds) + 60
+    queue(r, settings).enqueue(DELIVER_WEBHOOK, job.id, job.state, **options, at_front=True)
+    return True
+
+
 def cancel(
     r: Redis,
     job: jobs_.Job,
@@ -103,8 +121,10 @@ def cancel(
     for rq_id in (jobs_.get(r, job.id) or job).rq_ids:  # the main job, its chunks and finalize
         if rq_id != spare:
             _stop(r, rq_id)
-    if partial and job.state == "running":
+    if partial and job.state == "running":  # its webhook follows the partial dataset (finalize)
         queue(r, settings).enqueue(FINALIZE, job.id, True, job_id=f"{job.id}-partial", result_ttl=RESULT_TTL)
+    elif partial:
+        notify(r, job.id, settings)
     return True
 
 

@@ -2,7 +2,8 @@
 
 A job hash (jobs.store.keyspace.job) holds the request (seed set, profile, config: the parameters as
 requested; recipe: the checked recipe as Recipe.to_dict() gives it), the state, timestamps and
-progress counters; a sorted set per team indexes a team's jobs by creation time. State changes go
+progress counters, the URL its end is posted to (notify_url) and that webhook's delivery
+(jobs.store.webhooks); a sorted set per team indexes a team's jobs by creation time. State changes go
 through one Lua script, so a cancel and a worker finishing at the same moment cannot both win.
 """
 
@@ -18,7 +19,7 @@ from redis import Redis
 
 from jobs.method.vocabulary import JOB_STATES
 from jobs.settings import get_settings
-from jobs.store import keyspace, progress
+from jobs.store import keyspace, progress, webhooks
 
 STATES = JOB_STATES
 # Redis drops a finished job's record this long after its retention ended, should the sweep be late.
@@ -54,10 +55,17 @@ class Job:
     expires_at: float | None = None  # finished: when retention ends (jobs.runner.retention)
     warnings: list[str] = field(default_factory=list)  # e.g. a sampling parameter the endpoint refused
     recipe: dict[str, Any] = field(default_factory=dict)  # the canonical recipe workers load unchecked
+    notify_url: str | None = None  # its end is posted there (jobs.runner.delivery)
+    deliveries: list[webhooks.Delivery] = field(default_factory=list)
 
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL
+
+    @property
+    def settled(self) -> bool:
+        """Finished, and no webhook attempt is still to come: nothing more happens to it."""
+        return self.terminal and all(d.final for d in self.deliveries)
 
     def expired(self, now: float | None = None) -> bool:
         return self.expires_at is not None and (now or time.time()) >= self.expires_at
@@ -143,6 +151,7 @@ def create(
     config: dict[str, Any],
     recipe: dict[str, Any],
     max_active: int = 0,
+    notify_url: str | None = None,
 ) -> Job | None:
     """Create a queued job; None when the seed set does not exist (any more). Raises
     TooManyActiveJobs when the team has `max_active` unfinished jobs already (0: no limit)."""
@@ -155,6 +164,7 @@ def create(
         config,
         time.time_ns() // 1000 / 1_000_000,
         recipe=recipe,
+        notify_url=notify_url,
     )
     fields = {
         "id": job.id,
@@ -166,6 +176,7 @@ def create(
         "recipe": recipe,
         "created_at": job.created_at,
         "rq_ids": [job.id],
+        **({"notify_url": notify_url} if notify_url else {}),
     }
     job.rq_ids = [job.id]
     flat = [x for k, v in fields.items() for x in (k, _encode(v))]
@@ -216,6 +227,8 @@ def get(r: Redis, job_id: str) -> Job | None:
         archived=raw.get("archived") == "true",
         expires_at=num("expires_at"),
         warnings=progress.warnings(raw),
+        notify_url=raw.get("notify_url") or None,
+        deliveries=webhooks.deliveries(raw),
     )
 
 

@@ -14,6 +14,7 @@ si:team:<team>:seedset:<sha>         a seed set's record (hash)
 si:team:<team>:seedset:<sha>:active  the unfinished jobs using it (set)
 si:team:<team>:idem:<sha256(key)>    an Idempotency-Key's claim (string, expires)
 si:team:<team>:rate:<minute>         requests in one rate-limit window (counter, expires)
+si:team:<team>:webhook_secret        its webhook signing secret, and the previous one (hash)
 si:apikeys                           API key id -> sha256 of its secret (hash)
 si:apikey:<sha256>                   an API key's record (hash)
 si:stats:jobs_by_state               job counts by state (hash), for metrics
@@ -100,6 +101,10 @@ def idempotency(team: str, idempotency_key: str) -> str:
 
 def rate_window(team: str, window: int) -> str:
     return f"{_team(team)}:rate:{window}"
+
+
+def webhook_secret(team: str) -> str:
+    return f"{_team(team)}:webhook_secret"
 
 
 def api_key(digest: str) -> str:

@@ -482,6 +482,8 @@ async function jobPage() {
       fact(facts, "Cost", el("span", {}, el("span", { id: "job-cost" }, money(job.cost)), ` (${stages.join(", ")})`));
     }
     if (job.stop_reason) fact(facts, "Stopped by", job.stop_reason);
+    if (job.notify_url) fact(facts, "Notify URL", el("code", {}, job.notify_url));
+    for (const d of job.deliveries || []) fact(facts, "Webhook", deliveryNode(d));
     for (const warning of job.warnings || []) fact(facts, "Warning", warning);
     if (job.error) fact(facts, "Error", job.error);
     show(cancel, (job.state === "queued" || job.state === "running") && !job.cancel_requested);
@@ -498,8 +500,24 @@ async function jobPage() {
     }
     await moreEvents();
     last = job;
-    return active;
+    // a finished job's webhook may still be on its way: keep refreshing until it is delivered or given up
+    const deliveries = job.deliveries || [];
+    const webhookDue = Boolean(job.notify_url) && (deliveries.length === 0 || deliveries.some((d) => d.pending));
+    return active || webhookDue;
   });
+}
+
+// A webhook delivery in words: where it got to, after how many attempts, and the last answer.
+function deliveryNode(d) {
+  const status = d.delivered ? "delivered" : d.pending ? "pending" : "failed";
+  const answer = [d.last_status !== null ? `HTTP ${d.last_status}` : null, d.last_error].filter(Boolean).join(", ");
+  const tries = `${d.attempts} attempt${d.attempts === 1 ? "" : "s"}`;
+  const words = {
+    delivered: `delivered (${answer}, ${tries})`,
+    pending: d.attempts ? `retrying (${tries}; last: ${answer})` : "queued",
+    failed: `not delivered (${tries}; last: ${answer})`,
+  }[status];
+  return el("span", { class: `delivery delivery-${status}`, "data-event": d.event, "data-status": status }, `${d.event}: ${words}`);
 }
 
 // The job's events, oldest first: each refresh asks only for those after the last one shown.
@@ -515,6 +533,15 @@ function eventText(e) {
       return d.stage || "";
     case "warning":
       return d.message || "";
+    case "webhook":
+      return [
+        `${d.event} attempt ${d.attempt}`,
+        d.status !== null && d.status !== undefined ? `HTTP ${d.status}` : null,
+        d.error,
+        d.delivered ? "delivered" : d.final ? "given up" : `next attempt in ${d.next_attempt_in} s`,
+      ]
+        .filter(Boolean)
+        .join("; ");
     default:
       return Object.entries(d).map(([k, v]) => `${k} ${typeof v === "object" ? JSON.stringify(v) : v}`).join(", ");
   }
