@@ -143,16 +143,20 @@ def stack(redis_url, s3_endpoint, tmp_path_factory) -> Iterator[Stack]:
             api.stop()
 
 
+def paper_seed_set(stack: Stack) -> str:
+    return stack.http.post(
+        "/v1/seed-sets",
+        content=(DATA / "seed_tasks.jsonl").read_bytes(),
+        headers={"Content-Type": "application/x-ndjson"},
+    ).json()["id"]
+
+
 @pytest.fixture(scope="module")
 def job(stack: Stack) -> str:
     """A finished job whose first model response plants a hostile instruction and a near copy of it."""
     stack.llm.script.plant = [HOSTILE, NEAR, POEM, MOVED]
     stack.llm.script.delay = 0.0
-    seed_set = stack.http.post(
-        "/v1/seed-sets",
-        content=(DATA / "seed_tasks.jsonl").read_bytes(),
-        headers={"Content-Type": "application/x-ndjson"},
-    ).json()["id"]
+    seed_set = paper_seed_set(stack)
     created = stack.http.post("/v1/jobs", json={"seed_set_id": seed_set, "num_instructions": 12, "seed": 3})
     assert created.status_code == 202, created.text
     stack.start_worker()
@@ -516,11 +520,7 @@ def test_a_jobs_webhook_deliveries_are_shown(page, stack):
     stack.http.post("/v1/webhook-secret").raise_for_status()
     stack.llm.script.plant = []
     stack.llm.script.delay = 0.0
-    seed_set = stack.http.post(
-        "/v1/seed-sets",
-        content=(DATA / "seed_tasks.jsonl").read_bytes(),
-        headers={"Content-Type": "application/x-ndjson"},
-    ).json()["id"]
+    seed_set = paper_seed_set(stack)
     gate = threading.Event()
     # the first attempt is held until the page has shown the delivery pending, then fails; the second
     # is delivered: the page goes on refreshing a finished job until its webhook is settled
