@@ -45,4 +45,9 @@ class ManifestSchema(Schema):
     created_at = fields.String(required=True)
     partial = fields.Boolean(required=True, metadata={"description": "True for what a canceled job made."})
     expires_in = fields.Integer(required=True, metadata={"description": "Seconds the URLs stay valid."})
+    extends = fields.String(
+        metadata={
+            "description": "An extension's: the job whose dataset this one continues (still downloadable)."
+        }
+    )
     files = fields.List(fields.Nested(DatasetFileSchema), required=True)

@@ -168,6 +168,17 @@ class JobCreateSchema(Schema):
         return data
 
 
+class ExtensionCreateSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    num_instructions = StrictInteger(
+        required=True,
+        validate=validate.Range(1, MAX_INSTRUCTIONS),
+        metadata={"description": "The larger target: above the job's own num_instructions."},
+    )
+
+
 class IdempotencyHeaderSchema(Schema):
     idempotency_key = Name(
         data_key="Idempotency-Key",

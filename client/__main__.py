@@ -2,6 +2,7 @@
 
     selfinstruct preview seeds.jsonl --for 2000
     selfinstruct submit seeds.jsonl --instructions 2000 --max-cost 5 --wait --download out/
+    selfinstruct extend JOB --instructions 4000 --wait --download out/
     selfinstruct logs JOB --follow
     selfinstruct verify-webhook --secret whsec_... --headers headers.txt --body body.json
 
@@ -275,6 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     w = sub.add_parser("wait", allow_abbrev=False, help="follow a job (and download its dataset)")
     w.add_argument("job_id")
     w.add_argument("--download", metavar="DIR")
+    x = sub.add_parser(
+        "extend", allow_abbrev=False, help="continue a finished job to more instructions (a new job)"
+    )
+    x.add_argument("job_id")
+    x.add_argument("--instructions", type=int, required=True, help="the larger target")
+    x.add_argument("--wait", action="store_true", help="follow the new job to its end")
+    x.add_argument("--download", metavar="DIR", help="with --wait: download the dataset into DIR")
     c = sub.add_parser("cancel", allow_abbrev=False, help="cancel a job")
     c.add_argument("job_id")
     pv = sub.add_parser("preview", allow_abbrev=False, help="try a recipe on a few instructions")
@@ -329,6 +337,12 @@ def main(argv: list[str] | None = None) -> int:
             return preview(client, args)
         if args.command == "logs":
             return logs(client, args)
+        if args.command == "extend":
+            job = client.extend(args.job_id, args.instructions)
+            print(f"job {job['id']} {job['state']} (extends {args.job_id})")
+            return (
+                follow(client, job["id"], Path(args.download) if args.download else None) if args.wait else OK
+            )
         job = client.cancel(args.job_id)
         print(f"job {job['id']} {job['state']}")
         return OK

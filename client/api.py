@@ -69,6 +69,11 @@ class Client:
     def job(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/jobs/{job_id}").json()
 
+    def extend(self, job_id: str, num_instructions: int) -> dict[str, Any]:
+        """A new job that continues a finished one to a larger target."""
+        body = {"num_instructions": num_instructions}
+        return self._call("POST", f"/v1/jobs/{job_id}/extensions", json=body).json()
+
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._call("POST", f"/v1/jobs/{job_id}/cancel").json()
 

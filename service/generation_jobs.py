@@ -14,6 +14,7 @@ from flask_smorest import Blueprint
 from marshmallow import RAISE
 
 from api_spec.jobs import (
+    ExtensionCreateSchema,
     IdempotencyHeaderSchema,
     JobCreateSchema,
     JobListArgsSchema,
@@ -290,3 +291,73 @@ class JobCancel(MethodView):
             problem(409, f"the job is already {get_job(job_id).state}")
         log.info("job_canceled", job_id=job.id, was=job.state)
         return render(get_job(job_id))
+
+
+def _read_extension() -> int:
+    """The larger target, checked against the schema and the operator's limit."""
+    settings, errors = services().settings, []
+    if request.mimetype != "application/json":
+        problem(415, f"unsupported content type {request.mimetype or '(none)'}: send application/json")
+    body = request.get_json(silent=True) if request.get_data() else {}
+    if body is None:
+        problem(400, "the body is not valid JSON")
+    if not isinstance(body, dict):
+        problem(422, "invalid extension", [{"field": "(body)", "message": "Must be a JSON object."}])
+    args = load(ExtensionCreateSchema(), body, errors)
+    if args.get("num_instructions", 0) > settings.max_instructions:
+        message = f"at most {settings.max_instructions} on this service"
+        errors.append({"field": "num_instructions", "message": message})
+    if errors:
+        problem(422, "invalid extension", errors)
+    return args["num_instructions"]
+
+
+@blp.route("/<job_id>/extensions")
+class JobExtensions(MethodView):
+    @blp.doc(
+        requestBody={"required": True, "content": {"application/json": {"schema": ExtensionCreateSchema}}}
+    )
+    @blp.response(202, JobSchema, description="Queued: a new job that continues this one.")
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(409, response="CONFLICT")
+    @blp.alt_response(410, response="GONE")
+    @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
+    @blp.alt_response(422, response="UNPROCESSABLE_ENTITY")
+    def post(self, job_id: str) -> tuple[dict[str, Any], int]:
+        """Extend a job that succeeded to a larger target: a new job with its seed set, profile and
+        recipe that carries over its stage-1 pool, decisions, classification answers and instances and
+        makes only what is missing. Its dataset holds everything (with a deterministic endpoint, what a
+        single run to the larger target makes); the earlier dataset stays as it is."""
+        s = services()
+        r, settings = s.redis, s.settings
+        earlier = get_job(job_id)  # first: another team's job is missing, whatever the body says
+        target = _read_extension()
+        if earlier.state != "succeeded" or not earlier.dataset:
+            problem(409, f"job {job_id} is {earlier.state}: only a job that succeeded can be extended")
+        if "instructions" in earlier.config:
+            problem(409, "a stage-level job (given instructions) has no stage 1 to continue")
+        if earlier.profile not in settings.profiles:
+            problem(409, f"profile {earlier.profile} is no longer offered on this service")
+        current = earlier.config["num_instructions"]
+        if target <= current:
+            message = f"must be above the job's {current}"
+            problem(422, "invalid extension", [{"field": "num_instructions", "message": message}])
+        recipe = replace(Recipe.from_dict(earlier.recipe), num_instructions=target)
+        config = {**earlier.config, "num_instructions": target, "extends": earlier.id}
+        try:
+            job = jobs_.create(
+                r,
+                team(),
+                earlier.seed_set_id,
+                earlier.profile,
+                config,
+                recipe.to_dict(),
+                settings.max_active_jobs,
+            )
+        except jobs_.TooManyActiveJobs as e:
+            problem(429, f"{e}; wait for one to finish or cancel one", Retry_After="30")
+        if job is None:
+            problem(409, f"the seed set of job {job_id} was deleted")
+        queue.enqueue(r, job, settings)
+        log.info("job_extended", job_id=job.id, extends=earlier.id, num_instructions=target)
+        return render(jobs_.get(r, job.id) or job), 202

@@ -70,8 +70,9 @@ def test_every_protected_operation_needs_a_valid_key(app, redis, alpha_world):
 
 def test_another_teams_resources_answer_404_on_every_endpoint(app, redis, client, alpha_world):
     beta = as_team(app, redis, "beta")
+    bodies = {"/v1/jobs/{job_id}/extensions": {"num_instructions": 5}}
     requests: list[tuple[str, str, dict | None]] = [
-        (method, fill(path, alpha_world), None)
+        (method, fill(path, alpha_world), bodies.get(path))
         for method, path in OPERATIONS
         if (method, path) not in PUBLIC and "{" in path
     ]

@@ -514,6 +514,46 @@ def test_the_key_is_in_no_log_line(page, stack, job):
     assert stack.key not in text
 
 
+def test_lineage_extends_and_dedup_against_link_to_the_earlier_job(page, stack):
+    from jobs.method.recipe import Recipe
+
+    stack.start_worker()
+    stack.llm.script.plant, stack.llm.script.delay = [], 0.0
+    body = {"seed_set_id": paper_seed_set(stack), "num_instructions": 4, "seed": 21}
+    first = stack.http.post("/v1/jobs", json=body).json()["id"]
+    assert stack.wait(first)["state"] == "succeeded"
+    source = stack.all_decisions(first, stage="instruction", rule="kept")[0]
+    copy = f"Please {source['text'][0].lower()}{source['text'][1:]}"
+    stack.llm.script.plant, stack.llm.script.plant_seed = (
+        [copy],
+        Recipe(seed=22).derived_seed("instructions", 0),
+    )
+    later = stack.http.post("/v1/jobs", json={**body, "seed": 22, "dedup_against": [first]}).json()["id"]
+    extension = stack.http.post(f"/v1/jobs/{first}/extensions", json={"num_instructions": 6}).json()["id"]
+    assert stack.wait(later)["state"] == stack.wait(extension)["state"] == "succeeded"
+    stack.llm.script.plant_seed = None
+    dropped = next(d for d in stack.all_decisions(later, stage="instruction") if d["text"] == copy)
+    assert dropped["detail"]["nearest_job"] == first
+
+    sign_in(page, stack, f"/ui/jobs/{extension}")
+    page.wait_for_selector("#job-extends")
+    assert page.inner_text("#job-extends") == first
+    page.click("#job-extends")
+    page.wait_for_url(f"**/ui/jobs/{first}")
+    page.goto(f"{stack.url}/ui/jobs/{later}")
+    page.wait_for_selector("#job-dedup-against")
+    assert page.inner_text("#job-dedup-against") == first
+    page.goto(f"{stack.url}/ui/jobs/{later}/decisions/{dropped['id']}")
+    page.wait_for_selector("#nearest-link")
+    assert page.inner_text("#nearest-link") == source["id"]
+    assert page.locator("#nearest").text_content() == source["text"]
+    page.click("#nearest-link")
+    page.wait_for_url(f"**/ui/jobs/{first}/decisions/{source['id']}")
+    page.wait_for_selector("#decision-text")
+    assert page.inner_text("#decision-text") == source["text"]
+    assert not page.watch.errors, page.watch.errors
+
+
 def test_a_jobs_webhook_deliveries_are_shown(page, stack):
     from tests.test_webhooks import Receiver
 

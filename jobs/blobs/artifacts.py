@@ -89,9 +89,16 @@ class Artifacts:
         return f"teams/{team}/jobs/{job_id}/{name}"
 
     def upload_dataset(
-        self, team: str, job_id: str, directory: Path, records: dict[str, int], partial: bool
+        self,
+        team: str,
+        job_id: str,
+        directory: Path,
+        records: dict[str, int],
+        partial: bool,
+        extends: str | None = None,
     ) -> dict[str, Any]:
-        """Upload every file, then the manifest; returns the manifest."""
+        """Upload every file, then the manifest; returns the manifest. `extends`: the job whose
+        dataset this one continues (its lineage)."""
         files = []
         for path in sorted(p for p in directory.iterdir() if p.is_file()):
             data = path.read_bytes()
@@ -111,6 +118,7 @@ class Artifacts:
             "job_id": job_id,
             "created_at": datetime.now(UTC).isoformat(),
             "partial": partial,
+            **({"extends": extends} if extends else {}),
             "files": files,
         }
         body = json.dumps(manifest, indent=2).encode()

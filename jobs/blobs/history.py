@@ -1,4 +1,5 @@
-"""Earlier jobs' kept instructions, read back from their datasets (a job's `dedup_against`)."""
+"""Earlier jobs' datasets read back: their kept instructions (a job's `dedup_against`), and what an
+extension takes over from the job it extends (jobs.method.lineage)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,34 @@ import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from botocore.exceptions import ClientError
 
 from jobs.blobs.artifacts import Artifacts
+from jobs.method.lineage import Carried
 
 
 class HistoryGone(Exception):
     """An earlier job's dataset was deleted (or its retention ended) before this job read it."""
+
+
+def _local(artifacts: Artifacts, team: str, job_id: str, name: str, directory: str, why: str) -> Path:
+    """A dataset file of an earlier job, downloaded into `directory`."""
+    path = Path(directory) / name
+    try:
+        artifacts.download_dataset_file(team, job_id, name, path)
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
+            raise
+        raise HistoryGone(f"the dataset of job {job_id} ({why}) is gone") from e
+    return path
+
+
+def _records(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            yield json.loads(line)
 
 
 def earlier_instructions(
@@ -24,14 +45,15 @@ def earlier_instructions(
     time, so no dataset is held in memory."""
     for earlier in job_ids:
         with tempfile.TemporaryDirectory(dir=work_dir, prefix="history-") as tmp:
-            path = Path(tmp) / "instructions.jsonl"
-            try:
-                artifacts.download_dataset_file(team, earlier, "instructions.jsonl", path)
-            except ClientError as e:
-                if e.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
-                    raise
-                raise HistoryGone(f"the dataset of job {earlier} (dedup_against) is gone") from e
-            with path.open(encoding="utf-8") as lines:
-                for line in lines:
-                    kept = json.loads(line)
-                    yield earlier, kept["id"], kept["text"]
+            for kept in _records(
+                _local(artifacts, team, earlier, "instructions.jsonl", tmp, "dedup_against")
+            ):
+                yield earlier, kept["id"], kept["text"]
+
+
+def carried(artifacts: Artifacts, team: str, job_id: str, work_dir: str) -> Carried:
+    """What an extension takes over from the job it extends, read from that job's dataset."""
+    with tempfile.TemporaryDirectory(dir=work_dir, prefix="lineage-") as tmp:
+        decisions = _local(artifacts, team, job_id, "decisions.jsonl", tmp, "extends")
+        instructions = _local(artifacts, team, job_id, "instructions.jsonl", tmp, "extends")
+        return Carried.read(job_id, _records(decisions), _records(instructions))

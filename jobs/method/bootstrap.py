@@ -64,12 +64,16 @@ async def run_stage(run: Run, llm: LLM) -> None:
         chosen = [machine[j] for j in picks]
         chosen += rng.sample(seed_texts, min(cfg.prompt_instructions - len(chosen), len(seed_texts)))
         rng.shuffle(chosen)
+        if run.carried and (recorded := run.carried.completions(i, decoding.n)) is not None:
+            return _replayed(recorded)  # handled by the run this one extends: no request
         prompt = run.prompts.instructions(chosen, cfg.classification_only)
         return llm.complete(prompt, decoding, cfg.derived_seed(STAGE, i), STAGE)
 
     def handle(i: int, completions: list[Completion]) -> bool:
         for j, completion in enumerate(completions):
-            candidates = parse(completion.text)
+            candidates = (
+                completion.candidates if completion.candidates is not None else parse(completion.text)
+            )
             if completion.finish_reason == "length":
                 cp.truncated_responses += 1
                 # a continued list is discarded whole, as the reference does; a chat reply's items
@@ -111,6 +115,10 @@ async def run_stage(run: Run, llm: LLM) -> None:
         cp.stop_reason = "token_budget"
     else:
         cp.stop_reason = "request_budget"
+
+
+async def _replayed(recorded: list[list[str]]) -> list[Completion]:
+    return [Completion("", None, 0, 0, candidates=candidates) for candidates in recorded]
 
 
 def _count_waste(run: Run, finished: list[Any], cancelled: int) -> None:

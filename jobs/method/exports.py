@@ -257,6 +257,7 @@ def card(
         f"- seed set: {run_record['seed_set']['tasks']} tasks, sha256 `{run_record['seed_set']['sha256']}`",
         f"- model: `{run_record['endpoint']['model']}` through `/v1/{_path(run_record['endpoint'])}`; "
         f"random seed {run_record['random_seed']}",
+        *([f"- extends job `{run_record['extends']}` to this target"] if "extends" in run_record else []),
         f"- target {cfg['num_instructions']} instructions; stop reason: {stats.get('stop_reason')}",
         f"- kept {stats['instructions_kept']} instructions and {stats['instances_kept']} instances",
         *_cost(stats),
@@ -372,6 +373,7 @@ def run_record(run: Run) -> dict[str, Any]:
         "endpoint": run.endpoint.public(run.usage.dropped),
         "config": run.recipe.record(run.execution),
         "classification_method": classification_method(run.checkpoint),
+        **({"extends": run.carried.extends} if run.carried else {}),
     }
 
 

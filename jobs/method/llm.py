@@ -166,6 +166,8 @@ class Completion:
     # the first generated token's most likely alternatives (token -> log-probability), when asked for
     # and the endpoint gave them
     top_logprobs: dict[str, float] | None = None
+    # stage 1's candidates as an earlier run recorded them (an extension's replay): no text to parse
+    candidates: list[str] | None = None
 
 
 class MalformedResponse(Exception):

@@ -16,6 +16,7 @@ from jobs.method.accounting import Accounting
 from jobs.method.chat import ChatPrompts
 from jobs.method.checkpoint import Checkpoint, Store
 from jobs.method.decisions import Decision
+from jobs.method.lineage import Carried
 from jobs.method.llm import Endpoint, Usage
 from jobs.method.prompts import Prompts
 from jobs.method.recipe import Execution, Recipe
@@ -67,9 +68,11 @@ class Run:
         given: list[dict[str, str]] | None = None,
         execution: Execution | None = None,
         history: History | None = None,
+        carried: Carried | None = None,
     ):
         """`recipe` was checked when it was built (Recipe.build). `spent_elsewhere`: see Accounting.
-        `history`: earlier jobs' instructions that candidates must not repeat."""
+        `history`: earlier jobs' instructions that candidates must not repeat. `carried`: what an
+        extension takes over from the job it extends (jobs.method.lineage)."""
         self.run_id = run_id
         self.seed_tasks = seed_tasks
         self.recipe = recipe
@@ -79,7 +82,12 @@ class Run:
             raise ValueError("classification_only needs classification tasks in the seed set")
         self.endpoint = endpoint
         self.store = store
-        self.checkpoint = store.load() or _first_checkpoint(given)
+        self.carried = carried
+        loaded = store.load()
+        if loaded is None and carried is not None:
+            loaded, decisions = carried.seed()
+            store.commit(loaded, decisions)  # one step: a crash before it starts over
+        self.checkpoint = loaded or _first_checkpoint(given)
         usage = Usage.from_dict(self.checkpoint.usage) if self.checkpoint.usage else Usage()
         self.accounting = Accounting(usage, recipe, endpoint, spent_elsewhere)
         self.prompts = (

@@ -19,7 +19,7 @@ from rq import get_current_job
 
 from jobs import retry
 from jobs.blobs.artifacts import Artifacts
-from jobs.blobs.history import HistoryGone, earlier_instructions
+from jobs.blobs.history import HistoryGone, carried, earlier_instructions
 from jobs.method.llm import EndpointError
 from jobs.method.recipe import Execution, Recipe
 from jobs.method.run import BudgetReached, Canceled, Run
@@ -96,6 +96,7 @@ class Context:
             return cache["tokens"]
 
         earlier = job.config.get("dedup_against", []) if part is None else []  # stage 1 only
+        extends = job.config.get("extends") if part is None else None
         self.current = Run(
             run_id,
             seed_tasks,
@@ -109,6 +110,7 @@ class Context:
             # the operator's profile says how many requests its endpoint takes at once
             execution=Execution(concurrency=profile.concurrency),
             history=lambda: earlier_instructions(self.artifacts, job.team, earlier, settings.work_dir),
+            carried=carried(self.artifacts, job.team, extends, settings.work_dir) if extends else None,
         )
         self.reporter = reporter
         return self.current

@@ -71,7 +71,8 @@ def complete(ctx: Context, run: Run | None = None, partial: bool = False) -> Non
     with tempfile.TemporaryDirectory(dir=ctx.settings.work_dir) as tmp:
         records = exports.export(run, Path(tmp), partial=partial)
         records["events.jsonl"] = _write_events(ctx, Path(tmp) / "events.jsonl")
-        ctx.artifacts.upload_dataset(ctx.job.team, ctx.job.id, Path(tmp), records, partial)
+        extends = ctx.job.config.get("extends")
+        ctx.artifacts.upload_dataset(ctx.job.team, ctx.job.id, Path(tmp), records, partial, extends)
     if partial:
         ctx.update(dataset=True)
     elif not ctx.transition("succeeded", ("running",), dataset=True, stage="done"):

@@ -34,7 +34,8 @@ def _generation(ctx: Context) -> None:
     reporter = Reporter(ctx.r, ctx.job.id, "main")
     run = ctx.run(None, reporter)
     execute(run, until="instances")
-    ids = [k["id"] for k in run.checkpoint.instructions]
+    # an extension's earlier instructions have their instances already
+    ids = [k["id"] for k in run.checkpoint.instructions if k["id"] not in run.checkpoint.instances]
     size = ctx.settings.instance_chunk_size
     if run.checkpoint.stage != "instances" or len(ids) <= size:
         execute(run, until="export")

@@ -482,6 +482,11 @@ async function jobPage() {
       fact(facts, "Cost", el("span", {}, el("span", { id: "job-cost" }, money(job.cost)), ` (${stages.join(", ")})`));
     }
     if (job.stop_reason) fact(facts, "Stopped by", job.stop_reason);
+    // lineage: the job this one extends, and the jobs whose instructions it does not repeat
+    if (job.config.extends) fact(facts, "Extends", el("a", { href: jobUrl(job.config.extends), id: "job-extends" }, job.config.extends));
+    if ((job.config.dedup_against || []).length) {
+      fact(facts, "Not repeating", el("span", { id: "job-dedup-against" }, ...job.config.dedup_against.flatMap((id, i) => [i ? ", " : "", el("a", { href: jobUrl(id) }, id)])));
+    }
     if (job.notify_url) fact(facts, "Notify URL", el("code", {}, job.notify_url));
     for (const d of job.deliveries || []) fact(facts, "Webhook", deliveryNode(d));
     for (const warning of job.warnings || []) fact(facts, "Warning", warning);
@@ -757,7 +762,7 @@ async function decisionPage() {
   }
   const detail = d.detail || {};
   for (const [k, v] of Object.entries(detail)) {
-    if (!["nearest_text", "score", "nearest_id"].includes(k)) fact(facts, k, typeof v === "string" ? v : JSON.stringify(v));
+    if (!["nearest_text", "score", "nearest_id", "nearest_job"].includes(k)) fact(facts, k, typeof v === "string" ? v : JSON.stringify(v));
   }
   if (typeof detail.nearest_text === "string") {
     const a = tokens(d.text);
@@ -769,6 +774,13 @@ async function decisionPage() {
     highlighted($("#candidate"), d.text, a, inA);
     highlighted($("#nearest"), detail.nearest_text, b, inB);
     $("#nearest-id").textContent = detail.nearest_id || "";
+    if (detail.nearest_job) {
+      // an earlier job's instruction (dedup_against): its decision, in that job
+      $("#nearest-id").replaceChildren(
+        el("a", { href: decisionUrl(detail.nearest_job, detail.nearest_id), id: "nearest-link" }, detail.nearest_id),
+        ` in job ${detail.nearest_job}`,
+      );
+    }
     $("#score").textContent = typeof detail.score === "number" ? detail.score.toFixed(4) : "";
     $("#lcs-info").textContent = `${inA.size} common of ${a.length} and ${b.length} words`;
     show($("#compare"), true);
