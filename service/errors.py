@@ -59,6 +59,19 @@ def load(schema: Schema, data: Any, errors: list[dict[str, Any]]) -> dict[str, A
         return e.valid_data if isinstance(e.valid_data, dict) else {}
 
 
+def json_object(what: str) -> dict[str, Any]:
+    """The request's JSON object body (none: {}); 415 for another content type, 400 for text that is not
+    JSON, 422 for JSON that is not an object (`what`: the request, for the problem's title)."""
+    if request.mimetype != "application/json":
+        problem(415, f"unsupported content type {request.mimetype or '(none)'}: send application/json")
+    body = request.get_json(silent=True) if request.get_data() else {}
+    if body is None:
+        problem(400, "the body is not valid JSON")
+    if not isinstance(body, dict):
+        problem(422, f"invalid {what}", [{"field": "(body)", "message": "Must be a JSON object."}])
+    return body
+
+
 def headers(schema: Schema) -> dict[str, str]:
     """The request headers that `schema` names (by data_key), for load()."""
     names = [f.data_key or name for name, f in schema.fields.items()]

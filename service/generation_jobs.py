@@ -32,7 +32,7 @@ from jobs.store import job as jobs_
 from jobs.store import webhooks as webhook_store
 from service import job_body, pages
 from service.context import services, team
-from service.errors import headers, load, problem
+from service.errors import headers, json_object, load, problem
 
 blp = Blueprint("jobs", __name__, url_prefix="/v1/jobs", description="Generation jobs, run by RQ workers.")
 log = structlog.get_logger(__name__)
@@ -296,14 +296,7 @@ class JobCancel(MethodView):
 def _read_extension() -> int:
     """The larger target, checked against the schema and the operator's limit."""
     settings, errors = services().settings, []
-    if request.mimetype != "application/json":
-        problem(415, f"unsupported content type {request.mimetype or '(none)'}: send application/json")
-    body = request.get_json(silent=True) if request.get_data() else {}
-    if body is None:
-        problem(400, "the body is not valid JSON")
-    if not isinstance(body, dict):
-        problem(422, "invalid extension", [{"field": "(body)", "message": "Must be a JSON object."}])
-    args = load(ExtensionCreateSchema(), body, errors)
+    args = load(ExtensionCreateSchema(), json_object("extension"), errors)
     if args.get("num_instructions", 0) > settings.max_instructions:
         message = f"at most {settings.max_instructions} on this service"
         errors.append({"field": "num_instructions", "message": message})
@@ -330,8 +323,8 @@ class JobExtensions(MethodView):
         single run to the larger target makes); the earlier dataset stays as it is."""
         s = services()
         r, settings = s.redis, s.settings
-        earlier = get_job(job_id)  # first: another team's job is missing, whatever the body says
-        target = _read_extension()
+        target = _read_extension()  # a bad body is refused alike for every job id, known or not
+        earlier = get_job(job_id)
         if earlier.state != "succeeded" or not earlier.dataset:
             problem(409, f"job {job_id} is {earlier.state}: only a job that succeeded can be extended")
         if "instructions" in earlier.config:

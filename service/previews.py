@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from flask import request, url_for
+from flask import url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import RAISE
@@ -17,7 +17,7 @@ from jobs.runner import queue
 from jobs.store import previews
 from service import job_body
 from service.context import services, team
-from service.errors import load, problem
+from service.errors import json_object, load, problem
 
 blp = Blueprint(
     "previews", __name__, url_prefix="/v1/previews", description="Try a recipe on a few instructions first."
@@ -48,13 +48,7 @@ def render(preview: dict[str, Any]) -> dict[str, Any]:
 def _read() -> tuple[dict[str, Any], str]:
     """The body, checked like a job's (every fault in one 422; a missing seed set alone is a 404)."""
     settings, errors = services().settings, []
-    if request.mimetype != "application/json":
-        problem(415, f"unsupported content type {request.mimetype or '(none)'}: send application/json")
-    body = request.get_json(silent=True) if request.get_data() else {}
-    if body is None:
-        problem(400, "the body is not valid JSON")
-    if not isinstance(body, dict):
-        problem(422, "invalid preview request", [{"field": "(body)", "message": "Must be a JSON object."}])
+    body = json_object("preview request")
     args = load(PreviewCreateSchema(), body, errors)
     profile = job_body.profile(args, body, errors)
     if args.get("num_instructions", 0) > settings.preview_max_instructions:

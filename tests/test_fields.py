@@ -155,6 +155,8 @@ def test_wrong_json_types_are_refused_naming_the_field(live, redis):
         ("post", "/v1/jobs"): {"seed_set_id": seed_set_id, "num_instructions": 2},
         ("post", "/v1/seed-sets"): {"name": "x", "tasks": [GOOD_TASK]},
         ("post", "/v1/previews"): {"seed_set_id": seed_set_id, "num_instructions": 2},
+        # the body is checked before the job is looked up: the path's placeholder will do
+        ("post", "/v1/jobs/{job_id}/extensions"): {"num_instructions": 5},
     }
     checked: list[str] = []
     for method, path, schema in json_operations(spec):
