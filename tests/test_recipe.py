@@ -86,3 +86,21 @@ def test_the_api_schema_loads_the_body_into_a_recipe() -> None:
 def test_execution_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Execution(concurrency=0)
+
+
+def test_a_job_recorded_before_records_held_its_recipe_still_runs(client, redis, worker_env) -> None:
+    """An upgrade finds jobs whose record holds only the request as given: the worker builds the
+    recipe from it, and the run is the one that request asked for."""
+    from jobs.store import keyspace
+    from tests.conftest import work
+    from tests.test_api import make_seed_set
+
+    sid = make_seed_set(client)
+    body = {"seed_set_id": sid, "num_instructions": 3, "seed": 9, "export_formats": ["alpaca"]}
+    old = client.post("/v1/jobs", json={**body, "classification_method": "text"}).json["id"]
+    redis.hdel(keyspace.job(old), "recipe")
+    work(redis)
+    job = client.get(f"/v1/jobs/{old}").json
+    assert job["state"] == "succeeded", job
+    names = {f["name"] for f in client.get(f"/v1/jobs/{old}/dataset").json["files"]}
+    assert "alpaca.json" in names and "finetune.jsonl" not in names

@@ -21,7 +21,7 @@ from jobs import retry
 from jobs.blobs.artifacts import Artifacts
 from jobs.blobs.history import HistoryGone, carried, earlier_instructions
 from jobs.method.llm import EndpointError
-from jobs.method.recipe import Execution, Recipe
+from jobs.method.recipe import REQUEST_FIELDS, Execution, Recipe
 from jobs.method.run import BudgetReached, Canceled, Run
 from jobs.method.seed_tasks import parse_jsonl
 from jobs.runner import queue
@@ -100,7 +100,7 @@ class Context:
         self.current = Run(
             run_id,
             seed_tasks,
-            Recipe.from_dict(job.recipe),
+            recipe_of(job),
             profile.endpoint(),
             self.store(part),
             reporter,
@@ -114,6 +114,14 @@ class Context:
         )
         self.reporter = reporter
         return self.current
+
+
+def recipe_of(job: jobs_.Job) -> Recipe:
+    """The job's checked recipe; a job queued before records held one has it built from its request
+    as given (checked then, as it was when it was submitted)."""
+    if job.recipe:
+        return Recipe.from_dict(job.recipe)
+    return Recipe.build({k: v for k, v in job.config.items() if k in REQUEST_FIELDS})
 
 
 def guarded(job_id: str, body: Callable[[Context], None]) -> None:
