@@ -5,8 +5,6 @@ Through gunicorn and a worker process on the real Redis and S3 endpoint, with th
 
 from __future__ import annotations
 
-import time
-
 import httpx
 from rouge_score import rouge_scorer
 
@@ -14,7 +12,7 @@ from client.__main__ import main as cli
 from jobs.method.recipe import Recipe
 from jobs.store import keyspace
 from jobs.tools.local_stack import gunicorn
-from tests.conftest import env_for, work
+from tests.conftest import env_for, wait_until, work
 from tests.test_api import SEEDS, make_seed_set
 from tests.test_auth import as_team
 
@@ -29,14 +27,15 @@ def finished(http: httpx.Client, body: dict) -> dict:
     """Submit a job and wait for it to succeed (a condition, with a generous deadline)."""
     created = http.post("/v1/jobs", json=body)
     assert created.status_code == 202, created.text
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        job = http.get(f"/v1/jobs/{created.json()['id']}").json()
-        if job["state"] in ("succeeded", "failed", "canceled"):
-            assert job["state"] == "succeeded", job
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {created.json()['id']} did not finish: {job}")
+    url = f"/v1/jobs/{created.json()['id']}"
+
+    def ended() -> dict | None:
+        job = http.get(url).json()
+        return job if job["state"] in ("succeeded", "failed", "canceled") else None
+
+    job = wait_until(ended, timeout=180, interval=0.2, what=f"{url} to end")
+    assert job["state"] == "succeeded", job
+    return job
 
 
 def instruction_decisions(http: httpx.Client, job_id: str, **filters: str) -> list[dict]:

@@ -86,27 +86,18 @@ def test_an_interrupted_extension_resumes_from_its_own_checkpoint(tmp_path, fake
     _, first_out = run_to(tmp_path, "first", fake_llm, seed_tasks, 6)
     carried = Carried.read("a", lines(first_out / "decisions.jsonl"), lines(first_out / "instructions.jsonl"))
     store = FileStore(tmp_path / "ext" / "state")
-    Run(
-        "ext",
-        seed_tasks,
-        Recipe(num_instructions=12, seed=3),
-        fake_endpoint(fake_llm),
-        store,
-        carried=carried,
-    )
+
+    def start() -> Run:
+        recipe = Recipe(num_instructions=12, seed=3)
+        return Run("ext", seed_tasks, recipe, fake_endpoint(fake_llm), store, carried=carried)
+
+    start()
     seeded = store.load()
     assert seeded is not None and seeded.decisions == len(carried.instance_decisions) == len(
         list(store.decisions())
     )
     # a second start finds the seeded checkpoint: nothing is carried twice
-    again = Run(
-        "ext",
-        seed_tasks,
-        Recipe(num_instructions=12, seed=3),
-        fake_endpoint(fake_llm),
-        store,
-        carried=carried,
-    )
+    again = start()
     execute(again)
     exports.export(again, tmp_path / "ext" / "out")
     ids = [d["id"] for d in lines(tmp_path / "ext" / "out" / "decisions.jsonl")]
