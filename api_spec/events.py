@@ -5,7 +5,7 @@ from marshmallow import RAISE, Schema, fields, validate
 from api_spec.common import QueryInteger
 
 EVENT_CURSOR = r"^\d{1,19}-\d{1,19}$"  # a Redis stream id; each part below 2**64
-EVENT_TYPES = ("state", "stage_started", "stage_ended", "progress", "retry", "warning", "webhook")
+EVENT_TYPES = ("state", "stage_started", "stage_ended", "progress", "retry", "warning", "webhook", "batch")
 MAX_WAIT_SECONDS = 25  # below gunicorn's worker timeout
 
 
@@ -48,7 +48,8 @@ class EventSchema(Schema):
             "description": "state: state, previous, error, cancelled_by, stop_reason; stage_started: stage, "
             "total; stage_ended: stage; progress: part and counters; retry: part, attempts, reasons; "
             "warning: message; webhook (an attempt to post the job's end to its notify_url): event, "
-            "attempt, status, error, delivered, final, next_attempt_in."
+            "attempt, status, error, delivered, final, next_attempt_in; batch (a batch-mode job's provider "
+            "batch changed state): part, batch_id, status, stage, round, attempt, requests."
         },
     )
 

@@ -129,6 +129,14 @@ class JobCreateSchema(Schema):
         },
     )
     include_seed_tasks = StrictBoolean(load_default=False)
+    round_size = StrictInteger(
+        validate=validate.Range(1, 50_000),
+        metadata={
+            "description": "Stage 1 in rounds of this many prompts, each sampling the pool as it stood when "
+            "its round began. A batch-mode profile's rounds are its batches (200 prompts when not given); "
+            "an online job with the same round size makes the same dataset."
+        },
+    )
     similarity_threshold = StrictFloat(load_default=0.7, validate=validate.Range(0.0, 1.0))
     max_requests = StrictInteger(
         validate=validate.Range(1, 10_000_000),

@@ -63,7 +63,9 @@ class PreviewResultSchema(Schema):
         required=True,
         metadata={
             "description": "Tokens and cost per kept instruction, and for `full_num_instructions`, at the "
-            "preview's rate (null: nothing was kept)."
+            "preview's rate (null: nothing was kept): `cost` in the profile's `mode`, `cost_by_mode` both "
+            "online and through the provider's Batch API (at the profile's batch prices). A preview "
+            "always runs online."
         },
     )
     stop_reason = fields.String(allow_none=True, required=True)

@@ -25,3 +25,18 @@ class ProfileSchema(Schema):
         metadata={"description": "{prompt, completion} per million tokens, in `currency`; null: no prices."},
     )
     currency = fields.String(required=True)
+    mode = fields.String(
+        required=True,
+        validate=validate.OneOf(("online", "batch")),
+        metadata={
+            "description": "online: requests one by one; batch: stages go through the provider's Batch API "
+            "(hours, not minutes; cost at the batch prices)."
+        },
+    )
+    batch_price_per_million_tokens = fields.Dict(
+        keys=fields.String(),
+        values=fields.Float(),
+        allow_none=True,
+        required=True,
+        metadata={"description": "Batch mode's prices; null: the online ones."},
+    )

@@ -45,6 +45,10 @@ class Profile:
     # and llama.cpp honour it)
     send_seed: bool | None = None
     reasoning: bool = False  # chat only: a reasoning model (o-series, gpt-5): no sampling parameters
+    # "batch": stages go through the provider's Batch API (POST /v1/files, /v1/batches), at
+    # batch_price_per_million_tokens (default: price_per_million_tokens)
+    mode: str = "online"
+    batch_price_per_million_tokens: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         # refused when the settings load, not when a job first calls the endpoint
@@ -66,19 +70,26 @@ class Profile:
             raise ValueError(f"profile {self.name!r}: reasoning is for chat profiles")
         if not isinstance(self.send_seed, bool | None) or not isinstance(self.reasoning, bool):
             raise ValueError(f"profile {self.name!r}: send_seed and reasoning are true or false")
-        prices = self.price_per_million_tokens
-        if prices is not None and (
-            set(prices) != {"prompt", "completion"}
-            or not all(isinstance(v, int | float) and v >= 0 for v in prices.values())
-        ):
-            raise ValueError(
-                f"profile {self.name!r}: price_per_million_tokens is {{prompt, completion}}, "
-                "non-negative numbers"
-            )
+        if self.mode not in ("online", "batch"):
+            raise ValueError(f"profile {self.name!r}: mode is online or batch, not {self.mode!r}")
+        for name in ("price_per_million_tokens", "batch_price_per_million_tokens"):
+            prices = getattr(self, name)
+            if prices is not None and (
+                set(prices) != {"prompt", "completion"}
+                or not all(isinstance(v, int | float) and v >= 0 for v in prices.values())
+            ):
+                raise ValueError(
+                    f"profile {self.name!r}: {name} is {{prompt, completion}}, non-negative numbers"
+                )
 
     @property
     def prices(self) -> tuple[float, float] | None:
-        p = self.price_per_million_tokens
+        """Per million prompt and completion tokens, in the profile's mode."""
+        return self.mode_prices(self.mode)
+
+    def mode_prices(self, mode: str) -> tuple[float, float] | None:
+        online = self.price_per_million_tokens
+        p = (self.batch_price_per_million_tokens or online) if mode == "batch" else online
         return None if p is None else (float(p["prompt"]), float(p["completion"]))
 
     def endpoint(self) -> Endpoint:
@@ -100,6 +111,7 @@ class Profile:
             max_tokens_param=self.max_tokens_param,
             send_seed=self.send_seed,
             reasoning=self.reasoning,
+            mode=self.mode,
         )
 
 
@@ -157,6 +169,8 @@ class Settings:
     webhook_allowed_hosts: tuple[str, ...] = ()
     webhook_timeout_seconds: float = 10.0
     webhook_retry_seconds: float = 600.0
+    # batch-mode profiles: how often a job waiting on the provider's batches looks at them again
+    batch_poll_seconds: float = 60.0
 
     def __post_init__(self) -> None:
         check_allowlist(self.webhook_allowed_hosts)  # a bad entry stops the process at start
@@ -200,6 +214,7 @@ class Settings:
             gunicorn_limit_request_field_size=int(
                 e.get("GUNICORN_LIMIT_REQUEST_FIELD_SIZE", cls.gunicorn_limit_request_field_size)
             ),
+            batch_poll_seconds=float(e.get("BATCH_POLL_SECONDS", cls.batch_poll_seconds)),
             preview_queue=e.get("PREVIEW_QUEUE", cls.preview_queue),
             preview_max_instructions=int(e.get("PREVIEW_MAX_INSTRUCTIONS", cls.preview_max_instructions)),
             preview_wait_seconds=float(e.get("PREVIEW_WAIT_SECONDS", cls.preview_wait_seconds)),
@@ -255,6 +270,7 @@ class Settings:
             "WEBHOOK_ALLOWED_HOSTS": ",".join(self.webhook_allowed_hosts),
             "WEBHOOK_TIMEOUT_SECONDS": str(self.webhook_timeout_seconds),
             "WEBHOOK_RETRY_SECONDS": str(self.webhook_retry_seconds),
+            "BATCH_POLL_SECONDS": str(self.batch_poll_seconds),
         }
         return env
 

@@ -1,6 +1,7 @@
 """Cut the operations the engine uses out of OpenAI's published OpenAPI description, for the contract
-tests (tests/test_contracts.py): POST /completions, POST /chat/completions, POST /files, POST /batches
-and GET /batches/{batch_id}, with every component they reference, followed through `$ref`s.
+tests (tests/test_contracts.py): POST /completions, POST /chat/completions, the files and batches
+operations batch mode uses (jobs.method.batch), with every component they reference, followed through
+`$ref`s.
 
     python scripts/vendor_openai_spec.py /path/to/openai-openapi [--commit SHA] [--date YYYY-MM-DD]
 
@@ -26,6 +27,10 @@ OPERATIONS = (
     ("/files", "post"),
     ("/batches", "post"),
     ("/batches/{batch_id}", "get"),
+    ("/files", "get"),
+    ("/files/{file_id}/content", "get"),
+    ("/batches", "get"),
+    ("/batches/{batch_id}/cancel", "post"),
 )
 # Documentation-site material (request and response samples in several languages): not a contract.
 DROPPED_KEYS = ("x-oaiMeta",)

@@ -26,6 +26,8 @@ class Profiles(MethodView):
                 "structured_output": p.response_format is not None,
                 "price_per_million_tokens": p.price_per_million_tokens,
                 "currency": p.currency,
+                "mode": p.mode,
+                "batch_price_per_million_tokens": p.batch_price_per_million_tokens,
             }
             for p in settings.profiles.values()
         ]

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import email.parser
+import email.policy
 import hashlib
 import json
 import math
@@ -22,6 +24,7 @@ import random
 import re
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -321,9 +324,20 @@ class Script:
     # planted (log P(" Yes"), log P(" No")) by the task text being classified; others from its hash.
     # The greedy text then follows the larger one.
     label_logprobs: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # The Batch API (Batches): a batch ends after this many reads of it (validating, in_progress,
+    # finalizing, then its end); its end by creation order (then "completed"), and how much of its
+    # input an expired or failed one answered first
+    batch_polls: int = 3
+    batch_outcomes: list[str] = field(default_factory=list)
+    batch_partial: float = 0.5
+    # "files" or "batches": the first upload or batch creation is done, then its answer held this
+    # many seconds (`holding` is set meanwhile): a client killed then never hears of it
+    hold: dict[str, float] = field(default_factory=dict)
+    holding: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
+        self.batches = Batches(self)
         self._rng = random.Random(self.seed)
         self._window = (0.0, 0, 0)  # its start (monotonic), requests and tokens used in it
 
@@ -429,9 +443,10 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-        if self.command == "POST":
+        if self.command == "POST" or self.path.startswith(("/v1/files", "/v1/batches")):
             with self.script.lock:
                 path = self.path.rstrip("/").removeprefix("/v1")
+                path = path if self.command == "POST" else f"GET {path}"
                 self.script.answers.append((path, status, dict(headers or {}), body))
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -442,7 +457,9 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:
-        if self.path.rstrip("/") == "/v1/models":
+        if self.path.startswith(("/v1/files", "/v1/batches")):
+            self._send(*self.script.batches.get(self.path))
+        elif self.path.rstrip("/") == "/v1/models":
             self._send(
                 200, json.dumps({"object": "list", "data": [{"id": "fake", "object": "model"}]}).encode()
             )
@@ -453,179 +470,393 @@ class Handler(BaseHTTPRequestHandler):
             self._send(404, b'{"error": "not found"}')
 
     def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-        chat = self.path.rstrip("/") == "/v1/chat/completions"
-        if not chat and self.path.rstrip("/") != "/v1/completions":
+        raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        path = self.path.rstrip("/")
+        if path.startswith(("/v1/files", "/v1/batches")):
+            self._send(*self.script.batches.post(path, raw, self.headers.get("Content-Type", "")))
+            return
+        body = json.loads(raw or b"{}")
+        if path not in ("/v1/chat/completions", "/v1/completions"):
             self._send(404, b'{"error": "not found"}')
             return
-        script = self.script
-        with script.lock:
-            script.bodies.append((self.path.rstrip("/").removeprefix("/v1"), copy.deepcopy(body)))
-        if chat:
-            body["prompt"] = body["messages"][-1]["content"]  # what the logs below record
-            with script.lock:
-                script.chat_requests.append(body)
-            refused = [p for p in script.reject_params if p in body]
-            if refused:
-                message = f"Unsupported parameter: '{refused[0]}' is not supported with this model."
-                self._refuse(message, refused[0], "unsupported_parameter")
-                return
-            answer_format = body.get("response_format") or {}
-            if script.strict_schemas and answer_format.get("type") == "json_schema":
-                spec = answer_format.get("json_schema", {})
-                problem = strict_schema_problem(spec.get("schema")) if spec.get("strict") else None
-                if problem:
-                    name = spec.get("name")
-                    message = f"Invalid schema for response_format '{name}': {problem}"
-                    self._refuse(message, "response_format", "invalid_json_schema")
-                    return
-        limits: dict[str, str] = {}
-        if script.limited:
-            admitted = script.admit()
-            if admitted is None:
-                # whole seconds, at least one, as OpenAI's description of the header says
-                wait = max(1, math.ceil(script.retry_in()))
-                headers = {"Retry-After": str(wait), **script.limit_headers(time.monotonic())}
-                error = {
-                    "message": "Rate limit reached",
-                    "type": "requests",
-                    "param": None,
-                    "code": "rate_limit_exceeded",
-                }
-                self._send(429, json.dumps({"error": error}).encode(), headers)
-                return
-            limits = admitted
-        with script.lock:
-            script.received.append(body.get("prompt", ""))
-        fault = script.draw_fault()
-        if fault == "429":
-            self._send(429, b'{"error": {"message": "slow down"}}', {"Retry-After": str(script.retry_after)})
-            return
-        if fault == "401echo":  # a careless endpoint that echoes the key it was given
-            echo = json.dumps({"error": {"message": f"bad key: {self.headers.get('Authorization')}"}})
-            self._send(401, echo.encode())
-            return
-        if fault == "400":
-            self._send(400, b'{"error": {"message": "bad request: context too long"}}')
-            return
-        if fault == "500":
-            self._send(500, b'{"error": {"message": "internal error"}}')
-            return
-        if fault == "drop":
+        status, answer, headers = respond(self.script, path, body, self.headers.get("Authorization", ""))
+        if status == 0:  # the connection drops
             self.close_connection = True
             self.connection.close()
             return
-        if fault == "malformed":
-            self._send(200, b'{"choices": [{"text": ')
-            return
-        if fault == "slow":
-            time.sleep(script.slow_seconds)
-        if script.delay:
-            time.sleep(script.delay)
-        prompt = body["prompt"]
+        self._send(status, answer, headers)
+
+
+def respond(
+    script: Script, path: str, body: dict[str, Any], authorization: str = ""
+) -> tuple[int, bytes, dict[str, str]]:
+    """One completions or chat request's answer, (status, body, headers); status 0: the connection
+    drops. The HTTP handler and the batch processor (Batches) both answer through it."""
+    chat = path == "/v1/chat/completions"
+    with script.lock:
+        script.bodies.append((path.removeprefix("/v1"), copy.deepcopy(body)))
+    if chat:
+        body["prompt"] = body["messages"][-1]["content"]  # what the logs below record
         with script.lock:
-            script.prompts.append(prompt)
-        n = body.get("n", 1) if script.supports_n else 1
-        seed = body.get("seed")
-        if chat:
-            pair = script.label_pair(prompt, bool(body.get("logprobs")))
-            if pair and body.get("logprobs") and script.logprobs == "refuse":
-                self._send(500, b'{"error": {"message": "logprobs is not supported"}}')
-                return
-            answer = self._chat(body, fault, n, seed, pair)
-            if script.limited:
-                limits = script.spend(answer["usage"]["total_tokens"])
-            self._send(200, json.dumps(answer).encode(), limits)
-            return
+            script.chat_requests.append(body)
+        refused = [p for p in script.reject_params if p in body]
+        if refused:
+            message = f"Unsupported parameter: '{refused[0]}' is not supported with this model."
+            return _refusal(message, refused[0], "unsupported_parameter")
+        answer_format = body.get("response_format") or {}
+        if script.strict_schemas and answer_format.get("type") == "json_schema":
+            spec = answer_format.get("json_schema", {})
+            problem = strict_schema_problem(spec.get("schema")) if spec.get("strict") else None
+            if problem:
+                name = spec.get("name")
+                message = f"Invalid schema for response_format '{name}': {problem}"
+                return _refusal(message, "response_format", "invalid_json_schema")
+    limits: dict[str, str] = {}
+    if script.limited:
+        admitted = script.admit()
+        if admitted is None:
+            # whole seconds, at least one, as OpenAI's description of the header says
+            wait = max(1, math.ceil(script.retry_in()))
+            headers = {"Retry-After": str(wait), **script.limit_headers(time.monotonic())}
+            error = {
+                "message": "Rate limit reached",
+                "type": "requests",
+                "param": None,
+                "code": "rate_limit_exceeded",
+            }
+            return _answer(429, json.dumps({"error": error}).encode(), headers)
+        limits = admitted
+    with script.lock:
+        script.received.append(body.get("prompt", ""))
+    fault = script.draw_fault()
+    if fault == "429":
+        return _answer(429, b'{"error": {"message": "slow down"}}', {"Retry-After": str(script.retry_after)})
+    if fault == "401echo":  # a careless endpoint that echoes the key it was given
+        echo = json.dumps({"error": {"message": f"bad key: {authorization}"}})
+        return _answer(401, echo.encode())
+    if fault == "400":
+        return _answer(400, b'{"error": {"message": "bad request: context too long"}}')
+    if fault == "500":
+        return _answer(500, b'{"error": {"message": "internal error"}}')
+    if fault == "drop":
+        return 0, b"", {}
+    if fault == "malformed":
+        return _answer(200, b'{"choices": [{"text": ')
+    if fault == "slow":
+        time.sleep(script.slow_seconds)
+    if script.delay:
+        time.sleep(script.delay)
+    prompt = body["prompt"]
+    with script.lock:
+        script.prompts.append(prompt)
+    n = body.get("n", 1) if script.supports_n else 1
+    seed = body.get("seed")
+    if chat:
         pair = script.label_pair(prompt, bool(body.get("logprobs")))
         if pair and body.get("logprobs") and script.logprobs == "refuse":
-            message = "logprobs is not supported for models created with logits_all=False"
-            self._send(
-                500, json.dumps({"error": {"message": message, "type": "internal_server_error"}}).encode()
-            )
-            return
-        choices = []
-        for i in range(n):
-            logprobs = None
-            if fault == "garbage" or script.garbage_for(prompt):
-                raw = "".join(random.Random(i).choice("#@!?~ \n") for _ in range(40))
-            elif pair:  # a greedy model answers the likelier label
-                raw = " Yes" if pair[0] >= pair[1] else " No"
-                if body.get("logprobs") and script.logprobs == "top":
-                    top = {" Yes": pair[0], " No": pair[1], "\n": -9.0}
-                    logprobs = {"tokens": [raw], "token_logprobs": [top[raw]], "top_logprobs": [top]}
-            else:
-                raw = compose(prompt, None if seed is None else seed + i, body.get("temperature", 1.0))
-            raw = script.planted(prompt, raw, seed)
-            text, reason = finish(raw, body.get("stop"), body.get("max_tokens", 16))
-            choices.append({"index": i, "text": text, "finish_reason": reason, "logprobs": logprobs})
-        completion_tokens = sum(len(c["text"].split()) for c in choices)
-        script.count_tokens(len(prompt.split()), completion_tokens)
+            return _answer(500, b'{"error": {"message": "logprobs is not supported"}}')
+        answer = _chat(script, body, fault, n, seed, pair)
         if script.limited:
-            limits = script.spend(len(prompt.split()) + completion_tokens)
-        response = {
-            "id": "cmpl-fake",
-            "object": "text_completion",
-            "created": 0,
-            "model": body.get("model", "fake"),
-            "choices": choices,
-            "usage": {
-                "prompt_tokens": len(prompt.split()),
-                "completion_tokens": completion_tokens,
-                "total_tokens": len(prompt.split()) + completion_tokens,
-            },
+            limits = script.spend(answer["usage"]["total_tokens"])
+        return _answer(200, json.dumps(answer).encode(), limits)
+    pair = script.label_pair(prompt, bool(body.get("logprobs")))
+    if pair and body.get("logprobs") and script.logprobs == "refuse":
+        message = "logprobs is not supported for models created with logits_all=False"
+        return _answer(
+            500, json.dumps({"error": {"message": message, "type": "internal_server_error"}}).encode()
+        )
+    choices = []
+    for i in range(n):
+        logprobs = None
+        if fault == "garbage" or script.garbage_for(prompt):
+            raw = "".join(random.Random(i).choice("#@!?~ \n") for _ in range(40))
+        elif pair:  # a greedy model answers the likelier label
+            raw = " Yes" if pair[0] >= pair[1] else " No"
+            if body.get("logprobs") and script.logprobs == "top":
+                top = {" Yes": pair[0], " No": pair[1], "\n": -9.0}
+                logprobs = {"tokens": [raw], "token_logprobs": [top[raw]], "top_logprobs": [top]}
+        else:
+            raw = compose(prompt, None if seed is None else seed + i, body.get("temperature", 1.0))
+        raw = script.planted(prompt, raw, seed)
+        text, reason = finish(raw, body.get("stop"), body.get("max_tokens", 16))
+        choices.append({"index": i, "text": text, "finish_reason": reason, "logprobs": logprobs})
+    completion_tokens = sum(len(c["text"].split()) for c in choices)
+    script.count_tokens(len(prompt.split()), completion_tokens)
+    if script.limited:
+        limits = script.spend(len(prompt.split()) + completion_tokens)
+    response = {
+        "id": "cmpl-fake",
+        "object": "text_completion",
+        "created": 0,
+        "model": body.get("model", "fake"),
+        "choices": choices,
+        "usage": {
+            "prompt_tokens": len(prompt.split()),
+            "completion_tokens": completion_tokens,
+            "total_tokens": len(prompt.split()) + completion_tokens,
+        },
+    }
+    return 200, json.dumps(response).encode(), limits
+
+
+def _answer(
+    status: int, body: bytes, headers: dict[str, str] | None = None
+) -> tuple[int, bytes, dict[str, str]]:
+    return status, body, headers or {}
+
+
+def _refusal(message: str, param: str, code: str) -> tuple[int, bytes, dict[str, str]]:
+    error = {"message": message, "type": "invalid_request_error", "param": param, "code": code}
+    return _answer(400, json.dumps({"error": error}).encode())
+
+
+def _chat(
+    script: Script,
+    body: dict[str, Any],
+    fault: str | None,
+    n: int,
+    seed: int | None,
+    pair: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    structured = body.get("response_format") is not None
+    choices = []
+    for i in range(n):
+        logprobs = None
+        if fault == "garbage" or script.garbage_for(body["prompt"]):
+            raw = "".join(random.Random(i).choice("#@!?~ \n") for _ in range(40))
+        elif pair and not structured:
+            raw = "Yes" if pair[0] >= pair[1] else "No"
+            if body.get("logprobs") and script.logprobs == "top":
+                top = [_token(t, lp) for t, lp in (("Yes", pair[0]), ("No", pair[1]))]
+                lp = pair[0] if raw == "Yes" else pair[1]
+                logprobs = {"content": [{**_token(raw, lp), "top_logprobs": top}], "refusal": None}
+        elif fault == "badjson" and structured:
+            raw = '{"examples": [{"input": "cut off'
+        else:
+            s = None if seed is None else seed + i
+            raw = compose_chat(body["messages"], s, body.get("temperature", 1.0), structured)
+        # max_completion_tokens, or the name it replaced (what llama.cpp's servers know)
+        limit = body.get("max_completion_tokens", body.get("max_tokens", 16))
+        text, reason = finish(raw, body.get("stop"), limit)
+        message = {"role": "assistant", "content": text, "refusal": None}
+        choices.append({"index": i, "message": message, "finish_reason": reason, "logprobs": logprobs})
+    prompt_tokens = sum(len(m["content"].split()) for m in body["messages"])
+    completion_tokens = sum(len(c["message"]["content"].split()) for c in choices)
+    script.count_tokens(prompt_tokens, completion_tokens)
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 0,
+        "model": body.get("model", "fake"),
+        "choices": choices,
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+class Batches:
+    """OpenAI's Files and Batch APIs as batch mode uses them: upload a JSONL input file, create a batch
+    from it, read it (each read moves it on: validating, in_progress, finalizing, its end), list,
+    cancel, and download its output and error files. Each line is answered by `respond`, with the
+    script's faults: a line answered with an error goes to the error file."""
+
+    ENDS = ("completed", "failed", "expired", "cancelled")
+
+    def __init__(self, script: Script):
+        self.script = script
+        self.files: dict[str, dict[str, Any]] = {}  # id -> OpenAIFile, with its "content" (bytes)
+        self.batches: dict[str, dict[str, Any]] = {}  # id -> Batch, with its "reads"
+        self.created: list[str] = []  # batch ids in creation order
+        self.lock = threading.Lock()
+
+    def _held(self, kind: str) -> None:
+        seconds = self.script.hold.pop(kind, 0.0)
+        if seconds:
+            self.script.holding.set()
+            time.sleep(seconds)
+
+    def _file(self, filename: str, purpose: str, content: bytes) -> dict[str, Any]:
+        file_id = f"file-{len(self.files) + 1:06d}"
+        self.files[file_id] = {
+            "id": file_id,
+            "object": "file",
+            "bytes": len(content),
+            "created_at": int(time.time()),
+            "filename": filename,
+            "purpose": purpose,
+            "status": "processed",
+            "content": content,
         }
-        self._send(200, json.dumps(response).encode(), limits)
+        return self.files[file_id]
 
-    def _refuse(self, message: str, param: str, code: str) -> None:
-        error = {"message": message, "type": "invalid_request_error", "param": param, "code": code}
-        self._send(400, json.dumps({"error": error}).encode())
+    @staticmethod
+    def _public(record: dict[str, Any]) -> dict[str, Any]:
+        # what is not there yet is left out, as OpenAI does (the description makes none of it nullable)
+        return {k: v for k, v in record.items() if k not in ("content", "reads", "outcome") and v is not None}
 
-    def _chat(
-        self,
-        body: dict[str, Any],
-        fault: str | None,
-        n: int,
-        seed: int | None,
-        pair: tuple[float, float] | None = None,
-    ) -> dict[str, Any]:
-        structured = body.get("response_format") is not None
-        choices = []
-        for i in range(n):
-            logprobs = None
-            if fault == "garbage" or self.script.garbage_for(body["prompt"]):
-                raw = "".join(random.Random(i).choice("#@!?~ \n") for _ in range(40))
-            elif pair and not structured:
-                raw = "Yes" if pair[0] >= pair[1] else "No"
-                if body.get("logprobs") and self.script.logprobs == "top":
-                    top = [_token(t, lp) for t, lp in (("Yes", pair[0]), ("No", pair[1]))]
-                    lp = pair[0] if raw == "Yes" else pair[1]
-                    logprobs = {"content": [{**_token(raw, lp), "top_logprobs": top}], "refusal": None}
-            elif fault == "badjson" and structured:
-                raw = '{"examples": [{"input": "cut off'
+    def post(self, path: str, raw: bytes, content_type: str) -> tuple[int, bytes, dict[str, str]]:
+        if path == "/v1/files":
+            fields = _multipart(raw, content_type)
+            with self.script.lock:
+                # the file's part stands for itself by its name (a multipart body has no JSON form)
+                form = {k: v for k, v in fields.items() if k not in ("file", "filename")}
+                self.script.bodies.append(("/files", {**form, "file": fields.get("filename", "")}))
+            if fields.get("purpose") != "batch" or "file" not in fields:
+                return _refusal("purpose must be batch, with a file", "purpose", "invalid_value")
+            with self.lock:
+                record = self._file(fields["filename"], "batch", fields["file"])
+            self._held("files")
+            return 200, json.dumps(self._public(record)).encode(), {}
+        if path == "/v1/batches":
+            body = json.loads(raw or b"{}")
+            with self.script.lock:
+                self.script.bodies.append(("/batches", copy.deepcopy(body)))
+            if body.get("input_file_id") not in self.files:
+                return _refusal("no such input file", "input_file_id", "invalid_value")
+            with self.lock:
+                batch_id = f"batch_{len(self.batches) + 1:06d}"
+                outcomes = self.script.batch_outcomes
+                self.batches[batch_id] = {
+                    "id": batch_id,
+                    "object": "batch",
+                    "endpoint": body["endpoint"],
+                    "errors": None,
+                    "input_file_id": body["input_file_id"],
+                    "completion_window": body["completion_window"],
+                    "status": "validating",
+                    "output_file_id": None,
+                    "error_file_id": None,
+                    "created_at": int(time.time()),
+                    "request_counts": {"total": 0, "completed": 0, "failed": 0},
+                    "metadata": body.get("metadata"),
+                    "reads": 0,
+                    "outcome": outcomes.pop(0) if outcomes else "completed",
+                }
+                self.created.append(batch_id)
+                answer = self._public(self.batches[batch_id])
+            self._held("batches")
+            return 200, json.dumps(answer).encode(), {}
+        match = re.fullmatch(r"/v1/batches/([\w-]+)/cancel", path)
+        if match and match.group(1) in self.batches:
+            with self.lock:
+                batch = self.batches[match.group(1)]
+                if batch["status"] not in self.ENDS:
+                    batch["status"], batch["outcome"] = "cancelling", "cancelled"
+                    batch["cancelling_at"] = int(time.time())
+                answer = self._public(batch)
+            return 200, json.dumps(answer).encode(), {}
+        return 404, b'{"error": {"message": "not found"}}', {}
+
+    def get(self, url: str) -> tuple[int, bytes, dict[str, str]]:
+        parsed = urllib.parse.urlsplit(url)
+        path, query = parsed.path.rstrip("/"), dict(urllib.parse.parse_qsl(parsed.query))
+        with self.lock:
+            if path == "/v1/files":
+                data = [
+                    self._public(f)
+                    for f in self.files.values()
+                    if f["purpose"] == query.get("purpose", f["purpose"])
+                ]
+                return 200, json.dumps({"object": "list", "data": data, "has_more": False}).encode(), {}
+            if path == "/v1/batches":  # newest first, as OpenAI lists them
+                ids = self.created[::-1]
+                if "after" in query and query["after"] in ids:
+                    ids = ids[ids.index(query["after"]) + 1 :]
+                page = ids[: int(query.get("limit", 20))]
+                data = [self._public(self.batches[i]) for i in page]
+                answer = {
+                    "object": "list",
+                    "data": data,
+                    "first_id": page[0] if page else None,
+                    "last_id": page[-1] if page else None,
+                    "has_more": len(ids) > len(page),
+                }
+                return 200, json.dumps(answer).encode(), {}
+            if (match := re.fullmatch(r"/v1/files/([\w-]+)/content", path)) and match.group(1) in self.files:
+                return 200, self.files[match.group(1)]["content"], {}
+            if (match := re.fullmatch(r"/v1/batches/([\w-]+)", path)) and match.group(1) in self.batches:
+                batch = self.batches[match.group(1)]
+                self._advance(batch)
+                return 200, json.dumps(self._public(batch)).encode(), {}
+        return 404, b'{"error": {"message": "not found"}}', {}
+
+    def _advance(self, batch: dict[str, Any]) -> None:
+        if batch["status"] in self.ENDS:
+            return
+        batch["reads"] += 1
+        now = int(time.time())
+        if batch["status"] == "cancelling":
+            batch.update(status="cancelled", cancelled_at=now)
+        elif batch["reads"] >= self.script.batch_polls:
+            self._finish(batch, batch["outcome"])
+        elif batch["status"] == "validating":
+            batch.update(status="in_progress", in_progress_at=now)
+        elif batch["reads"] == self.script.batch_polls - 1:
+            batch.update(status="finalizing", finalizing_at=now)
+
+    def _finish(self, batch: dict[str, Any], outcome: str) -> None:
+        lines = [
+            json.loads(line) for line in self.files[batch["input_file_id"]]["content"].splitlines() if line
+        ]
+        count = len(lines) if outcome == "completed" else int(len(lines) * self.script.batch_partial)
+        done, failed = [], []
+        for line in lines[:count]:
+            status, raw, _ = respond(self.script, line["url"], line["body"])
+            try:
+                answer = json.loads(raw) if status == 200 else {}
+            except ValueError:
+                status, raw = 500, b'{"error": {"message": "malformed"}}'
+            response = {"status_code": status, "request_id": f"req-{len(done) + len(failed)}"}
+            if status == 200:
+                done.append(
+                    {
+                        "id": f"batch_req_{len(done)}",
+                        "custom_id": line["custom_id"],
+                        "response": {**response, "body": answer},
+                        "error": None,
+                    }
+                )
             else:
-                s = None if seed is None else seed + i
-                raw = compose_chat(body["messages"], s, body.get("temperature", 1.0), structured)
-            # max_completion_tokens, or the name it replaced (what llama.cpp's servers know)
-            limit = body.get("max_completion_tokens", body.get("max_tokens", 16))
-            text, reason = finish(raw, body.get("stop"), limit)
-            message = {"role": "assistant", "content": text, "refusal": None}
-            choices.append({"index": i, "message": message, "finish_reason": reason, "logprobs": logprobs})
-        prompt_tokens = sum(len(m["content"].split()) for m in body["messages"])
-        completion_tokens = sum(len(c["message"]["content"].split()) for c in choices)
-        self.script.count_tokens(prompt_tokens, completion_tokens)
-        return {
-            "id": "chatcmpl-fake",
-            "object": "chat.completion",
-            "created": 0,
-            "model": body.get("model", "fake"),
-            "choices": choices,
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-        }
+                body = json.loads(raw) if raw.startswith(b"{") else {"error": {"message": "dropped"}}
+                failed.append(
+                    {
+                        "id": f"batch_req_e{len(failed)}",
+                        "custom_id": line["custom_id"],
+                        "response": {**response, "status_code": status or 500, "body": body},
+                        "error": None,
+                    }
+                )
+        for kind, found in (("output_file_id", done), ("error_file_id", failed)):
+            if found:
+                content = "".join(json.dumps(line) + "\n" for line in found).encode()
+                batch[kind] = self._file(f"{batch['id']}_{kind}.jsonl", "batch_output", content)["id"]
+        batch["request_counts"] = {"total": len(lines), "completed": len(done), "failed": len(failed)}
+        batch.update(status=outcome, **{f"{outcome}_at": int(time.time())})
+        if outcome == "failed":
+            batch["errors"] = {
+                "object": "list",
+                "data": [{"code": "scripted", "message": "the script failed it"}],
+            }
+
+
+def _multipart(raw: bytes, content_type: str) -> dict[str, Any]:
+    """A multipart/form-data body's fields (a file field's bytes, and its name as "filename")."""
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + raw
+    )
+    out: dict[str, Any] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        if part.get_filename():
+            out["filename"] = part.get_filename()
+            out[str(name)] = payload
+        else:
+            out[str(name)] = payload.decode() if isinstance(payload, bytes) else payload
+    return out
 
 
 def _token(token: str, logprob: float) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -26,6 +27,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from jobs.method import exports
+from jobs.method.batch import Waiting
 from jobs.method.checkpoint import FileStore
 from jobs.method.engine import execute
 from jobs.method.llm import duration
@@ -88,8 +90,10 @@ class Contract:
             node = node[part.replace("~1", "/").replace("~0", "~")]
         return node
 
-    def request_schema(self, path: str, method: str = "post") -> dict[str, Any]:
-        return self.doc["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"]
+    def request_schema(
+        self, path: str, method: str = "post", content: str = "application/json"
+    ) -> dict[str, Any]:
+        return self.doc["paths"][path][method]["requestBody"]["content"][content]["schema"]
 
     def response_schema(self, path: str, status: str, method: str = "post") -> dict[str, Any]:
         answer = self.doc["paths"][path][method]["responses"][status]
@@ -152,13 +156,19 @@ class Mode:
     api: str
     response_format: str | None = None
     reasoning: bool = False
+    batch: bool = False  # through the Batch API: each JSONL line's body is checked as a request
     # properties OpenAI's description does not name that this mode sends on purpose, and why
     extensions: tuple[str, ...] = ()
     script: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
-        return "+".join(filter(None, (self.api, self.response_format, "reasoning" * self.reasoning)))
+        parts = (self.api, self.response_format, "reasoning" * self.reasoning, "batch" * self.batch)
+        return "+".join(filter(None, parts))
+
+    @property
+    def path(self) -> str:
+        return "/chat/completions" if self.api == "chat" else "/completions"
 
 
 MODES = {
@@ -171,8 +181,29 @@ MODES = {
         # the scripted server refuses a schema strict Structured Outputs would refuse
         Mode("chat", "json_schema", script={"strict_schemas": True}),
         Mode("chat", "json_schema", reasoning=True, script={"strict_schemas": True}),
+        Mode("completions", batch=True),
+        Mode("chat", "json_schema", batch=True, script={"strict_schemas": True}),
     )
 }
+# An answer's operation: (path, method) in the description, by the path the scripted server logs it
+# under ("GET " before a read's); None: not JSON (a file's content)
+OPERATIONS = (
+    (re.compile(r"/(chat/)?completions"), None),
+    (re.compile(r"/files"), ("/files", "post")),
+    (re.compile(r"/batches"), ("/batches", "post")),
+    (re.compile(r"/batches/[\w-]+/cancel"), ("/batches/{batch_id}/cancel", "post")),
+    (re.compile(r"GET /files(\?.*)?"), ("/files", "get")),
+    (re.compile(r"GET /batches(\?.*)?"), ("/batches", "get")),
+    (re.compile(r"GET /batches/[\w-]+"), ("/batches/{batch_id}", "get")),
+    (re.compile(r"GET /files/[\w-]+/content"), ("/files/{file_id}/content", "get")),
+)
+
+
+def operation(logged: str) -> tuple[str, str]:
+    for pattern, op in OPERATIONS:
+        if pattern.fullmatch(logged):
+            return op or (logged, "post")
+    raise AssertionError(f"no operation for {logged!r}")
 
 
 @dataclass
@@ -180,6 +211,7 @@ class Exchanges:
     bodies: list[tuple[str, dict[str, Any]]]
     answers: list[tuple[str, int, dict[str, str], bytes]]
     stats: dict[str, Any]
+    outputs: list[dict[str, Any]] = field(default_factory=list)  # batch mode: the output files' lines
 
 
 def run_mode(mode: Mode, tmp: Path, seed_tasks) -> Exchanges:
@@ -192,13 +224,27 @@ def run_mode(mode: Mode, tmp: Path, seed_tasks) -> Exchanges:
             api=mode.api,
             response_format=mode.response_format,
             reasoning=mode.reasoning,
+            mode="batch" if mode.batch else "online",
         )
         recipe = Recipe.build({"num_instructions": 5, "seed": 9})
-        run = Run(mode.name, seed_tasks, recipe, endpoint, FileStore(tmp / "state"), execution=Execution(2))
-        execute(run)
+        for _ in range(100):  # batch mode: again after each wait, as the worker's polls do
+            run = Run(
+                mode.name, seed_tasks, recipe, endpoint, FileStore(tmp / "state"), execution=Execution(2)
+            )
+            try:
+                execute(run)
+                break
+            except Waiting:
+                continue
         exports.export(run, tmp / "out")
+        outputs = [
+            json.loads(line)
+            for f in script.batches.files.values()
+            if f["purpose"] == "batch_output"
+            for line in f["content"].splitlines()
+        ]
     stats = json.loads((tmp / "out" / "stats.json").read_text())
-    return Exchanges(list(script.bodies), list(script.answers), stats)
+    return Exchanges(list(script.bodies), list(script.answers), stats, outputs)
 
 
 class Runs(dict[str, Exchanges]):
@@ -219,15 +265,26 @@ def exchanges(tmp_path_factory, seed_tasks) -> Runs:
 
 
 def table(out: dict[str, Exchanges]) -> str:
-    """Requests per path and mode, and what rode on them: printed, and left in .run/."""
-    rows = ["| mode | " + " | ".join(f"`{p}`" for p in PATHS) + " | log-probabilities | response_format |"]
-    rows.append("|---" * (len(PATHS) + 3) + "|")
+    """Requests per operation and mode, and what rode on them: printed, and left in .run/. In batch mode
+    the completions are the input files' lines."""
+    ops = [("post", p) for p in PATHS if p != "/batches/{batch_id}"]
+    ops += [("get", "/batches/{batch_id}"), ("get", "/files/{file_id}/content")]
+    rows = [
+        "| mode | "
+        + " | ".join(f"`{m.upper()} {p}`" for m, p in ops)
+        + " | log-probabilities | response_format |"
+    ]
+    rows.append("|---" * (len(ops) + 3) + "|")
     for name, ex in out.items():
-        per_path = Counter(path for path, _ in ex.bodies)
+        per_op = Counter(("post", path) for path, _ in ex.bodies)
+        per_op.update(
+            (method, path)
+            for path, method in (operation(a[0]) for a in ex.answers if a[0].startswith("GET "))
+        )
         logprobs = sum(1 for _, body in ex.bodies if body.get("logprobs"))
         formats = sum(1 for _, body in ex.bodies if body.get("response_format"))
         rows.append(
-            f"| {name} | " + " | ".join(str(per_path[p]) for p in PATHS) + f" | {logprobs} | {formats} |"
+            f"| {name} | " + " | ".join(str(per_op[op]) for op in ops) + f" | {logprobs} | {formats} |"
         )
     text = "\n".join(rows) + "\n"
     (ROOT / ".run").mkdir(exist_ok=True)
@@ -241,10 +298,11 @@ def test_every_request_is_valid_against_openais_description(exchanges, name) -> 
     ex, mode, spec = exchanges[name], MODES[name], contract()
     assert ex.bodies and ex.stats["instructions_kept"] == 5 and ex.stats["instances_kept"] > 0
     paths = {path for path, _ in ex.bodies}
-    assert paths == {"/chat/completions" if mode.api == "chat" else "/completions"}
+    assert paths == {mode.path, *(("/files", "/batches") * mode.batch)}
     extensions: set[str] = set()
     for path, body in ex.bodies:
-        schema = spec.request_schema(path)
+        content = "multipart/form-data" if path == "/files" else "application/json"
+        schema = spec.request_schema(path, content=content)
         assert spec.errors(body, schema) == [], json.dumps(body)[:2000]
         found = spec.findings(body, schema)
         assert found.deprecated == set(), (found.deprecated, body)
@@ -269,16 +327,28 @@ def test_classification_asks_for_log_probabilities_where_the_mode_gives_them(exc
 
 @pytest.mark.parametrize("name", MODES)
 def test_the_scripted_servers_answers_follow_openais_description(exchanges, name) -> None:
-    spec = contract()
-    answered = [
-        (path, json.loads(body)) for path, status, _, body in exchanges[name].answers if status == 200
-    ]
-    assert len(answered) == len(exchanges[name].bodies)
+    spec, mode, ex = contract(), MODES[name], exchanges[name]
+    answered = [(operation(path), body) for path, status, _, body in ex.answers if status == 200]
+    assert len(answered) == len(ex.answers)  # nothing refused
+    completions = [json.loads(body) for (path, _), body in answered if path == mode.path]
+    if mode.batch:  # each line's answer, in the output files
+        assert not completions and len(ex.outputs) == sum(1 for path, _ in ex.bodies if path == mode.path)
+        completions = [line["response"]["body"] for line in ex.outputs]
+        assert {op for op, _ in answered} >= {
+            ("/files", "post"),
+            ("/batches", "post"),
+            ("/batches/{batch_id}", "get"),
+            ("/files/{file_id}/content", "get"),
+        }
+    for (path, method), body in answered:
+        if path not in (mode.path, "/files/{file_id}/content"):
+            schema = spec.response_schema(path, "200", method)
+            assert spec.errors(json.loads(body), schema) == [], body[:2000]
     with_logprobs = 0
-    for path, body in answered:
-        assert spec.errors(body, spec.response_schema(path, "200")) == [], json.dumps(body)[:2000]
+    for body in completions:
+        assert spec.errors(body, spec.response_schema(mode.path, "200")) == [], json.dumps(body)[:2000]
         with_logprobs += any(c.get("logprobs") for c in body["choices"])
-    assert with_logprobs > 0 or MODES[name].response_format is not None
+    assert with_logprobs > 0 or mode.response_format is not None
 
 
 def test_the_scripted_servers_rate_limit_answers_follow_openais_description() -> None:
@@ -346,6 +416,10 @@ def test_the_subset_is_what_the_script_cuts() -> None:
         ("/files", "post"),
         ("/batches", "post"),
         ("/batches/{batch_id}", "get"),
+        ("/files", "get"),
+        ("/files/{file_id}/content", "get"),
+        ("/batches", "get"),
+        ("/batches/{batch_id}/cancel", "post"),
     }
     text = json.dumps(raw)
     for ref in {r for r in text.split('"$ref": "')[1:]}:

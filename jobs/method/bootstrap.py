@@ -43,6 +43,11 @@ async def run_stage(run: Run, llm: LLM) -> None:
     role = {"role": "assistant"} if llm.chat else {}
     run.start_stage(target)
     run.stage_done = len(machine)
+    rounds = cfg.rounds(llm.batch)
+
+    def pool_until(i: int) -> int:
+        """Prompt i sees the machine instructions kept by the prompts before this index."""
+        return (i // rounds) * rounds if rounds else i - cfg.window + 1
 
     def stage_tokens() -> int:  # the token budget is the whole job's
         return sum(run.accounting.tokens_spent())
@@ -52,6 +57,8 @@ async def run_stage(run: Run, llm: LLM) -> None:
             return None
         if cfg.max_tokens is not None and stage_tokens() >= cfg.max_tokens:
             return None
+        if cp.next_prompt < pool_until(i):
+            return None  # its round starts once the round before is handled
         in_flight = i - cp.next_prompt
         yield_per_prompt = max(len(machine) / cp.next_prompt if cp.next_prompt else 1.0, 0.5)
         if in_flight > 0 and len(machine) + in_flight * yield_per_prompt >= target:
@@ -59,7 +66,7 @@ async def run_stage(run: Run, llm: LLM) -> None:
         rng = cfg.rng(STAGE, i)
         # sample indices, not a copied prefix of the pool (that copy grows with the run); the same
         # draws as sampling the prefix itself
-        visible = bisect_left(kept_at, i - cfg.window + 1)
+        visible = bisect_left(kept_at, pool_until(i))
         picks = rng.sample(range(visible), min(cfg.prompt_machine_instructions, visible))
         chosen = [machine[j] for j in picks]
         chosen += rng.sample(seed_texts, min(cfg.prompt_instructions - len(chosen), len(seed_texts)))
@@ -107,7 +114,8 @@ async def run_stage(run: Run, llm: LLM) -> None:
         return done
 
     if len(machine) < target:
-        leftover = await ordered(cp.next_prompt, build, handle, run.execution.concurrency, cfg.window)
+        in_flight = llm.capacity(run.execution.concurrency)
+        leftover = await ordered(cp.next_prompt, build, handle, in_flight, rounds or cfg.window)
         _count_waste(run, leftover.finished, leftover.cancelled)
     if len(machine) >= target:
         cp.stop_reason = "target_reached"

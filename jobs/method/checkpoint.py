@@ -61,6 +61,25 @@ class ClassificationAnswer(TypedDict):
     margin: NotRequired[float]  # log P(Yes) - log P(No) - shift
 
 
+class BatchRecord(TypedDict):
+    """One batch of the provider's Batch API, recorded before each step that makes it (a crash at any
+    point resumes it without a second submission: jobs.method.batch)."""
+
+    round: int  # requests that went out together; a round's retries are its later attempts
+    digest: str  # of the round's request ids: tells a round's retry from the next round
+    stage: str
+    attempt: int  # 0, then 1 for what the first attempt left unanswered
+    part: int  # a round too big for one file goes as several
+    requests: int
+    filename: str
+    file: str | None  # the uploaded input file's id
+    id: str | None  # the batch's id
+    status: str | None
+    output: str | None  # output and error file ids, once it ended
+    errors: str | None
+    counted: bool  # its answers' usage is in the checkpoint's
+
+
 class InstanceRecord(TypedDict):
     input: str
     output: str
@@ -84,6 +103,11 @@ class Checkpoint:
     truncated_responses: int = 0
     stop_reason: str | None = None
     elapsed: float = 0.0  # wall seconds over every session of the run
+    # batch mode (jobs.method.batch): the current round's batches, and how many rounds and batches
+    # the run has made in all
+    batches: list[BatchRecord] = field(default_factory=list)
+    calibration: dict[str, Any] | None = None  # stage 2's, once made (jobs.method.classification)
+    batch_totals: dict[str, int] = field(default_factory=dict)
     commits: int = 0  # number of the last commit this state includes
     version: int = CHECKPOINT_VERSION
 
@@ -135,7 +159,7 @@ class Checkpoint:
         self.classification.update(delta["classification"])
         self.instances.update(delta["instances"])
         for f in fields(self):
-            if f.name not in _GROWING and f.name != "version":
+            if f.name not in _GROWING and f.name != "version" and f.name in delta:  # older deltas lack some
                 setattr(self, f.name, delta[f.name])
 
     def committed(self, commit: int) -> None:

@@ -8,6 +8,7 @@ where the calibrated margin best separates the seed tasks that are not among the
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 from collections.abc import Awaitable, Sequence
@@ -87,18 +88,36 @@ def _parse(llm: LLM, raw: str) -> parsing.ClassificationAnswer:
 
 async def calibration(run: Run, llm: LLM, method: str) -> dict[str, Any]:
     """What every answer of this run shares: the method used, and its shift and threshold (or why it
-    fell back to the text method). Taken from an answer already made when the run resumes."""
+    fell back to the text method). Kept in the checkpoint: a resumed run takes it from there (or,
+    recorded before it was kept there, from an answer already made)."""
+    if run.checkpoint.calibration is not None:
+        return run.checkpoint.calibration
     for answer in run.checkpoint.classification.values():
         if "method" in answer:
             return {k: answer[k] for k in ("method", "shift", "threshold", "fallback") if k in answer}
+    run.checkpoint.calibration = await _calibrate(run, llm, method)
+    return run.checkpoint.calibration
+
+
+async def _calibrate(run: Run, llm: LLM, method: str) -> dict[str, Any]:
     if method == "text":
         return {"method": "text"}
     if llm.reasoning:
         return {"method": "text", "fallback": "reasoning models give no log-probabilities"}
     if llm.structured:
         return {"method": "text", "fallback": "structured chat replies carry no label log-probabilities"}
+    tasks = fit_tasks(run) if method == "fitted" else []
+    fitted = len({t.is_classification for t in tasks}) == 2
+    fit_texts = [t.instruction for t in tasks] if fitted else []
     try:
-        free = await score_texts(run, llm, list(CONTENT_FREE), "content-free")
+        if llm.batch:  # the content-free inputs and the fit tasks in one batch
+            free, pairs = await asyncio.gather(
+                score_texts(run, llm, list(CONTENT_FREE), "content-free"),
+                score_texts(run, llm, fit_texts, "fit"),
+            )
+        else:  # the fit tasks only when there are log-probabilities
+            free = await score_texts(run, llm, list(CONTENT_FREE), "content-free")
+            pairs = await score_texts(run, llm, fit_texts, "fit") if not isinstance(free, str) else []
     except EndpointError as exc:  # e.g. llama.cpp's Python server without logits_all: HTTP 500
         return {"method": "text", "fallback": f"log-probabilities failed: {exc}"}
     if isinstance(free, str):
@@ -108,14 +127,12 @@ async def calibration(run: Run, llm: LLM, method: str) -> dict[str, Any]:
     shift = content_free_shift(free)
     if method == "calibrated":
         return {"method": method, "shift": shift}
-    tasks = fit_tasks(run)
-    if len({t.is_classification for t in tasks}) < 2:
+    if not fitted:
         return {
             "method": "calibrated",
             "shift": shift,
             "fallback": "no threshold fitted: the seed tasks outside the demonstrations lack a class",
         }
-    pairs = await score_texts(run, llm, [t.instruction for t in tasks], "fit")
     if isinstance(pairs, str):
         return {"method": "text", "fallback": pairs}
     margins = [yes - no - shift for yes, no in pairs]
@@ -128,9 +145,19 @@ async def calibration(run: Run, llm: LLM, method: str) -> dict[str, Any]:
 
 async def score_texts(run: Run, llm: LLM, texts: list[str], key: str) -> list[tuple[float, float]] | str:
     """(log P(Yes), log P(No)) for each text in the classification prompt, or why there are none."""
+    if llm.batch:  # one batch
+        answers = await asyncio.gather(
+            *(_request(run, llm, t, f"{key}:{i}", True) for i, t in enumerate(texts))
+        )
+    else:  # one at a time: the shared prefix stays in the server's cache
+        answers = []
+        for i, text in enumerate(texts):
+            answers.append(await _request(run, llm, text, f"{key}:{i}", True))
+            if answers[-1][0].top_logprobs is None:  # the first without them says it all
+                break
     out = []
-    for i, text in enumerate(texts):  # one at a time: the shared prefix stays in the server's cache
-        completion = (await _request(run, llm, text, f"{key}:{i}", True))[0]
+    for completions in answers:
+        completion = completions[0]
         if completion.top_logprobs is None:
             refused = llm.usage.dropped.get("logprobs") or llm.usage.dropped.get("top_logprobs")
             if refused:
@@ -194,7 +221,7 @@ async def run_stage(run: Run, llm: LLM) -> None:
         run.handled()
         return False
 
-    concurrency = run.execution.concurrency
+    concurrency = llm.capacity(run.execution.concurrency)
     await ordered(0, build, handle, concurrency, lag=4 * max(concurrency, cfg.window))
 
 

@@ -8,7 +8,7 @@ from typing import Any
 Prices = tuple[float, float]  # per million prompt tokens, per million completion tokens
 
 
-def amount(prompt_tokens: int, completion_tokens: int, prices: Prices) -> float:
+def amount(prompt_tokens: float, completion_tokens: float, prices: Prices) -> float:
     return (prompt_tokens * prices[0] + completion_tokens * prices[1]) / 1_000_000
 
 

@@ -64,5 +64,5 @@ async def run_stage(run: Run, llm: LLM, instruction_ids: list[str] | None = None
         run.handled()
         return False
 
-    concurrency = run.execution.concurrency
+    concurrency = llm.capacity(run.execution.concurrency)
     await ordered(0, build, handle, concurrency, lag=4 * max(concurrency, cfg.window))

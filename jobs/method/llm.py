@@ -39,6 +39,9 @@ log = structlog.get_logger(__name__)
 
 
 API_KINDS = ("completions", "chat")
+# online: each request as it is built; batch: a stage's requests through the provider's Batch API
+# (jobs.method.batch), at its batch prices
+MODES = ("online", "batch")
 # How a chat endpoint takes a JSON schema for structured replies: OpenAI and vLLM use `json_schema`;
 # llama.cpp's server (and Anyscale) use `json_object` with a `schema` beside it.
 RESPONSE_FORMATS = ("json_schema", "json_object")
@@ -81,7 +84,8 @@ class Endpoint:
     `api`: completions or chat; `response_format`: None, or how a chat endpoint takes a JSON schema.
     `max_tokens_param`: the chat token cap's name (None: max_completion_tokens; completions always
     send max_tokens). `send_seed`: send each request's seed (None: on completions, not on chat, where
-    OpenAI deprecated it). `reasoning`: a chat reasoning model; leave out what it refuses."""
+    OpenAI deprecated it). `reasoning`: a chat reasoning model; leave out what it refuses. `mode`:
+    online, or batch (the provider's Batch API; `prices` are then its batch prices)."""
 
     base_url: str
     model: str
@@ -97,8 +101,11 @@ class Endpoint:
     max_tokens_param: str | None = None
     send_seed: bool | None = None
     reasoning: bool = False
+    mode: str = "online"
 
     def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {self.mode!r}")
         if self.api not in API_KINDS:
             raise ValueError(f"api must be one of {API_KINDS}, not {self.api!r}")
         if self.response_format is not None and (
@@ -141,6 +148,8 @@ class Endpoint:
             out["reasoning"] = is_reasoning(self, dropped)
         elif not self.seeded:  # completions runs recorded before these options read as before
             out["send_seed"] = False
+        if self.mode != "online":  # online runs' records read as before
+            out["mode"] = self.mode
         return out
 
 
@@ -370,6 +379,12 @@ class Usage:
 class LLM:
     """Completions with at most `concurrency` requests in flight; counts tokens, retries, busy time."""
 
+    batch = False  # requests go one by one (jobs.method.batch.BatchLLM: through the Batch API)
+
+    def capacity(self, concurrency: int) -> int:
+        """How many requests a stage may have out at once."""
+        return concurrency
+
     @property
     def chat(self) -> bool:
         return self.endpoint.api == "chat"
@@ -425,8 +440,26 @@ class LLM:
 
         `schema`: a JSON schema the reply must follow, where the endpoint is `structured`; a reply
         that is not JSON is then a malformed response (retried)."""
+        params, n = self._plan(prompt, decoding, stage, schema, override)
+        if n > 1 and self.endpoint.supports_n and not self.reasoning:
+            out = await self._request(prompt, params, seed, n, stage)
+            extra = [await self._request(prompt, params, seed + i, 1, stage) for i in range(len(out), n)]
+            return out + [c for batch in extra for c in batch]
+        results = await asyncio.gather(*(self._request(prompt, params, seed + i, 1, stage) for i in range(n)))
+        return [c for batch in results for c in batch]
+
+    def _plan(
+        self,
+        prompt: Prompt,
+        decoding: Decoding,
+        stage: str,
+        schema: dict[str, Any] | None,
+        override: dict[str, Any],
+    ) -> tuple[dict[str, Any], int]:
+        """One prompt's sampling parameters (before the endpoint's refusals) and completion count."""
         if isinstance(prompt, str) == self.chat:
             raise TypeError(f"a {self.endpoint.api} endpoint takes {'messages' if self.chat else 'text'}")
+        override = dict(override)
         n = override.pop("n", decoding.n)
         params = {
             "max_tokens": decoding.max_tokens,
@@ -440,12 +473,7 @@ class LLM:
         if schema is not None and self.structured:
             params["stop"] = None  # the grammar ends the reply; a stop sequence could cut the JSON
             params["response_format"] = _response_format(str(self.endpoint.response_format), stage, schema)
-        if n > 1 and self.endpoint.supports_n and not self.reasoning:
-            out = await self._request(prompt, params, seed, n, stage)
-            extra = [await self._request(prompt, params, seed + i, 1, stage) for i in range(len(out), n)]
-            return out + [c for batch in extra for c in batch]
-        results = await asyncio.gather(*(self._request(prompt, params, seed + i, 1, stage) for i in range(n)))
-        return [c for batch in results for c in batch]
+        return params, n
 
     async def _request(
         self, prompt: Prompt, params: dict[str, Any], seed: int, n: int, stage: str
@@ -459,26 +487,32 @@ class LLM:
                     # what this request may have sent: its parameters, and those refused while it was out
                     sent = {**self._arguments(params, seed, n), **dict.fromkeys(self.usage.dropped)}
                     param = rejected_parameter(exc, sent)
-                    if param is None or param not in sent or param in refused or not self._adapt(param, exc):
+                    if (
+                        param is None
+                        or param not in sent
+                        or param in refused
+                        or not self._adapt(param, _describe(exc))
+                    ):
                         raise self._failure(exc, stage, param) from None
                     refused.add(param)
                 except (openai.OpenAIError, MalformedResponse, json.JSONDecodeError) as exc:
                     raise self._failure(exc, stage) from None
 
-    def _adapt(self, param: str, exc: openai.BadRequestError) -> bool:
-        """Go on without a refused parameter for the rest of the run, and say why (False: it cannot go).
-        A request in flight when another saw the same refusal is refused too: it just goes again."""
+    def _adapt(self, param: str, said: str) -> bool:
+        """Go on without a refused parameter for the rest of the run, and say why (False: it cannot go);
+        `said`: the refusal as the endpoint put it. A request in flight when another saw the same
+        refusal is refused too: it just goes again."""
         if param in self.usage.dropped:
             return True
         if param in DROPPABLE:  # e.g. presence_penalty on some chat models
-            reason = _describe(exc)
+            reason = said
         elif param in TOKEN_LIMITS and self.chat:
             other = next(name for name in TOKEN_LIMITS if name != param)
             if other in self.usage.dropped:  # switched once already: both names refused
                 return False
-            reason = f"sent as {other} instead: {_describe(exc)}"
+            reason = f"sent as {other} instead: {said}"
         elif param == REASONING_SIGN and self.chat:  # a reasoning model: the others go too
-            reason = f"a reasoning model: {_describe(exc)}"
+            reason = f"a reasoning model: {said}"
         else:
             return False
         self.usage.dropped[param] = reason
@@ -576,7 +610,11 @@ class LLM:
         self._limits.observe(raw.headers, self._in_flight - 1, time.monotonic())
         return raw.parse()
 
-    def _parse(self, response: Any, stage: str, structured: bool = False) -> list[Completion]:
+    def _parse(
+        self, response: Any, stage: str, structured: bool = False, count: bool = True
+    ) -> list[Completion]:
+        """The response's completions; `count`: add its request and tokens to the usage (a batch's
+        lines are counted once, when its output is first read: jobs.method.batch)."""
         choices = getattr(response, "choices", None)
         texts = [_text(c, self.chat) for c in choices or ()]
         if not choices or any(not isinstance(t, str) for t in texts):
@@ -587,15 +625,8 @@ class LLM:
         usage = getattr(response, "usage", None)
         prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
         completion_tokens = getattr(usage, "completion_tokens", 0) or 0
-        self.usage.requests[stage] += 1
-        self.usage.prompt_tokens[stage] += prompt_tokens
-        self.usage.completion_tokens[stage] += completion_tokens
-        metrics.LLM_REQUESTS.labels(stage, "ok").inc()
-        metrics.LLM_TOKENS.labels(stage, "prompt").inc(prompt_tokens)
-        metrics.LLM_TOKENS.labels(stage, "completion").inc(completion_tokens)
-        if self.endpoint.prices:
-            spent = cost.amount(prompt_tokens, completion_tokens, self.endpoint.prices)
-            metrics.LLM_COST.labels(stage, self.endpoint.currency).inc(spent)
+        if count:
+            self.count(stage, prompt_tokens, completion_tokens)
         # usage covers all choices; attribute it to the first so sums stay right
         return [
             Completion(
@@ -607,6 +638,18 @@ class LLM:
             )
             for i, (c, text) in enumerate(zip(choices, texts, strict=True))
         ]
+
+    def count(self, stage: str, prompt_tokens: int, completion_tokens: int) -> None:
+        """One answered request: its tokens (and their cost) in the usage and metrics."""
+        self.usage.requests[stage] += 1
+        self.usage.prompt_tokens[stage] += prompt_tokens
+        self.usage.completion_tokens[stage] += completion_tokens
+        metrics.LLM_REQUESTS.labels(stage, "ok").inc()
+        metrics.LLM_TOKENS.labels(stage, "prompt").inc(prompt_tokens)
+        metrics.LLM_TOKENS.labels(stage, "completion").inc(completion_tokens)
+        if self.endpoint.prices:
+            spent = cost.amount(prompt_tokens, completion_tokens, self.endpoint.prices)
+            metrics.LLM_COST.labels(stage, self.endpoint.currency).inc(spent)
 
     def _enter(self) -> None:
         if self._in_flight == 0:

@@ -62,6 +62,7 @@ REQUEST_FIELDS = (
     "num_instructions",
     "seed",
     "window",
+    "round_size",
     "classification_only",
     "classification_method",
     "include_seed_tasks",
@@ -72,6 +73,10 @@ REQUEST_FIELDS = (
     "export_formats",
     "decoding",
 )
+
+
+# Stage-1 prompts a batch-mode round sends when the recipe names no round_size.
+BATCH_ROUND = 200
 
 
 class RecipeError(ValueError):
@@ -103,6 +108,10 @@ class Recipe:
     # were filtered, so up to `window` prompts can be in flight. Part of the recipe (like the paper's
     # batch of 5): the same window and seed give the same prompts.
     window: int = 8
+    # Stage 1 in rounds of this many prompts instead: every prompt of a round samples the pool as it
+    # stood when the round began. A batch-mode run's rounds are its batches (BATCH_ROUND prompts when
+    # None); an online run with the same round size makes the same dataset.
+    round_size: int | None = None
     prompt_instructions: int = 8
     prompt_machine_instructions: int = 2
     classification_only: bool = False
@@ -136,6 +145,10 @@ class Recipe:
     def rng(self, *parts: object) -> random.Random:
         return random.Random(self.derived_seed(*parts))
 
+    def rounds(self, batch: bool) -> int | None:
+        """Stage 1's round size: the recipe's, or BATCH_ROUND in batch mode (None: a sliding window)."""
+        return self.round_size or (BATCH_ROUND if batch else None)
+
     @property
     def request_budget(self) -> int:
         return self.max_requests if self.max_requests is not None else 20 + 10 * self.num_instructions
@@ -147,6 +160,8 @@ class Recipe:
             out.append(("num_instructions", "num_instructions must be at least 1"))
         if self.window < 1:
             out.append(("window", "window must be at least 1"))
+        if self.round_size is not None and self.round_size < 1:
+            out.append(("round_size", "round_size must be at least 1"))
         if not 0 <= self.prompt_machine_instructions < self.prompt_instructions:
             out.append(
                 (
@@ -220,7 +235,7 @@ class Recipe:
     def record(self, execution: Execution) -> dict[str, Any]:
         """run.json's `config`: the recipe with the execution settings in the places they have always
         had there (datasets stay byte-stable across versions)."""
-        recipe = list(self.to_dict().items())
+        recipe = [(k, v) for k, v in self.to_dict().items() if k != "round_size" or v is not None]
         return {
             **dict(recipe[:2]),
             "concurrency": execution.concurrency,

@@ -20,6 +20,7 @@ from rq import get_current_job
 from jobs import retry
 from jobs.blobs.artifacts import Artifacts
 from jobs.blobs.history import HistoryGone, carried, earlier_instructions
+from jobs.method.batch import Waiting
 from jobs.method.llm import EndpointError
 from jobs.method.recipe import REQUEST_FIELDS, Execution, Recipe
 from jobs.method.run import BudgetReached, Canceled, Run
@@ -139,6 +140,10 @@ def guarded(job_id: str, body: Callable[[Context], None]) -> None:
         return
     try:
         body(ctx)
+    except Waiting as e:  # batch mode: committed; the run resumes once its batches have ended
+        from jobs.runner import polling
+
+        polling.wait(ctx, e)
     except JobGone:
         log.info("job_deleted_while_running")
     except BudgetReached as e:  # stops like a cancel: the whole job, with a partial dataset

@@ -15,7 +15,7 @@ import structlog
 from jobs.method import exports
 from jobs.method.llm import Usage
 from jobs.method.run import Run
-from jobs.runner import queue, retention
+from jobs.runner import polling, queue, retention
 from jobs.runner.context import Context, guarded
 from jobs.store import events, keyspace
 
@@ -41,6 +41,7 @@ def finalize(job_id: str, partial: bool = False) -> None:
         return
     try:
         if ctx.job.state == "canceled" and not ctx.job.archived:
+            polling.cancel(ctx)  # batch mode: its open batches
             complete(ctx, partial=True)
     finally:  # a canceled job's webhook follows its partial dataset, or the failure to make one
         ctx.retry(queue.notify, ctx.r, job_id, ctx.settings)

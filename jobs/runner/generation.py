@@ -37,7 +37,8 @@ def _generation(ctx: Context) -> None:
     # an extension's earlier instructions have their instances already
     ids = [k["id"] for k in run.checkpoint.instructions if k["id"] not in run.checkpoint.instances]
     size = ctx.settings.instance_chunk_size
-    if run.checkpoint.stage != "instances" or len(ids) <= size:
+    # in batch mode the instances are one batch: fanning out would only split it
+    if run.checkpoint.stage != "instances" or len(ids) <= size or run.endpoint.mode == "batch":
         execute(run, until="export")
         reporter(run.progress(), force=True)
         complete(ctx, run)

@@ -6,20 +6,22 @@ from __future__ import annotations
 import tempfile
 import time
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import structlog
 
 from jobs.blobs.artifacts import Artifacts
 from jobs.blobs.history import HistoryGone, earlier_instructions
+from jobs.method import cost
 from jobs.method.checkpoint import FileStore
 from jobs.method.engine import execute
-from jobs.method.llm import EndpointError
+from jobs.method.llm import MODES, EndpointError
 from jobs.method.recipe import Execution, Recipe
 from jobs.method.run import Run
 from jobs.method.seed_tasks import parse_jsonl
 from jobs.runner import queue
-from jobs.settings import get_settings
+from jobs.settings import Profile, get_settings
 from jobs.store import previews
 
 log = structlog.get_logger(__name__)
@@ -57,7 +59,8 @@ def _run(preview: dict[str, Any], settings: Any) -> dict[str, Any]:
     )
     profile = settings.profiles[preview["profile"]]
     recipe = Recipe.from_dict(preview["recipe"])
-    endpoint = profile.endpoint()
+    # online whatever the profile's mode: a preview answers in seconds, a batch in hours
+    endpoint = replace(profile.endpoint(), mode="online", prices=profile.mode_prices("online"))
     with tempfile.TemporaryDirectory(dir=settings.work_dir, prefix="preview-") as tmp:
         store = FileStore(tmp)
         execution = Execution(concurrency=profile.concurrency)
@@ -110,25 +113,30 @@ def _run(preview: dict[str, Any], settings: Any) -> dict[str, Any]:
         "tokens": tokens,
         "requests": sum(run.usage.requests.values()),
         "cost": run.accounting.cost(),
-        "estimate": _estimate(tokens, len(cp.instructions), preview["full_num_instructions"], endpoint),
+        "estimate": _estimate(tokens, len(cp.instructions), preview["full_num_instructions"], profile),
         "stop_reason": cp.stop_reason,
     }
 
 
-def _estimate(tokens: dict[str, Any], kept: int, full: int | None, endpoint: Any) -> dict[str, Any] | None:
-    """The full job at the preview's tokens per kept instruction (every stage's tokens over the kept)."""
+def _estimate(tokens: dict[str, Any], kept: int, full: int | None, profile: Profile) -> dict[str, Any] | None:
+    """The full job at the preview's tokens per kept instruction (every stage's tokens over the kept),
+    priced in the profile's mode (`cost`) and in both (`cost_by_mode`: online, and batch through the
+    provider's Batch API)."""
     if not kept:
         return None
     per = {"prompt_tokens": tokens["prompt"] / kept, "completion_tokens": tokens["completion"] / kept}
 
-    def priced(prompt: float, completion: float) -> float | None:
-        if endpoint.prices is None:
-            return None
-        return round((prompt * endpoint.prices[0] + completion * endpoint.prices[1]) / 1_000_000, 6)
+    def priced(prompt: float, completion: float) -> dict[str, Any]:
+        by_mode = {}
+        for mode in MODES:
+            prices = profile.mode_prices(mode)
+            by_mode[mode] = None if prices is None else round(cost.amount(prompt, completion, prices), 6)
+        return {"cost": by_mode[profile.mode], "cost_by_mode": by_mode}
 
     out: dict[str, Any] = {
-        "per_instruction": {**{k: round(v, 1) for k, v in per.items()}, "cost": priced(*per.values())},
-        "currency": endpoint.currency if endpoint.prices else None,
+        "per_instruction": {**{k: round(v, 1) for k, v in per.items()}, **priced(*per.values())},
+        "currency": profile.currency if profile.prices else None,
+        "mode": profile.mode,
         "full_job": None,
     }
     if full:
@@ -137,6 +145,6 @@ def _estimate(tokens: dict[str, Any], kept: int, full: int | None, endpoint: Any
             "num_instructions": full,
             "prompt_tokens": round(prompt),
             "completion_tokens": round(completion),
-            "cost": priced(prompt, completion),
+            **priced(prompt, completion),
         }
     return out

@@ -10,6 +10,8 @@ A job with a notify_url gets one more RQ job when it ends: its webhook's deliver
 from __future__ import annotations
 
 import contextlib
+import uuid
+from datetime import timedelta
 from typing import Any
 
 from redis import Redis
@@ -29,6 +31,7 @@ GENERATE_CHUNK = "jobs.runner.generation.generate_chunk"
 FINALIZE = "jobs.runner.finalize.finalize"
 RUN_PREVIEW = "jobs.runner.preview.run_preview"
 DELIVER_WEBHOOK = "jobs.runner.delivery.deliver"
+POLL_BATCHES = "jobs.runner.polling.poll"
 
 
 def connect(settings: Settings | None = None) -> Redis:
@@ -53,6 +56,22 @@ def enqueue(r: Redis, job: jobs_.Job, settings: Settings | None = None) -> None:
     """Queue a new job's main RQ job (stages 1 and 2, and instances when they fit in one chunk)."""
     settings = settings or get_settings()
     queue(r, settings).enqueue(RUN_GENERATION, job.id, **_options(settings, job.id))
+
+
+def poll_later(r: Redis, job_id: str, seconds: float, settings: Settings) -> None:
+    """Look at a batch-mode job's batches again in `seconds` (RQ's scheduler, which workers run)."""
+    options = _options(settings, f"{job_id}-poll-{uuid.uuid4().hex[:12]}")
+    options["result_ttl"] = 600  # one every BATCH_POLL_SECONDS for up to a day: keep few
+    queue(r, settings).enqueue_in(timedelta(seconds=seconds), POLL_BATCHES, job_id, **options)
+
+
+def main_pending(r: Redis, job_id: str) -> bool:
+    """The job's main RQ job is queued, running or waiting to run."""
+    try:
+        status = RQJob.fetch(job_id, connection=r).get_status()
+    except NoSuchJobError:
+        return False
+    return status in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
 
 
 def enqueue_preview(r: Redis, preview_id: str, settings: Settings) -> None:

@@ -84,7 +84,8 @@ def main() -> None:
         maintenance_interval=MAINTENANCE_INTERVAL,
         worker_ttl=WORKER_TTL,
     )
-    worker.work(logging_level=settings.log_level.upper())
+    # the scheduler enqueues batch-mode polls when they are due (jobs.runner.polling)
+    worker.work(logging_level=settings.log_level.upper(), with_scheduler=True)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ si:job:<id>:dec|decid|seq|dx:<f>     its decision log (jobs.store.decision_log)
 si:job:<id>:checkpoint[:<part>]      its checkpoints: snapshot and last commit number (hash)
 si:job:<id>:cpdeltas[:<part>]        their deltas since the snapshot (list; jobs.store.checkpoints)
 si:job:<id>:events                   its events (capped stream; jobs.store.events)
+si:job:<id>:batches                  batch mode: each provider batch's last status seen (hash)
 si:job:<id>:gone                     a deleted or expired job's tombstone: its team (string, expires)
 si:jobs:expiring                     finished jobs by the time their retention ends (sorted set)
 si:team:<team>:jobs                  a team's jobs by creation time (sorted set)
@@ -49,6 +50,10 @@ def job_events(job_id: str) -> str:
     return f"{job(job_id)}:events"
 
 
+def job_batches(job_id: str) -> str:
+    return f"{job(job_id)}:batches"
+
+
 def preview(preview_id: str) -> str:
     return f"{PREFIX}:preview:{preview_id}"
 
@@ -64,7 +69,7 @@ def job_run_data(job_id: str, chunks: int) -> list[str]:
     filters += [f"s={s}|v={v}" for s in STAGE_RULES for v in ("kept", "dropped")]
     for stage, rules in STAGE_RULES.items():
         filters += [f"r={r}" for r in rules] + [f"s={stage}|r={r}" for r in rules]
-    keys = [f"{prefix}:{name}" for name in ("dec", "decid", "seq")]
+    keys = [f"{prefix}:{name}" for name in ("dec", "decid", "seq", "batches")]
     keys += [f"{prefix}:dx:{f}" for f in dict.fromkeys(filters)]
     for part in [None, *(f"chunk{i}" for i in range(chunks))]:
         keys += [checkpoint(job_id, part), checkpoint_deltas(job_id, part)]

@@ -1,0 +1,395 @@
+"""Batch mode: a stage's requests go through the provider's Batch API (OpenAI's `POST /v1/files` with
+purpose `batch`, then `POST /v1/batches`), at its batch prices, instead of one by one.
+
+BatchLLM is an LLM whose requests are collected, not sent. A stage builds them as it would online (all
+of classification's and instance generation's, one round of stage 1's); once it waits for them, they
+are answered from the outputs of the run's batches when those are all in. Otherwise they go out as a
+batch (or, when they already have, the batches are polled) and the run stops with Waiting, everything
+committed: the runner looks again later and the run resumes from its checkpoint, building the same
+requests, with the same ids.
+
+Nothing is submitted twice. Each step is recorded in the checkpoint before the next: the record, then
+its input file's id, then the batch's. A run that died after an upload finds its file by name, one that
+died after creating a batch finds the batch by its input file. A batch that expired, failed or was
+cancelled keeps the answers it has; the rest go once more in the same round, then fail the run, as a
+request fails online past its retries. So do answers that are errors: retried once when online would
+retry them, a refused parameter dropped as online.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import openai
+import structlog
+from openai.types import Completion as CompletionBody
+from openai.types.chat import ChatCompletion
+
+from jobs.method.checkpoint import BatchRecord
+from jobs.method.llm import LLM, Completion, Endpoint, EndpointError, Prompt
+from jobs.method.recipe import Decoding
+
+log = structlog.get_logger(__name__)
+
+MAX_REQUESTS = 50_000  # OpenAI's limits for one batch's input file
+MAX_BYTES = 200 * 1024 * 1024
+ATTEMPTS = 2  # a request goes at most twice: once, and once more for what a batch left unanswered
+TERMINAL = ("completed", "failed", "expired", "cancelled")
+COMPLETION_WINDOW = "24h"  # the only one OpenAI offers
+# requests not sent yet, by custom id: (stage, request body, whether the reply is JSON-constrained)
+Wanted = dict[str, tuple[str, dict[str, Any], bool]]
+
+
+class Waiting(Exception):
+    """The run's requests are with the provider: everything is committed; resume it `after` seconds
+    from now or later (0: at once, e.g. to send again without a refused parameter)."""
+
+    def __init__(self, batches: list[str], after: float | None = None):
+        self.batches, self.after = batches, after
+        super().__init__(f"waiting for batches {', '.join(batches) or '(none open)'}")
+
+
+def digest(ids: list[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
+
+
+def open_batches(records: list[BatchRecord]) -> list[str]:
+    return [r["id"] for r in records if r["id"] and r["status"] not in TERMINAL]
+
+
+def _retryable(status: int) -> bool:
+    return status in (408, 409, 429) or status >= 500
+
+
+def _client(endpoint: Endpoint) -> openai.AsyncOpenAI:
+    # the SDK's own retries, with backoff: these calls are few and none costs tokens
+    return openai.AsyncOpenAI(
+        base_url=endpoint.base_url, api_key=endpoint.api_key, timeout=endpoint.timeout, max_retries=4
+    )
+
+
+async def refresh(endpoint: Endpoint, records: list[BatchRecord]) -> bool:
+    """Poll the open batches, updating their records in place; True when any changed."""
+    client = _client(endpoint)
+    changed = False
+    try:
+        for record in records:
+            if record["id"] and record["status"] not in TERMINAL:
+                batch = await client.batches.retrieve(record["id"])
+                changed |= _update(record, batch)
+    finally:
+        await client.close()
+    return changed
+
+
+async def cancel(endpoint: Endpoint, records: list[BatchRecord]) -> list[str]:
+    """Cancel the open batches (a cancelled job's); their ids."""
+    client = _client(endpoint)
+    out = []
+    try:
+        for record in records:
+            if record["id"] and record["status"] not in TERMINAL:
+                await client.batches.cancel(record["id"])
+                out.append(record["id"])
+    finally:
+        await client.close()
+    return out
+
+
+def _update(record: BatchRecord, batch: Any) -> bool:
+    before = (record["status"], record["output"], record["errors"])
+    record["status"] = batch.status
+    record["output"] = batch.output_file_id
+    record["errors"] = batch.error_file_id
+    return before != (record["status"], record["output"], record["errors"])
+
+
+class BatchLLM(LLM):
+    """An LLM whose requests go through the Batch API. `commit` persists the checkpoint (with
+    `records`, the current round's batches, and `totals`) and `run_id` names the run's files."""
+
+    batch = True
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        usage: Any,
+        run_id: str,
+        records: list[BatchRecord],
+        totals: dict[str, int],
+        commit: Callable[[], None],
+    ):
+        super().__init__(endpoint, 1, usage)
+        self.run_id, self.records, self.totals, self._commit = run_id, records, totals, commit
+        self._wanted: Wanted = {}
+        self._futures: dict[str, asyncio.Future[list[Completion]]] = {}
+        self._flush: asyncio.Task[None] | None = None
+        self._outputs: dict[str, dict[str, dict[str, Any]]] = {}  # file id -> custom id -> line
+
+    def capacity(self, concurrency: int) -> int:
+        return sys.maxsize  # a stage's requests are all built before one goes
+
+    def complete(  # type: ignore[override]  # registers at once: a stage's requests are one batch
+        self,
+        prompt: Prompt,
+        decoding: Decoding,
+        seed: int,
+        stage: str,
+        schema: dict[str, Any] | None = None,
+        **override: Any,
+    ) -> Awaitable[list[Completion]]:
+        params, n = self._plan(prompt, decoding, stage, schema, override)
+        self._leave_out_for_reasoning(params)
+        # one request per completion, each with its own seed (custom ids must be unique in a batch)
+        futures = []
+        for i in range(n):
+            body: dict[str, Any] = {"model": self.endpoint.model}
+            body["messages" if self.chat else "prompt"] = prompt
+            body |= self._arguments(params, seed + i, 1)
+            futures.append(self._want(f"{stage}-{seed + i}", stage, body, "response_format" in params))
+        return _joined(futures)
+
+    def _want(
+        self, custom_id: str, stage: str, body: dict[str, Any], structured: bool
+    ) -> asyncio.Future[list[Completion]]:
+        if custom_id not in self._futures:
+            self._wanted[custom_id] = (stage, body, structured)
+            self._futures[custom_id] = asyncio.get_running_loop().create_future()
+        if self._flush is None:  # after the builds in hand: they run without yielding to the loop
+            self._flush = asyncio.ensure_future(self._flushed())
+        return self._futures[custom_id]
+
+    async def _flushed(self) -> None:
+        await asyncio.sleep(0)
+        wanted, futures = self._wanted, self._futures
+        self._wanted, self._futures, self._flush = {}, {}, None
+        try:
+            answers = await self._answers(wanted)
+        except BaseException as exc:
+            for future in futures.values():
+                if not future.done():
+                    future.set_exception(exc)
+                    future.exception()  # retrieved: a stage stopped by it may not await them all
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        for custom_id, future in futures.items():
+            if not future.done():
+                future.set_result(answers[custom_id])
+
+    # --- a flush: answer from the outputs, or submit, or poll ---
+
+    async def _answers(self, wanted: Wanted) -> dict[str, list[Completion]]:
+        ids = list(wanted)
+        if current := self.records:
+            if unmade := [r for r in current if r["id"] is None]:  # a crash mid-submission: go on with it
+                attempt = unmade[0]["attempt"]
+                earlier = await self._lines([r for r in current if r["attempt"] < attempt])
+                left = {c: w for c, w in wanted.items() if not _ok(earlier.get(c))}
+                await self._submit(current[0]["round"], current[0]["digest"], attempt, left)
+            if await refresh(self.endpoint, current):
+                self._commit()
+            if waiting := open_batches(current):
+                raise Waiting(waiting)
+            lines = await self._lines(current)
+            if all(_ok(lines.get(c)) for c in ids):
+                return {c: self._completions(lines[c], wanted[c][0], wanted[c][2]) for c in ids}
+            if current[0]["digest"] == digest(ids):  # this round again: what it left unanswered
+                await self._retry(wanted, lines)
+                raise Waiting(open_batches(current))
+        # the next round: the one before was handled (its answers are in the checkpoint)
+        rounds = self.totals.get("rounds", 0)
+        self.records.clear()
+        self.totals["rounds"] = rounds + 1  # committed with the first record: its files' names are unique
+        await self._submit(rounds, digest(ids), 0, wanted)
+        raise Waiting(open_batches(self.records))
+
+    async def _retry(self, wanted: Wanted, lines: dict[str, Any]) -> None:
+        """Send once more what the round's batches did not answer; fail the run past ATTEMPTS."""
+        attempt = max(r["attempt"] for r in self.records) + 1
+        left = {c: w for c, w in wanted.items() if not _ok(lines.get(c))}
+        for custom_id in left:
+            line = lines.get(custom_id)
+            status, said = _error(line) if line else (None, "not answered before its batch ended")
+            param = _param(line) if status == 400 else None
+            if param and param in wanted[custom_id][1] and self._adapt(param, said):
+                self._commit()  # a refused parameter: the requests are built again without it
+                raise Waiting([], after=0)
+            if attempt >= ATTEMPTS or (status is not None and not _retryable(status)):
+                stage = wanted[custom_id][0]
+                kind = f" (HTTP {status})" if status else ""
+                raise EndpointError(f"{stage} request {custom_id} failed in batch mode{kind}: {said}")
+        self.usage.retries += len(left)
+        await self._submit(self.records[0]["round"], self.records[0]["digest"], attempt, left)
+
+    async def _submit(self, round_: int, round_digest: str, attempt: int, wanted: Wanted) -> None:
+        """Upload and create the batches for these requests, each step recorded before the next."""
+        client = _client(self.endpoint)
+        url = "/v1/chat/completions" if self.chat else "/v1/completions"
+        try:
+            for part, lines in enumerate(_split(wanted, url)):
+                record = next(
+                    (
+                        r
+                        for r in self.records
+                        if (r["round"], r["attempt"], r["part"]) == (round_, attempt, part)
+                    ),
+                    None,
+                )
+                fresh = record is None  # else a crash may have left it half made: look before making
+                if record is None:
+                    safe = self.run_id.replace("/", "-")
+                    record = BatchRecord(
+                        round=round_,
+                        digest=round_digest,
+                        stage=wanted[json.loads(lines[0])["custom_id"]][0],
+                        attempt=attempt,
+                        part=part,
+                        requests=len(lines),
+                        filename=f"{safe}-r{round_}-a{attempt}-p{part}.jsonl",
+                        file=None,
+                        id=None,
+                        status=None,
+                        output=None,
+                        errors=None,
+                        counted=False,
+                    )
+                    self.records.append(record)
+                    self._commit()
+                if record["file"] is None:
+                    record["file"] = (None if fresh else await _find_file(client, record["filename"])) or (
+                        await client.files.create(
+                            file=(record["filename"], "".join(lines).encode()), purpose="batch"
+                        )
+                    ).id
+                    self._commit()
+                if record["id"] is None:
+                    batch = (
+                        (None if fresh else await _find_batch(client, record["file"]))
+                        or await client.batches.create(
+                            input_file_id=record["file"],
+                            endpoint=url,  # type: ignore[arg-type]
+                            completion_window=COMPLETION_WINDOW,
+                            metadata={
+                                "run": self.run_id[:512],
+                                "round": str(round_),
+                                "attempt": str(attempt),
+                            },
+                        )
+                    )
+                    record["id"] = batch.id
+                    _update(record, batch)
+                    self.totals["batches"] = self.totals.get("batches", 0) + 1
+                    self._commit()
+                    log.info(
+                        "batch_created", batch=batch.id, round=round_, attempt=attempt, requests=len(lines)
+                    )
+        finally:
+            await client.close()
+
+    async def _lines(self, records: list[BatchRecord]) -> dict[str, dict[str, Any]]:
+        """Every answer of the round's ended batches (a later attempt's over an earlier one's), by
+        custom id; the usage of a batch's answers is counted once, committed with its record."""
+        client = _client(self.endpoint)
+        out: dict[str, dict[str, Any]] = {}
+        try:
+            for record in sorted(records, key=lambda r: r["attempt"]):
+                mine: dict[str, dict[str, Any]] = {}
+                for file_id in (record["errors"], record["output"]):  # answers over errors
+                    if file_id and file_id not in self._outputs:
+                        text = (await client.files.content(file_id)).text
+                        self._outputs[file_id] = {
+                            line["custom_id"]: line for line in map(json.loads, text.splitlines()) if line
+                        }
+                    mine |= self._outputs.get(file_id or "", {})
+                if not record["counted"]:
+                    self._count(record, mine)
+                out |= {c: line for c, line in mine.items() if c not in out or _ok(line)}
+        finally:
+            await client.close()
+        return out
+
+    def _count(self, record: BatchRecord, lines: dict[str, dict[str, Any]]) -> None:
+        for line in lines.values():
+            if _ok(line):
+                usage = line["response"]["body"].get("usage") or {}
+                self.count(
+                    record["stage"],
+                    usage.get("prompt_tokens", 0) or 0,
+                    usage.get("completion_tokens", 0) or 0,
+                )
+            else:
+                status, _ = _error(line)
+                self.usage.errors[str(status) if status else "batch"] += 1
+        if unanswered := record["requests"] - len(lines):
+            self.usage.errors[f"batch_{record['status']}"] += unanswered
+        record["counted"] = True
+        self._commit()
+
+    def _completions(self, line: dict[str, Any], stage: str, structured: bool) -> list[Completion]:
+        body = line["response"]["body"]
+        try:
+            response = (ChatCompletion if self.chat else CompletionBody).model_validate(body)
+            return self._parse(response, stage, structured, count=False)
+        except Exception as exc:  # a malformed answer fails the run, as past every retry online
+            raise EndpointError(
+                f"{stage} request {line['custom_id']} failed in batch mode (malformed): {exc}"
+            ) from None
+
+
+async def _joined(futures: list[asyncio.Future[list[Completion]]]) -> list[Completion]:
+    return [c for f in futures for c in await f]
+
+
+def _ok(line: dict[str, Any] | None) -> bool:
+    response = (line or {}).get("response") or {}
+    return response.get("status_code") == 200 and isinstance(response.get("body"), dict)
+
+
+def _error(line: dict[str, Any]) -> tuple[int | None, str]:
+    """An error line's HTTP status and what it said."""
+    response = line.get("response") or {}
+    error = line.get("error") or (response.get("body") or {}).get("error") or {}
+    message = error.get("message") if isinstance(error, dict) else str(error)
+    return response.get("status_code"), str(message or "no message")[:200]
+
+
+def _param(line: dict[str, Any] | None) -> str | None:
+    error = (((line or {}).get("response") or {}).get("body") or {}).get("error") or {}
+    param = error.get("param") if isinstance(error, dict) else None
+    return param if isinstance(param, str) and param else None
+
+
+def _split(wanted: Wanted, url: str) -> list[list[str]]:
+    """The requests as JSONL lines, in files of at most MAX_REQUESTS lines and MAX_BYTES."""
+    parts: list[list[str]] = [[]]
+    size = 0
+    for custom_id, (_, body, _) in wanted.items():
+        line = json.dumps({"custom_id": custom_id, "method": "POST", "url": url, "body": body}) + "\n"
+        if parts[-1] and (len(parts[-1]) >= MAX_REQUESTS or size + len(line.encode()) > MAX_BYTES):
+            parts.append([])
+            size = 0
+        parts[-1].append(line)
+        size += len(line.encode())
+    return parts
+
+
+async def _find_file(client: openai.AsyncOpenAI, filename: str) -> str | None:
+    """An input file uploaded before a crash kept its id from the checkpoint."""
+    async for f in client.files.list(purpose="batch"):
+        if f.filename == filename:
+            return f.id
+    return None
+
+
+async def _find_batch(client: openai.AsyncOpenAI, file_id: str) -> Any:
+    """A batch created before a crash kept its id from the checkpoint: the one with this input file."""
+    async for batch in client.batches.list(limit=100):
+        if batch.input_file_id == file_id:
+            return batch
+    return None
