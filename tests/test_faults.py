@@ -21,7 +21,7 @@ from redis import Redis
 from rq.job import Job as RQJob
 
 from jobs.blobs.artifacts import Artifacts
-from jobs.runner.worker import ABANDONED_BOUND
+from jobs.runner.worker import ABANDONED_BOUND, HORSE_NAME
 from jobs.settings import Profile, get_settings
 from jobs.store import api_keys
 from jobs.store import job as jobs_
@@ -60,7 +60,10 @@ def reference(client, redis, seed_set_id: str, body: dict) -> dict[str, bytes]:
 
 
 def horse_of(worker: Process) -> int | None:
-    out = subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True, text=True, check=False).stdout
+    """The worker's work horse (not its scheduler, also a child): it names itself (HORSE_NAME)."""
+    out = subprocess.run(
+        ["pgrep", "-P", str(worker.pid), "-x", HORSE_NAME], capture_output=True, text=True, check=False
+    ).stdout
     pids = [int(p) for p in out.split()]
     return pids[0] if pids else None
 

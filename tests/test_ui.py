@@ -116,8 +116,10 @@ def stack(redis_url, s3_endpoint, tmp_path_factory) -> Iterator[Stack]:
                     max_attempts=4,
                     max_wait=0.2,
                     price_per_million_tokens={"prompt": 1.5, "completion": 4.0},
-                )
+                ),
+                "batch": Profile("batch", llm.base_url, "fake", timeout=5, max_attempts=4, mode="batch"),
             },
+            batch_poll_seconds=0.2,
             default_profile="fake",
             log_level="INFO",
             webhook_allowed_hosts=("127.0.0.1",),
@@ -552,6 +554,27 @@ def test_lineage_extends_and_dedup_against_link_to_the_earlier_job(page, stack):
     page.wait_for_selector("#decision-text")
     assert page.inner_text("#decision-text") == source["text"]
     assert not page.watch.errors, page.watch.errors
+
+
+def test_a_batch_jobs_batches_are_shown(page, stack):
+    """A batch-mode job's events: each batch's states as the API has them, in words."""
+    stack.start_worker()
+    stack.llm.script.plant, stack.llm.script.delay = [], 0.0
+    body = {"seed_set_id": paper_seed_set(stack), "num_instructions": 4, "seed": 31, "profile": "batch"}
+    job_id = stack.http.post("/v1/jobs", json=body).json()["id"]
+    assert stack.wait(job_id)["state"] == "succeeded"
+    events = stack.http.get(f"/v1/jobs/{job_id}/events", params={"limit": 1000}).json()["items"]
+    batches = [e["data"] for e in events if e["type"] == "batch"]
+    assert batches and batches[-1]["status"] == "completed"
+    sign_in(page, stack, f"/ui/jobs/{job_id}")
+    page.wait_for_selector("#events li[data-type='state']:has-text('running -> succeeded')")
+    shown = page.locator("#events li[data-type='batch']").all_inner_texts()
+    assert len(shown) == len(batches)
+    last = batches[-1]
+    words = (
+        f"{last['stage']} round {last['round']}: {last['batch_id']} completed, {last['requests']} requests"
+    )
+    assert shown[-1].endswith(f"batch: {words}")
 
 
 def test_a_jobs_webhook_deliveries_are_shown(page, stack):

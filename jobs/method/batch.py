@@ -220,7 +220,8 @@ class BatchLLM(LLM):
             if param and param in wanted[custom_id][1] and self._adapt(param, said):
                 self._commit()  # a refused parameter: the requests are built again without it
                 raise Waiting([], after=0)
-            if attempt >= ATTEMPTS or (status is not None and not _retryable(status)):
+            rebuilt = param is not None and param not in wanted[custom_id][1]  # goes again without it
+            if attempt >= ATTEMPTS or (status is not None and not _retryable(status) and not rebuilt):
                 stage = wanted[custom_id][0]
                 kind = f" (HTTP {status})" if status else ""
                 raise EndpointError(f"{stage} request {custom_id} failed in batch mode{kind}: {said}")

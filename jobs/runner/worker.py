@@ -15,6 +15,7 @@ Two departures from a stock `rq worker`, both for long generation jobs:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -35,11 +36,18 @@ MAINTENANCE_INTERVAL = int(os.environ.get("WORKER_MAINTENANCE_INTERVAL", "10"))
 WORKER_TTL = 30  # idle workers wake from their blocking dequeue every WORKER_TTL - 15 s
 ABANDONED_BOUND = MONITORING_INTERVAL + HEARTBEAT_SLACK + max(MAINTENANCE_INTERVAL, WORKER_TTL - 15)
 PREEMPT_SIGNAL = signal.SIGUSR1
+HORSE_NAME = "rq-work-horse"  # a work horse's process name (Linux keeps 15 characters)
 
 
 class Worker(RQWorker):
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return self.job_monitoring_interval + HEARTBEAT_SLACK
+
+    def main_work_horse(self, job: Job, queue: Queue) -> None:
+        # named apart from the worker and its scheduler (same command line, all forked): `ps -o comm`
+        with contextlib.suppress(OSError):
+            Path("/proc/self/comm").write_text(HORSE_NAME)
+        super().main_work_horse(job, queue)
 
     def handle_warm_shutdown_request(self) -> None:
         super().handle_warm_shutdown_request()

@@ -538,6 +538,8 @@ function eventText(e) {
       return d.stage || "";
     case "warning":
       return d.message || "";
+    case "batch":
+      return `${d.stage} round ${d.round}${d.attempt ? ` (attempt ${d.attempt + 1})` : ""}: ${d.batch_id} ${d.status}, ${d.requests} requests`;
     case "webhook":
       return [
         `${d.event} attempt ${d.attempt}`,

@@ -1,0 +1,223 @@
+"""Batch mode (jobs.method.batch) against the scripted server's Files and Batch APIs: the same dataset
+as online, expired and failed batches, answers that are errors, a refused parameter; and through the
+service with real workers: a whole job, kill -9 at each step of a submission, cancel."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from jobs.method import exports
+from jobs.method.batch import Waiting
+from jobs.method.checkpoint import FileStore
+from jobs.method.engine import execute
+from jobs.method.llm import EndpointError
+from jobs.method.recipe import Execution, Recipe
+from jobs.method.run import Run
+from jobs.settings import Profile
+from jobs.store import events
+from tests.conftest import fake_endpoint, wait_until
+from tests.fake_llm import FakeLLM, Script
+from tests.test_api import make_seed_set
+from tests.test_faults import DATA_FILES, dataset, finish, horse_of, reference
+
+RECIPE = {"num_instructions": 12, "seed": 4, "round_size": 4}
+
+
+def drive(tmp: Path, seed_tasks, script: Script, mode: str, api: str = "completions") -> tuple[Run, Path]:
+    """A whole run on the scripted server, resumed after each wait as the worker's polls resume it."""
+    with FakeLLM(script) as server:
+        endpoint = replace(fake_endpoint(server), mode=mode, api=api)
+        waits = 0
+        while True:
+            run = Run(
+                "r",
+                seed_tasks,
+                Recipe.build(RECIPE),
+                endpoint,
+                FileStore(tmp / "state"),
+                execution=Execution(2),
+            )
+            try:
+                execute(run)
+                break
+            except Waiting:
+                waits += 1
+                assert waits < 200, "the run never ends"
+        exports.export(run, tmp / "out")
+    return run, tmp / "out"
+
+
+def same_data(a: Path, b: Path) -> None:
+    for name in DATA_FILES:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("api", ["completions", "chat"])
+def test_a_batch_run_makes_the_online_runs_dataset(tmp_path, seed_tasks, api) -> None:
+    _, online_out = drive(tmp_path / "online", seed_tasks, Script(logprobs="top"), "online", api)
+    script = Script(logprobs="top")
+    run, out = drive(tmp_path / "batch", seed_tasks, script, "batch", api)
+    same_data(online_out, out)
+    assert len(script.batches.created) == run.checkpoint.batch_totals["batches"] >= 3
+    assert run.checkpoint.batch_totals["rounds"] == run.checkpoint.batch_totals["batches"]
+    # every request went once: as many completions as the online run's requests (its waste aside)
+    lines = sum(1 for path, _ in script.bodies if path in ("/completions", "/chat/completions"))
+    assert lines == sum(run.usage.requests.values())
+    assert run.usage.retries == 0 and not run.usage.errors
+
+
+def test_an_expired_batch_keeps_its_answers_and_sends_the_rest_once_more(tmp_path, seed_tasks) -> None:
+    _, online_out = drive(tmp_path / "online", seed_tasks, Script(logprobs="top"), "online")
+    script = Script(logprobs="top", batch_outcomes=["completed", "expired"], batch_partial=0.5)
+    run, out = drive(tmp_path / "batch", seed_tasks, script, "batch")
+    same_data(online_out, out)
+    second = script.batches.batches[script.batches.created[1]]
+    retry = script.batches.batches[script.batches.created[2]]
+    assert second["status"] == "expired" and retry["metadata"]["attempt"] == "1"
+    assert retry["metadata"]["round"] == second["metadata"]["round"]
+    total = second["request_counts"]["total"]
+    assert second["request_counts"]["completed"] == total // 2
+    assert retry["request_counts"]["total"] == total - total // 2  # only what it left
+    assert run.usage.errors["batch_expired"] == total - total // 2 and run.usage.retries == total - total // 2
+
+
+def test_a_batch_that_fails_twice_fails_the_run(tmp_path, seed_tasks) -> None:
+    script = Script(logprobs="top", batch_outcomes=["failed", "failed"], batch_partial=0.5)
+    with pytest.raises(EndpointError, match="failed in batch mode: not answered before its batch ended"):
+        drive(tmp_path, seed_tasks, script, "batch")
+    assert len(script.batches.created) == 2  # once more, then no more
+
+
+def test_answers_that_are_errors_are_sent_once_more(tmp_path, seed_tasks) -> None:
+    _, online_out = drive(tmp_path / "online", seed_tasks, Script(logprobs="top"), "online")
+    script = Script(logprobs="top", schedule=[None, "500", None, "429"])
+    run, out = drive(tmp_path / "batch", seed_tasks, script, "batch")
+    same_data(online_out, out)
+    first = script.batches.batches[script.batches.created[0]]
+    assert first["request_counts"]["failed"] == 2 and first["error_file_id"]
+    assert run.usage.errors == Counter({"500": 1, "429": 1}) and run.usage.retries == 2
+
+
+def test_an_answer_refused_for_good_fails_the_run(tmp_path, seed_tasks) -> None:
+    script = Script(logprobs="top", schedule=[None, "400"])
+    with pytest.raises(EndpointError, match=r"failed in batch mode \(HTTP 400\): bad request"):
+        drive(tmp_path, seed_tasks, script, "batch")
+    assert len(script.batches.created) == 1
+
+
+def test_a_refused_token_cap_goes_again_under_its_other_name(tmp_path, seed_tasks) -> None:
+    """A batch's lines refused with a 400 naming max_completion_tokens, as a hosted model answers."""
+    _, online_out = drive(tmp_path / "online", seed_tasks, Script(logprobs="top"), "online", "chat")
+    script = Script(logprobs="top", reject_params=("max_completion_tokens",))
+    run, out = drive(tmp_path / "batch", seed_tasks, script, "batch", "chat")
+    same_data(online_out, out)
+    assert run.usage.dropped["max_completion_tokens"].startswith("sent as max_tokens instead")
+    retry = script.batches.batches[script.batches.created[1]]
+    assert retry["metadata"] == {"run": "r", "round": "0", "attempt": "1"}
+    lines = [json.loads(x) for x in script.batches.files[retry["input_file_id"]]["content"].splitlines()]
+    assert all("max_tokens" in x["body"] and "max_completion_tokens" not in x["body"] for x in lines)
+
+
+# --- through the service, with real workers ---
+
+
+@pytest.fixture
+def settings(settings, fake_llm):
+    """The scripted server also as a batch-mode profile, at half its online prices; polls every 0.2 s."""
+    online = {"prompt": 2.0, "completion": 8.0}
+    batch = Profile(
+        "batch",
+        fake_llm.base_url,
+        "fake",
+        timeout=5,
+        max_attempts=4,
+        max_wait=0.2,
+        mode="batch",
+        price_per_million_tokens=online,
+        batch_price_per_million_tokens={"prompt": 1.0, "completion": 4.0},
+    )
+    return replace(settings, profiles={**settings.profiles, "batch": batch}, batch_poll_seconds=0.2)
+
+
+BODY = {"num_instructions": 8, "seed": 5, "round_size": 4}
+
+
+def batch_events(redis, job_id: str) -> list[dict]:
+    return [e for e in events.every(redis, job_id) if e["type"] == "batch"]
+
+
+def no_second_submission(script: Script) -> None:
+    """Each input file uploaded once, each batch created once (by its run, round, attempt)."""
+    uploaded = Counter(f["filename"] for f in script.batches.files.values() if f["purpose"] == "batch")
+    assert uploaded and max(uploaded.values()) == 1, uploaded
+    made = Counter(json.dumps(b["metadata"], sort_keys=True) for b in script.batches.batches.values())
+    assert max(made.values()) == 1, made
+    assert len({b["input_file_id"] for b in script.batches.batches.values()}) == len(made)
+
+
+def test_a_batch_job_through_the_service(client, redis, settings, worker_env, fake_llm, spawn) -> None:
+    sid = make_seed_set(client)
+    expected = reference(client, redis, sid, BODY)
+    spawn(settings, "worker")
+    job_id = client.post("/v1/jobs", json={"seed_set_id": sid, "profile": "batch", **BODY}).json["id"]
+    job = finish(client, job_id)
+    assert job["state"] == "succeeded", job
+    assert dataset(settings, "alpha", job_id) == expected
+    no_second_submission(fake_llm.script)
+    seen = batch_events(redis, job_id)
+    for batch_id in fake_llm.script.batches.created:  # each batch's states, in order, once each
+        states = [e["status"] for e in seen if e["batch_id"] == batch_id]
+        assert states[0] == "validating" and states[-1] == "completed" and len(states) == len(set(states)), (
+            states
+        )
+    # cost at the batch prices
+    tokens = job["progress"]
+    cost = job["cost"]
+    assert cost["price_per_million_tokens"] == {"prompt": 1.0, "completion": 4.0}
+    assert cost["total"] == pytest.approx((tokens["prompt_tokens"] + 4 * tokens["completion_tokens"]) / 1e6)
+
+
+@pytest.mark.parametrize("step", ["files", "batches"])
+def test_a_worker_killed_mid_submission_never_submits_twice(
+    client, redis, settings, worker_env, fake_llm, spawn, step
+) -> None:
+    """kill -9 after the upload landed and before its answer was heard (so before the batch is
+    created), or after the batch was created and before its answer was heard (before the first poll)."""
+    sid = make_seed_set(client)
+    expected = reference(client, redis, sid, BODY)
+    script = fake_llm.script
+    script.holding.clear()
+    script.hold = {step: 60.0}
+    first = spawn(settings, "first")
+    job_id = client.post("/v1/jobs", json={"seed_set_id": sid, "profile": "batch", **BODY}).json["id"]
+    wait_until(script.holding.is_set, what=f"the first {step} answer held")
+    horse = horse_of(first)
+    first.signal(signal.SIGKILL)
+    if horse:
+        os.kill(horse, signal.SIGKILL)
+    spawn(settings, "second")
+    job = finish(client, job_id, timeout=240)
+    assert job["state"] == "succeeded", job
+    assert dataset(settings, "alpha", job_id) == expected
+    no_second_submission(script)
+
+
+def test_cancel_cancels_the_open_batches(client, redis, settings, worker_env, fake_llm, spawn) -> None:
+    sid = make_seed_set(client)
+    fake_llm.script.batch_polls = 10**9  # never ends by itself
+    spawn(settings, "worker")
+    job_id = client.post("/v1/jobs", json={"seed_set_id": sid, "profile": "batch", **BODY}).json["id"]
+    wait_until(lambda: any(e["status"] == "in_progress" for e in batch_events(redis, job_id)), what="a batch")
+    assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
+    assert finish(client, job_id)["state"] == "canceled"
+    created = fake_llm.script.batches.created
+    assert len(created) == 1
+    wait_until(lambda: fake_llm.script.batches.batches[created[0]]["status"] == "cancelled", what="cancelled")
+    wait_until(lambda: any(e["status"] == "cancelled" for e in batch_events(redis, job_id)), what="its event")
