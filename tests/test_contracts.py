@@ -193,7 +193,7 @@ def run_mode(mode: Mode, tmp: Path, seed_tasks) -> Exchanges:
             response_format=mode.response_format,
             reasoning=mode.reasoning,
         )
-        recipe = Recipe.build({"num_instructions": 5, "seed": 9})
+        recipe = Recipe.build({"num_instructions": 5, "seed": 9, "classification_method": "fitted"})
         run = Run(mode.name, seed_tasks, recipe, endpoint, FileStore(tmp / "state"), execution=Execution(2))
         execute(run)
         exports.export(run, tmp / "out")
