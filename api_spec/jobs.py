@@ -123,9 +123,9 @@ class JobCreateSchema(Schema):
         metadata={
             "description": "How stage 2 decides Yes/No: text (the paper's greedy answer), logprobs (the "
             "labels' log-probabilities), calibrated (divided by the bias on content-free inputs), fitted "
-            "(the calibrated margin thresholded on the seed tasks outside the demonstrations), auto "
-            "(fitted where the endpoint gives log-probabilities, else text; the fallback's reason is "
-            "recorded in stats.json)."
+            "(the calibrated margin thresholded on the seed tasks outside the demonstrations), knn (a vote "
+            "of the nearest seed tasks by wording; needs no log-probabilities), auto (knn; a fallback's "
+            "reason is recorded in stats.json)."
         },
     )
     include_seed_tasks = StrictBoolean(load_default=False)

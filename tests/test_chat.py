@@ -84,9 +84,16 @@ def test_structured_replies_keep_the_papers_order_and_skip_bad_items() -> None:
 
 @pytest.mark.parametrize("response_format", [None, "json_schema", "json_object"])
 def test_a_chat_run_applies_the_papers_filters(tmp_path, fake_llm, seed_tasks, response_format) -> None:
-    # seed 6: among the scripted replies to its prompts are candidates for each of the paper's rules
+    # seed 6: among the scripted replies to its prompts are candidates for each of the paper's rules;
+    # the scripted answers decide stage 2 (text), so some tasks are classification ones
     _, out = chat_run(
-        tmp_path, fake_llm, seed_tasks, response_format=response_format, num_instructions=20, seed=6
+        tmp_path,
+        fake_llm,
+        seed_tasks,
+        response_format=response_format,
+        num_instructions=20,
+        seed=6,
+        classification_method="text",
     )
     stats = json.loads((out / "stats.json").read_text())
     assert stats["instructions_kept"] == 20 and stats["stop_reason"] == "target_reached"
@@ -253,7 +260,8 @@ def test_a_reasoning_profile_sends_no_sampling_parameter(tmp_path, fake_llm, see
         "frequency_penalty",
     }
     assert all(v.startswith("left out: the profile") for v in stats["dropped_parameters"].values())
-    assert stats["classification_method"]["fallbacks"] == {"reasoning models give no log-probabilities": 4}
+    # the default (knn) needs no log-probabilities, which reasoning models do not give
+    assert stats["classification_method"]["methods"] == {"knn": 4}
     assert json.loads((out / "run.json").read_text())["endpoint"]["reasoning"] is True
 
 
@@ -271,7 +279,7 @@ def test_a_refused_temperature_says_the_model_reasons(tmp_path, seed_tasks) -> N
     )
     assert set(dropped) == {"temperature", "top_p", "presence_penalty", "frequency_penalty", "stop"}
     assert json.loads((out / "run.json").read_text())["endpoint"]["reasoning"] is True
-    assert stats["classification_method"]["methods"] == {"text": 4}  # no log-probabilities asked for
+    assert stats["classification_method"]["methods"] == {"knn": 4}  # no log-probabilities asked for
 
 
 def strict_problems(schema: object, at: str = "$") -> list[str]:

@@ -126,11 +126,74 @@ def test_planted_logprobs_decide_exactly(tmp_path: Path, method: str) -> None:
     assert exports.run_record(run)["classification_method"] == summary
 
 
-def test_auto_is_fitted_where_the_endpoint_gives_logprobs(tmp_path: Path) -> None:
+def knn_seeds(texts: dict[str, bool]) -> list[SeedTask]:
+    return [
+        SeedTask(f"k{i}", text, (Instance("", "x"),), is_clf)
+        for i, (text, is_clf) in enumerate(texts.items())
+    ]
+
+
+def test_knn_vote_by_hand() -> None:
+    # two words a task; the verb is shared within a class, the other word is unique to its task
+    seeds = knn_seeds(
+        {"classify a": True, "classify b": True, "write c": False, "write d": False, "write e": False}
+    )
+    knn = clf.SeedNeighbours(seeds)
+    idf_c, idf_w, idf_x = math.log(6 / 3) + 1, math.log(6 / 4) + 1, math.log(6 / 2) + 1
+    s_yes = idf_c**2 / (idf_c**2 + idf_x**2)  # cosine of "classify a" and "classify b"
+    s_no = idf_w**2 / (idf_w**2 + idf_x**2)
+    # "classify" alone: cosine idf_c / |classify a| with each Yes task, 0 with the others; each
+    # vote divided by its class's size (2)
+    score, nearest = knn.score("Classify!")
+    assert score == pytest.approx(2 * (idf_c / math.sqrt(idf_c**2 + idf_x**2)) / 2)
+    assert [n["id"] for n in nearest[:2]] == ["k0", "k1"] and nearest[0]["is_classification"] is True
+    assert len(nearest) == clf.EVIDENCE_NEIGHBOURS
+    # leave-one-out: a Yes task's only non-zero neighbour is the other Yes one (s_yes / 2), a No
+    # task's the two other No ones (-2 s_no / 3); the threshold is midway
+    assert knn.fit_threshold() == pytest.approx((s_yes / 2 - 2 * s_no / 3) / 2)
+    # only the k nearest vote
+    assert clf.SeedNeighbours(seeds, k=1).score("classify a")[0] == pytest.approx(1 / 2)
+
+
+def test_knn_divides_each_vote_by_its_class_size() -> None:
+    # "sort" is equally similar to every seed task: 2 Yes and 4 No votes cancel out
+    seeds = knn_seeds({f"sort {w}": i < 2 for i, w in enumerate(["a", "b", "c", "d", "e", "f"])})
+    assert clf.SeedNeighbours(seeds).score("sort")[0] == pytest.approx(0.0, abs=1e-12)
+    assert clf.SeedNeighbours(seeds).score("sort a")[0] > 0 > clf.SeedNeighbours(seeds).score("sort c")[0]
+
+
+KNN_TASKS = {  # worded like the Yes seed tasks, like the No ones
+    "Label the statement as true or false.": "yes",
+    "Write a story about a trip to the mountains.": "no",
+    "The sentiment of a trip.": "no",  # a vote of 0.004: above zero, below the fitted threshold (0.018)
+}
+
+
+def test_auto_is_knn_without_logprobs(tmp_path: Path) -> None:
     with FakeLLM(Script(logprobs="top", label_logprobs=planted())) as server:
-        run = classify(tmp_path, fake_endpoint(server), "auto")
-    assert labels(run) == EXPECTED["fitted"]
-    assert exports.run_record(run)["classification_method"]["methods"] == {"fitted": 3}
+        run = classify(tmp_path, fake_endpoint(server), "auto", tasks=KNN_TASKS)
+        bodies = [body for _, body in server.script.bodies]
+    # one plain request a task, none for log-probabilities or calibration
+    assert len(bodies) == 3 and not any(b.get("logprobs") for b in bodies)
+    answers = [run.checkpoint.classification[f"i{n}"] for n in range(3)]
+    assert [a["label"] for a in answers] == list(KNN_TASKS.values())
+    knn = clf.SeedNeighbours(seed_set())
+    for answer, text in zip(answers, KNN_TASKS, strict=True):
+        assert answer["method"] == "knn" and answer["threshold"] == pytest.approx(knn.fit_threshold())
+        assert answer["score"] == pytest.approx(knn.score(text)[0], abs=1e-6)
+        assert answer["neighbours"] == knn.score(text)[1] and answer["raw"].strip() in ("Yes", "No")
+        assert "margin" not in answer
+    summary = exports.run_record(run)["classification_method"]
+    assert summary["methods"] == {"knn": 3} and summary["threshold"] == answers[0]["threshold"]
+
+
+def test_knn_needs_two_seed_tasks_of_each_class(tmp_path: Path) -> None:
+    one_yes = [t for t in seed_set() if not t.is_classification or t.id == "s0"]
+    with FakeLLM(Script()) as server:
+        run = classify(tmp_path, fake_endpoint(server), "knn", one_yes, KNN_TASKS)
+    for answer in run.checkpoint.classification.values():
+        assert answer["method"] == "text" and "2 seed tasks of each class" in answer["fallback"]
+        assert answer["label"] == parsing.classification(answer["raw"])
 
 
 @pytest.mark.parametrize(
@@ -139,7 +202,7 @@ def test_auto_is_fitted_where_the_endpoint_gives_logprobs(tmp_path: Path) -> Non
 )
 def test_without_logprobs_falls_back_to_text(tmp_path: Path, mode: str, reason: str) -> None:
     with FakeLLM(Script(logprobs=mode, label_logprobs=planted())) as server:
-        run = classify(tmp_path, fake_endpoint(server), "auto")
+        run = classify(tmp_path, fake_endpoint(server), "fitted")
     # one request finds out (a refusal is not retried), then one a task
     assert server.script.counts["requests"] == 1 + 3
     assert labels(run) == EXPECTED["text"]

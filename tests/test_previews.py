@@ -176,17 +176,17 @@ def test_the_chart_runs_a_preview_worker_and_carries_prices():
 
 def test_a_preview_runs_the_job_body_s_classification_method(priced, redis, api_key):
     """The body's stage-2 method reaches the preview's run: the scripted endpoint gives no
-    log-probabilities, so `auto` falls back to text with a reason, while `text` needs none."""
+    log-probabilities, so `fitted` falls back to text with a reason, while `text` needs none."""
     client = create_app(priced, configure_logging=False).test_client()
     client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {api_key}"
     sid = make_seed_set(client)
     answers = {}
-    for method in ("auto", "text"):
+    for method in ("fitted", "text"):
         body = {"seed_set_id": sid, "num_instructions": 3, "classification_method": method}
         location = client.post("/v1/previews?wait=0", json=body).headers["Location"]
         SimpleWorker([Queue(priced.preview_queue, connection=redis)], connection=redis).work(burst=True)
         done = client.get(location).json
         assert done["state"] == "succeeded", done
         answers[method] = [k["classification"] for k in done["result"]["kept"]]
-    assert answers["auto"] and all(a["method"] == "text" and a["fallback"] for a in answers["auto"])
+    assert answers["fitted"] and all(a["method"] == "text" and a["fallback"] for a in answers["fitted"])
     assert answers["text"] and all(a["method"] == "text" and "fallback" not in a for a in answers["text"])

@@ -4,6 +4,9 @@ The paper reads the greedy answer's text. Where the endpoint gives log-probabili
 instead compare the two labels' probabilities, corrected for the model's bias measured on content-free
 inputs (contextual calibration, Zhao et al. 2021, "Calibrate Before Use"), and optionally thresholded
 where the calibrated margin best separates the seed tasks that are not among the demonstrations.
+The default needs no log-probabilities and no model: a vote of the instruction's nearest seed tasks
+by TF-IDF similarity of their wording, which held-out seed tasks show to generalise much better than
+any reading of this small model's answer (benchmarks/classification.py).
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import random
+import re
+from collections import Counter
 from collections.abc import Awaitable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -25,6 +31,8 @@ from jobs.method.window import ordered
 STAGE = "classification"
 TOP_LOGPROBS = 5  # OpenAI's completions allow at most 5
 FIT_TASKS = 40  # seed tasks scored to fit the threshold: every classification one, then others
+NEIGHBOURS = 20  # seed tasks that vote in the knn method
+EVIDENCE_NEIGHBOURS = 3  # of them, recorded with each answer
 
 
 def label_logprobs(top: dict[str, float]) -> tuple[float, float]:
@@ -69,6 +77,61 @@ def fit_threshold(margins: Sequence[float], truth: Sequence[bool]) -> float:
     return max(candidates, key=score)
 
 
+def _words(text: str) -> list[str]:
+    return re.findall(r"[^\W_]+", text.lower())
+
+
+class SeedNeighbours:
+    """The knn method: TF-IDF vectors (sublinear term frequency) of the seed instructions. A text's
+    score is the similarity-weighted vote of its NEIGHBOURS nearest seed tasks, each vote divided by
+    its class's size so that the rarer class (classification, 15% of the paper's seeds) is not
+    outvoted by its frequency alone; Yes above a threshold fitted on the seed tasks themselves, each
+    scored against the others (leave-one-out)."""
+
+    def __init__(self, tasks: Sequence[SeedTask], k: int = NEIGHBOURS):
+        docs = [Counter(_words(t.instruction)) for t in tasks]
+        df = Counter(word for doc in docs for word in doc)
+        self.idf = {word: math.log((1 + len(docs)) / (1 + n)) + 1 for word, n in df.items()}
+        self.vectors = [self._vector(doc) for doc in docs]
+        self.tasks = list(tasks)
+        self.k = k
+        yes = sum(t.is_classification for t in tasks)
+        self.weight = {True: 1 / max(yes, 1), False: -1 / max(len(tasks) - yes, 1)}
+
+    def _vector(self, counts: Counter[str]) -> dict[str, float]:
+        vec = {w: (1 + math.log(n)) * self.idf[w] for w, n in counts.items() if w in self.idf}
+        norm = math.sqrt(sum(x * x for x in vec.values())) or 1.0
+        return {w: x / norm for w, x in vec.items()}
+
+    def _nearest(self, vec: dict[str, float], skip: int | None = None) -> list[tuple[float, int]]:
+        sims = [
+            (sum(x * other.get(w, 0.0) for w, x in vec.items()), i)
+            for i, other in enumerate(self.vectors)
+            if i != skip
+        ]
+        return sorted(sims, key=lambda s: (-s[0], s[1]))[: self.k]
+
+    def _score(self, nearest: list[tuple[float, int]]) -> float:
+        return sum(sim * self.weight[self.tasks[i].is_classification] for sim, i in nearest)
+
+    def score(self, text: str) -> tuple[float, list[dict[str, Any]]]:
+        """The vote, and the nearest seed tasks as evidence."""
+        nearest = self._nearest(self._vector(Counter(_words(text))))
+        evidence = [
+            {
+                "id": self.tasks[i].id,
+                "similarity": round(sim, 4),
+                "is_classification": self.tasks[i].is_classification,
+            }
+            for sim, i in nearest[:EVIDENCE_NEIGHBOURS]
+        ]
+        return self._score(nearest), evidence
+
+    def fit_threshold(self) -> float:
+        scores = [self._score(self._nearest(vec, skip=i)) for i, vec in enumerate(self.vectors)]
+        return fit_threshold(scores, [t.is_classification for t in self.tasks])
+
+
 def _request(run: Run, llm: LLM, text: str, key: str, logprobs: bool) -> Awaitable[list[Completion]]:
     cfg = run.recipe
     decoding = cfg.decoding[STAGE]
@@ -102,6 +165,11 @@ async def calibration(run: Run, llm: LLM, method: str) -> dict[str, Any]:
 async def _calibrate(run: Run, llm: LLM, method: str) -> dict[str, Any]:
     if method == "text":
         return {"method": "text"}
+    if method == "knn":
+        sizes = Counter(t.is_classification for t in run.seed_tasks)
+        if min(sizes[True], sizes[False]) < 2:
+            return {"method": "text", "fallback": "knn needs at least 2 seed tasks of each class"}
+        return {"method": "knn", "threshold": SeedNeighbours(run.seed_tasks).fit_threshold()}
     if llm.reasoning:
         return {"method": "text", "fallback": "reasoning models give no log-probabilities"}
     if llm.structured:
@@ -172,18 +240,32 @@ def fit_tasks(run: Run) -> list[SeedTask]:
     classification one, then others in a fixed random order, FIT_TASKS at most."""
     shown = run.prompts.classification_prefix
     unseen = [t for t in run.seed_tasks if f"Task: {one_line(t.instruction)}\n" not in shown]
+    return pick_fit_tasks(unseen, run.recipe.rng(STAGE, "fit"))
+
+
+def pick_fit_tasks(unseen: Sequence[SeedTask], rng: random.Random) -> list[SeedTask]:
     yes = [t for t in unseen if t.is_classification]
     no = [t for t in unseen if not t.is_classification]
-    run.recipe.rng(STAGE, "fit").shuffle(no)
+    rng.shuffle(no)
     return (yes[: FIT_TASKS // 2] + no)[:FIT_TASKS]
 
 
 def decide(
-    pair: tuple[float, float] | None, shared: dict[str, Any], raw: str, text_label: str
+    pair: tuple[float, float] | None,
+    shared: dict[str, Any],
+    raw: str,
+    text_label: str,
+    vote: tuple[float, list[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """One answer: the label by the run's method, with the raw text, both log-probabilities and the
-    calibrated margin (log P(Yes) - log P(No) - shift) where there are some."""
+    calibrated margin (log P(Yes) - log P(No) - shift) where there are some, or the knn vote and the
+    nearest seed tasks."""
     answer: dict[str, Any] = {"label": text_label, "raw": raw, **shared}
+    if shared["method"] == "knn" and vote is not None:
+        score, nearest = vote
+        answer.update(score=round(score, 6), neighbours=nearest)
+        answer["label"] = "yes" if score > shared["threshold"] else "no"
+        return answer
     if pair is None or shared["method"] == "text":
         return answer
     yes, no = pair
@@ -200,9 +282,11 @@ async def run_stage(run: Run, llm: LLM) -> None:
     run.stage_done = len(cp.instructions) - len(todo)
     if not todo:
         return
-    method = "fitted" if cfg.classification_method == "auto" else cfg.classification_method
+    method = "knn" if cfg.classification_method == "auto" else cfg.classification_method
     shared = await calibration(run, llm, method)
-    logprobs = shared["method"] != "text"
+    # knn needs no log-probabilities: the model's greedy answer is still asked for and kept as `raw`
+    logprobs = shared["method"] not in ("text", "knn")
+    neighbours = SeedNeighbours(run.seed_tasks) if shared["method"] == "knn" else None
 
     def build(i: int) -> Awaitable[list[Completion]] | None:
         if i >= len(todo):
@@ -213,7 +297,8 @@ async def run_stage(run: Run, llm: LLM) -> None:
         completion = completions[0]
         top = completion.top_logprobs
         pair = label_logprobs(top) if top else None
-        answer = decide(pair, shared, completion.text, _parse(llm, completion.text))
+        vote = neighbours.score(todo[i]["text"]) if neighbours else None
+        answer = decide(pair, shared, completion.text, _parse(llm, completion.text), vote)
         if logprobs and pair is None:  # this one answer came without them: its text decides
             answer.update(method="text", fallback="the endpoint gave no log-probabilities for this answer")
         cp.classification[todo[i]["id"]] = answer

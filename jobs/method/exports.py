@@ -387,6 +387,6 @@ def classification_method(checkpoint: Checkpoint) -> dict[str, Any]:
         methods[method] = methods.get(method, 0) + 1
         if reason := answer.get("fallback"):
             fallbacks[reason] = fallbacks.get(reason, 0) + 1
-        if not shared and "shift" in answer:
+        if not shared and ("shift" in answer or "threshold" in answer):
             shared = {k: answer[k] for k in ("shift", "threshold") if k in answer}
     return {"methods": methods, "fallbacks": fallbacks, **shared}

@@ -6,7 +6,7 @@ The engine (jobs/) uses these same names, so the API and the code cannot drift a
 JOB_STATES = ("queued", "running", "succeeded", "failed", "canceled")
 EXPORT_FORMATS = ("finetune", "alpaca", "chat", "parquet")
 # How stage 2 decides Yes/No (jobs.method.classification).
-CLASSIFICATION_METHODS = ("auto", "text", "logprobs", "calibrated", "fitted")
+CLASSIFICATION_METHODS = ("auto", "text", "logprobs", "calibrated", "fitted", "knn")
 # Dataset files: the file each export format writes, and what every file of a dataset is (manifests).
 FILES = {
     "finetune": "finetune.jsonl",
