@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 from collections import Counter
 from dataclasses import replace
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.method import exports
+from jobs.method import batch, chat, exports
 from jobs.method.batch import Waiting
 from jobs.method.checkpoint import FileStore
 from jobs.method.engine import execute
@@ -73,6 +74,24 @@ def test_a_batch_run_makes_the_online_runs_dataset(tmp_path, seed_tasks, api) ->
     assert run.usage.retries == 0 and not run.usage.errors
 
 
+def test_each_round_samples_the_pool_as_it_stood_when_the_round_began(tmp_path, seed_tasks) -> None:
+    """A stage-1 prompt of round r shows machine instructions from the prompts before the round only,
+    and from all of them: some from the window before it that a sliding window would hide."""
+    script = Script(logprobs="top")
+    run, _ = drive(tmp_path, seed_tasks, script, "batch")
+    recipe, size = Recipe.build(RECIPE), RECIPE["round_size"]
+    index = {recipe.derived_seed("instructions", i): i for i in range(run.checkpoint.next_prompt + 1)}
+    made_by = {k["text"]: k["prompt"] for k in run.checkpoint.instructions}
+    shown = []
+    for path, body in script.bodies:
+        if path == "/completions" and body["seed"] in index:
+            i = index[body["seed"]]
+            listed = re.findall(r"^\d+\. (.*)$", body["prompt"], re.MULTILINE)
+            shown += [(i, made_by[text]) for text in listed if text in made_by]
+    assert shown and all(at < i // size * size for i, at in shown)
+    assert any(at > i - recipe.window for i, at in shown)  # unseen through a sliding window
+
+
 def test_an_expired_batch_keeps_its_answers_and_sends_the_rest_once_more(tmp_path, seed_tasks) -> None:
     _, online_out = drive(tmp_path / "online", seed_tasks, Script(logprobs="top"), "online")
     script = Script(logprobs="top", batch_outcomes=["completed", "expired"], batch_partial=0.5)
@@ -123,6 +142,46 @@ def test_a_refused_token_cap_goes_again_under_its_other_name(tmp_path, seed_task
     assert retry["metadata"] == {"run": "r", "round": "0", "attempt": "1"}
     lines = [json.loads(x) for x in script.batches.files[retry["input_file_id"]]["content"].splitlines()]
     assert all("max_tokens" in x["body"] and "max_completion_tokens" not in x["body"] for x in lines)
+
+
+@pytest.mark.parametrize("limit", [{"MAX_REQUESTS": 5}, {"MAX_BYTES": 20_000}])
+def test_a_round_over_a_files_limits_goes_as_several_batches(
+    tmp_path, seed_tasks, monkeypatch, limit
+) -> None:
+    _, online_out = drive(tmp_path / "online", seed_tasks, Script(logprobs="top"), "online")
+    for name, value in limit.items():
+        monkeypatch.setattr(batch, name, value)
+    script = Script(logprobs="top")
+    _, out = drive(tmp_path / "batch", seed_tasks, script, "batch")
+    same_data(online_out, out)
+    inputs = [f["content"] for f in script.batches.files.values() if f["purpose"] == "batch"]
+    assert all(len(c.splitlines()) <= limit.get("MAX_REQUESTS", 10**9) for c in inputs)
+    assert all(len(c) <= limit.get("MAX_BYTES", 10**12) for c in inputs)
+    parts = Counter(b["metadata"]["round"] for b in script.batches.batches.values())
+    assert max(parts.values()) >= 2, parts  # some round went as several files and batches
+
+
+def test_a_schema_strict_outputs_refuse_fails_the_run_as_online(tmp_path, seed_tasks, monkeypatch) -> None:
+    """A 400 on response_format, as OpenAI answers a schema Structured Outputs cannot take: not a
+    parameter to drop, so the job fails with what the provider said."""
+    loose = {"type": "object", "properties": {"answer": {"type": "string"}}}
+    monkeypatch.setattr(chat, "schema", lambda *args: loose)
+    script = Script(logprobs="top", strict_schemas=True)
+    with FakeLLM(script) as server:
+        endpoint = replace(fake_endpoint(server), api="chat", response_format="json_schema", mode="batch")
+        with pytest.raises(EndpointError, match=r"\(HTTP 400\): Invalid schema for response_format"):
+            for _ in range(20):
+                run = Run("r", seed_tasks, Recipe.build(RECIPE), endpoint, FileStore(tmp_path / "s"))
+                try:
+                    execute(run)
+                except Waiting:
+                    continue
+    with_schema = [
+        b
+        for b in script.batches.batches.values()
+        if b"response_format" in script.batches.files[b["input_file_id"]]["content"]
+    ]
+    assert len(with_schema) == 1  # not sent again
 
 
 # --- through the service, with real workers ---

@@ -190,3 +190,30 @@ def test_a_preview_runs_the_job_body_s_classification_method(priced, redis, api_
         answers[method] = [k["classification"] for k in done["result"]["kept"]]
     assert answers["fitted"] and all(a["method"] == "text" and a["fallback"] for a in answers["fitted"])
     assert answers["text"] and all(a["method"] == "text" and "fallback" not in a for a in answers["text"])
+
+
+def test_a_batch_profiles_preview_runs_online_and_prices_the_job_both_ways(priced, redis, api_key, fake_llm):
+    """A preview of a batch-mode profile answers at once (online, no batch submitted) and gives the
+    full job's cost at the online prices and at the batch prices."""
+    batch_prices = {"prompt": 1.0, "completion": 3.0}
+    profile = replace(
+        priced.profiles["fake"], name="batch", mode="batch", batch_price_per_million_tokens=batch_prices
+    )
+    local = replace(priced, profiles={**priced.profiles, "batch": profile})
+    client = create_app(local, configure_logging=False).test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {api_key}"
+    sid = make_seed_set(client)
+    body = {"seed_set_id": sid, "num_instructions": 3, "profile": "batch", "full_num_instructions": 1000}
+    location = client.post("/v1/previews?wait=0", json=body).headers["Location"]
+    SimpleWorker([Queue(local.preview_queue, connection=redis)], connection=redis).work(burst=True)
+    done = client.get(location).json
+    assert done["state"] == "succeeded", done
+    assert not fake_llm.script.batches.created and fake_llm.script.answers
+    full = done["result"]["estimate"]["full_job"]
+    prompt, completion = full["prompt_tokens"], full["completion_tokens"]
+    assert done["result"]["estimate"]["mode"] == "batch"
+    online = (prompt * PRICES["prompt"] + completion * PRICES["completion"]) / 1e6
+    batch = (prompt * batch_prices["prompt"] + completion * batch_prices["completion"]) / 1e6
+    assert full["cost_by_mode"]["online"] == pytest.approx(online, rel=1e-3)
+    assert full["cost_by_mode"]["batch"] == pytest.approx(batch, rel=1e-3)
+    assert full["cost"] == full["cost_by_mode"]["batch"]
