@@ -192,7 +192,9 @@ def test_a_preview_runs_the_job_body_s_classification_method(priced, redis, api_
     assert answers["text"] and all(a["method"] == "text" and "fallback" not in a for a in answers["text"])
 
 
-def test_a_batch_profiles_preview_runs_online_and_prices_the_job_both_ways(priced, redis, api_key, fake_llm):
+def test_a_batch_profiles_preview_runs_online_and_prices_the_job_both_ways(
+    priced, redis, api_key, fake_llm, monkeypatch
+):
     """A preview of a batch-mode profile answers at once (online, no batch submitted) and gives the
     full job's cost at the online prices and at the batch prices."""
     batch_prices = {"prompt": 1.0, "completion": 3.0}
@@ -200,6 +202,9 @@ def test_a_batch_profiles_preview_runs_online_and_prices_the_job_both_ways(price
         priced.profiles["fake"], name="batch", mode="batch", batch_price_per_million_tokens=batch_prices
     )
     local = replace(priced, profiles={**priced.profiles, "batch": profile})
+    for name, value in local.to_env().items():  # the preview worker's settings
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
     client = create_app(local, configure_logging=False).test_client()
     client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {api_key}"
     sid = make_seed_set(client)
