@@ -58,6 +58,9 @@ VALUE_SETS = {
                     "responseFormat": "json_schema",
                     "reasoning": True,
                     "sendSeed": False,
+                    "mode": "batch",
+                    "pricePerMillionTokens": {"prompt": 1.1, "completion": 4.4},
+                    "batchPricePerMillionTokens": {"prompt": 0.55, "completion": 2.2},
                 },
                 "big-model": {
                     "baseUrl": "https://api.example.com/v1",
@@ -187,6 +190,8 @@ def test_rendered_configuration_loads_in_the_service():
     assert local.max_tokens_param == "max_tokens" and local.send_seed is True and local.reasoning is False
     assert reasoner.reasoning is True and reasoner.send_seed is False and reasoner.max_tokens_param is None
     assert settings.profiles["openai"].send_seed is None  # unset: the API's default
+    assert reasoner.mode == "batch" and reasoner.prices == (0.55, 2.2)  # the batch prices, in batch mode
+    assert local.mode == settings.profiles["openai"].mode == "online"
     assert settings.webhook_allowed_hosts == ("ci.example.com", "*.hooks.example.com")
     assert (settings.webhook_timeout_seconds, settings.webhook_retry_seconds) == (10, 300)
     defaults = next(d for d in render(VALUE_SETS["defaults"]) if d["kind"] == "ConfigMap")["data"]

@@ -39,6 +39,12 @@ app.kubernetes.io/component: {{ .component }}
 {{- $_ := set $profile "price_per_million_tokens" (dict "prompt" $p.pricePerMillionTokens.prompt "completion" $p.pricePerMillionTokens.completion) -}}
 {{- $_ := set $profile "currency" ($p.currency | default "USD") -}}
 {{- end -}}
+{{- if $p.mode -}}
+{{- $_ := set $profile "mode" $p.mode -}}
+{{- end -}}
+{{- if $p.batchPricePerMillionTokens -}}
+{{- $_ := set $profile "batch_price_per_million_tokens" (dict "prompt" $p.batchPricePerMillionTokens.prompt "completion" $p.batchPricePerMillionTokens.completion) -}}
+{{- end -}}
 {{- if $p.apiKeySecret -}}
 {{- $_ := set $profile "api_key_env" (printf "LLM_KEY_%s" ($name | upper | replace "-" "_")) -}}
 {{- end -}}
