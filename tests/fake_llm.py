@@ -475,10 +475,10 @@ class Handler(BaseHTTPRequestHandler):
         if path.startswith(("/v1/files", "/v1/batches")):
             self._send(*self.script.batches.post(path, raw, self.headers.get("Content-Type", "")))
             return
-        body = json.loads(raw or b"{}")
         if path not in ("/v1/chat/completions", "/v1/completions"):
-            self._send(404, b'{"error": "not found"}')
+            self._send(404, b'{"error": {"message": "not found"}}')
             return
+        body = json.loads(raw or b"{}")
         status, answer, headers = respond(self.script, path, body, self.headers.get("Authorization", ""))
         if status == 0:  # the connection drops
             self.close_connection = True

@@ -144,6 +144,17 @@ def test_a_refused_token_cap_goes_again_under_its_other_name(tmp_path, seed_task
     assert all("max_tokens" in x["body"] and "max_completion_tokens" not in x["body"] for x in lines)
 
 
+def test_an_endpoint_without_the_batch_api_fails_the_run_saying_so(tmp_path, seed_tasks) -> None:
+    with FakeLLM(Script()) as server:  # answers 404 to everything under another prefix
+        endpoint = replace(
+            fake_endpoint(server), mode="batch", base_url=server.base_url.replace("/v1", "/v2")
+        )
+        run = Run("r", seed_tasks, Recipe.build(RECIPE), endpoint, FileStore(tmp_path))
+        with pytest.raises(EndpointError, match=r"batch request failed \(404\)"):
+            execute(run)
+    assert run.checkpoint.batches[0]["file"] is None  # recorded before the upload, which failed
+
+
 @pytest.mark.parametrize("limit", [{"MAX_REQUESTS": 5}, {"MAX_BYTES": 20_000}])
 def test_a_round_over_a_files_limits_goes_as_several_batches(
     tmp_path, seed_tasks, monkeypatch, limit

@@ -169,10 +169,17 @@ class BatchLLM(LLM):
         wanted, futures = self._wanted, self._futures
         self._wanted, self._futures, self._flush = {}, {}, None
         try:
-            answers = await self._answers(wanted)
+            try:
+                answers = await self._answers(wanted)
+            except openai.OpenAIError as exc:  # past the client's retries: the job fails, saying why
+                raise self._failure(exc, "batch") from None
         except BaseException as exc:
             for future in futures.values():
-                if not future.done():
+                if future.done():
+                    continue
+                if isinstance(exc, asyncio.CancelledError):
+                    future.cancel()
+                else:
                     future.set_exception(exc)
                     future.exception()  # retrieved: a stage stopped by it may not await them all
             if isinstance(exc, asyncio.CancelledError):
