@@ -29,8 +29,8 @@ from jobs.runner import queue
 from jobs.runner.reporter import Reporter
 from jobs.runner.worker import PREEMPT_SIGNAL
 from jobs.settings import get_settings
+from jobs.store import batches, keyspace, progress
 from jobs.store import job as jobs_
-from jobs.store import keyspace, progress
 from jobs.store.checkpoints import RedisStore
 from jobs.store.decision_log import JobGone
 
@@ -141,9 +141,7 @@ def guarded(job_id: str, body: Callable[[Context], None]) -> None:
     try:
         body(ctx)
     except Waiting as e:  # batch mode: committed; the run resumes once its batches have ended
-        from jobs.runner import polling
-
-        polling.wait(ctx, e)
+        _wait(ctx, e)
     except JobGone:
         log.info("job_deleted_while_running")
     except BudgetReached as e:  # stops like a cancel: the whole job, with a partial dataset
@@ -177,3 +175,14 @@ def guarded(job_id: str, body: Callable[[Context], None]) -> None:
             "failed", ("queued", "running"), error=f"internal error ({type(e).__name__}); see worker logs"
         )
         raise
+
+
+def _wait(ctx: Context, waiting: Waiting) -> None:
+    """The run stopped to wait for its batches: report their states, and look again later (the poll:
+    jobs.runner.generation.poll)."""
+    if ctx.current is not None:
+        records = ctx.current.checkpoint.batches
+        ctx.retry(batches.report, ctx.r, ctx.job.id, records, ctx.settings.max_job_events)
+    after = ctx.settings.batch_poll_seconds if waiting.after is None else waiting.after
+    ctx.retry(queue.poll_later, ctx.r, ctx.job.id, after, ctx.settings)
+    log.info("job_waiting_for_batches", batches=waiting.batches, poll_in=after)

@@ -5,6 +5,7 @@ A canceled job's partial dataset is exported here too, from whatever its checkpo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tempfile
 import time
@@ -12,12 +13,12 @@ from pathlib import Path
 
 import structlog
 
-from jobs.method import exports
+from jobs.method import batch, exports
 from jobs.method.llm import Usage
 from jobs.method.run import Run
-from jobs.runner import polling, queue, retention
+from jobs.runner import queue, retention
 from jobs.runner.context import Context, guarded
-from jobs.store import events, keyspace
+from jobs.store import batches, events, keyspace
 
 log = structlog.get_logger(__name__)
 
@@ -41,7 +42,7 @@ def finalize(job_id: str, partial: bool = False) -> None:
         return
     try:
         if ctx.job.state == "canceled" and not ctx.job.archived:
-            polling.cancel(ctx)  # batch mode: its open batches
+            _cancel_batches(ctx)
             complete(ctx, partial=True)
     finally:  # a canceled job's webhook follows its partial dataset, or the failure to make one
         ctx.retry(queue.notify, ctx.r, job_id, ctx.settings)
@@ -102,3 +103,18 @@ def _archive(ctx: Context) -> None:
         retention.sweep(ctx.r, ctx.artifacts, ctx.settings)
     except Exception:  # the next finalize sweeps again
         log.exception("sweep_failed")
+
+
+def _cancel_batches(ctx: Context) -> None:
+    """Batch mode: cancel a cancelled job's open batches (best effort: its dataset follows either way)."""
+    checkpoint = ctx.store().load()
+    if not checkpoint or not batch.open_batches(checkpoint.batches):
+        return
+    try:
+        endpoint = ctx.settings.profiles[ctx.job.profile].endpoint()
+        cancelled = asyncio.run(batch.cancel(endpoint, checkpoint.batches))
+        asyncio.run(batch.refresh(endpoint, checkpoint.batches))
+        ctx.retry(batches.report, ctx.r, ctx.job.id, checkpoint.batches, ctx.settings.max_job_events)
+        log.info("batches_cancelled", batches=cancelled)
+    except Exception as e:
+        log.warning("batch_cancel_failed", error=str(e)[:300])

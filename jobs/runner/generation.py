@@ -1,4 +1,4 @@
-"""RQ entry points of a generation: the main run, and one chunk of instances.
+"""RQ entry points of a generation: the main run, one chunk of instances, and a batch-mode job's poll.
 
 run_generation does stages 1 and 2 itself. Instance generation for more than one chunk of
 instructions fans out: one RQ job per chunk (each with its own checkpoint, writing to the job's
@@ -7,16 +7,19 @@ decision log) and a finalize job (jobs.runner.finalize) that depends on them all
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import structlog
 
+from jobs.method import batch
 from jobs.method.checkpoint import Checkpoint
 from jobs.method.engine import execute
 from jobs.runner import queue
 from jobs.runner.context import Context, guarded
 from jobs.runner.finalize import complete
 from jobs.runner.reporter import Reporter
+from jobs.store import batches
 
 log = structlog.get_logger(__name__)
 
@@ -72,3 +75,27 @@ def _chunk(ctx: Context, index: int, ids: list[str]) -> None:
     run = ctx.run(part, reporter)
     execute(run, until="export")
     reporter(run.progress(), force=True)
+
+
+def poll(job_id: str) -> None:
+    """Batch mode: a run waiting on the provider's batches (jobs.method.batch.Waiting) holds no worker.
+    Its RQ job ended, committed, after scheduling this: a look at the open batches (a few GETs, not the
+    run) that schedules the next one, or queues the main RQ job again once they have all ended, which
+    resumes the run from its checkpoint."""
+    ctx = Context(job_id)
+    if ctx.job.terminal or queue.main_pending(ctx.r, job_id):  # ended, or the run is on its way
+        return
+    checkpoint = ctx.store().load()
+    records = checkpoint.batches if checkpoint else []
+    try:
+        endpoint = ctx.settings.profiles[ctx.job.profile].endpoint()
+        if batch.open_batches(records) and all(r["id"] for r in records):
+            asyncio.run(batch.refresh(endpoint, records))
+            ctx.retry(batches.report, ctx.r, job_id, records, ctx.settings.max_job_events)
+    except Exception as e:  # the provider's trouble is no reason to stop looking
+        log.warning("batch_poll_failed", error=str(e)[:300])
+    if batch.open_batches(records):
+        ctx.retry(queue.poll_later, ctx.r, job_id, ctx.settings.batch_poll_seconds, ctx.settings)
+    else:
+        log.info("batches_ended_resuming")
+        ctx.retry(queue.enqueue, ctx.r, ctx.job, ctx.settings)

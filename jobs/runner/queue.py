@@ -31,7 +31,7 @@ GENERATE_CHUNK = "jobs.runner.generation.generate_chunk"
 FINALIZE = "jobs.runner.finalize.finalize"
 RUN_PREVIEW = "jobs.runner.preview.run_preview"
 DELIVER_WEBHOOK = "jobs.runner.delivery.deliver"
-POLL_BATCHES = "jobs.runner.polling.poll"
+POLL_BATCHES = "jobs.runner.generation.poll"
 
 
 def connect(settings: Settings | None = None) -> Redis:

@@ -92,7 +92,7 @@ def main() -> None:
         maintenance_interval=MAINTENANCE_INTERVAL,
         worker_ttl=WORKER_TTL,
     )
-    # the scheduler enqueues batch-mode polls when they are due (jobs.runner.polling)
+    # the scheduler enqueues batch-mode polls when they are due (jobs.runner.generation.poll)
     worker.work(logging_level=settings.log_level.upper(), with_scheduler=True)
 
 
