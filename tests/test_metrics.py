@@ -71,9 +71,8 @@ def test_worker_metrics(client, redis, settings, fake_llm, tmp_path):
     assert value(text, "selfinstruct_llm_requests_total", stage="instances", outcome="ok") == 4
     assert value(text, "selfinstruct_llm_retries_total", kind="429") == 1
     assert value(text, "selfinstruct_llm_tokens_total", kind="completion") > 0
-    # one answer an instruction, after one content-free probe: the default method (auto) first asks the
-    # endpoint for log-probabilities, which the scripted one does not give, and falls back to the text
-    assert value(text, "selfinstruct_llm_request_seconds_count", stage="classification") == 4 + 1
+    # one answer an instruction: the default method (auto, knn) asks for no log-probabilities first
+    assert value(text, "selfinstruct_llm_request_seconds_count", stage="classification") == 4
     assert value(text, "selfinstruct_dedup_seconds_count") >= 4
     assert value(text, "selfinstruct_candidates_total", stage="instruction", verdict="kept", rule="kept") == 4
     assert (
