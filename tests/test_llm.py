@@ -178,3 +178,40 @@ def test_rate_limit_headers_say_when_the_next_request_may_go():
     other.observe({"x-ratelimit-remaining-requests": "many", "x-ratelimit-reset-requests": "1s"}, 0, now=0.0)
     other.observe({"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "later"}, 0, now=0.0)
     assert other.delay(0.1) == 0
+
+
+@pytest.mark.parametrize(
+    "logprobs",
+    [
+        # OpenAI's completions (and llama-cpp-python's)
+        {"tokens": [" Yes"], "token_logprobs": [-0.2], "top_logprobs": [{" Yes": -0.2, " No": -1.9}]},
+        # llama.cpp's llama-server: its completions answer in the chat layout
+        {
+            "content": [
+                {
+                    "id": 1,
+                    "token": " Yes",
+                    "bytes": [32, 89, 101, 115],
+                    "logprob": -0.2,
+                    "top_logprobs": [
+                        {"id": 1, "token": " Yes", "bytes": [], "logprob": -0.2},
+                        {"id": 2, "token": " No", "bytes": [], "logprob": -1.9},
+                    ],
+                }
+            ]
+        },
+    ],
+)
+def test_a_completions_answers_log_probabilities_are_read_in_either_layout(logprobs) -> None:
+    from openai.types import Completion
+
+    from jobs.method.llm import _top_logprobs
+
+    body = {
+        "id": "x",
+        "object": "text_completion",
+        "created": 0,
+        "model": "m",
+        "choices": [{"index": 0, "text": " Yes", "finish_reason": "length", "logprobs": logprobs}],
+    }
+    assert _top_logprobs(Completion.model_validate(body).choices[0], False) == {" Yes": -0.2, " No": -1.9}

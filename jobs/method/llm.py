@@ -671,16 +671,22 @@ def _text(choice: Any, chat: bool) -> Any:
 
 def _top_logprobs(choice: Any, chat: bool) -> dict[str, float] | None:
     """The first token's alternatives: completions give `top_logprobs[0]` as {token: logprob}; chat
-    gives `content[0].top_logprobs` as [{token, logprob}]. None when absent or unreadable."""
+    gives `content[0].top_logprobs` as [{token, logprob}], and so do llama.cpp's llama-server's
+    completions. None when absent or unreadable."""
     logprobs = getattr(choice, "logprobs", None)
+
+    def field(item: Any, name: str) -> Any:  # a parsed object, or a dict the SDK kept as it came
+        return item[name] if isinstance(item, dict) else getattr(item, name)
+
     try:
-        if chat:
-            first = logprobs.content[0]  # type: ignore[union-attr]
-            return {str(first.token): float(first.logprob)} | {
-                str(t.token): float(t.logprob) for t in first.top_logprobs or ()
-            }
-        top = logprobs.top_logprobs[0]  # type: ignore[union-attr]
-        return {str(k): float(v) for k, v in top.items()} or None
+        if not chat and getattr(logprobs, "top_logprobs", None):
+            top = logprobs.top_logprobs[0]  # type: ignore[union-attr]
+            return {str(k): float(v) for k, v in top.items()} or None
+        first = field(logprobs, "content")[0]
+        alternatives = field(first, "top_logprobs") or ()
+        return {str(field(first, "token")): float(field(first, "logprob"))} | {
+            str(field(t, "token")): float(field(t, "logprob")) for t in alternatives
+        }
     except (AttributeError, IndexError, KeyError, TypeError, ValueError):
         return None
 
