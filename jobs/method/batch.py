@@ -73,31 +73,30 @@ def _client(endpoint: Endpoint) -> openai.AsyncOpenAI:
     )
 
 
-async def refresh(endpoint: Endpoint, records: list[BatchRecord]) -> bool:
-    """Poll the open batches, updating their records in place; True when any changed."""
-    client = _client(endpoint)
+async def _refresh(client: openai.AsyncOpenAI, records: list[BatchRecord]) -> bool:
     changed = False
-    try:
-        for record in records:
-            if record["id"] and record["status"] not in TERMINAL:
-                batch = await client.batches.retrieve(record["id"])
-                changed |= _update(record, batch)
-    finally:
-        await client.close()
+    for record in records:
+        if record["id"] and record["status"] not in TERMINAL:
+            batch = await client.batches.retrieve(record["id"])
+            changed |= _update(record, batch)
     return changed
 
 
+async def refresh(endpoint: Endpoint, records: list[BatchRecord]) -> bool:
+    """Poll the open batches, updating their records in place; True when any changed."""
+    async with _client(endpoint) as client:
+        return await _refresh(client, records)
+
+
 async def cancel(endpoint: Endpoint, records: list[BatchRecord]) -> list[str]:
-    """Cancel the open batches (a cancelled job's); their ids."""
-    client = _client(endpoint)
+    """Cancel the open batches (a cancelled job's), then read their states into the records; their ids."""
     out = []
-    try:
+    async with _client(endpoint) as client:
         for record in records:
             if record["id"] and record["status"] not in TERMINAL:
                 await client.batches.cancel(record["id"])
                 out.append(record["id"])
-    finally:
-        await client.close()
+        await _refresh(client, records)
     return out
 
 
@@ -130,6 +129,8 @@ class BatchLLM(LLM):
         self._futures: dict[str, asyncio.Future[list[Completion]]] = {}
         self._flush: asyncio.Task[None] | None = None
         self._outputs: dict[str, dict[str, dict[str, Any]]] = {}  # file id -> custom id -> line
+        # files and batches: the same connections as the completions client, with the SDK's retries
+        self._batches = self._client.with_options(max_retries=4)
 
     def capacity(self, concurrency: int) -> int:
         return sys.maxsize  # a stage's requests are all built before one goes
@@ -199,7 +200,7 @@ class BatchLLM(LLM):
                 earlier = await self._lines([r for r in current if r["attempt"] < attempt])
                 left = {c: w for c, w in wanted.items() if not _ok(earlier.get(c))}
                 await self._submit(current[0]["round"], current[0]["digest"], attempt, left)
-            if await refresh(self.endpoint, current):
+            if await _refresh(self._batches, current):
                 self._commit()
             if waiting := open_batches(current):
                 raise Waiting(waiting)
@@ -237,89 +238,76 @@ class BatchLLM(LLM):
 
     async def _submit(self, round_: int, round_digest: str, attempt: int, wanted: Wanted) -> None:
         """Upload and create the batches for these requests, each step recorded before the next."""
-        client = _client(self.endpoint)
+        client = self._batches
         url = "/v1/chat/completions" if self.chat else "/v1/completions"
-        try:
-            for part, lines in enumerate(_split(wanted, url)):
-                record = next(
-                    (
-                        r
-                        for r in self.records
-                        if (r["round"], r["attempt"], r["part"]) == (round_, attempt, part)
-                    ),
-                    None,
+        for part, lines in enumerate(_split(wanted, url)):
+            record = next(
+                (r for r in self.records if (r["round"], r["attempt"], r["part"]) == (round_, attempt, part)),
+                None,
+            )
+            fresh = record is None  # else a crash may have left it half made: look before making
+            if record is None:
+                safe = self.run_id.replace("/", "-")
+                record = BatchRecord(
+                    round=round_,
+                    digest=round_digest,
+                    stage=wanted[json.loads(lines[0])["custom_id"]][0],
+                    attempt=attempt,
+                    part=part,
+                    requests=len(lines),
+                    filename=f"{safe}-r{round_}-a{attempt}-p{part}.jsonl",
+                    file=None,
+                    id=None,
+                    status=None,
+                    output=None,
+                    errors=None,
+                    counted=False,
                 )
-                fresh = record is None  # else a crash may have left it half made: look before making
-                if record is None:
-                    safe = self.run_id.replace("/", "-")
-                    record = BatchRecord(
-                        round=round_,
-                        digest=round_digest,
-                        stage=wanted[json.loads(lines[0])["custom_id"]][0],
-                        attempt=attempt,
-                        part=part,
-                        requests=len(lines),
-                        filename=f"{safe}-r{round_}-a{attempt}-p{part}.jsonl",
-                        file=None,
-                        id=None,
-                        status=None,
-                        output=None,
-                        errors=None,
-                        counted=False,
+                self.records.append(record)
+                self._commit()
+            if record["file"] is None:
+                record["file"] = (None if fresh else await _find_file(client, record["filename"])) or (
+                    await client.files.create(
+                        file=(record["filename"], "".join(lines).encode()), purpose="batch"
                     )
-                    self.records.append(record)
-                    self._commit()
-                if record["file"] is None:
-                    record["file"] = (None if fresh else await _find_file(client, record["filename"])) or (
-                        await client.files.create(
-                            file=(record["filename"], "".join(lines).encode()), purpose="batch"
-                        )
-                    ).id
-                    self._commit()
-                if record["id"] is None:
-                    batch = (
-                        (None if fresh else await _find_batch(client, record["file"]))
-                        or await client.batches.create(
-                            input_file_id=record["file"],
-                            endpoint=url,  # type: ignore[arg-type]
-                            completion_window=COMPLETION_WINDOW,
-                            metadata={
-                                "run": self.run_id[:512],
-                                "round": str(round_),
-                                "attempt": str(attempt),
-                            },
-                        )
+                ).id
+                self._commit()
+            if record["id"] is None:
+                batch = (
+                    (None if fresh else await _find_batch(client, record["file"]))
+                    or await client.batches.create(
+                        input_file_id=record["file"],
+                        endpoint=url,  # type: ignore[arg-type]
+                        completion_window=COMPLETION_WINDOW,
+                        metadata={
+                            "run": self.run_id[:512],
+                            "round": str(round_),
+                            "attempt": str(attempt),
+                        },
                     )
-                    record["id"] = batch.id
-                    _update(record, batch)
-                    self.totals["batches"] = self.totals.get("batches", 0) + 1
-                    self._commit()
-                    log.info(
-                        "batch_created", batch=batch.id, round=round_, attempt=attempt, requests=len(lines)
-                    )
-        finally:
-            await client.close()
+                )
+                record["id"] = batch.id
+                _update(record, batch)
+                self.totals["batches"] = self.totals.get("batches", 0) + 1
+                self._commit()
+                log.info("batch_created", batch=batch.id, round=round_, attempt=attempt, requests=len(lines))
 
     async def _lines(self, records: list[BatchRecord]) -> dict[str, dict[str, Any]]:
         """Every answer of the round's ended batches (a later attempt's over an earlier one's), by
         custom id; the usage of a batch's answers is counted once, committed with its record."""
-        client = _client(self.endpoint)
         out: dict[str, dict[str, Any]] = {}
-        try:
-            for record in sorted(records, key=lambda r: r["attempt"]):
-                mine: dict[str, dict[str, Any]] = {}
-                for file_id in (record["errors"], record["output"]):  # answers over errors
-                    if file_id and file_id not in self._outputs:
-                        text = (await client.files.content(file_id)).text
-                        self._outputs[file_id] = {
-                            line["custom_id"]: line for line in map(json.loads, text.splitlines()) if line
-                        }
-                    mine |= self._outputs.get(file_id or "", {})
-                if not record["counted"]:
-                    self._count(record, mine)
-                out |= {c: line for c, line in mine.items() if c not in out or _ok(line)}
-        finally:
-            await client.close()
+        for record in sorted(records, key=lambda r: r["attempt"]):
+            mine: dict[str, dict[str, Any]] = {}
+            for file_id in (record["errors"], record["output"]):  # answers over errors
+                if file_id and file_id not in self._outputs:
+                    text = (await self._batches.files.content(file_id)).text
+                    self._outputs[file_id] = {
+                        line["custom_id"]: line for line in map(json.loads, text.splitlines()) if line
+                    }
+                mine |= self._outputs.get(file_id or "", {})
+            if not record["counted"]:
+                self._count(record, mine)
+            out |= {c: line for c, line in mine.items() if c not in out or _ok(line)}
         return out
 
     def _count(self, record: BatchRecord, lines: dict[str, dict[str, Any]]) -> None:

@@ -113,7 +113,6 @@ def _cancel_batches(ctx: Context) -> None:
     try:
         endpoint = ctx.settings.profiles[ctx.job.profile].endpoint()
         cancelled = asyncio.run(batch.cancel(endpoint, checkpoint.batches))
-        asyncio.run(batch.refresh(endpoint, checkpoint.batches))
         ctx.retry(batches.report, ctx.r, ctx.job.id, checkpoint.batches, ctx.settings.max_job_events)
         log.info("batches_cancelled", batches=cancelled)
     except Exception as e:
