@@ -129,6 +129,14 @@ class JobCreateSchema(Schema):
         },
     )
     include_seed_tasks = StrictBoolean(load_default=False)
+    instance_followup = StrictBoolean(
+        load_default=True,
+        metadata={
+            "description": "An instance answer that ends after a single instance is asked again, once, "
+            "sampled, and the two answers' instances are filtered together (completions online; not "
+            "chat or batch). false: one request per instruction, as the paper."
+        },
+    )
     round_size = StrictInteger(
         validate=validate.Range(1, 50_000),
         metadata={

@@ -11,8 +11,8 @@ tasks are never among their own prefix's demonstrations or a method's fit set.
     .venv/bin/python -m benchmarks.classification --cache /tmp/clf-cache.json --splits 30
     .venv/bin/python -m benchmarks.classification --base-url http://host/v1 --model name
 
-Without --base-url it starts the embedded model with log-probabilities on (logits_all), one request at
-a time; LOCAL_MODEL_THREADS sets its threads.
+Without --base-url it starts the embedded model (llama-server, which gives log-probabilities);
+LOCAL_MODEL_THREADS sets its threads.
 """
 
 from __future__ import annotations
@@ -241,11 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         d in cache and len(cache[d]["answers"]) + len(cache[d]["demos"]) == len(tasks) for d in draws
     )
     if not complete:
-        local = (
-            None
-            if args.base_url
-            else LocalModel(log_file=ROOT / ".run" / "bench-classification.log", logprobs=True)
-        )
+        local = None if args.base_url else LocalModel(log_file=ROOT / ".run" / "bench-classification.log")
         (ROOT / ".run").mkdir(exist_ok=True)
         with local or nullcontext():
             url = args.base_url or local.base_url  # type: ignore[union-attr]

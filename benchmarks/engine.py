@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> None:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--num-instructions", type=int, default=20)
-    parser.add_argument("--concurrency", type=int, default=1, help="llama.cpp serves one request at a time")
+    parser.add_argument("--concurrency", type=int, default=1, help="1: as the raw phase, one after another")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=1, help="rounds of job, raw, raw, job")
     args = parser.parse_args()

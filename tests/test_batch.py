@@ -28,7 +28,8 @@ from tests.fake_llm import FakeLLM, Script
 from tests.test_api import make_seed_set
 from tests.test_faults import DATA_FILES, dataset, finish, horse_of, reference
 
-RECIPE = {"num_instructions": 12, "seed": 4, "round_size": 4}
+# batch runs ask once per task for instances: the online run they equal does too
+RECIPE = {"num_instructions": 12, "seed": 4, "round_size": 4, "instance_followup": False}
 
 
 def drive(tmp: Path, seed_tasks, script: Script, mode: str, api: str = "completions") -> tuple[Run, Path]:
@@ -216,7 +217,7 @@ def settings(settings, fake_llm):
     return replace(settings, profiles={**settings.profiles, "batch": batch}, batch_poll_seconds=0.2)
 
 
-BODY = {"num_instructions": 8, "seed": 5, "round_size": 4}
+BODY = {"num_instructions": 8, "seed": 5, "round_size": 4, "instance_followup": False}
 
 
 def batch_events(redis, job_id: str) -> list[dict]:

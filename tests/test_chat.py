@@ -224,18 +224,28 @@ def test_chat_sends_max_completion_tokens_and_no_seed_unless_told(tmp_path, fake
     assert set(caps(requests)) == {"max_tokens"} and all(isinstance(r["seed"], int) for r in requests)
 
 
-def test_the_embedded_models_server_ignores_max_completion_tokens() -> None:
-    """Why the embedded model's profile says max_tokens: llama-cpp-python's chat request has no
-    max_completion_tokens, and drops unknown fields (the cap would be lost), but it takes a seed."""
-    from llama_cpp.server.types import CreateChatCompletionRequest
+@pytest.mark.model
+def test_the_embedded_server_honours_the_cap_and_the_seed_its_profile_sends(local_model) -> None:
+    """The embedded model's profile (REQUEST_OPTIONS) sends the token cap as max_tokens and a seed:
+    llama-server caps the answer, and one seed gives one sampled answer where other seeds vary."""
+    import httpx
 
     from jobs.tools.local_model import REQUEST_OPTIONS
 
-    messages = [{"role": "user", "content": "hi"}]
-    request = CreateChatCompletionRequest(messages=messages, max_completion_tokens=7, seed=3)
-    assert request.max_tokens is None and "max_completion_tokens" not in request.model_dump()
-    assert request.seed == 3
     assert REQUEST_OPTIONS == {"max_tokens_param": "max_tokens", "send_seed": True}
+
+    def chat(seed: int) -> tuple[str, int]:
+        messages = [{"role": "user", "content": "Tell me a long story about a cat."}]
+        body = {"model": local_model.model, "messages": messages, "max_tokens": 6, "temperature": 1.0}
+        answer = httpx.post(
+            f"{local_model.base_url}/chat/completions", json={**body, "seed": seed}, timeout=120
+        )
+        return answer.json()["choices"][0]["message"]["content"], answer.json()["usage"]["completion_tokens"]
+
+    text, tokens = chat(1)
+    assert 0 < tokens <= 6
+    assert chat(1) == (text, tokens)
+    assert len({chat(seed)[0] for seed in range(2, 7)} - {text}) >= 2
 
 
 def test_a_reasoning_profile_sends_no_sampling_parameter(tmp_path, fake_llm, seed_tasks) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -292,25 +291,14 @@ def test_the_field_in_recipe_api_and_cli(tmp_path: Path, capsys: pytest.CaptureF
         assert row["classification"] == ("yes" if margin > 0 else "no")
 
 
-@pytest.fixture(scope="module")
-def logprob_model() -> Iterator[Endpoint]:
-    """The embedded model with log-probabilities on (logits_all), once for this module."""
-    from jobs.tools.local_model import MODEL_ALIAS, LocalModel
-
-    root = Path(__file__).resolve().parent.parent
-    (root / ".run").mkdir(exist_ok=True)
-    with LocalModel(log_file=root / ".run" / "test-logprob-model.log", logprobs=True) as model:
-        yield Endpoint(base_url=model.base_url, model=MODEL_ALIAS, timeout=300.0)
-
-
 @pytest.mark.model
 def test_real_model_calibrated_answers(
-    tmp_path: Path, seed_tasks: list[SeedTask], logprob_model: Endpoint
+    tmp_path: Path, seed_tasks: list[SeedTask], local_model: Endpoint
 ) -> None:
     """A few tasks through the embedded model: every answer carries both log-probabilities and the
     margin they give, and the label follows the margin."""
     held = ["Classify the sentiment of the tweet as positive or negative.", "Write a poem about rain."]
-    run = classify(tmp_path, logprob_model, "calibrated", seed_tasks, held, demo_chars=4000, concurrency=1)
+    run = classify(tmp_path, local_model, "calibrated", seed_tasks, held, demo_chars=4000, concurrency=1)
     summary = exports.stats(run)["classification_method"]
     assert summary["methods"] == {"calibrated": 2} and summary["fallbacks"] == {}
     for answer in run.checkpoint.classification.values():

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.settings import Profile
-from jobs.tools.local_model import REQUEST_OPTIONS
+from jobs.tools.local_model import PARALLEL, REQUEST_OPTIONS
 from jobs.tools.local_stack import gunicorn, rq_worker
 from tests.conftest import DATA, ROOT
 
@@ -27,7 +27,7 @@ BIN = os.path.dirname(sys.executable)
 
 @pytest.fixture
 def stack(settings, local_model, tmp_path, api_key):
-    profile = Profile("local", local_model.base_url, local_model.model, timeout=300, concurrency=1)
+    profile = Profile("local", local_model.base_url, local_model.model, timeout=300, concurrency=PARALLEL)
     cfg = replace(settings, profiles={"local": profile}, default_profile="local", log_level="INFO")
     env = {
         **cfg.to_env(),
@@ -139,16 +139,16 @@ def test_command_exit_codes(stack, tmp_path):
 
 @pytest.mark.model
 def test_a_chat_job_on_the_embedded_model(settings, local_model, tmp_path, api_key):
-    """llama-cpp-python's /v1/chat/completions (Gemma's turn format, JSON replies) through the service."""
+    """llama-server's /v1/chat/completions (Gemma's turn format, JSON replies) through the service."""
     profile = Profile(
         "local-chat",
         local_model.base_url,
         local_model.model,
         timeout=300,
-        concurrency=1,
+        concurrency=PARALLEL,
         api="chat",
         response_format="json_object",
-        **REQUEST_OPTIONS,  # llama-cpp-python's server knows max_tokens, not max_completion_tokens
+        **REQUEST_OPTIONS,
     )
     cfg = replace(settings, profiles={"local-chat": profile}, default_profile="local-chat")
     env = {

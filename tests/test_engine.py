@@ -194,3 +194,57 @@ def test_file_store_cuts_decisions_past_the_checkpoint(tmp_path, fake_llm, seed_
         f.write('{"half written": ')  # a crash between the decisions and the checkpoint
     checkpoint = store.load()
     assert checkpoint.decisions == len(committed) == len(list(store.decisions()))
+
+
+def test_an_answer_with_a_single_instance_is_asked_again(tmp_path, seed_tasks):
+    """An instance answer that ends on its own after one instance is asked again, once: the same
+    prompt, sampled, with its own seed; the two answers' instances are filtered together. Answers
+    with more, or cut short, are not. Off, every task is asked once."""
+    from jobs.method import parsing
+    from jobs.method.instances import AGAIN
+    from jobs.method.prompts import INPUT_FIRST_HEADER, OUTPUT_FIRST_HEADER
+
+    # some answers are garbage (no instance): they are not asked again either
+    with FakeLLM(Script(garbage_share=0.1)) as fake_llm:
+        _, out = generate(
+            tmp_path, fake_llm, seed_tasks, name="on", concurrency=1, num_instructions=30, seed=4
+        )
+        script = fake_llm.script
+        asked = [
+            (body, json.loads(answer[3])["choices"][0])
+            for (path, body), answer in zip(script.bodies, script.answers, strict=True)
+            if path == "/completions" and body["prompt"].startswith((OUTPUT_FIRST_HEADER, INPUT_FIRST_HEADER))
+        ]
+        script.bodies.clear(), script.answers.clear()
+        options = {"num_instructions": 30, "seed": 4, "instance_followup": False}
+        _, off = generate(tmp_path, fake_llm, seed_tasks, name="off", concurrency=1, **options)
+        prompts = [body["prompt"] for path, body in script.bodies if path == "/completions"]
+    by_prompt: dict[str, list] = {}
+    for body, choice in asked:
+        by_prompt.setdefault(body["prompt"], []).append((body, choice))
+    kept = [json.loads(line) for line in (out / "instructions.jsonl").read_text().splitlines()]
+    ids = {k["text"]: k["id"] for k in kept}
+    records = [d for d in decisions(out) if d["stage"] == "instance" and d["rule"] != "unparseable"]
+    kinds, garbage = set(), 0
+    for prompt, answers in by_prompt.items():
+        classification = prompt.startswith(OUTPUT_FIRST_HEADER)
+        parse = parsing.classification_instances if classification else parsing.generation_instances
+        (first, choice), *again = answers
+        assert first["temperature"] == 0
+        single = choice["finish_reason"] == "stop" and len(parse(choice["text"])) == 1
+        assert len(again) == single  # asked again exactly when the first gave one instance
+        parsed = parse(choice["text"])
+        garbage += not parsed
+        if again:
+            ((body, second),) = again
+            assert {k: body[k] for k in AGAIN} == AGAIN and body["seed"] != first["seed"]
+            parsed += parse(second["text"])
+            kinds.add(classification)
+        task = ids[prompt.rsplit("Task: ", 1)[1].strip()]
+        assert [(d["input"], d["text"]) for d in records if d["source"]["instruction_id"] == task] == parsed
+    assert kinds == {True, False}  # both kinds were asked again here
+    assert garbage  # some first answers gave no instance here
+    # off: no prompt twice, and fewer instances
+    assert len(prompts) == len(set(prompts))
+    on_kept = json.loads((out / "stats.json").read_text())["instances_kept"]
+    assert json.loads((off / "stats.json").read_text())["instances_kept"] < on_kept

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
+from dataclasses import replace
 
 from jobs.method import chat, parsing
 from jobs.method.classification import is_classification
 from jobs.method.decisions import Decision
 from jobs.method.filters import filter_instances
 from jobs.method.llm import LLM, Completion
+from jobs.method.recipe import Decoding
 from jobs.method.run import Run
 from jobs.method.window import ordered
 
 STAGE = "instances"
+# How a second answer is sampled (benchmarks/instances.py measured it against other ways)
+AGAIN = {"temperature": 0.7, "top_p": 0.9}
 
 
 async def run_stage(run: Run, llm: LLM, instruction_ids: list[str] | None = None) -> None:
@@ -32,11 +36,15 @@ async def run_stage(run: Run, llm: LLM, instruction_ids: list[str] | None = None
         classification = is_classification(run, kept["id"])
         prompt = run.prompts.instances(kept["text"], classification)
         schema = chat.schema(STAGE, classification) if llm.structured else None
-        return llm.complete(prompt, decoding, cfg.derived_seed(STAGE, kept["id"]), STAGE, schema, n=1)
+        first = llm.complete(prompt, decoding, cfg.derived_seed(STAGE, kept["id"]), STAGE, schema, n=1)
+        if not cfg.instance_followup or llm.chat or llm.batch:
+            return first
+        seed = cfg.derived_seed(STAGE, kept["id"], "followup")
+        return _asked_again(llm, prompt, classification, decoding, seed, first)
 
     def handle(i: int, completions: list[Completion]) -> bool:
         task_id = todo[i]["id"]
-        completion = completions[0]
+        completion = completions[-1]  # the last answer: the one a truncation can have cut
         role = {"role": "assistant"} if llm.chat else {}
         source = {"instruction_id": task_id, "position": -1, **role}
         classification = is_classification(run, task_id)
@@ -44,7 +52,7 @@ async def run_stage(run: Run, llm: LLM, instruction_ids: list[str] | None = None
             parsed = chat.instances(completion.text, classification, llm.structured)
         else:
             parse = parsing.classification_instances if classification else parsing.generation_instances
-            parsed = parse(completion.text)
+            parsed = [instance for answer in completions for instance in parse(answer.text)]
         kept: list[dict[str, str]] = []
         if not parsed:
             run.record(Decision(f"{task_id}:x", "instance", completion.text, "unparseable", source))
@@ -66,3 +74,22 @@ async def run_stage(run: Run, llm: LLM, instruction_ids: list[str] | None = None
 
     concurrency = llm.capacity(run.execution.concurrency)
     await ordered(0, build, handle, concurrency, lag=4 * max(concurrency, cfg.window))
+
+
+async def _asked_again(
+    llm: LLM,
+    prompt: str,
+    classification: bool,
+    decoding: Decoding,
+    seed: int,
+    first: Awaitable[list[Completion]],
+) -> list[Completion]:
+    """The answer, and when it ended on its own after a single instance, a second answer to the same
+    prompt, sampled (AGAIN: temperature and top_p) with another seed: small base models write one
+    example a task whatever the demonstrations show. The two answers' instances are filtered together."""
+    answer = (await first)[0]
+    parse = parsing.classification_instances if classification else parsing.generation_instances
+    if answer.finish_reason != "stop" or len(parse(answer.text)) != 1:
+        return [answer]
+    again = replace(decoding, **AGAIN)
+    return [answer, (await llm.complete(prompt, again, seed, STAGE, None, n=1))[0]]

@@ -66,6 +66,7 @@ REQUEST_FIELDS = (
     "classification_only",
     "classification_method",
     "include_seed_tasks",
+    "instance_followup",
     "similarity_threshold",
     "max_requests",
     "max_tokens",
@@ -127,6 +128,9 @@ class Recipe:
     max_words: int = 150
     keyword_blacklist: tuple[str, ...] = PAPER_BLACKLIST
     max_instances_per_task: int = 5
+    # An instance answer that ends on its own after one instance is asked again, sampled, once
+    # (completions online); jobs.method.instances.
+    instance_followup: bool = True
     # Stage-1 request budget; None means 20 + 10 * num_instructions.
     max_requests: int | None = None
     # Whole-run budgets (tokens of every stage; cost at the endpoint's prices); None: no cap.

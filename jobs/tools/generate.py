@@ -79,13 +79,14 @@ def _recipe(args: argparse.Namespace) -> tuple[Recipe, Execution]:
         "max_requests": args.max_requests,
         "max_tokens": args.max_tokens,
         "include_seed_tasks": args.include_seed_tasks,
+        "instance_followup": not args.no_instance_followup,
         "classification_only": args.classification_only,
         "classification_method": args.classification_method,
         "export_formats": args.formats,
     }
     if args.decoding:
         given["decoding"] = json.loads(args.decoding)
-    return Recipe.build(given), Execution(concurrency=args.concurrency or (4 if args.base_url else 1))
+    return Recipe.build(given), Execution(concurrency=args.concurrency or 4)
 
 
 def _read(path: str, parse: Callable[[bytes], Any], what: str) -> Any:
@@ -259,13 +260,18 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument(
         "--concurrency",
         type=int,
-        help="requests in flight (default: 1 for the embedded model, which serves one at a time, else 4)",
+        help="requests in flight (default: 4, what the embedded model decodes at once)",
     )
     g.add_argument("--window", type=int, default=8, help="stage-1 prompts that may be in flight (recipe)")
     g.add_argument("--max-requests", type=int, help="stage-1 request budget")
     g.add_argument("--max-tokens", type=int, help="stage-1 token budget")
     g.add_argument("--formats", nargs="+", default=list(EXPORT_FORMATS), choices=EXPORT_FORMATS)
     g.add_argument("--include-seed-tasks", action="store_true", help="add the seed instances to the exports")
+    g.add_argument(
+        "--no-instance-followup",
+        action="store_true",
+        help="one instance request per instruction (the paper); default: one-instance answers ask again",
+    )
     g.add_argument("--classification-only", action="store_true")
     g.add_argument(
         "--classification-method",

@@ -1,8 +1,9 @@
-"""The embedded default endpoint: a small base model (Gemma 3 270M) served by llama-cpp-python."""
+"""The embedded default endpoint: a small base model (Gemma 3 270M) served by llama.cpp's `llama-server`."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -14,9 +15,12 @@ from typing import Any
 import httpx
 
 MODEL_ALIAS = "gemma3-270m"
-# How requests to llama-cpp-python's server must look (jobs.method.llm.Endpoint's options): its chat
-# request has no max_completion_tokens (an unknown field is ignored, so the cap would be lost), and it
-# honours seed.
+# Requests the embedded server decodes at once, each in its own slot of n_ctx tokens; local runs keep
+# that many in flight.
+PARALLEL = 4
+# How requests to the embedded server look (jobs.method.llm.Endpoint's options): llama.cpp's servers
+# know the token cap by its old name (llama-server takes both; llama-cpp-python's drops the new one),
+# and honour seed.
 REQUEST_OPTIONS: dict[str, Any] = {"max_tokens_param": "max_tokens", "send_seed": True}
 
 
@@ -37,21 +41,31 @@ def model_path() -> str:
     return str(assemble())
 
 
+def server_path() -> str:
+    """The llama-server binary: LOCAL_MODEL_SERVER, else the one scripts/setup.sh links into the venv."""
+    if path := os.environ.get("LOCAL_MODEL_SERVER"):
+        return path
+    linked = Path(sys.prefix) / "bin" / "llama-server"
+    path = str(linked) if os.access(linked, os.X_OK) else shutil.which("llama-server")
+    if path is None:
+        raise RuntimeError("llama-server is not installed: run scripts/setup.sh (it builds it once)")
+    return path
+
+
 class LocalModel:
-    """Starts `python -m llama_cpp.server` on loopback and stops it; a context manager."""
+    """Starts llama.cpp's `llama-server` on loopback and stops it; a context manager."""
 
     def __init__(
         self,
         port: int | None = None,
         n_ctx: int = 4096,
         log_file: str | Path | None = None,
-        logprobs: bool | None = None,
+        parallel: int = PARALLEL,
     ):
         self.port = port or free_port()
         self.n_ctx = n_ctx
         self.log_file = log_file
-        # log-probabilities (for the classification stage) need logits for every token: slower prompts
-        self.logprobs = os.environ.get("LOCAL_MODEL_LOGPROBS") == "1" if logprobs is None else logprobs
+        self.parallel = parallel
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -59,22 +73,24 @@ class LocalModel:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def command(self) -> list[str]:
-        # A queued request must not cut a running one short; no per-token logits are needed (they
-        # cost a quarter of the speed); two threads decode ~1.3x faster than the default one.
+        # The slots are decoded together (continuous batching): 4 requests in flight give about twice
+        # the tokens per second of one (docs/benchmarks.md). Log-probabilities come for the generated
+        # tokens only, so they cost little.
         options = {
             "--model": model_path(),
-            "--model_alias": MODEL_ALIAS,
+            "--alias": MODEL_ALIAS,
             "--host": "127.0.0.1",
             "--port": str(self.port),
-            "--n_ctx": str(self.n_ctx),
-            "--n_threads": os.environ.get("LOCAL_MODEL_THREADS", "2"),
-            "--interrupt_requests": "False",
-            "--logits_all": str(self.logprobs),
-            "--verbose": "False",
-            # the GGUF file carries no chat template: use Gemma's turn format for /v1/chat/completions
-            "--chat_format": "gemma",
+            "--ctx-size": str(self.n_ctx * self.parallel),
+            "--parallel": str(self.parallel),
+            "--threads": os.environ.get("LOCAL_MODEL_THREADS", "2"),
+            # the GGUF file carries no chat template: use Gemma's turn format for /v1/chat/completions,
+            # llama.cpp's built-in one (with Jinja on, the name would be read as a template itself)
+            "--no-jinja": None,
+            "--chat-template": "gemma",
+            "--no-webui": None,
         }
-        return [sys.executable, "-m", "llama_cpp.server", *(x for pair in options.items() for x in pair)]
+        return [server_path(), *(x for pair in options.items() for x in pair if x is not None)]
 
     def start(self, timeout: float = 180.0) -> LocalModel:
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
@@ -113,4 +129,5 @@ class LocalModel:
 
 if __name__ == "__main__":  # serve in the foreground: python -m jobs.tools.local_model [PORT]
     model = LocalModel(int(sys.argv[1]) if len(sys.argv) > 1 else 8088)
-    os.execv(sys.executable, model.command())
+    command = model.command()
+    os.execv(command[0], command)

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 from jobs.settings import Profile, Settings
-from jobs.tools.local_model import MODEL_ALIAS, REQUEST_OPTIONS, LocalModel, free_port
+from jobs.tools.local_model import MODEL_ALIAS, PARALLEL, REQUEST_OPTIONS, LocalModel, free_port
 
 BIN = Path(sys.executable).parent
 S3_KEY, S3_SECRET = "test-access-key", "test-secret-key-0123456789"
@@ -236,7 +236,7 @@ class Stack:
                         base_url,
                         model_name,
                         timeout=300,
-                        concurrency=1,
+                        concurrency=PARALLEL if self.endpoint is None else 1,
                         **(REQUEST_OPTIONS if self.endpoint is None else {}),
                     )
                 },

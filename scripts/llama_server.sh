@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Build llama.cpp's `llama-server` (the embedded model's server) once per machine and link it into
+# .venv/bin. The source is the llama.cpp that llama-cpp-python's sdist vendors, at the version pinned
+# in constraints.txt (PyPI is the one source this needs; llama.cpp is MIT). Only the server target is
+# built, statically: about 7 minutes on 2 cores, then cached in ~/.cache/selfinstruct-service.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+version=$(sed -n 's/^llama_cpp_python==//p' constraints.txt)
+[ -n "$version" ] || { echo "error: constraints.txt pins no llama_cpp_python" >&2; exit 1; }
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/selfinstruct-service/llama-server-$version-$(uname -m)"
+if [ ! -x "$cache/llama-server" ]; then
+    echo "==> building llama-server from llama.cpp (vendored by llama-cpp-python $version; ~7 minutes, once)"
+    for tool in cmake g++; do
+        command -v "$tool" >/dev/null || { echo "error: building llama-server needs $tool" >&2; exit 1; }
+    done
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    mkdir -p .run
+    log=$PWD/.run/llama-server-build.log
+    {
+        .venv/bin/pip download --no-deps --no-binary :all: -d "$work" "llama_cpp_python==$version"
+        tar xzf "$work"/llama_cpp_python-"$version".tar.gz -C "$work"
+        # no web UI (nothing to download), no TLS or curl: the server only listens on loopback
+        cmake -S "$work/llama_cpp_python-$version/vendor/llama.cpp" -B "$work/build" \
+            -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
+            -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON \
+            -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF
+        cmake --build "$work/build" --target llama-server -j "$(nproc)"
+    } > "$log" 2>&1 || { tail -30 "$log"; echo "error: the llama-server build failed; the log is $log" >&2; exit 1; }
+    mkdir -p "$cache"
+    install -m 755 "$work/build/bin/llama-server" "$cache/llama-server.part"
+    mv "$cache/llama-server.part" "$cache/llama-server"
+fi
+ln -sf "$cache/llama-server" .venv/bin/llama-server
