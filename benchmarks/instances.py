@@ -89,7 +89,8 @@ async def answers(llm: LLM, recipe: Recipe, prompts: Prompts, task: dict[str, An
     # what the engine ships (instance_followup): the same prompt again, sampled
     second = (await _asked_again(llm, prompt, classification, decoding, again, given()))[-1]
     parsed = parse(first.text) + parse(second.text)
-    out["resample"] = out["hybrid"] = (parsed, second.finish_reason == "length", 1, second.completion_tokens)
+    cut = second.finish_reason == "length" and bool(parse(second.text))  # as stage 4 reads it
+    out["resample"] = out["hybrid"] = (parsed, cut, 1, second.completion_tokens)
     if opening := continuation(first.text, classification):
         more = (await llm.complete(prompt + opening, decoding, again, STAGE))[0]
         out["continue"] = out["hybrid"] = (

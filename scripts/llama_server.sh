@@ -8,27 +8,35 @@ cd "$(dirname "$0")/.."
 
 version=$(sed -n 's/^llama_cpp_python==//p' constraints.txt)
 [ -n "$version" ] || { echo "error: constraints.txt pins no llama_cpp_python" >&2; exit 1; }
-cache="${XDG_CACHE_HOME:-$HOME/.cache}/selfinstruct-service/llama-server-$version-$(uname -m)"
+# built for this CPU (llama.cpp's default, several times faster than a generic build): the key holds
+# the CPU's flags, so a cache shared with another kind of machine is not used there
+cpu=$(grep -m1 '^flags' /proc/cpuinfo | md5sum | cut -c1-8)
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/selfinstruct-service/llama-server-$version-$(uname -m)-$cpu"
+mkdir -p "$cache" .run
+exec 9> "$cache/.lock"
+flock 9  # a second set-up waits for the first one's build instead of building alongside it
 if [ ! -x "$cache/llama-server" ]; then
     echo "==> building llama-server from llama.cpp (vendored by llama-cpp-python $version; ~7 minutes, once)"
     for tool in cmake g++; do
         command -v "$tool" >/dev/null || { echo "error: building llama-server needs $tool" >&2; exit 1; }
     done
     work=$(mktemp -d)
-    trap 'rm -rf "$work"' EXIT
-    mkdir -p .run
+    trap 'rm -rf "$work"' EXIT INT TERM
     log=$PWD/.run/llama-server-build.log
-    {
-        .venv/bin/pip download --no-deps --no-binary :all: -d "$work" "llama_cpp_python==$version"
-        tar xzf "$work"/llama_cpp_python-"$version".tar.gz -C "$work"
-        # no web UI (nothing to download), no TLS or curl: the server only listens on loopback
-        cmake -S "$work/llama_cpp_python-$version/vendor/llama.cpp" -B "$work/build" \
-            -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
-            -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON \
-            -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF
-        cmake --build "$work/build" --target llama-server -j "$(nproc)"
-    } > "$log" 2>&1 || { tail -30 "$log"; echo "error: the llama-server build failed; the log is $log" >&2; exit 1; }
-    mkdir -p "$cache"
+    src="$work/llama_cpp_python-$version/vendor/llama.cpp"
+    # no web UI (nothing to download), no TLS or curl: the server only listens on loopback
+    if ! {
+        .venv/bin/pip download --no-deps --no-binary llama_cpp_python -d "$work" "llama_cpp_python==$version" &&
+            tar xzf "$work/llama_cpp_python-$version.tar.gz" -C "$work" &&
+            cmake -S "$src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
+                -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON \
+                -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF &&
+            cmake --build "$work/build" --target llama-server -j "$(nproc)"
+    } > "$log" 2>&1; then
+        tail -30 "$log"
+        echo "error: the llama-server build failed; the log is $log" >&2
+        exit 1
+    fi
     install -m 755 "$work/build/bin/llama-server" "$cache/llama-server.part"
     mv "$cache/llama-server.part" "$cache/llama-server"
 fi

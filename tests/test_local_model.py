@@ -37,8 +37,8 @@ def test_engine_on_the_local_model(tmp_path, local_model, seed_tasks):
     decisions = [json.loads(line) for line in (out / "decisions.jsonl").read_text().splitlines()]
     assert sum(d["stage"] == "instruction" and d["verdict"] == "kept" for d in decisions) == 3
     # Byte-identical reruns need an endpoint that is deterministic per request; llama.cpp is not
-    # quite: it reuses the previous prompt's KV cache, and the numerics of that partial evaluation
-    # differ slightly from a fresh one, which can tip a sampled token (see docs/method.md, "Determinism").
+    # quite: it reuses cached prompts and decodes requests together, and the numerics of either differ
+    # slightly from a fresh, lone evaluation, which can tip a sampled token (docs/method.md, "Determinism").
 
 
 def test_command_line_generate(tmp_path, local_model):

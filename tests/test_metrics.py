@@ -59,7 +59,9 @@ def test_worker_metrics(client, redis, settings, fake_llm, tmp_path):
     worker = rq_worker({**env_for(settings), "METRICS_PORT": str(port)}, tmp_path / "worker.log")
     try:
         sid = make_seed_set(client)
-        job_id = client.post("/v1/jobs", json={"seed_set_id": sid, "num_instructions": 4}).json["id"]
+        # one instance request an instruction (no second answers), so the counts below are exact
+        body = {"seed_set_id": sid, "num_instructions": 4, "instance_followup": False}
+        job_id = client.post("/v1/jobs", json=body).json["id"]
         assert finish(client, job_id)["state"] == "succeeded"
         text = wait_until(
             lambda: (t := _scrape(port)) and "selfinstruct_llm_requests_total" in t and t,

@@ -104,3 +104,10 @@ def test_a_job_recorded_before_records_held_its_recipe_still_runs(client, redis,
     assert job["state"] == "succeeded", job
     names = {f["name"] for f in client.get(f"/v1/jobs/{old}/dataset").json["files"]}
     assert "alpaca.json" in names and "finetune.jsonl" not in names
+
+
+def test_a_recipe_recorded_before_instance_followup_asks_once_per_task() -> None:
+    """Jobs and run.json files made before the field resume as they were made: one request a task."""
+    old = {k: v for k, v in Recipe().to_dict().items() if k != "instance_followup"}
+    assert Recipe.from_dict(old).instance_followup is False
+    assert Recipe().instance_followup is True and Recipe.from_dict(Recipe().to_dict()).instance_followup

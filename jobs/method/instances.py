@@ -49,16 +49,17 @@ async def run_stage(run: Run, llm: LLM, instruction_ids: list[str] | None = None
         source = {"instruction_id": task_id, "position": -1, **role}
         classification = is_classification(run, task_id)
         if llm.chat:
-            parsed = chat.instances(completion.text, classification, llm.structured)
+            answers = [chat.instances(completion.text, classification, llm.structured)]
         else:
             parse = parsing.classification_instances if classification else parsing.generation_instances
-            parsed = [instance for answer in completions for instance in parse(answer.text)]
+            answers = [parse(answer.text) for answer in completions]
+        parsed = [instance for answer in answers for instance in answer]
+        # only the last answer can be cut, and then only its own last instance is
+        truncated = completion.finish_reason == "length" and bool(answers[-1])
         kept: list[dict[str, str]] = []
         if not parsed:
             run.record(Decision(f"{task_id}:x", "instance", completion.text, "unparseable", source))
-        outcomes = filter_instances(
-            parsed, completion.finish_reason == "length", cfg.max_instances_per_task, cfg.rng(STAGE, task_id)
-        )
+        outcomes = filter_instances(parsed, truncated, cfg.max_instances_per_task, cfg.rng(STAGE, task_id))
         for k, ((inst_input, output), (rule, detail)) in enumerate(zip(parsed, outcomes, strict=True)):
             if "duplicate_of" in detail:
                 detail = {"duplicate_of": f"{task_id}:{detail['duplicate_of']}"}

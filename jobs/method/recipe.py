@@ -224,9 +224,11 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Recipe:
-        """A canonical dict (to_dict's) back as a recipe: it was checked when it was built."""
+        """A canonical dict (to_dict's) back as a recipe: it was checked when it was built. One made
+        before instance_followup existed asked once per task."""
         return cls(
             **{
+                "instance_followup": False,
                 **data,
                 "keyword_blacklist": tuple(data["keyword_blacklist"]),
                 "export_formats": tuple(data["export_formats"]),

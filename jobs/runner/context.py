@@ -122,7 +122,8 @@ def recipe_of(job: jobs_.Job) -> Recipe:
     as given (checked then, as it was when it was submitted)."""
     if job.recipe:
         return Recipe.from_dict(job.recipe)
-    return Recipe.build({k: v for k, v in job.config.items() if k in REQUEST_FIELDS})
+    given = {"instance_followup": False} | {k: v for k, v in job.config.items() if k in REQUEST_FIELDS}
+    return Recipe.build(given)
 
 
 def guarded(job_id: str, body: Callable[[Context], None]) -> None:

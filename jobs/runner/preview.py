@@ -59,6 +59,8 @@ def _run(preview: dict[str, Any], settings: Any) -> dict[str, Any]:
     )
     profile = settings.profiles[preview["profile"]]
     recipe = Recipe.from_dict(preview["recipe"])
+    if profile.mode == "batch":  # what the batch job will ask: once per task for instances
+        recipe = replace(recipe, instance_followup=False)
     # online whatever the profile's mode: a preview answers in seconds, a batch in hours
     endpoint = replace(profile.endpoint(), mode="online", prices=profile.mode_prices("online"))
     with tempfile.TemporaryDirectory(dir=settings.work_dir, prefix="preview-") as tmp:

@@ -67,7 +67,8 @@ class StageBars:
 def _recipe(args: argparse.Namespace) -> tuple[Recipe, Execution]:
     """The recipe (checked) and the execution settings the flags, or a previous run.json, give."""
     if args.run_json:
-        config = json.loads(Path(args.run_json).read_text())["config"]
+        # a run.json from before instance_followup: that run asked once per task
+        config = {"instance_followup": False} | json.loads(Path(args.run_json).read_text())["config"]
         execution = {k: config.pop(k) for k in ("concurrency", "checkpoint_every") if k in config}
         if args.concurrency:
             execution["concurrency"] = args.concurrency

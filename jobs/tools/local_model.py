@@ -100,7 +100,8 @@ class LocalModel:
             if self._proc.poll() is not None:
                 raise RuntimeError(f"the local model server exited with {self._proc.returncode}")
             try:
-                if httpx.get(f"{self.base_url}/models", timeout=2).status_code == 200:
+                # /health is 200 once the model is loaded (llama-server answers /v1/models before)
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
