@@ -64,7 +64,10 @@ async def answers(llm: LLM, recipe: Recipe, prompts: Prompts, task: dict[str, An
     classification = task["classification"] == "yes"
     prompt = prompts.instances(task["text"], classification)
     decoding = recipe.decoding[STAGE]
-    parse = parsing.classification_instances if classification else parsing.generation_instances
+
+    def parse(text: str) -> list[tuple[str, str]]:
+        return parsing.instances(text, classification)
+
     first = (await llm.complete(prompt, decoding, recipe.derived_seed(STAGE, task["id"]), STAGE))[0]
     again = recipe.derived_seed(STAGE, task["id"], "followup")
     cut = first.finish_reason == "length"

@@ -147,8 +147,7 @@ def classification(reply: str, structured: bool) -> parsing.ClassificationAnswer
 def instances(reply: str, is_classification: bool, structured: bool) -> list[tuple[str, str]]:
     """(input, output) pairs, from JSON or from the completions layouts."""
     if not structured:
-        parse = parsing.classification_instances if is_classification else parsing.generation_instances
-        return parse(reply)
+        return parsing.instances(reply, is_classification)
     examples = _json(reply).get("examples")
     if not isinstance(examples, list):
         return []

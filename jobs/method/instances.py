@@ -51,8 +51,7 @@ async def run_stage(run: Run, llm: LLM, instruction_ids: list[str] | None = None
         if llm.chat:
             answers = [chat.instances(completion.text, classification, llm.structured)]
         else:
-            parse = parsing.classification_instances if classification else parsing.generation_instances
-            answers = [parse(answer.text) for answer in completions]
+            answers = [parsing.instances(answer.text, classification) for answer in completions]
         parsed = [instance for answer in answers for instance in answer]
         # only the last answer can be cut, and then only its own last instance is
         truncated = completion.finish_reason == "length" and bool(answers[-1])
@@ -89,8 +88,7 @@ async def _asked_again(
     prompt, sampled (AGAIN: temperature and top_p) with another seed: small base models write one
     example a task whatever the demonstrations show. The two answers' instances are filtered together."""
     answer = (await first)[0]
-    parse = parsing.classification_instances if classification else parsing.generation_instances
-    if answer.finish_reason != "stop" or len(parse(answer.text)) != 1:
+    if answer.finish_reason != "stop" or len(parsing.instances(answer.text, classification)) != 1:
         return [answer]
     again = replace(decoding, **AGAIN)
     return [answer, (await llm.complete(prompt, again, seed, STAGE, None, n=1))[0]]

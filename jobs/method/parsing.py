@@ -70,3 +70,8 @@ def classification_instances(text: str) -> list[tuple[str, str]]:
         label, _, rest = piece.strip().partition("\n")
         out.append((rest.strip(), label.strip()))
     return out
+
+
+def instances(text: str, is_classification: bool) -> list[tuple[str, str]]:
+    """(input, output) pairs of an instance answer: output-first for classification, else input-first."""
+    return classification_instances(text) if is_classification else generation_instances(text)

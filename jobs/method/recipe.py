@@ -57,6 +57,9 @@ def paper_decoding(max_instances: int = 5) -> dict[str, Decoding]:
     }
 
 
+# What a recipe recorded before these fields existed (a job's record, a run.json) ran with.
+BEFORE_FIELDS = {"instance_followup": False}
+
 # The fields a request (the API, a preview, the CLI) may set; the others keep their defaults.
 REQUEST_FIELDS = (
     "num_instructions",
@@ -224,11 +227,11 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Recipe:
-        """A canonical dict (to_dict's) back as a recipe: it was checked when it was built. One made
-        before instance_followup existed asked once per task."""
+        """A canonical dict (to_dict's) back as a recipe: it was checked when it was built (fields it
+        predates: BEFORE_FIELDS)."""
         return cls(
             **{
-                "instance_followup": False,
+                **BEFORE_FIELDS,
                 **data,
                 "keyword_blacklist": tuple(data["keyword_blacklist"]),
                 "export_formats": tuple(data["export_formats"]),

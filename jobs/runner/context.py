@@ -22,7 +22,7 @@ from jobs.blobs.artifacts import Artifacts
 from jobs.blobs.history import HistoryGone, carried, earlier_instructions
 from jobs.method.batch import Waiting
 from jobs.method.llm import EndpointError
-from jobs.method.recipe import REQUEST_FIELDS, Execution, Recipe
+from jobs.method.recipe import BEFORE_FIELDS, REQUEST_FIELDS, Execution, Recipe
 from jobs.method.run import BudgetReached, Canceled, Run
 from jobs.method.seed_tasks import parse_jsonl
 from jobs.runner import queue
@@ -122,8 +122,7 @@ def recipe_of(job: jobs_.Job) -> Recipe:
     as given (checked then, as it was when it was submitted)."""
     if job.recipe:
         return Recipe.from_dict(job.recipe)
-    given = {"instance_followup": False} | {k: v for k, v in job.config.items() if k in REQUEST_FIELDS}
-    return Recipe.build(given)
+    return Recipe.build(BEFORE_FIELDS | {k: v for k, v in job.config.items() if k in REQUEST_FIELDS})
 
 
 def guarded(job_id: str, body: Callable[[Context], None]) -> None:

@@ -26,7 +26,7 @@ from jobs.method import exports
 from jobs.method.checkpoint import FileStore
 from jobs.method.engine import execute
 from jobs.method.llm import Endpoint, EndpointError
-from jobs.method.recipe import CLASSIFICATION_METHODS, EXPORT_FORMATS, Execution, Recipe
+from jobs.method.recipe import BEFORE_FIELDS, CLASSIFICATION_METHODS, EXPORT_FORMATS, Execution, Recipe
 from jobs.method.run import BudgetReached, Run
 from jobs.method.seed_tasks import (
     SeedSetError,
@@ -67,8 +67,7 @@ class StageBars:
 def _recipe(args: argparse.Namespace) -> tuple[Recipe, Execution]:
     """The recipe (checked) and the execution settings the flags, or a previous run.json, give."""
     if args.run_json:
-        # a run.json from before instance_followup: that run asked once per task
-        config = {"instance_followup": False} | json.loads(Path(args.run_json).read_text())["config"]
+        config = BEFORE_FIELDS | json.loads(Path(args.run_json).read_text())["config"]
         execution = {k: config.pop(k) for k in ("concurrency", "checkpoint_every") if k in config}
         if args.concurrency:
             execution["concurrency"] = args.concurrency

@@ -60,12 +60,10 @@ class LocalModel:
         port: int | None = None,
         n_ctx: int = 4096,
         log_file: str | Path | None = None,
-        parallel: int = PARALLEL,
     ):
         self.port = port or free_port()
         self.n_ctx = n_ctx
         self.log_file = log_file
-        self.parallel = parallel
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -81,8 +79,8 @@ class LocalModel:
             "--alias": MODEL_ALIAS,
             "--host": "127.0.0.1",
             "--port": str(self.port),
-            "--ctx-size": str(self.n_ctx * self.parallel),
-            "--parallel": str(self.parallel),
+            "--ctx-size": str(self.n_ctx * PARALLEL),
+            "--parallel": str(PARALLEL),
             "--threads": os.environ.get("LOCAL_MODEL_THREADS", "2"),
             # the GGUF file carries no chat template: use Gemma's turn format for /v1/chat/completions,
             # llama.cpp's built-in one (with Jinja on, the name would be read as a template itself)
