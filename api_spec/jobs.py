@@ -11,10 +11,12 @@ from api_spec.webhooks import DeliverySchema
 from jobs.method.fields import Name, StrictBoolean, StrictFloat, StrictInteger
 from jobs.method.recipe import REQUEST_FIELDS, Recipe, RecipeError
 from jobs.method.seed_tasks import GivenInstructionSchema
-from jobs.method.vocabulary import CLASSIFICATION_METHODS, EXPORT_FORMATS, JOB_STATES
+from jobs.method.vocabulary import CLASSIFICATION_METHODS, EXPORT_FORMATS
+from jobs.store.job import JOB_STATES
 from jobs.webhooks import MAX_URL_CHARS
 
 MAX_INSTRUCTIONS = 100_000  # the schema's ceiling; the operator's MAX_INSTRUCTIONS may be lower
+DEFAULTS = Recipe()  # what a field left out means: the recipe's default (documented from here)
 
 
 class StageDecodingSchema(Schema):
@@ -109,32 +111,32 @@ class JobCreateSchema(Schema):
             "description": "An endpoint profile from GET /v1/profiles; default: the operator's default."
         },
     )
-    seed = StrictInteger(load_default=42, validate=validate.Range(0, 2**31 - 1))
+    seed = StrictInteger(validate=validate.Range(0, 2**31 - 1), metadata={"default": DEFAULTS.seed})
     export_formats = fields.List(
         fields.String(validate=validate.OneOf(EXPORT_FORMATS)),
-        load_default=list(EXPORT_FORMATS),
         validate=validate.Length(min=1),
+        metadata={"description": f"Dataset files to write; default: {', '.join(DEFAULTS.export_formats)}."},
     )
-    decoding = fields.Nested(DecodingSchema, load_default=dict)
-    classification_only = StrictBoolean(load_default=False)
+    decoding = fields.Nested(DecodingSchema)  # per-stage overrides of the paper's decoding
+    classification_only = StrictBoolean(metadata={"default": DEFAULTS.classification_only})
     classification_method = fields.String(
-        load_default="auto",
         validate=validate.OneOf(CLASSIFICATION_METHODS),
         metadata={
+            "default": DEFAULTS.classification_method,
             "description": "How stage 2 decides Yes/No: text (the paper's greedy answer), logprobs (the "
             "labels' log-probabilities), calibrated (divided by the bias on content-free inputs), fitted "
             "(the calibrated margin thresholded on the seed tasks outside the demonstrations), knn (a vote "
             "of the nearest seed tasks by wording; needs no log-probabilities), auto (knn; a fallback's "
-            "reason is recorded in stats.json)."
+            "reason is recorded in stats.json).",
         },
     )
-    include_seed_tasks = StrictBoolean(load_default=False)
+    include_seed_tasks = StrictBoolean(metadata={"default": DEFAULTS.include_seed_tasks})
     instance_followup = StrictBoolean(
-        load_default=True,
         metadata={
+            "default": DEFAULTS.instance_followup,
             "description": "An instance answer that ends after a single instance is asked again, once, "
             "sampled, and the two answers' instances are filtered together (completions online; not "
-            "chat or batch). false: one request per instruction, as the paper."
+            "chat or batch). false: one request per instruction, as the paper.",
         },
     )
     round_size = StrictInteger(
@@ -145,7 +147,9 @@ class JobCreateSchema(Schema):
             "an online job with the same round size makes the same dataset."
         },
     )
-    similarity_threshold = StrictFloat(load_default=0.7, validate=validate.Range(0.0, 1.0))
+    similarity_threshold = StrictFloat(
+        validate=validate.Range(0.0, 1.0), metadata={"default": DEFAULTS.similarity_threshold}
+    )
     max_requests = StrictInteger(
         validate=validate.Range(1, 10_000_000),
         metadata={"description": "Stage-1 request budget; default 20 + 10 per instruction."},
@@ -236,8 +240,10 @@ class JobSchema(Schema):
     config = fields.Dict(
         required=True,
         metadata={
-            "description": "The generation parameters as requested; `instructions` (a stage-level job) "
-            "is shown as their number."
+            "description": "The generation parameters the job runs with: every recipe field a request may "
+            "set, as given or by default, with what its profile's mode implies (a batch profile's "
+            "round_size; instance_followup off in batch and chat); `dedup_against` as resolved, "
+            "`extends` for an extension, `instructions` (a stage-level job) as their number."
         },
     )
     created_at = fields.DateTime(required=True)

@@ -31,15 +31,34 @@ STATE_EXIT = {"succeeded": OK, "failed": FAILED, "canceled": CANCELED}
 
 
 class Bar:
+    """A job's progress on stderr: a tqdm bar per stage on a terminal; elsewhere (a CI log) a plain line
+    when the stage changes and at most every LINE_SECONDS, instead of a carriage-return stream."""
+
+    LINE_SECONDS = 5.0
+
     def __init__(self) -> None:
         self.bar: tqdm | None = None
         self.stage: str | None = None
+        self.tty = sys.stderr.isatty()
+        self.last_line = 0.0
 
     def __call__(self, job: dict[str, Any]) -> None:
         if job["state"] in ("succeeded", "failed", "canceled"):
             return
         p = job["progress"]
         stage = job["stage"] or job["state"]
+        eta = job.get("eta_seconds")
+        postfix = {"kept": p["instructions_kept"], "tokens": p["prompt_tokens"] + p["completion_tokens"]}
+        if eta is not None:
+            postfix["left"] = f"{eta:.0f}s"
+        if not self.tty:
+            now = time.monotonic()
+            if stage != self.stage or now - self.last_line >= self.LINE_SECONDS:
+                self.stage, self.last_line = stage, now
+                done = f"{p['stage_done']}/{p['stage_total']}" if p["stage_total"] else str(p["stage_done"])
+                facts = ", ".join(f"{k} {v}" for k, v in postfix.items())
+                print(f"{stage:>14}: {done}; {facts}", file=sys.stderr, flush=True)
+            return
         if stage != self.stage:
             self.close()
             self.stage = stage
@@ -47,10 +66,6 @@ class Bar:
         assert self.bar is not None
         self.bar.total = p["stage_total"] or None
         self.bar.n = p["stage_done"]
-        eta = job.get("eta_seconds")
-        postfix = {"kept": p["instructions_kept"], "tokens": p["prompt_tokens"] + p["completion_tokens"]}
-        if eta is not None:
-            postfix["left"] = f"{eta:.0f}s"
         self.bar.set_postfix(postfix, refresh=False)
         self.bar.refresh()
 

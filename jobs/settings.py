@@ -9,110 +9,104 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from jobs.method.endpoint import Endpoint, Prices
 from jobs.webhooks import check_allowlist
 
-if TYPE_CHECKING:  # the API process never talks to an endpoint: it must not load openai
-    from jobs.method.llm import Endpoint
+
+def _prices(value: Any, what: str) -> Prices | None:
+    """{"prompt": p, "completion": c}, what a million tokens cost, as a pair."""
+    if value is None:
+        return None
+    if not (
+        isinstance(value, dict)
+        and set(value) == {"prompt", "completion"}
+        and all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in value.values())
+    ):
+        raise ValueError(f"{what} is {{prompt, completion}}, non-negative numbers")
+    return float(value["prompt"]), float(value["completion"])
 
 
 @dataclass(frozen=True)
 class Profile:
-    """An LLM endpoint the operator offers under a name. Callers pick a name, never a URL or key."""
+    """An LLM endpoint the operator offers under a name. Callers pick a name, never a URL or key.
+
+    `endpoint` is held as configured, without its key: the key is read from the `api_key_env` variable
+    when a run connects (keyed), never stored in config. Its prices are those of its mode; the profile
+    keeps both (`mode_prices`) to price a preview's estimate either way."""
 
     name: str
-    base_url: str
-    model: str
-    api_key_env: str | None = None  # the key is read from this variable, never stored in config
-    concurrency: int = 2
-    timeout: float = 120.0
-    max_attempts: int = 6
-    max_wait: float = 30.0
-    supports_n: bool = False
-    api: str = "completions"  # or "chat": /v1/chat/completions, for instruction-following models
-    response_format: str | None = None  # chat only: "json_schema" (OpenAI, vLLM) or "json_object" (llama.cpp)
-    # {"prompt": p, "completion": c}: what a million tokens cost, in `currency`; jobs then report cost
-    price_per_million_tokens: dict[str, float] | None = None
-    currency: str = "USD"
-    # chat only: the token cap's name, "max_completion_tokens" (the default: OpenAI deprecated the other)
-    # or "max_tokens" (llama.cpp's servers know only that one)
-    max_tokens_param: str | None = None
-    # send each request's seed; default: on completions, not on chat (OpenAI deprecated it there; vLLM
-    # and llama.cpp honour it)
-    send_seed: bool | None = None
-    reasoning: bool = False  # chat only: a reasoning model (o-series, gpt-5): no sampling parameters
-    # "batch": stages go through the provider's Batch API (POST /v1/files, /v1/batches), at
-    # batch_price_per_million_tokens (default: price_per_million_tokens)
-    mode: str = "online"
-    batch_price_per_million_tokens: dict[str, float] | None = None
+    endpoint: Endpoint
+    api_key_env: str | None = None
+    concurrency: int = 2  # requests in flight at once, per run
+    online_prices: Prices | None = None
+    batch_prices: Prices | None = None  # the Batch API's (default: the online prices)
 
-    def __post_init__(self) -> None:
-        # refused when the settings load, not when a job first calls the endpoint
-        if self.api not in ("completions", "chat"):
-            raise ValueError(f"profile {self.name!r}: api must be completions or chat, not {self.api!r}")
-        if self.response_format not in (None, "json_schema", "json_object") or (
-            self.response_format and self.api != "chat"
-        ):
-            raise ValueError(
-                f"profile {self.name!r}: response_format is json_schema or json_object, for chat profiles"
-            )
-        if self.max_tokens_param not in (None, "max_completion_tokens", "max_tokens") or (
-            self.max_tokens_param == "max_completion_tokens" and self.api != "chat"
-        ):
-            raise ValueError(
-                f"profile {self.name!r}: max_tokens_param is max_completion_tokens (chat only) or max_tokens"
-            )
-        if self.reasoning and self.api != "chat":
-            raise ValueError(f"profile {self.name!r}: reasoning is for chat profiles")
-        if not isinstance(self.send_seed, bool | None) or not isinstance(self.reasoning, bool):
-            raise ValueError(f"profile {self.name!r}: send_seed and reasoning are true or false")
-        if self.mode not in ("online", "batch"):
-            raise ValueError(f"profile {self.name!r}: mode is online or batch, not {self.mode!r}")
-        for name in ("price_per_million_tokens", "batch_price_per_million_tokens"):
-            prices = getattr(self, name)
-            if prices is not None and (
-                set(prices) != {"prompt", "completion"}
-                or not all(isinstance(v, int | float) and v >= 0 for v in prices.values())
-            ):
-                raise ValueError(
-                    f"profile {self.name!r}: {name} is {{prompt, completion}}, non-negative numbers"
-                )
+    # the profile's own options in LLM_PROFILES; every other option is the endpoint's (jobs.method.endpoint)
+    OWN = ("api_key_env", "concurrency", "price_per_million_tokens", "batch_price_per_million_tokens")
+
+    @classmethod
+    def of(cls, name: str, base_url: str, model: str, **options: Any) -> Profile:
+        """From the operator's options (an LLM_PROFILES entry), checked when the settings load, not when a
+        job first calls the endpoint; a ValueError names the profile and the option."""
+        own = {k: options.pop(k) for k in cls.OWN if k in options}
+        try:
+            online = _prices(own.get("price_per_million_tokens"), "price_per_million_tokens")
+            batch = _prices(own.get("batch_price_per_million_tokens"), "batch_price_per_million_tokens")
+            mode = options.get("mode", "online")
+            prices = (batch or online) if mode == "batch" else online
+            endpoint = Endpoint(base_url=base_url, model=model, api_key="", prices=prices, **options)
+        except TypeError as e:  # an option that is neither the profile's nor the endpoint's
+            raise ValueError(f"profile {name!r}: unknown option ({e})") from None
+        except ValueError as e:
+            raise ValueError(f"profile {name!r}: {e}") from None
+        return cls(name, endpoint, own.get("api_key_env"), own.get("concurrency", 2), online, batch)
 
     @property
-    def prices(self) -> tuple[float, float] | None:
+    def mode(self) -> str:
+        return self.endpoint.mode
+
+    @property
+    def prices(self) -> Prices | None:
         """Per million prompt and completion tokens, in the profile's mode."""
-        return self.mode_prices(self.mode)
+        return self.endpoint.prices
 
-    def mode_prices(self, mode: str) -> tuple[float, float] | None:
-        online = self.price_per_million_tokens
-        p = (self.batch_price_per_million_tokens or online) if mode == "batch" else online
-        return None if p is None else (float(p["prompt"]), float(p["completion"]))
+    def mode_prices(self, mode: str) -> Prices | None:
+        return (self.batch_prices or self.online_prices) if mode == "batch" else self.online_prices
 
-    def endpoint(self) -> Endpoint:
-        from jobs.method.llm import Endpoint
-
+    def keyed(self) -> Endpoint:
+        """The endpoint with its key, for a run."""
         key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
-        return Endpoint(
-            base_url=self.base_url,
-            model=self.model,
-            api_key=key or "sk-none",
-            timeout=self.timeout,
-            max_attempts=self.max_attempts,
-            max_wait=self.max_wait,
-            supports_n=self.supports_n,
-            api=self.api,
-            response_format=self.response_format,
-            prices=self.prices,
-            currency=self.currency,
-            max_tokens_param=self.max_tokens_param,
-            send_seed=self.send_seed,
-            reasoning=self.reasoning,
-            mode=self.mode,
-        )
+        return replace(self.endpoint, api_key=key or "sk-none")
+
+    def with_options(self, **changes: Any) -> Profile:
+        """This profile with some options (LLM_PROFILES' names, or `name`) changed, checked again."""
+        name = changes.pop("name", self.name)
+        return Profile.of(name, **{**self.options(), **changes})
+
+    def options(self) -> dict[str, Any]:
+        """The LLM_PROFILES entry that `of` reads back as this profile."""
+        defaults = {f.name: f.default for f in fields(Endpoint)}
+        skip = ("base_url", "model", "api_key", "prices")
+        out = {f.name: getattr(self.endpoint, f.name) for f in fields(Endpoint) if f.name not in skip}
+        out = {k: v for k, v in out.items() if v != defaults[k]}
+        for key, prices in (
+            ("price_per_million_tokens", self.online_prices),
+            ("batch_price_per_million_tokens", self.batch_prices),
+        ):
+            if prices is not None:
+                out[key] = {"prompt": prices[0], "completion": prices[1]}
+        return {
+            "base_url": self.endpoint.base_url,
+            "model": self.endpoint.model,
+            "api_key_env": self.api_key_env,
+            "concurrency": self.concurrency,
+            **out,
+        }
 
 
 def _profiles(raw: str) -> dict[str, Profile]:
@@ -120,7 +114,7 @@ def _profiles(raw: str) -> dict[str, Profile]:
         return {}
     text = Path(raw).read_text() if not raw.lstrip().startswith("{") else raw
     data: dict[str, dict[str, Any]] = json.loads(text)
-    return {name: Profile(name=name, **options) for name, options in data.items()}
+    return {name: Profile.of(name, **options) for name, options in data.items()}
 
 
 @dataclass(frozen=True)
@@ -230,9 +224,7 @@ class Settings:
 
     def to_env(self) -> dict[str, str]:
         """The environment that from_env() reads back as these settings (for child processes)."""
-        profiles = {
-            name: {k: v for k, v in p.__dict__.items() if k != "name"} for name, p in self.profiles.items()
-        }
+        profiles = {name: p.options() for name, p in self.profiles.items()}
         env = {
             "REDIS_URL": self.redis_url,
             "S3_ENDPOINT_URL": self.s3_endpoint_url or "",

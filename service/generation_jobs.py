@@ -23,8 +23,8 @@ from api_spec.jobs import (
 )
 from api_spec.webhooks import CALLBACKS
 from jobs import webhooks
-from jobs.method import cost
-from jobs.method.recipe import Recipe
+from jobs.method.endpoint import cost_summary
+from jobs.method.recipe import REQUEST_FIELDS, Recipe
 from jobs.method.seed_tasks import InstructionsError, parse_instruction_records
 from jobs.runner import queue, retention
 from jobs.store import idempotency
@@ -69,7 +69,7 @@ def render(job: jobs_.Job) -> dict[str, Any]:
         "error": job.error,
         "warnings": job.warnings,
         "cancel_requested": job.cancel_requested,
-        "cost": cost.summary(tokens["prompt"], tokens["completion"], prices, profile.currency)
+        "cost": cost_summary(tokens["prompt"], tokens["completion"], prices, profile.endpoint.currency)
         if profile and prices
         else None,
         "stop_reason": stop_reason,
@@ -170,13 +170,14 @@ def _check_notify_url(url: str, errors: list[dict[str, Any]]) -> None:
         )
 
 
-def _config(args: dict[str, Any]) -> tuple[dict[str, Any], Recipe]:
-    """The request's parameters as given (with a stage-level run's instructions), and its recipe."""
-    recipe: Recipe = args.pop("recipe")
+def _config(args: dict[str, Any], profile: str) -> tuple[dict[str, Any], Recipe]:
+    """The request's parameters as the job shows them (with a stage-level run's instructions), and its
+    recipe."""
+    recipe = job_body.recipe(args, profile)
     if "instructions" in args:
         args["num_instructions"] = len(args["instructions"])
         recipe = replace(recipe, num_instructions=len(args["instructions"]))
-    config = job_body.config(args)
+    config = job_body.config(args, recipe)
     if "instructions" in args:
         config["instructions"] = args["instructions"]
     return config, recipe
@@ -201,11 +202,13 @@ class Jobs(MethodView):
         s = services()
         r, settings = s.redis, s.settings
         args, profile, idempotency_key = _read_create()
-        config, recipe = _config(args)
+        config, recipe = _config(args, profile)
         claim = None
-        if idempotency_key:
+        if idempotency_key:  # the same request: the same other body items and the same recipe, as run
+            request = {k: v for k, v in args.items() if k not in REQUEST_FIELDS}
+            request["recipe"] = recipe.to_dict()
             try:
-                claim = idempotency.claim(r, team(), idempotency_key, args)
+                claim = idempotency.claim(r, team(), idempotency_key, request)
             except (idempotency.Mismatch, idempotency.InProgress) as e:
                 problem(409, str(e))
             if claim.job_id:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from api_spec.jobs import MAX_DEDUP_JOBS
+from jobs.method.recipe import REQUEST_FIELDS, Recipe
 from jobs.store import job as jobs_
 from jobs.store import seed_sets as seed_set_store
 from service.context import services, team
@@ -71,25 +72,18 @@ def dedup_against(args: dict[str, Any], errors: list[dict[str, Any]]) -> None:
         problem(404, f"no job {missing[0]}")
 
 
-RECIPE_FIELDS = (
-    "num_instructions",
-    "seed",
-    "classification_only",
-    "classification_method",
-    "include_seed_tasks",
-    "similarity_threshold",
-    "decoding",
-)
-BUDGETS = ("max_requests", "max_tokens", "max_cost")
+def recipe(args: dict[str, Any], profile: str) -> Recipe:
+    """The body's recipe (built and checked when the schema loaded it) as the profile's endpoint carries
+    it out (Recipe.for_endpoint), which is what the job or preview records and runs."""
+    endpoint = services().settings.profiles[profile].endpoint
+    return args.pop("recipe").for_endpoint(endpoint.mode, endpoint.api)
 
 
-def config(args: dict[str, Any]) -> dict[str, Any]:
-    """The body's recipe fields as requested (what the API shows of a job); the recipe itself is
-    args["recipe"], built and checked when the schema loaded the body."""
-    config = {k: args[k] for k in RECIPE_FIELDS if k in args}
-    config |= {k: args[k] for k in BUDGETS if args.get(k) is not None}
-    if "export_formats" in args:
-        config["export_formats"] = list(dict.fromkeys(args["export_formats"]))
+def config(args: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
+    """What the API shows of a job's parameters: every request field (REQUEST_FIELDS) as the job's
+    recipe holds it, given or by default, and the job's earlier jobs not to repeat."""
+    held = recipe.to_dict()
+    config = {k: held[k] for k in REQUEST_FIELDS}
     if "dedup_against" in args:
         config["dedup_against"] = args["dedup_against"]
     return config

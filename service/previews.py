@@ -80,7 +80,7 @@ class Previews(MethodView):
         classification and instances, tokens, and the estimated cost of the full job."""
         s = services()
         args, profile = _read()
-        recipe = args.pop("recipe")
+        recipe = job_body.recipe(args, profile)
         full = args.get("full_num_instructions")
         ttl = s.settings.preview_retention_seconds
         preview_id = previews.create(

@@ -6,9 +6,14 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from api_spec.profiles import ProfileSchema
+from jobs.method.endpoint import Prices
 from service.context import services
 
 blp = Blueprint("profiles", __name__, url_prefix="/v1/profiles", description="LLM endpoint profiles.")
+
+
+def _prices(prices: Prices | None) -> dict[str, float] | None:
+    return None if prices is None else {"prompt": prices[0], "completion": prices[1]}
 
 
 @blp.route("")
@@ -20,14 +25,14 @@ class Profiles(MethodView):
         return [
             {
                 "name": p.name,
-                "model": p.model,
+                "model": p.endpoint.model,
                 "default": p.name == settings.default_profile,
-                "api": p.api,
-                "structured_output": p.response_format is not None,
-                "price_per_million_tokens": p.price_per_million_tokens,
-                "currency": p.currency,
+                "api": p.endpoint.api,
+                "structured_output": p.endpoint.response_format is not None,
+                "price_per_million_tokens": _prices(p.online_prices),
+                "currency": p.endpoint.currency,
                 "mode": p.mode,
-                "batch_price_per_million_tokens": p.batch_price_per_million_tokens,
+                "batch_price_per_million_tokens": _prices(p.batch_prices),
             }
             for p in settings.profiles.values()
         ]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.method.llm import Endpoint
+from jobs.method.endpoint import Endpoint
 from jobs.method.seed_tasks import SeedTask, load_file
 from jobs.tools.local_stack import Process, rq_worker
 from tests.fake_llm import FakeLLM, Script
@@ -92,7 +92,7 @@ def settings(redis, redis_url, s3_endpoint, fake_llm):
         s3_public_endpoint_url=s3_endpoint,
         s3_bucket=f"t-{uuid.uuid4().hex[:12]}",
         profiles={
-            "fake": Profile("fake", fake_llm.base_url, "fake", timeout=5, max_attempts=4, max_wait=0.2)
+            "fake": Profile.of("fake", fake_llm.base_url, "fake", timeout=5, max_attempts=4, max_wait=0.2)
         },
         default_profile="fake",
         instance_chunk_size=1000,

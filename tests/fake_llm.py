@@ -298,6 +298,8 @@ class Script:
     # this share of prompts, picked by a hash of the prompt, is always answered with garbage text:
     # a model that reliably writes nonsense for some prompts (unlike the per-request "garbage" fault)
     garbage_share: float = 0.0
+    # an instance prompt asked again, sampled (temperature above 0), is cut at this many tokens
+    again_cap: int | None = None
     # chat requests carrying one of these parameters get a 400 naming it, as some hosted models answer
     reject_params: tuple[str, ...] = ()
     # a `strict` json_schema response_format whose schema Structured Outputs would refuse gets a 400
@@ -330,10 +332,16 @@ class Script:
     batch_polls: int = 3
     batch_outcomes: list[str] = field(default_factory=list)
     batch_partial: float = 0.5
+    # reads a cancelling batch takes to be cancelled; it answers batch_partial of its input first, which
+    # is billed as OpenAI bills a cancelled batch's finished requests
+    cancel_reads: int = 1
     # "files" or "batches": the first upload or batch creation is done, then its answer held this
     # many seconds (`holding` is set meanwhile): a client killed then never hears of it
     hold: dict[str, float] = field(default_factory=dict)
     holding: threading.Event = field(default_factory=threading.Event)
+    # "files" or "batches": this many uploads or batch creations are done, then their connection closed
+    # before the answer goes out (a proxy reset): the client cannot tell that it was done
+    lose: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -473,7 +481,13 @@ class Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         path = self.path.rstrip("/")
         if path.startswith(("/v1/files", "/v1/batches")):
-            self._send(*self.script.batches.post(path, raw, self.headers.get("Content-Type", "")))
+            kind = self.headers.get("Content-Type", "")
+            status, answer, headers = self.script.batches.post(path, raw, kind)
+            if status == 0:  # done, but the answer is lost
+                self.close_connection = True
+                self.connection.close()
+                return
+            self._send(status, answer, headers)
             return
         if path not in ("/v1/chat/completions", "/v1/completions"):
             self._send(404, b'{"error": {"message": "not found"}}')
@@ -578,7 +592,11 @@ def respond(
         else:
             raw = compose(prompt, None if seed is None else seed + i, body.get("temperature", 1.0))
         raw = script.planted(prompt, raw, seed)
-        text, reason = finish(raw, body.get("stop"), body.get("max_tokens", 16))
+        cap = body.get("max_tokens", 16)
+        again = "Task:" in prompt and prompt.endswith("\n") and body.get("temperature", 1.0) > 0
+        if again and script.again_cap is not None:
+            cap = min(cap, script.again_cap)
+        text, reason = finish(raw, body.get("stop"), cap)
         choices.append({"index": i, "text": text, "finish_reason": reason, "logprobs": logprobs})
     completion_tokens = sum(len(c["text"].split()) for c in choices)
     script.count_tokens(len(prompt.split()), completion_tokens)
@@ -678,6 +696,13 @@ class Batches:
             self.script.holding.set()
             time.sleep(seconds)
 
+    def _lost(self, kind: str) -> bool:
+        with self.script.lock:
+            if self.script.lose.get(kind, 0) > 0:
+                self.script.lose[kind] -= 1
+                return True
+        return False
+
     def _file(self, filename: str, purpose: str, content: bytes) -> dict[str, Any]:
         file_id = f"file-{len(self.files) + 1:06d}"
         self.files[file_id] = {
@@ -695,7 +720,8 @@ class Batches:
     @staticmethod
     def _public(record: dict[str, Any]) -> dict[str, Any]:
         # what is not there yet is left out, as OpenAI does (the description makes none of it nullable)
-        return {k: v for k, v in record.items() if k not in ("content", "reads", "outcome") and v is not None}
+        hidden = ("content", "reads", "outcome", "cancel_reads")
+        return {k: v for k, v in record.items() if k not in hidden and v is not None}
 
     def post(self, path: str, raw: bytes, content_type: str) -> tuple[int, bytes, dict[str, str]]:
         if path == "/v1/files":
@@ -709,6 +735,8 @@ class Batches:
             with self.lock:
                 record = self._file(fields["filename"], "batch", fields["file"])
             self._held("files")
+            if self._lost("files"):
+                return 0, b"", {}
             return 200, json.dumps(self._public(record)).encode(), {}
         if path == "/v1/batches":
             body = json.loads(raw or b"{}")
@@ -738,6 +766,8 @@ class Batches:
                 self.created.append(batch_id)
                 answer = self._public(self.batches[batch_id])
             self._held("batches")
+            if self._lost("batches"):
+                return 0, b"", {}
             return 200, json.dumps(answer).encode(), {}
         match = re.fullmatch(r"/v1/batches/([\w-]+)/cancel", path)
         if match and match.group(1) in self.batches:
@@ -789,7 +819,9 @@ class Batches:
         batch["reads"] += 1
         now = int(time.time())
         if batch["status"] == "cancelling":
-            batch.update(status="cancelled", cancelled_at=now)
+            batch["cancel_reads"] = batch.get("cancel_reads", 0) + 1
+            if batch["cancel_reads"] >= self.script.cancel_reads:
+                self._finish(batch, "cancelled")
         elif batch["reads"] >= self.script.batch_polls:
             self._finish(batch, batch["outcome"])
         elif batch["status"] == "validating":

@@ -220,7 +220,7 @@ def test_callers_cannot_point_workers_anywhere(client, redis, settings):
 def test_no_secret_in_logs_errors_records_or_exports(client, redis, settings, fake_llm, monkeypatch, capfd):
     secret = "sk-live-THIS-IS-A-SECRET-0123456789"
     monkeypatch.setenv("SECRET_LLM_KEY", secret)
-    profile = Profile(
+    profile = Profile.of(
         "fake", fake_llm.base_url, "fake", api_key_env="SECRET_LLM_KEY", max_attempts=2, max_wait=0.1
     )
     local = replace(settings, profiles={"fake": profile})

@@ -1,5 +1,5 @@
-"""Batch mode (jobs.method.batch) against the scripted server's Files and Batch APIs: the same dataset
-as online, expired and failed batches, answers that are errors, a refused parameter; and through the
+"""Batch mode (jobs.method.transport.batch) against the scripted server's Files and Batch APIs: the same
+dataset as online, expired and failed batches, answers that are errors, a refused parameter; and through the
 service with real workers: a whole job, kill -9 at each step of a submission, cancel."""
 
 from __future__ import annotations
@@ -14,19 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from jobs.method import batch, chat, exports
-from jobs.method.batch import Waiting
 from jobs.method.checkpoint import FileStore
 from jobs.method.engine import execute
-from jobs.method.llm import EndpointError
+from jobs.method.outputs import exports
+from jobs.method.prompts import chat
 from jobs.method.recipe import Execution, Recipe
 from jobs.method.run import Run
+from jobs.method.transport import EndpointError, Waiting, batch
 from jobs.settings import Profile
 from jobs.store import events
 from tests.conftest import fake_endpoint, wait_until
 from tests.fake_llm import FakeLLM, Script
 from tests.test_api import make_seed_set
-from tests.test_faults import DATA_FILES, dataset, finish, horse_of, reference
+from tests.test_faults import DATA_FILES, dataset, finish, horse_of, read, reference
 
 # batch runs ask once per task for instances: the online run they equal does too
 RECIPE = {"num_instructions": 12, "seed": 4, "round_size": 4, "instance_followup": False}
@@ -203,7 +203,7 @@ def test_a_schema_strict_outputs_refuse_fails_the_run_as_online(tmp_path, seed_t
 def settings(settings, fake_llm):
     """The scripted server also as a batch-mode profile, at half its online prices; polls every 0.2 s."""
     online = {"prompt": 2.0, "completion": 8.0}
-    batch = Profile(
+    batch = Profile.of(
         "batch",
         fake_llm.base_url,
         "fake",
@@ -255,6 +255,34 @@ def test_a_batch_job_through_the_service(client, redis, settings, worker_env, fa
     assert cost["total"] == pytest.approx((tokens["prompt_tokens"] + 4 * tokens["completion_tokens"]) / 1e6)
 
 
+def test_a_batch_profiles_preview_samples_stage_1_as_its_job_does(
+    client, redis, settings, worker_env, fake_llm, spawn
+) -> None:
+    """What batch mode implies is recorded in the recipe: a batch job's stage 1 goes in rounds (200
+    prompts when the body names no round_size) and asks once for instances, and so does the preview of
+    a batch profile, online. A sliding window (8 prompts) would show prompt 8 the instructions prompt 0
+    kept; a round shows none: the preview's candidates are the job's."""
+    sid = make_seed_set(client)
+    body = {"seed_set_id": sid, "profile": "batch", "num_instructions": 20, "seed": 5}
+    spawn(settings, "worker")
+    job_id = client.post("/v1/jobs", json=body).json["id"]
+    job = finish(client, job_id)
+    assert job["state"] == "succeeded", job
+    assert (job["config"]["round_size"], job["config"]["instance_followup"]) == (200, False)
+    assert job["config"]["window"] == 8 and job["config"]["seed"] == 5  # every recipe field is shown
+    preview = client.post("/v1/previews?wait=0", json=body).headers["Location"]
+    spawn(replace(settings, queue=settings.preview_queue), "previews")  # a preview worker
+    done = wait_until(
+        lambda: (p := client.get(preview).json)["state"] in ("succeeded", "failed") and p, what="the preview"
+    )
+    assert done["state"] == "succeeded", done
+    candidates = [(c["id"], c["text"], c["rule"]) for c in done["result"]["candidates"]]
+    made = [json.loads(line) for line in read(settings, "alpha", job_id, "decisions.jsonl").splitlines()]
+    assert candidates == [(d["id"], d["text"], d["rule"]) for d in made if d["stage"] == "instruction"]
+    # past the window's first 8 prompts, where a window and a round sample differently
+    assert max(int(c[0].split(".")[0][1:]) for c in candidates) >= 8
+
+
 @pytest.mark.parametrize("step", ["files", "batches"])
 def test_a_worker_killed_mid_submission_never_submits_twice(
     client, redis, settings, worker_env, fake_llm, spawn, step
@@ -270,9 +298,9 @@ def test_a_worker_killed_mid_submission_never_submits_twice(
     job_id = client.post("/v1/jobs", json={"seed_set_id": sid, "profile": "batch", **BODY}).json["id"]
     wait_until(script.holding.is_set, what=f"the first {step} answer held")
     horse = horse_of(first)
+    assert horse is not None, "the worker's work horse, which holds the request, was not found"
     first.signal(signal.SIGKILL)
-    if horse:
-        os.kill(horse, signal.SIGKILL)
+    os.kill(horse, signal.SIGKILL)
     spawn(settings, "second")
     job = finish(client, job_id, timeout=240)
     assert job["state"] == "succeeded", job
@@ -280,15 +308,47 @@ def test_a_worker_killed_mid_submission_never_submits_twice(
     no_second_submission(script)
 
 
-def test_cancel_cancels_the_open_batches(client, redis, settings, worker_env, fake_llm, spawn) -> None:
+def test_cancel_follows_the_batches_to_their_end_and_counts_what_they_answered(
+    client, redis, settings, worker_env, fake_llm, spawn
+) -> None:
+    """A cancel cancels the open batch and follows it through `cancelling` to `cancelled` (the provider
+    takes a while) before the partial dataset goes out; what the batch finished before it stopped is
+    billed, so it is counted: in the dataset's stats.json and in the job's requests and tokens."""
     sid = make_seed_set(client)
-    fake_llm.script.batch_polls = 10**9  # never ends by itself
+    script = fake_llm.script
+    script.batch_polls = 10**9  # never ends by itself
+    script.cancel_reads = 3  # cancelling for two reads, then cancelled with half its requests answered
     spawn(settings, "worker")
     job_id = client.post("/v1/jobs", json={"seed_set_id": sid, "profile": "batch", **BODY}).json["id"]
     wait_until(lambda: any(e["status"] == "in_progress" for e in batch_events(redis, job_id)), what="a batch")
+    assert client.get(f"/v1/jobs/{job_id}").json["progress"]["requests"] == 0  # all with the provider
     assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
     assert finish(client, job_id)["state"] == "canceled"
-    created = fake_llm.script.batches.created
-    assert len(created) == 1
-    wait_until(lambda: fake_llm.script.batches.batches[created[0]]["status"] == "cancelled", what="cancelled")
-    wait_until(lambda: any(e["status"] == "cancelled" for e in batch_events(redis, job_id)), what="its event")
+    job = wait_until(
+        lambda: (j := client.get(f"/v1/jobs/{job_id}").json)["dataset_available"] and j,
+        what="the partial dataset",
+    )
+    (batch_id,) = script.batches.created
+    batch = script.batches.batches[batch_id]
+    answered = batch["request_counts"]["completed"]
+    assert batch["status"] == "cancelled" and answered == BODY["round_size"] // 2
+    statuses = [e["status"] for e in batch_events(redis, job_id)]
+    assert statuses.index("cancelling") < statuses.index("cancelled"), statuses
+    stats = json.loads(read(settings, "alpha", job_id, "stats.json"))
+    assert stats["requests"] == {"instructions": answered}, stats
+    assert stats["failed_attempts"] == {"batch_cancelled": BODY["round_size"] - answered}
+    assert job["progress"]["requests"] == answered and job["progress"]["completion_tokens"] > 0
+    assert job["cost"]["total"] > 0  # at the batch prices, for what was answered
+
+
+@pytest.mark.parametrize("lost", ["files", "batches"])
+def test_a_creation_whose_answer_is_lost_is_looked_for_not_made_again(tmp_path, seed_tasks, lost) -> None:
+    """The provider uploads the file or creates the batch, then the connection drops before its answer
+    arrives (a proxy reset): the run looks for what it made before it tries again, so nothing is
+    submitted, or paid for, twice, and the dataset is the online run's."""
+    script = Script(lose={lost: 2})
+    _, out = drive(tmp_path / "batch", seed_tasks, script, "batch")
+    assert script.lose[lost] == 0  # both answers were lost
+    no_second_submission(script)
+    _, online = drive(tmp_path / "online", seed_tasks, Script(), "online")
+    same_data(online, out)

@@ -9,12 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from jobs.method import chat, exports
 from jobs.method.checkpoint import FileStore
+from jobs.method.endpoint import Endpoint
 from jobs.method.engine import execute
-from jobs.method.llm import REASONING_REFUSES, Endpoint, EndpointError
+from jobs.method.outputs import exports
+from jobs.method.prompts import chat
 from jobs.method.recipe import STAGES, Execution, Recipe
 from jobs.method.run import Run
+from jobs.method.transport import EndpointError
+from jobs.method.transport.client import REASONING_REFUSES
 from jobs.settings import Profile
 from tests.conftest import fake_endpoint, work
 from tests.fake_llm import FakeLLM, Script, compose_chat
@@ -335,26 +338,26 @@ def test_the_scripted_server_refuses_a_schema_strict_mode_would(tmp_path, seed_t
 
 
 def test_profiles_say_which_api_they_speak(client, settings) -> None:
-    with pytest.raises(ValueError, match="api must be completions or chat"):
-        Profile("bad", "http://127.0.0.1:1/v1", "m", api="responses")
+    with pytest.raises(ValueError, match=r"profile 'bad': api must be one of"):
+        Profile.of("bad", "http://127.0.0.1:1/v1", "m", api="responses")
     with pytest.raises(ValueError, match="response_format"):
-        Profile("bad", "http://127.0.0.1:1/v1", "m", response_format="json_schema")
+        Profile.of("bad", "http://127.0.0.1:1/v1", "m", response_format="json_schema")
     with pytest.raises(ValueError, match="api must be"):
         Endpoint("http://127.0.0.1:1/v1", "m", api="edits")
     with pytest.raises(ValueError, match="max_tokens_param"):
-        Profile("bad", "http://127.0.0.1:1/v1", "m", api="chat", max_tokens_param="max_new_tokens")
+        Profile.of("bad", "http://127.0.0.1:1/v1", "m", api="chat", max_tokens_param="max_new_tokens")
     with pytest.raises(ValueError, match="max_tokens_param"):
-        Profile("bad", "http://127.0.0.1:1/v1", "m", max_tokens_param="max_completion_tokens")
+        Profile.of("bad", "http://127.0.0.1:1/v1", "m", max_tokens_param="max_completion_tokens")
     with pytest.raises(ValueError, match="reasoning is for chat"):
-        Profile("bad", "http://127.0.0.1:1/v1", "m", reasoning=True)
+        Profile.of("bad", "http://127.0.0.1:1/v1", "m", reasoning=True)
     with pytest.raises(ValueError, match="reasoning is for chat"):
         Endpoint("http://127.0.0.1:1/v1", "m", reasoning=True)
-    profile = Profile(
+    profile = Profile.of(
         "o", "http://127.0.0.1:1/v1", "m", api="chat", reasoning=True, max_tokens_param="max_tokens"
     )
-    endpoint = profile.endpoint()
+    endpoint = profile.endpoint
     assert endpoint.reasoning and endpoint.token_limit == "max_tokens" and not endpoint.seeded
-    assert Profile("c", "http://127.0.0.1:1/v1", "m").endpoint().seeded  # completions: as before
+    assert Profile.of("c", "http://127.0.0.1:1/v1", "m").endpoint.seeded  # completions: as before
     (answer,) = client.get("/v1/profiles").get_json()
     assert (
         answer["name"] == "fake" and answer["api"] == "completions" and answer["structured_output"] is False
@@ -363,7 +366,7 @@ def test_profiles_say_which_api_they_speak(client, settings) -> None:
 
 @pytest.fixture
 def chat_settings(settings, fake_llm):
-    profile = Profile(
+    profile = Profile.of(
         "chat",
         fake_llm.base_url,
         "fake",

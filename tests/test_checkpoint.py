@@ -15,10 +15,10 @@ import pytest
 from redis import Redis
 from redis import exceptions as redis_errors
 
-from jobs.method import exports
 from jobs.method.checkpoint import Checkpoint, FileStore, Store, replay
 from jobs.method.decisions import Decision
 from jobs.method.engine import execute
+from jobs.method.outputs import exports
 from jobs.method.recipe import Execution, Recipe
 from jobs.method.run import Canceled, Run
 from jobs.store import keyspace

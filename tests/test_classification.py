@@ -11,14 +11,16 @@ from pathlib import Path
 import pytest
 
 from api_spec.jobs import JobCreateSchema
-from jobs.method import classification as clf
-from jobs.method import exports, parsing
 from jobs.method.checkpoint import FileStore
-from jobs.method.llm import LLM, Endpoint
-from jobs.method.prompts import one_line
+from jobs.method.endpoint import Endpoint
+from jobs.method.outputs import exports
+from jobs.method.prompts import parsing
+from jobs.method.prompts.layouts import one_line
 from jobs.method.recipe import Execution, Recipe
 from jobs.method.run import Run
 from jobs.method.seed_tasks import Instance, SeedTask
+from jobs.method.stages import classification as clf
+from jobs.method.transport import LLM
 from jobs.tools.generate import main as cli
 from tests.conftest import fake_endpoint
 from tests.fake_llm import FakeLLM, Script
@@ -262,7 +264,7 @@ def test_the_field_in_recipe_api_and_cli(tmp_path: Path, capsys: pytest.CaptureF
         Recipe.build({"classification_method": "coin"})
     assert Recipe.build({"classification_method": "text"}).classification_method == "text"
     body = {"seed_set_id": "a" * 64, "num_instructions": 1}
-    assert JobCreateSchema().load(body)["classification_method"] == "auto"
+    assert JobCreateSchema().load(body)["recipe"].classification_method == "auto"
     errors = JobCreateSchema().validate({**body, "classification_method": "coin"})
     assert "classification_method" in errors
     seeds = tmp_path / "seeds.jsonl"

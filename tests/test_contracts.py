@@ -26,13 +26,13 @@ from openapi_schema_validator import OAS31Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from jobs.method import exports
-from jobs.method.batch import Waiting
 from jobs.method.checkpoint import FileStore
 from jobs.method.engine import execute
-from jobs.method.llm import duration
+from jobs.method.outputs import exports
 from jobs.method.recipe import Execution, Recipe
 from jobs.method.run import Run
+from jobs.method.transport import Waiting
+from jobs.method.transport.rate_limits import duration
 from tests.conftest import ROOT, fake_endpoint
 from tests.fake_llm import FakeLLM, Script
 
@@ -405,6 +405,54 @@ def test_the_checks_catch_what_they_are_for() -> None:
     broken = copy.deepcopy(answer)
     del broken["choices"][0]["message"]["refusal"]
     assert spec.errors(broken, schema)
+
+
+# What the description marks deprecated in the subset, as cut (openapi.yaml at the commit the subset's
+# header names). The engine must never send the request parameters among them unless a profile says so.
+DEPRECATED_UPSTREAM = {
+    "ChatCompletionFunctions",
+    "ChatCompletionRequestAssistantMessage/properties/function_call/anyOf[0]",
+    "ChatCompletionRequestFunctionMessage",
+    "ChatCompletionResponseMessage/properties/function_call",
+    "ChatCompletionStreamResponseDelta/properties/function_call",
+    "CreateChatCompletionRequest/allOf[1]/properties/max_tokens",
+    "CreateChatCompletionRequest/allOf[1]/properties/seed",
+    "CreateChatCompletionRequest/allOf[1]/properties/function_call",
+    "CreateChatCompletionRequest/allOf[1]/properties/functions",
+    "CreateChatCompletionResponse/properties/system_fingerprint",
+    "CreateChatCompletionStreamResponse/properties/system_fingerprint",
+    "ModelResponseProperties/properties/user",
+    "ModelResponseProperties/properties/prompt_cache_retention",
+    "OpenAIFile/properties/status",
+    "OpenAIFile/properties/status_details",
+}
+
+
+def deprecated_paths(node: Any, path: str = "") -> set[str]:
+    found = {path} if isinstance(node, dict) and node.get("deprecated") is True else set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found |= deprecated_paths(value, f"{path}/{key}" if path else str(key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found |= deprecated_paths(value, f"{path}[{i}]")
+    return found
+
+
+def test_the_subset_is_the_scripts_cut_unedited() -> None:
+    """The vendored file is what scripts/vendor_openai_spec.py wrote: the hash in its header is the hash
+    of the lines below it, and the deprecated marks are upstream's, every one (a hand edit that drops
+    `deprecated: true` from `seed` would let the engine send what OpenAI deprecated, unseen)."""
+    from scripts.vendor_openai_spec import HASHED, body_hash
+
+    header, body = [], SUBSET.read_text()
+    while body.startswith("#"):
+        line, body = body.split("\n", 1)
+        header.append(line)
+    pinned = [line.split(HASHED, 1)[1] for line in header if HASHED in line]
+    assert pinned == [body_hash(body)], "the subset was edited by hand: run scripts/vendor_openai_spec.py"
+    schemas = yaml.safe_load(body)["components"]["schemas"]
+    assert deprecated_paths(schemas) == DEPRECATED_UPSTREAM
 
 
 def test_the_subset_is_what_the_script_cuts() -> None:

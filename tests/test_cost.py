@@ -10,9 +10,9 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from jobs.method import exports
 from jobs.method.checkpoint import FileStore
 from jobs.method.engine import execute
+from jobs.method.outputs import exports
 from jobs.method.recipe import Execution, Recipe
 from jobs.method.run import BudgetReached, Run
 from jobs.settings import get_settings
@@ -97,14 +97,13 @@ def test_token_budget_is_the_whole_runs(tmp_path, fake_llm, seed_tasks):
 @pytest.fixture
 def priced(settings, worker_env, monkeypatch, api_key):
     """The scripted profile with prices, for the API and the workers."""
-    profile = replace(
-        settings.profiles["fake"],
+    profile = settings.profiles["fake"].with_options(
         price_per_million_tokens={"prompt": PRICES[0], "completion": PRICES[1]},
         currency="EUR",
     )
     priced = replace(
         settings,
-        profiles={"fake": profile, "free": replace(profile, name="free", price_per_million_tokens=None)},
+        profiles={"fake": profile, "free": profile.with_options(name="free", price_per_million_tokens=None)},
     )
     for name, value in priced.to_env().items():
         monkeypatch.setenv(name, value)

@@ -182,14 +182,14 @@ def test_rendered_configuration_loads_in_the_service():
     assert settings.default_profile == "local"
     assert (
         settings.profiles["big-model"].api_key_env == "LLM_KEY_BIG_MODEL"
-        and settings.profiles["big-model"].timeout == 300
-        and settings.profiles["big-model"].api == "completions"
+        and settings.profiles["big-model"].endpoint.timeout == 300
+        and settings.profiles["big-model"].endpoint.api == "completions"
     )
-    local, reasoner = settings.profiles["local"], settings.profiles["reasoner"]
+    local, reasoner = settings.profiles["local"].endpoint, settings.profiles["reasoner"].endpoint
     assert local.api == "chat" and local.response_format == "json_object"
     assert local.max_tokens_param == "max_tokens" and local.send_seed is True and local.reasoning is False
     assert reasoner.reasoning is True and reasoner.send_seed is False and reasoner.max_tokens_param is None
-    assert settings.profiles["openai"].send_seed is None  # unset: the API's default
+    assert settings.profiles["openai"].endpoint.send_seed is None  # unset: the API's default
     assert reasoner.mode == "batch" and reasoner.prices == (0.55, 2.2)  # the batch prices, in batch mode
     assert local.mode == settings.profiles["openai"].mode == "online"
     assert settings.webhook_allowed_hosts == ("ci.example.com", "*.hooks.example.com")

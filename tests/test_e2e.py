@@ -27,7 +27,7 @@ BIN = os.path.dirname(sys.executable)
 
 @pytest.fixture
 def stack(settings, local_model, tmp_path, api_key):
-    profile = Profile("local", local_model.base_url, local_model.model, timeout=300, concurrency=PARALLEL)
+    profile = Profile.of("local", local_model.base_url, local_model.model, timeout=300, concurrency=PARALLEL)
     cfg = replace(settings, profiles={"local": profile}, default_profile="local", log_level="INFO")
     env = {
         **cfg.to_env(),
@@ -140,7 +140,7 @@ def test_command_exit_codes(stack, tmp_path):
 @pytest.mark.model
 def test_a_chat_job_on_the_embedded_model(settings, local_model, tmp_path, api_key):
     """llama-server's /v1/chat/completions (Gemma's turn format, JSON replies) through the service."""
-    profile = Profile(
+    profile = Profile.of(
         "local-chat",
         local_model.base_url,
         local_model.model,

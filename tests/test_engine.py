@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from rouge_score import rouge_scorer
 
-from jobs.method import exports
 from jobs.method.checkpoint import FileStore
 from jobs.method.engine import execute
-from jobs.method.exports import FILES
+from jobs.method.outputs import exports
+from jobs.method.outputs.exports import FILES
 from jobs.method.recipe import Execution, Recipe
 from jobs.method.run import Canceled, Run
 from jobs.method.vocabulary import RULES
@@ -200,9 +200,9 @@ def test_an_answer_with_a_single_instance_is_asked_again(tmp_path, seed_tasks):
     """An instance answer that ends on its own after one instance is asked again, once: the same
     prompt, sampled, with its own seed; the two answers' instances are filtered together. Answers
     with more, or cut short, are not. Off, every task is asked once."""
-    from jobs.method import parsing
-    from jobs.method.instances import AGAIN
-    from jobs.method.prompts import INPUT_FIRST_HEADER, OUTPUT_FIRST_HEADER
+    from jobs.method.prompts import parsing
+    from jobs.method.prompts.layouts import INPUT_FIRST_HEADER, OUTPUT_FIRST_HEADER
+    from jobs.method.stages.instances import AGAIN
 
     # some answers are garbage (no instance): they are not asked again either
     with FakeLLM(Script(garbage_share=0.1)) as fake_llm:
@@ -248,3 +248,48 @@ def test_an_answer_with_a_single_instance_is_asked_again(tmp_path, seed_tasks):
     assert len(prompts) == len(set(prompts))
     on_kept = json.loads((out / "stats.json").read_text())["instances_kept"]
     assert json.loads((off / "stats.json").read_text())["instances_kept"] < on_kept
+
+
+@pytest.mark.parametrize("cap", [1, 9])
+def test_a_second_answer_cut_at_the_cap_marks_only_its_own_last_instance(tmp_path, seed_tasks, cap):
+    """When the second answer to an instance prompt is cut at the token cap, only its own last instance
+    can be cut short: the first answer ended on its own, so its instance is never dropped as truncated,
+    whether the cut second answer parsed to nothing (cap 1) or to instances (cap 9)."""
+    from jobs.method.prompts import parsing
+    from jobs.method.prompts.layouts import OUTPUT_FIRST_HEADER
+
+    with FakeLLM(Script(again_cap=cap)) as fake_llm:
+        _, out = generate(
+            tmp_path, fake_llm, seed_tasks, name="cut", concurrency=1, num_instructions=30, seed=4
+        )
+        script = fake_llm.script
+        answers = [
+            (body, json.loads(answer[3])["choices"][0])
+            for (path, body), answer in zip(script.bodies, script.answers, strict=True)
+            if path == "/completions" and "Task:" in body["prompt"] and body["prompt"].endswith("\n")
+        ]
+    kept = [json.loads(line) for line in (out / "instructions.jsonl").read_text().splitlines()]
+    ids = {k["text"]: k["id"] for k in kept}
+    by_task: dict[str, list] = {}
+    for body, choice in answers:
+        by_task.setdefault(ids[body["prompt"].rsplit("Task: ", 1)[1].strip()], []).append((body, choice))
+    records = [d for d in decisions(out) if d["stage"] == "instance"]
+    cut_empty = cut_parsed = 0
+    for task, asked in by_task.items():
+        if len(asked) != 2 or asked[1][1]["finish_reason"] != "length":
+            continue
+        (first_body, first), (_, second) = asked
+        parse = (
+            parsing.classification_instances
+            if first_body["prompt"].startswith(OUTPUT_FIRST_HEADER)
+            else (parsing.generation_instances)
+        )
+        own = len(parse(first["text"]))
+        mine = [d for d in records if d["source"]["instruction_id"] == task and d["rule"] != "unparseable"]
+        assert all(d["rule"] != "truncated" for d in mine[:own]), mine  # the first answer's instance
+        if parse(second["text"]):
+            cut_parsed += 1
+            assert mine[-1]["rule"] == "truncated", mine  # the cut answer's own last instance
+        else:
+            cut_empty += 1
+    assert cut_empty if cap == 1 else cut_parsed  # the case each cap is for happened here

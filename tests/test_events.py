@@ -128,10 +128,8 @@ def test_events_are_capped(client, redis, worker_env, monkeypatch):
 def test_retries_warnings_cancel_and_delete(client, redis, worker_env, settings, monkeypatch):
     sid = make_seed_set(client)
     with FakeLLM(Script(schedule=["500", "429", "500"])) as flaky:
-        profile = Profile("fake", flaky.base_url, "fake", timeout=5, max_wait=0.2)
-        monkeypatch.setenv(
-            "LLM_PROFILES", json.dumps({"fake": {k: v for k, v in profile.__dict__.items() if k != "name"}})
-        )
+        profile = Profile.of("fake", flaky.base_url, "fake", timeout=5, max_wait=0.2)
+        monkeypatch.setenv("LLM_PROFILES", json.dumps({"fake": profile.options()}))
         get_settings.cache_clear()
         # one request allowed in stage 1: it ends short of its target
         body = {"seed_set_id": sid, "num_instructions": 50, "max_requests": 1}
@@ -167,8 +165,8 @@ def test_retries_warnings_cancel_and_delete(client, redis, worker_env, settings,
 def test_a_failed_jobs_error_is_its_last_event(client, redis, worker_env, monkeypatch):
     sid = make_seed_set(client)
     with FakeLLM(Script(fault_rate=1.0, faults=("500",))) as broken:
-        profile = Profile("fake", broken.base_url, "fake", timeout=5, max_attempts=2, max_wait=0.1)
-        options = {k: v for k, v in profile.__dict__.items() if k != "name"}
+        profile = Profile.of("fake", broken.base_url, "fake", timeout=5, max_attempts=2, max_wait=0.1)
+        options = profile.options()
         monkeypatch.setenv("LLM_PROFILES", json.dumps({"fake": options}))
         get_settings.cache_clear()
         job_id = client.post("/v1/jobs", json={"seed_set_id": sid, "num_instructions": 3}).json["id"]
@@ -185,8 +183,8 @@ def test_a_rate_limited_endpoint_is_paced_and_the_waits_are_reported(client, red
     sid = make_seed_set(client)
     # two requests a 0.4 s window, told in x-ratelimit-* headers; a request over it would get a 429
     with FakeLLM(Script(limit_requests=2, limit_window=0.4)) as limited:
-        profile = Profile("fake", limited.base_url, "fake", timeout=5, max_wait=2, concurrency=1)
-        options = {k: v for k, v in profile.__dict__.items() if k != "name"}
+        profile = Profile.of("fake", limited.base_url, "fake", timeout=5, max_wait=2, concurrency=1)
+        options = profile.options()
         monkeypatch.setenv("LLM_PROFILES", json.dumps({"fake": options}))
         monkeypatch.setenv("PROGRESS_EVENT_SECONDS", "0")
         get_settings.cache_clear()

@@ -6,7 +6,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.method.exports import TEMPLATES_WITH_INPUT, TEMPLATES_WITHOUT_INPUT
+from jobs.method.outputs.exports import TEMPLATES_WITH_INPUT, TEMPLATES_WITHOUT_INPUT
 from tests.test_engine import generate
 
 

@@ -293,7 +293,7 @@ def test_30_percent_llm_faults_through_the_service_change_no_export(
     """gunicorn, a worker process, Redis, S3 and an endpoint failing 30% of requests in every way it
     can: the exports are those of a clean run. Garbage text is an answer, not a transport fault: the
     endpoint writes it for the same prompts in both runs, and it is recorded, not retried."""
-    profile = Profile("fake", fake_llm.base_url, "fake", timeout=2.0, max_attempts=12, max_wait=0.2)
+    profile = Profile.of("fake", fake_llm.base_url, "fake", timeout=2.0, max_attempts=12, max_wait=0.2)
     local = replace(settings, profiles={"fake": profile})
     script = fake_llm.script
     script.garbage_share, script.retry_after = 0.15, 0.05

@@ -4,9 +4,9 @@ import random
 
 from rouge_score import rouge_scorer
 
-from jobs.method.filters import InstructionFilter, filter_instances
 from jobs.method.recipe import ALPACA_BLACKLIST, Recipe
 from jobs.method.similarity import ReferenceScan, RougeLIndex
+from jobs.method.stages.filters import InstructionFilter, filter_instances
 from jobs.method.vocabulary import RULES, STAGE_RULES
 
 

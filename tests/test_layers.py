@@ -1,10 +1,12 @@
 """The layout's rules: the method needs no infrastructure and owns its words (api_spec imports them),
-the API process never loads the engine, no import circles, service/ leaves RQ to jobs/, and every Redis
-key name is built in one module.
+the API process never loads the engine, no import circles, service/ leaves RQ to jobs/, every Redis
+key name is built in one module, and the method's rooms stand on floors: the stages and everything
+else reach the transport through its interface only, and the outputs never reach into the stages.
 
-Every rule on imports reads every import statement in the source (function bodies included), so an
-import deferred into a function cannot walk around it; the rules on what a process loads also run the
-code that builds the app."""
+Every rule on imports reads every import statement in the source (function bodies included, relative
+ones resolved against their package), so an import deferred into a function cannot walk around it; an
+import by name at run time (importlib, __import__) is refused outright. The rules on what a process loads
+also run the code that builds the app."""
 
 from __future__ import annotations
 
@@ -41,19 +43,50 @@ def loaded_after(code: str) -> set[str]:
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
-    """Project modules `name` imports anywhere in its file (function bodies too)."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+def package_of(name: str) -> str:
+    """The package a module's relative imports start from (a package is its own)."""
+    path = modules()[name]
+    return name if path.name == "__init__.py" else name.rpartition(".")[0]
+
+
+def raw_imports(name: str) -> set[str]:
+    """Every absolute name a project module imports, relative imports resolved: `import a.b` gives a.b;
+    `from a import b` gives a and a.b."""
+    names = set()
+    for node in ast.walk(ast.parse(modules()[name].read_text())):
         if isinstance(node, ast.Import):
-            targets = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):  # the project uses absolute imports only
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
-            targets = [base, *(f"{base}.{a.name}" for a in node.names)]
-        else:
-            continue
-        found.update(t for t in targets if t in known and t != name)
+            if node.level:
+                parts = package_of(name).split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+            names.add(base)
+            names.update(f"{base}.{a.name}" for a in node.names)
+    return names
+
+
+def imports_of(name: str, known: set[str]) -> set[str]:
+    """Project modules `name` imports anywhere in its file (function bodies too)."""
+    return {t for t in raw_imports(name) if t in known and t != name}
+
+
+def dynamic_imports(path: Path) -> list[str]:
+    """Imports by name at run time, which no rule here could follow."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Name) and node.id == "__import__":
+            found.append(f"{path.name}:{node.lineno} __import__")
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            named = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+            if any(n == "importlib" or n.startswith("importlib.") for n in named):
+                found.append(f"{path.name}:{node.lineno} importlib")
     return found
+
+
+def test_no_import_by_name_at_run_time() -> None:
+    found = [hit for path in modules().values() for hit in dynamic_imports(path)]
+    assert not found, found
 
 
 def test_the_method_imports_no_infrastructure() -> None:
@@ -72,15 +105,12 @@ ENGINE = (
     "pyarrow",
     "jobs.method.engine",
     "jobs.method.run",
-    "jobs.method.stage",
-    "jobs.method.bootstrap",
-    "jobs.method.classification",
-    "jobs.method.instances",
-    "jobs.method.llm",
     "jobs.method.accounting",
-    "jobs.method.exports",
-    "jobs.method.prompts",
     "jobs.method.similarity",
+    "jobs.method.stages",
+    "jobs.method.transport",
+    "jobs.method.outputs",
+    "jobs.method.prompts",
     "jobs.runner.context",
     "jobs.runner.generation",
     "jobs.runner.finalize",
@@ -92,13 +122,13 @@ ENGINE = (
 def test_the_api_process_does_not_load_the_engine() -> None:
     loaded = loaded_after("import service.app\nservice.app.create_app(configure_logging=False)")
     assert "service.app" in loaded and "flask" in loaded and "service.health" in loaded
-    assert not set(ENGINE) & loaded, f"the API process loads {sorted(set(ENGINE) & loaded)}"
+    engine = {m for m in loaded for p in ENGINE if m == p or m.startswith(p + ".")}
+    assert not engine, f"the API process loads {sorted(engine)}"
 
 
 def test_no_import_cycles() -> None:
-    found = modules()
-    known = set(found)
-    graph = {name: imports_of(name, path, known) for name, path in found.items()}
+    known = set(modules())
+    graph = {name: imports_of(name, known) for name in known}
     state: dict[str, int] = {}
     stack: list[str] = []
 
@@ -117,28 +147,16 @@ def test_no_import_cycles() -> None:
     for name in sorted(graph):
         if name not in state:
             visit(name)
-    assert "jobs.method.run" in graph["jobs.method.bootstrap"]
-    assert "jobs.method.bootstrap" in graph["jobs.method.engine"]
-
-
-def raw_imports(path: Path) -> set[str]:
-    """Every absolute name a file imports: `import a.b` gives a.b; `from a import b` gives a and a.b."""
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names.add(node.module)
-            names.update(f"{node.module}.{a.name}" for a in node.names)
-    return names
+    assert "jobs.method.run" in graph["jobs.method.stages.bootstrap"]
+    assert "jobs.method.stages.bootstrap" in graph["jobs.method.engine"]
 
 
 def test_layers_point_one_way() -> None:
     def under(name: str, package: str) -> bool:
         return name == package or name.startswith(package + ".")
 
-    for name, path in modules().items():
-        uses = raw_imports(path)
+    for name in modules():
+        uses = raw_imports(name)
         if under(name, "jobs"):
             assert not any(under(u, "service") or under(u, "flask") for u in uses), name
         if under(name, "service"):
@@ -171,13 +189,17 @@ def test_each_floor_imports_only_the_floors_below() -> None:
                 return level
         return None
 
-    for name, path in modules().items():
+    for name in modules():
         own = floor(name)
+        uses = raw_imports(name)
         if name.startswith("api_spec"):
-            own = 1  # the contract may use the method's words and the webhooks', nothing of the plumbing
+            # the contract may use the method's words and the webhooks', and of the plumbing only the
+            # job store's states
+            own = 1
+            uses -= {"jobs.store.job", "jobs.store.job.JOB_STATES"}
         if own is None:
             continue
-        above = {u for u in raw_imports(path) if (level := floor(u)) is not None and level > own}
+        above = {u for u in uses if (level := floor(u)) is not None and level > own}
         assert not above, f"{name} imports from a floor above its own: {sorted(above)}"
 
 
@@ -195,3 +217,67 @@ def test_redis_key_names_are_built_in_keyspace_only() -> None:
             if text is not None and text.startswith("si:"):
                 offenders.append(f"{name}:{node.lineno} {text!r}")
     assert not offenders, offenders
+
+
+# The method's rooms, from the ground up: the words; what a run commits and the texts it shows the model;
+# the transport; a run's live state; the stages and the outputs; the engine over them. A module imports
+# from its own floor and those below.
+METHOD_FLOORS = (
+    (
+        "jobs.method.vocabulary",
+        "jobs.method.fields",
+        "jobs.method.recipe",
+        "jobs.method.seed_tasks",
+        "jobs.method.endpoint",
+        "jobs.method.similarity",
+        "jobs.method.decisions",
+    ),
+    ("jobs.method.checkpoint", "jobs.method.lineage", "jobs.method.prompts"),
+    ("jobs.method.transport",),
+    ("jobs.method.run", "jobs.method.accounting"),
+    ("jobs.method.stages", "jobs.method.outputs"),
+    ("jobs.method.engine",),
+)
+
+
+def method_floor(name: str) -> int | None:
+    for level, rooms in enumerate(METHOD_FLOORS):
+        if any(name == r or name.startswith(r + ".") for r in rooms):
+            return level
+    return None
+
+
+def test_the_method_stands_on_floors() -> None:
+    method = [m for m in modules() if m.startswith("jobs.method.")]
+    unplaced = [m for m in method if method_floor(m) is None]
+    assert not unplaced, f"modules on no floor: {unplaced}"
+    known = set(modules())
+    for name in method:
+        own = method_floor(name)
+        above = {u for u in imports_of(name, known) if (method_floor(u) or 0) > (own or 0)}
+        assert not above, f"{name} imports from a floor above its own: {sorted(above)}"
+
+
+def test_at_most_twelve_modules_directly_in_the_method() -> None:
+    direct = sorted(p.stem for p in (ROOT / "jobs" / "method").glob("*.py") if p.name != "__init__.py")
+    assert len(direct) <= 12, direct
+
+
+def test_the_transport_is_reached_through_its_interface() -> None:
+    """Outside jobs.method.transport, code imports the package (its __init__), never a module in it: the
+    stages never ask which transport they got."""
+    known = set(modules())
+    inside = "jobs.method.transport."
+    for name in known:
+        if name.startswith(inside) or name == "jobs.method.transport":
+            continue
+        internals = {u for u in imports_of(name, known) if u.startswith(inside)}
+        assert not internals, f"{name} imports the transport's internals: {sorted(internals)}"
+
+
+def test_the_outputs_never_reach_into_the_stages() -> None:
+    known = set(modules())
+    for name in known:
+        if name.startswith("jobs.method.outputs"):
+            stages = {u for u in imports_of(name, known) if u.startswith("jobs.method.stages")}
+            assert not stages, f"{name} imports the stages: {sorted(stages)}"

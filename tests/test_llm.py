@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from jobs.method.llm import LLM, EndpointError, RateLimits, duration
 from jobs.method.recipe import Decoding
+from jobs.method.transport import LLM, EndpointError
+from jobs.method.transport.rate_limits import RateLimits, duration
 from tests.conftest import fake_endpoint
 from tests.fake_llm import FakeLLM, Script
 
@@ -205,7 +206,7 @@ def test_rate_limit_headers_say_when_the_next_request_may_go():
 def test_a_completions_answers_log_probabilities_are_read_in_either_layout(logprobs) -> None:
     from openai.types import Completion
 
-    from jobs.method.llm import _top_logprobs
+    from jobs.method.transport.client import _top_logprobs
 
     body = {
         "id": "x",

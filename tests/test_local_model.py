@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from jobs.method import exports
 from jobs.method.checkpoint import FileStore
 from jobs.method.engine import execute
+from jobs.method.outputs import exports
 from jobs.method.recipe import Execution, Recipe
 from jobs.method.run import Run
 from tests.conftest import DATA

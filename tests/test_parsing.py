@@ -1,6 +1,6 @@
 """Parsing on recorded model outputs (Gemma 3 270M via llama.cpp), including malformed ones."""
 
-from jobs.method import parsing
+from jobs.method.prompts import parsing
 
 # Recorded from the local model on stage-1 prompts that end with "9.".
 STAGE1 = (

@@ -25,7 +25,7 @@ PRICES = {"prompt": 2.0, "completion": 6.0}
 
 @pytest.fixture
 def priced(settings, monkeypatch):
-    profile = replace(settings.profiles["fake"], price_per_million_tokens=PRICES)
+    profile = settings.profiles["fake"].with_options(price_per_million_tokens=PRICES)
     priced = replace(settings, profiles={"fake": profile}, preview_max_instructions=8)
     for name, value in priced.to_env().items():
         monkeypatch.setenv(name, value)
@@ -170,7 +170,8 @@ def test_the_chart_runs_a_preview_worker_and_carries_prices():
     }
     config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
     settings = Settings.from_env({**config, "REDIS_URL": "redis://x:6379/0"})
-    assert settings.profiles[first].prices == (0.5, 1.5) and settings.profiles[first].currency == "EUR"
+    profile = settings.profiles[first]
+    assert profile.prices == (0.5, 1.5) and profile.endpoint.currency == "EUR"
     assert settings.preview_queue == env["WORKER_QUEUES"] and settings.preview_max_instructions == 20
 
 
@@ -198,8 +199,8 @@ def test_a_batch_profiles_preview_runs_online_and_prices_the_job_both_ways(
     """A preview of a batch-mode profile answers at once (online, no batch submitted) and gives the
     full job's cost at the online prices and at the batch prices."""
     batch_prices = {"prompt": 1.0, "completion": 3.0}
-    profile = replace(
-        priced.profiles["fake"], name="batch", mode="batch", batch_price_per_million_tokens=batch_prices
+    profile = priced.profiles["fake"].with_options(
+        name="batch", mode="batch", batch_price_per_million_tokens=batch_prices
     )
     local = replace(priced, profiles={**priced.profiles, "batch": profile})
     for name, value in local.to_env().items():  # the preview worker's settings

@@ -1,7 +1,10 @@
 """A job record's progress fields (jobs.store.progress): written per part, summed when read, folded
-when the job finishes, and read back through a real Redis by the job record."""
+when the job finishes, and read back through a real Redis by the job record; and progress as the
+command line prints it."""
 
 from __future__ import annotations
+
+import pytest
 
 from jobs.store import job as jobs_
 from jobs.store import keyspace, progress
@@ -72,3 +75,38 @@ def test_the_job_record_reads_them_from_redis(redis) -> None:
     again = jobs_.get(redis, "j1")
     assert again is not None and again.progress == job.progress
     assert jobs_.spending(redis, "j1")[0] == progress.tokens_by_stage(raw())
+
+
+# --- progress on the command line, off a terminal (a CI log) ---
+
+
+def _job(stage: str, done: int) -> dict:
+    progress = {"stage": stage, "stage_done": done, "stage_total": 100, "instructions_kept": done}
+    progress |= {"prompt_tokens": 10 * done, "completion_tokens": done, "instances_kept": 0}
+    return {"state": "running", "stage": stage, "progress": progress, "eta_seconds": 30.0}
+
+
+@pytest.mark.parametrize("kind", ["selfinstruct", "generate"])
+def test_off_a_terminal_progress_is_a_line_every_few_seconds(kind, capsys, monkeypatch) -> None:
+    """`selfinstruct --wait` and `python -m jobs generate` in a CI log: a plain line when the stage
+    changes and at most one every LINE_SECONDS, never a carriage-return stream of every update."""
+    import client.__main__ as cli
+    from jobs.tools import generate
+
+    module, bars = (cli, cli.Bar) if kind == "selfinstruct" else (generate, generate.StageBars)
+    clock = [1000.0]
+    monkeypatch.setattr(module.time, "monotonic", lambda: clock[0])
+    bar = bars()
+    assert not bar.tty  # pytest captures stderr: not a terminal
+    for done in range(100):  # ten seconds of updates, ten a second
+        job = _job("instructions", done)
+        bar(job if kind == "selfinstruct" else job["progress"])
+        clock[0] += 0.1
+    job = _job("classification", 0)
+    bar(job if kind == "selfinstruct" else job["progress"])
+    bar.close()
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert [line.split(":")[0].strip() for line in lines] == ["instructions"] * 2 + ["classification"], lines
+    assert lines[1].split(":")[1].strip().startswith("50/100")  # the update five seconds on

@@ -7,10 +7,10 @@ import itertools
 import re
 from dataclasses import replace
 
-from jobs.method import parsing
-from jobs.method.filters import write_a_program
-from jobs.method.prompts import DEMONSTRATIONS_FILE, Prompts
+from jobs.method.prompts import parsing
+from jobs.method.prompts.layouts import DEMONSTRATIONS_FILE, Prompts
 from jobs.method.seed_tasks import Instance, load_file
+from jobs.method.stages.filters import write_a_program
 
 SEEDS = load_file("data/seed_tasks.jsonl")
 

@@ -68,19 +68,21 @@ def test_run_json_keeps_the_execution_settings_where_they_were() -> None:
 
 
 def test_the_api_schema_loads_the_body_into_a_recipe() -> None:
+    """The body's fields over the recipe's own defaults: the schema fills in none of its own."""
     loaded = JobCreateSchema().load({**BODY, "classification_method": "text", "max_tokens": 500})
-    assert loaded["recipe"] == Recipe.build(
-        {
-            "num_instructions": 3,
-            "seed": 42,
-            "classification_method": "text",
-            "max_tokens": 500,
-            "export_formats": list(loaded["export_formats"]),
-            "classification_only": False,
-            "include_seed_tasks": False,
-            "similarity_threshold": 0.7,
-        }
-    )
+    assert loaded["recipe"] == Recipe(num_instructions=3, classification_method="text", max_tokens=500)
+    assert set(loaded) == {*BODY, "classification_method", "max_tokens", "recipe"}
+
+
+def test_the_schema_documents_the_recipes_defaults() -> None:
+    """What the API description says a left-out field means is what Recipe holds."""
+    documented = {
+        name: field.metadata["default"]
+        for name, field in JobCreateSchema().fields.items()
+        if "default" in field.metadata
+    }
+    assert documented and all(getattr(Recipe(), name) == value for name, value in documented.items())
+    assert {"seed", "similarity_threshold", "instance_followup", "classification_method"} <= set(documented)
 
 
 def test_execution_settings_are_checked() -> None:

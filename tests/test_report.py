@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from jobs.method import exports, report
 from jobs.method.checkpoint import Checkpoint
+from jobs.method.outputs import exports, report
 from jobs.method.recipe import Recipe
 from jobs.method.seed_tasks import Instance, SeedTask
 

@@ -108,7 +108,7 @@ def stack(redis_url, s3_endpoint, tmp_path_factory) -> Iterator[Stack]:
             s3_public_endpoint_url=s3_endpoint,
             s3_bucket=f"ui-{uuid.uuid4().hex[:12]}",
             profiles={
-                "fake": Profile(
+                "fake": Profile.of(
                     "fake",
                     llm.base_url,
                     "fake",
@@ -117,7 +117,7 @@ def stack(redis_url, s3_endpoint, tmp_path_factory) -> Iterator[Stack]:
                     max_wait=0.2,
                     price_per_million_tokens={"prompt": 1.5, "completion": 4.0},
                 ),
-                "batch": Profile("batch", llm.base_url, "fake", timeout=5, max_attempts=4, mode="batch"),
+                "batch": Profile.of("batch", llm.base_url, "fake", timeout=5, max_attempts=4, mode="batch"),
             },
             batch_poll_seconds=0.2,
             default_profile="fake",
@@ -281,7 +281,8 @@ def test_submit_a_job_and_watch_it_go_from_queued_to_succeeded_without_reloading
     job_id = row.get_attribute("data-id")
     created = stack.http.get(f"/v1/jobs/{job_id}").json()
     assert created["config"]["num_instructions"] == 8 and created["profile"] == "fake"
-    assert created["config"]["decoding"] == {"instructions": {"temperature": 0.9}}
+    decoding = created["config"]["decoding"]  # the recipe's: the form's override over the paper's
+    assert decoding["instructions"]["temperature"] == 0.9 and decoding["instances"]["temperature"] == 0.0
     assert "queued" in row.inner_text()
     shot(page, "jobs-queued")
 

@@ -396,8 +396,12 @@ def test_a_receiver_down_longer_than_the_window_is_given_up_and_the_job_is_unaff
     assert [a["final"] for a in attempts] == [False] * (len(attempts) - 1) + [True]
     events = h.alpha.get(f"/v1/jobs/{job_id}/events?limit=1000").json
     assert events["done"] is True and events["items"][-1]["type"] == "webhook"
+    # within WEBHOOK_RETRY_SECONDS: the planned waits fit in the window, and the last attempt came when
+    # it had run out (not before; how late a loaded machine runs it is not the code's to promise)
+    planned = [a["next_attempt_in"] for a in attempts if not a["final"]]
+    assert all(w > 0 for w in planned) and sum(planned) <= 3.0, planned
     times = [e["at"] for e in events["items"] if e["type"] == "webhook"]
-    assert 2.5 <= times[-1] - times[0] <= 3.0 + 1.0  # bounded by WEBHOOK_RETRY_SECONDS
+    assert times == sorted(times) and times[-1] - times[0] >= 2.5, times
     assert RQJob.fetch(f"{job_id}-webhook-succeeded", connection=h.redis).get_status() == "finished"
     assert queue.queue(h.redis, h.settings).count == 0  # nothing more to come
 

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from jobs.method.window import ordered
+from jobs.method.transport import ordered
 
 
 def run(coro):

@@ -13,10 +13,8 @@ import os
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-
-from jobs.store.decision_log import DecisionLog
 
 NAME = "decisions.sqlite"
 _SCHEMA = """
@@ -29,20 +27,22 @@ _INDEXES = ("stage", "verdict", "rule", "stage, verdict", "stage, rule")
 
 
 def _filter_key(stage: str | None, verdict: str | None, rule: str | None) -> str:
-    """The Redis log's filter names (jobs.store.decision_log): a rule makes the verdict redundant."""
+    """A filter's name in the totals table (as the Redis log names them): a rule makes the verdict
+    redundant."""
     parts = [f"s={stage}" if stage else "", f"r={rule}" if rule else (f"v={verdict}" if verdict else "")]
     return "|".join(p for p in parts if p)
 
 
-def build(log: DecisionLog, path: Path) -> int:
-    """Write the log, in seq order, into a new archive at `path`; returns the decisions archived."""
+def build(decisions: Iterable[tuple[int, bytes]], path: Path) -> int:
+    """Write a log's (seq, stored JSON) pairs, in seq order, into a new archive at `path`; returns the
+    decisions archived."""
     path.unlink(missing_ok=True)
     db = sqlite3.connect(path)
     try:
         db.executescript(_SCHEMA)
         totals: dict[str, int] = {}
         count = 0
-        for seq, body in log.bodies():
+        for seq, body in decisions:
             d = json.loads(body)
             stage, verdict, rule = d["stage"], d["verdict"], d["rule"]
             db.execute("INSERT INTO d VALUES (?, ?, ?, ?, ?, ?)", (seq, d["id"], stage, verdict, rule, body))

@@ -1,10 +1,15 @@
-"""The SELF-INSTRUCT method (Wang et al., 2022), independent of how it is deployed.
+"""The SELF-INSTRUCT method (Wang et al., 2022), independent of how it is deployed: no Redis, RQ, S3 or
+HTTP here, so it runs the same in a worker, a preview and the command line.
 
-One run: the recipe (recipe.py) and seed tasks (seed_tasks.py) go into a Run (run.py), which the
-engine (engine.py) drives through three stages: bootstrap.py (new instructions, filtered by
-filters.py and the ROUGE-L index in similarity.py), classification.py and instances.py. Prompts
-are built in prompts.py and parsed in parsing.py; llm.py talks to any OpenAI-compatible endpoint
-(local_model.py starts the embedded one) with window.py keeping requests in flight; every
-candidate gets a Decision (decisions.py); checkpoint.py commits progress; exports.py writes the
-dataset. Nothing here imports Redis, RQ, boto3 or Flask: jobs/ runs this as a service.
+Its words: recipe.py (what a run makes: Recipe, checked once by Recipe.build, and Execution),
+vocabulary.py (closed vocabularies), fields.py (strict field types), seed_tasks.py (seed sets and
+instruction files, validated line by line), endpoint.py (where completions come from and what they
+cost), decisions.py (a record per candidate: kept or dropped, and why) and similarity.py (the exact
+ROUGE-L index).
+
+A run: run.py (its live state, committed through checkpoint.py), accounting.py (what it spends against
+its budgets), lineage.py (what an extension carries over). engine.py drives a run through the three
+stages in stages/ (bootstrap, classification, instances, and the paper's filters), which show the model
+the texts in prompts/ and reach the endpoint through transport/ (online or through a Batch API, one
+interface); outputs/ writes the dataset, its card and its report.
 """

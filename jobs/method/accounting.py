@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from jobs.method import cost
-from jobs.method.llm import Endpoint, Usage
+from jobs.method.endpoint import Endpoint, cost_summary
+from jobs.method.endpoint import cost as cost_of
 from jobs.method.recipe import Recipe
+from jobs.method.transport import Usage
 
 
 class Accounting:
@@ -46,7 +47,7 @@ class Accounting:
         if (
             recipe.max_cost is not None
             and prices is not None
-            and cost.amount(prompt, completion, prices) >= recipe.max_cost
+            and cost_of(prompt, completion, prices) >= recipe.max_cost
         ):
             return "cost_budget"
         return None
@@ -56,4 +57,4 @@ class Accounting:
         if self._endpoint.prices is None:
             return None
         usage, endpoint = self.usage, self._endpoint
-        return cost.summary(usage.prompt_tokens, usage.completion_tokens, endpoint.prices, endpoint.currency)
+        return cost_summary(usage.prompt_tokens, usage.completion_tokens, endpoint.prices, endpoint.currency)

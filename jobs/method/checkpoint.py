@@ -48,7 +48,7 @@ class KeptInstruction(TypedDict):
 
 
 class ClassificationAnswer(TypedDict):
-    """Stage 2's answer for one instruction (jobs.method.classification.decide)."""
+    """Stage 2's answer for one instruction (jobs.method.stages.classification.decide)."""
 
     label: str  # yes, no or unparseable
     raw: str  # the model's text
@@ -63,7 +63,7 @@ class ClassificationAnswer(TypedDict):
 
 class BatchRecord(TypedDict):
     """One batch of the provider's Batch API, recorded before each step that makes it (a crash at any
-    point resumes it without a second submission: jobs.method.batch)."""
+    point resumes it without a second submission: jobs.method.transport.batch)."""
 
     round: int  # requests that went out together; a round's retries are its later attempts
     digest: str  # of the round's request ids: tells a round's retry from the next round
@@ -98,15 +98,15 @@ class Checkpoint:
     instances: dict[str, list[InstanceRecord]] = field(default_factory=dict)
     decisions: int = 0  # decisions committed so far
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # stage -> rule -> count
-    usage: dict[str, Any] | None = None  # jobs.method.llm.Usage.to_dict()
+    usage: dict[str, Any] | None = None  # jobs.method.transport.usage.Usage.to_dict()
     wasted: dict[str, int] = field(default_factory=lambda: {"requests": 0, "completion_tokens": 0})
     truncated_responses: int = 0
     stop_reason: str | None = None
     elapsed: float = 0.0  # wall seconds over every session of the run
-    # batch mode (jobs.method.batch): the current round's batches, and how many rounds and batches
+    # batch mode (jobs.method.transport.batch): the current round's batches, and how many rounds and batches
     # the run has made in all
     batches: list[BatchRecord] = field(default_factory=list)
-    calibration: dict[str, Any] | None = None  # stage 2's, once made (jobs.method.classification)
+    calibration: dict[str, Any] | None = None  # stage 2's, once made (jobs.method.stages.classification)
     batch_totals: dict[str, int] = field(default_factory=dict)
     commits: int = 0  # number of the last commit this state includes
     version: int = CHECKPOINT_VERSION
@@ -127,7 +127,7 @@ class Checkpoint:
 
     def merge(self, part: Checkpoint) -> None:
         """Take in a chunk's instances and counts (a fanned-out job's parts, at its end); the usage
-        merges separately (jobs.method.llm.Usage.merge)."""
+        merges separately (jobs.method.transport.usage.Usage.merge)."""
         self.instances.update(part.instances)
         for stage, counts in part.counts.items():
             merged = self.counts.setdefault(stage, {})

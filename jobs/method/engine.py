@@ -3,28 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 import structlog
 
-from jobs.method import bootstrap, classification, instances
-from jobs.method.batch import BatchLLM
+from jobs.method import transport
 from jobs.method.checkpoint import Checkpoint
-from jobs.method.llm import LLM
 from jobs.method.run import STAGE_ORDER, Run
-from jobs.method.stage import Stage
+from jobs.method.stages import bootstrap, classification, instances
 
 log = structlog.get_logger(__name__)
+
+
+class Stage(Protocol):
+    """What the engine iterates over: each stage module (jobs.method.stages) is one. A run whose
+    checkpoint stands at the module's STAGE goes through its run_stage, which sends the stage's requests
+    through `llm`, records its decisions on the run and commits as it goes. Another way of sending a
+    stage's requests (a provider's batch API, say) is another transport, not another stage."""
+
+    STAGE: str  # the checkpoint stage it runs in (jobs.method.run.STAGE_ORDER)
+
+    async def run_stage(self, run: Run, llm: transport.LLM) -> None: ...
+
 
 STAGES: tuple[Stage, ...] = (bootstrap, classification, instances)
 
 
 async def _stages(run: Run, until: str) -> None:
     cp = run.checkpoint
-    llm = (
-        BatchLLM(run.endpoint, run.usage, run.run_id, cp.batches, cp.batch_totals, run.commit)
-        if run.endpoint.mode == "batch"
-        else LLM(run.endpoint, run.execution.concurrency, run.usage)
-    )
+    book = transport.BatchBook(run.run_id, cp.batches, cp.batch_totals, run.commit)
+    llm = transport.connect(run.endpoint, run.execution.concurrency, run.usage, book)
     try:
         for stage in STAGES:
             at = STAGE_ORDER.index(stage.STAGE)
@@ -37,7 +45,7 @@ async def _stages(run: Run, until: str) -> None:
 
 def execute(run: Run, until: str = "export") -> Checkpoint:
     """Run the LLM stages up to (not including) `until`, resuming from the checkpoint. In batch mode it
-    raises jobs.method.batch.Waiting while the provider has the run's requests: call it again later."""
+    raises jobs.method.transport.Waiting while the provider has the run's requests: call it again later."""
     log.info("run_start", run_id=run.run_id, stage=run.checkpoint.stage)
     asyncio.run(_stages(run, until))
     return run.checkpoint

@@ -113,13 +113,13 @@ class Recipe:
     # batch of 5): the same window and seed give the same prompts.
     window: int = 8
     # Stage 1 in rounds of this many prompts instead: every prompt of a round samples the pool as it
-    # stood when the round began. A batch-mode run's rounds are its batches (BATCH_ROUND prompts when
-    # None); an online run with the same round size makes the same dataset.
+    # stood when the round began. A batch-mode run's rounds are its batches (for_endpoint); an online run
+    # with the same round size makes the same dataset.
     round_size: int | None = None
     prompt_instructions: int = 8
     prompt_machine_instructions: int = 2
     classification_only: bool = False
-    # How stage 2 decides Yes/No (jobs.method.classification): "text" is the paper's greedy answer;
+    # How stage 2 decides Yes/No (jobs.method.stages.classification): "text" is the paper's greedy answer;
     # "logprobs" compares the two labels' log-probabilities; "calibrated" first divides out the model's
     # bias on content-free inputs; "fitted" thresholds the calibrated margin where it best separates the
     # seed tasks left out of the demonstrations; "knn" votes with the seed tasks nearest in wording
@@ -132,7 +132,7 @@ class Recipe:
     keyword_blacklist: tuple[str, ...] = PAPER_BLACKLIST
     max_instances_per_task: int = 5
     # An instance answer that ends on its own after one instance is asked again, sampled, once
-    # (completions online); jobs.method.instances.
+    # (completions online: for_endpoint); jobs.method.stages.instances.
     instance_followup: bool = True
     # Stage-1 request budget; None means 20 + 10 * num_instructions.
     max_requests: int | None = None
@@ -153,9 +153,17 @@ class Recipe:
     def rng(self, *parts: object) -> random.Random:
         return random.Random(self.derived_seed(*parts))
 
-    def rounds(self, batch: bool) -> int | None:
-        """Stage 1's round size: the recipe's, or BATCH_ROUND in batch mode (None: a sliding window)."""
-        return self.round_size or (BATCH_ROUND if batch else None)
+    def for_endpoint(self, mode: str, api: str) -> Recipe:
+        """The recipe as a run on an endpoint of this mode and API kind carries it out, so that what is
+        recorded is what runs: a batch-mode run's stage 1 goes in rounds (its batches; BATCH_ROUND
+        prompts unless the recipe names a size), and batch and chat runs ask once per instruction for
+        instances (a second answer would need a second batch round; chat replies are not continued)."""
+        out = self
+        if mode == "batch" and self.round_size is None:
+            out = replace(out, round_size=BATCH_ROUND)
+        if mode == "batch" or api == "chat":
+            out = replace(out, instance_followup=False)
+        return out
 
     @property
     def request_budget(self) -> int:

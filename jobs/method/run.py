@@ -1,7 +1,7 @@
 """A run's live state: its checkpoint, the decisions not yet committed, progress and stopping.
 
-The stages (jobs.method.stage) work on a Run; jobs.method.engine drives them. What the run spends is its
-accounting (jobs.method.accounting); its dataset is written by jobs.method.exports."""
+The stages (jobs.method.stages) work on a Run; jobs.method.engine drives them. What the run spends is its
+accounting (jobs.method.accounting); its dataset is written by jobs.method.outputs.exports."""
 
 from __future__ import annotations
 
@@ -10,19 +10,24 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
+from prometheus_client import Counter
 
-from jobs.method import metrics
 from jobs.method.accounting import Accounting
-from jobs.method.chat import ChatPrompts
 from jobs.method.checkpoint import Checkpoint, Store
 from jobs.method.decisions import Decision
+from jobs.method.endpoint import Endpoint
 from jobs.method.lineage import Carried
-from jobs.method.llm import Endpoint, Usage
-from jobs.method.prompts import Prompts
+from jobs.method.prompts.chat import ChatPrompts
+from jobs.method.prompts.layouts import Prompts
 from jobs.method.recipe import Execution, Recipe
 from jobs.method.seed_tasks import SeedTask
+from jobs.method.transport import Usage
 
 log = structlog.get_logger(__name__)
+
+CANDIDATES = Counter(
+    "selfinstruct_candidates_total", "Decisions, by stage, verdict and rule", ["stage", "verdict", "rule"]
+)
 
 STAGE_ORDER = ("instructions", "classification", "instances", "export", "done")
 Progress = Callable[[dict[str, Any]], None]
@@ -70,12 +75,13 @@ class Run:
         history: History | None = None,
         carried: Carried | None = None,
     ):
-        """`recipe` was checked when it was built (Recipe.build). `spent_elsewhere`: see Accounting.
+        """`recipe` was checked when it was built (Recipe.build); the run carries it out as its endpoint's
+        mode and API kind imply (Recipe.for_endpoint). `spent_elsewhere`: see Accounting.
         `history`: earlier jobs' instructions that candidates must not repeat. `carried`: what an
         extension takes over from the job it extends (jobs.method.lineage)."""
         self.run_id = run_id
         self.seed_tasks = seed_tasks
-        self.recipe = recipe
+        self.recipe = recipe.for_endpoint(endpoint.mode, endpoint.api)
         self.execution = execution or Execution()
         self.history: History = history or (lambda: ())
         if recipe.classification_only and not any(t.is_classification for t in seed_tasks):
@@ -118,7 +124,7 @@ class Run:
 
     def record(self, decision: Decision) -> None:
         self._pending.append(decision)
-        metrics.CANDIDATES.labels(decision.stage, decision.verdict, decision.rule).inc()
+        CANDIDATES.labels(decision.stage, decision.verdict, decision.rule).inc()
         self.count(decision.stage, decision.rule)
 
     def count(self, stage: str, key: str) -> None:

@@ -1,11 +1,20 @@
-"""The contract's closed vocabularies: job states, export formats, decision stages and rules.
+"""The method's closed vocabularies: export formats, decision stages and rules, and the kinds of
+endpoint. (A job's states are the job store's: jobs.store.job.JOB_STATES.)
 
 The engine (jobs/) uses these same names, so the API and the code cannot drift apart.
 """
 
-JOB_STATES = ("queued", "running", "succeeded", "failed", "canceled")
+# An endpoint (jobs.method.endpoint): the API it speaks; online (each request as it is built) or batch
+# (a stage's requests through the provider's Batch API, at its batch prices); how a chat endpoint takes a
+# JSON schema for structured replies (OpenAI and vLLM: `json_schema`; llama.cpp's server and Anyscale:
+# `json_object` with a `schema` beside it); the chat token cap's two names (an endpoint that refuses one
+# gets the other for the rest of the run).
+API_KINDS = ("completions", "chat")
+MODES = ("online", "batch")
+RESPONSE_FORMATS = ("json_schema", "json_object")
+TOKEN_LIMITS = ("max_completion_tokens", "max_tokens")
 EXPORT_FORMATS = ("finetune", "alpaca", "chat", "parquet")
-# How stage 2 decides Yes/No (jobs.method.classification).
+# How stage 2 decides Yes/No (jobs.method.stages.classification).
 CLASSIFICATION_METHODS = ("auto", "text", "logprobs", "calibrated", "fitted", "knn")
 # Dataset files: the file each export format writes, and what every file of a dataset is (manifests).
 FILES = {

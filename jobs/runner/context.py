@@ -20,11 +20,10 @@ from rq import get_current_job
 from jobs import retry
 from jobs.blobs.artifacts import Artifacts
 from jobs.blobs.history import HistoryGone, carried, earlier_instructions
-from jobs.method.batch import Waiting
-from jobs.method.llm import EndpointError
 from jobs.method.recipe import BEFORE_FIELDS, REQUEST_FIELDS, Execution, Recipe
 from jobs.method.run import BudgetReached, Canceled, Run
 from jobs.method.seed_tasks import parse_jsonl
+from jobs.method.transport import EndpointError, Waiting
 from jobs.runner import queue
 from jobs.runner.reporter import Reporter
 from jobs.runner.worker import PREEMPT_SIGNAL
@@ -102,7 +101,7 @@ class Context:
             run_id,
             seed_tasks,
             recipe_of(job),
-            profile.endpoint(),
+            profile.keyed(),
             self.store(part),
             reporter,
             should_stop,

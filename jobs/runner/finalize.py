@@ -13,14 +13,18 @@ from pathlib import Path
 
 import structlog
 
-from jobs.method import batch, exports
-from jobs.method.llm import Usage
+from jobs.method import transport
+from jobs.method.outputs import exports
 from jobs.method.run import Run
 from jobs.runner import queue, retention
 from jobs.runner.context import Context, guarded
+from jobs.runner.reporter import Reporter
 from jobs.store import batches, events, keyspace
 
 log = structlog.get_logger(__name__)
+# How long a canceled batch-mode job waits for the provider to end its batches (OpenAI's cancelling
+# takes up to 10 minutes) before its partial dataset goes out without what they answered.
+CANCEL_WAIT_SECONDS = 24 * 3600
 
 
 def finalize(job_id: str, partial: bool = False) -> None:
@@ -42,10 +46,18 @@ def finalize(job_id: str, partial: bool = False) -> None:
         return
     try:
         if ctx.job.state == "canceled" and not ctx.job.archived:
-            _cancel_batches(ctx)
-            complete(ctx, partial=True)
-    finally:  # a canceled job's webhook follows its partial dataset, or the failure to make one
+            settled = _settle_batches(ctx)
+            if settled is None:  # its batches are still cancelling; the webhook follows the dataset
+                ctx.retry(queue.finalize_later, ctx.r, job_id, ctx.settings.batch_poll_seconds, ctx.settings)
+                return
+            run = ctx.run(None, None)
+            if settled:  # the job's tokens and cost with what its batches answered
+                Reporter(ctx.r, job_id, "main")(run.progress(), force=True)
+            complete(ctx, run, partial=True)
+    except BaseException:
         ctx.retry(queue.notify, ctx.r, job_id, ctx.settings)
+        raise
+    ctx.retry(queue.notify, ctx.r, job_id, ctx.settings)  # after its partial dataset
 
 
 def complete(ctx: Context, run: Run | None = None, partial: bool = False) -> None:
@@ -59,7 +71,7 @@ def complete(ctx: Context, run: Run | None = None, partial: bool = False) -> Non
         if part is None:
             continue
         cp.merge(part)
-        run.usage.merge(Usage.from_dict(part.usage) if part.usage else Usage())
+        run.usage.merge(transport.Usage.from_dict(part.usage) if part.usage else transport.Usage())
     missing = [k["id"] for k in cp.instructions if k["id"] not in cp.instances]
     if missing and not partial:
         ctx.transition("failed", ("running",), error=f"{len(missing)} instructions have no instances")
@@ -105,15 +117,37 @@ def _archive(ctx: Context) -> None:
         log.exception("sweep_failed")
 
 
-def _cancel_batches(ctx: Context) -> None:
-    """Batch mode: cancel a cancelled job's open batches (best effort: its dataset follows either way)."""
-    checkpoint = ctx.store().load()
-    if not checkpoint or not batch.open_batches(checkpoint.batches):
-        return
+def _settle_batches(ctx: Context) -> bool | None:
+    """Batch mode: cancel a canceled job's open batches, follow them until the provider says each has
+    ended, then count what they answered before they stopped (the provider bills it), so the partial
+    dataset's stats and the job's cost hold it. None: some are still cancelling, look again later;
+    else whether anything was counted. Best effort: the provider's trouble, or a day without an end,
+    does not hold the dataset back."""
+    store = ctx.store()
+    checkpoint = store.load()
+    if not checkpoint or all(r["counted"] or not r["id"] for r in checkpoint.batches):
+        return False
+    records = checkpoint.batches
+    endpoint = ctx.settings.profiles[ctx.job.profile].keyed()
     try:
-        endpoint = ctx.settings.profiles[ctx.job.profile].endpoint()
-        cancelled = asyncio.run(batch.cancel(endpoint, checkpoint.batches))
-        ctx.retry(batches.report, ctx.r, ctx.job.id, checkpoint.batches, ctx.settings.max_job_events)
-        log.info("batches_cancelled", batches=cancelled)
+        cancelled = asyncio.run(transport.cancel(endpoint, records))
+        if cancelled:
+            log.info("batches_cancelled", batches=cancelled)
+        ctx.retry(batches.report, ctx.r, ctx.job.id, records, ctx.settings.max_job_events)
+        waited = time.time() - (ctx.job.finished_at or time.time())
+        if transport.open_batches(records) and waited < CANCEL_WAIT_SECONDS:
+            store.commit(checkpoint, [])
+            return None
+        usage = transport.Usage.from_dict(checkpoint.usage) if checkpoint.usage else transport.Usage()
+
+        def commit() -> None:
+            checkpoint.usage = usage.to_dict()
+            store.commit(checkpoint, [])
+
+        book = transport.BatchBook(ctx.job.id, records, checkpoint.batch_totals, commit)
+        asyncio.run(transport.settle(endpoint, usage, book))
+        log.info("batches_settled", requests=sum(usage.requests.values()))
+        return True
     except Exception as e:
         log.warning("batch_cancel_failed", error=str(e)[:300])
+        return False

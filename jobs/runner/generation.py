@@ -12,7 +12,7 @@ import time
 
 import structlog
 
-from jobs.method import batch
+from jobs.method import transport
 from jobs.method.checkpoint import Checkpoint
 from jobs.method.engine import execute
 from jobs.runner import queue
@@ -78,7 +78,7 @@ def _chunk(ctx: Context, index: int, ids: list[str]) -> None:
 
 
 def poll(job_id: str) -> None:
-    """Batch mode: a run waiting on the provider's batches (jobs.method.batch.Waiting) holds no worker.
+    """Batch mode: a run waiting on the provider's batches (jobs.method.transport.Waiting) holds no worker.
     Its RQ job ended, committed, after scheduling this: a look at the open batches (a few GETs, not the
     run) that schedules the next one, or queues the main RQ job again once they have all ended, which
     resumes the run from its checkpoint."""
@@ -88,13 +88,13 @@ def poll(job_id: str) -> None:
     checkpoint = ctx.store().load()
     records = checkpoint.batches if checkpoint else []
     try:
-        endpoint = ctx.settings.profiles[ctx.job.profile].endpoint()
-        if batch.open_batches(records) and all(r["id"] for r in records):
-            asyncio.run(batch.refresh(endpoint, records))
+        endpoint = ctx.settings.profiles[ctx.job.profile].keyed()
+        if transport.open_batches(records) and all(r["id"] for r in records):
+            asyncio.run(transport.refresh(endpoint, records))
             ctx.retry(batches.report, ctx.r, job_id, records, ctx.settings.max_job_events)
     except Exception as e:  # the provider's trouble is no reason to stop looking
         log.warning("batch_poll_failed", error=str(e)[:300])
-    if batch.open_batches(records):
+    if transport.open_batches(records):
         ctx.retry(queue.poll_later, ctx.r, job_id, ctx.settings.batch_poll_seconds, ctx.settings)
     else:
         log.info("batches_ended_resuming")

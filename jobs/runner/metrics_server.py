@@ -1,4 +1,4 @@
-"""A worker's Prometheus endpoint: the method's counters (jobs.method.metrics) from every process,
+"""A worker's Prometheus endpoint: the method's counters (jobs.method.transport.metrics) from every process,
 plus queue depths and jobs by state, read from Redis at scrape time.
 
 Workers fork a work horse per job, so their metrics live in prometheus_client's multiprocess mode:
@@ -17,8 +17,8 @@ from redis import Redis
 from rq import Queue
 from rq.registry import DeferredJobRegistry, FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
-from jobs.method.vocabulary import JOB_STATES
 from jobs.store import keyspace
+from jobs.store.job import JOB_STATES
 
 
 class RedisCollector:

@@ -13,13 +13,14 @@ import structlog
 
 from jobs.blobs.artifacts import Artifacts
 from jobs.blobs.history import HistoryGone, earlier_instructions
-from jobs.method import cost
 from jobs.method.checkpoint import FileStore
+from jobs.method.endpoint import cost
 from jobs.method.engine import execute
-from jobs.method.llm import MODES, EndpointError
 from jobs.method.recipe import Execution, Recipe
 from jobs.method.run import Run
 from jobs.method.seed_tasks import parse_jsonl
+from jobs.method.transport import EndpointError
+from jobs.method.vocabulary import MODES
 from jobs.runner import queue
 from jobs.settings import Profile, get_settings
 from jobs.store import previews
@@ -58,11 +59,10 @@ def _run(preview: dict[str, Any], settings: Any) -> dict[str, Any]:
         Artifacts(settings, patient=True).get_seed_set(preview["team"], preview["seed_set_id"])
     )
     profile = settings.profiles[preview["profile"]]
-    recipe = Recipe.from_dict(preview["recipe"])
-    if profile.mode == "batch":  # what the batch job will ask: once per task for instances
-        recipe = replace(recipe, instance_followup=False)
-    # online whatever the profile's mode: a preview answers in seconds, a batch in hours
-    endpoint = replace(profile.endpoint(), mode="online", prices=profile.mode_prices("online"))
+    # as its job would run (recorded so since previews are; older records are made so here), then online
+    # whatever the profile's mode: a preview answers in seconds, a batch in hours
+    recipe = Recipe.from_dict(preview["recipe"]).for_endpoint(profile.mode, profile.endpoint.api)
+    endpoint = replace(profile.keyed(), mode="online", prices=profile.mode_prices("online"))
     with tempfile.TemporaryDirectory(dir=settings.work_dir, prefix="preview-") as tmp:
         store = FileStore(tmp)
         execution = Execution(concurrency=profile.concurrency)
@@ -132,12 +132,12 @@ def _estimate(tokens: dict[str, Any], kept: int, full: int | None, profile: Prof
         by_mode = {}
         for mode in MODES:
             prices = profile.mode_prices(mode)
-            by_mode[mode] = None if prices is None else round(cost.amount(prompt, completion, prices), 6)
+            by_mode[mode] = None if prices is None else round(cost(prompt, completion, prices), 6)
         return {"cost": by_mode[profile.mode], "cost_by_mode": by_mode}
 
     out: dict[str, Any] = {
         "per_instruction": {**{k: round(v, 1) for k, v in per.items()}, **priced(*per.values())},
-        "currency": profile.currency if profile.prices else None,
+        "currency": profile.endpoint.currency if profile.prices else None,
         "mode": profile.mode,
         "full_job": None,
     }

@@ -65,6 +65,14 @@ def poll_later(r: Redis, job_id: str, seconds: float, settings: Settings) -> Non
     queue(r, settings).enqueue_in(timedelta(seconds=seconds), POLL_BATCHES, job_id, **options)
 
 
+def finalize_later(r: Redis, job_id: str, seconds: float, settings: Settings) -> None:
+    """A canceled batch-mode job's partial dataset, once its batches have ended: look again in
+    `seconds` (jobs.runner.finalize)."""
+    options = _options(settings, f"{job_id}-partial-{uuid.uuid4().hex[:12]}")
+    options["result_ttl"] = 600
+    queue(r, settings).enqueue_in(timedelta(seconds=seconds), FINALIZE, job_id, True, **options)
+
+
 def main_pending(r: Redis, job_id: str) -> bool:
     """The job's main RQ job is queued, running or waiting to run."""
     try:

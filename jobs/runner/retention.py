@@ -58,7 +58,7 @@ def archive(r: Redis, artifacts: Artifacts, team: str, job_id: str, work_dir: st
     """Move a job whose dataset is in S3 to its archived decision log; returns the decisions moved."""
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         path = Path(tmp) / decision_archive.NAME
-        count = decision_archive.build(DecisionLog(r, job_id), path)
+        count = decision_archive.build(DecisionLog(r, job_id).bodies(), path)
         artifacts.upload_archive(team, job_id, path)
     jobs_.update(r, job_id, archived=True)  # readers switch to the archive before the log goes
     purge_run_data(r, job_id)

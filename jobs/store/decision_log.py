@@ -1,8 +1,7 @@
 """A job's decision log in Redis: append-only, with cursor pages that cost O(page) at any depth.
 
-Layout under the job's key (jobs.store.keyspace): `:dec` (hash seq -> decision JSON), `:decid` (hash
-decision id -> seq), `:seq` (last seq), and one sorted set per filter (`:dx:<filter>`, seq as
-member and score), for stage, verdict, rule, stage+verdict and stage+rule. A page is one
+Its keys (jobs.store.keyspace): decision JSON by seq, seq by decision id, the last seq, and one sorted
+set of seqs per filter (stage, verdict, rule, stage+verdict and stage+rule). A page is one
 ZRANGEBYSCORE (or, unfiltered, one HMGET of consecutive seqs) plus one HMGET of the bodies.
 """
 
@@ -21,21 +20,20 @@ from jobs.store import keyspace
 # Appends decisions (skipping ids already logged) and the checkpoint delta (skipped when its commit
 # number is not past the last one applied), atomically: a commit replayed after it landed changes
 # nothing. Refuses (-1) once the job record is gone (the job was deleted).
-# KEYS: checkpoint hash, its deltas list, job record. ARGV: prefix, delta JSON ('' for none), commit
-# number, then 5 values a decision.
+# KEYS: checkpoint hash, its deltas list, job record, the log's bodies, ids and last seq. ARGV: the
+# filter indexes' key prefix, delta JSON ('' for none), commit number, then 7 values a decision: id,
+# body and the names of the 5 filters it is in.
 _COMMIT = """
 if redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
-local prefix = ARGV[1]
 local added = 0
-for i = 4, #ARGV, 5 do
-  local id, body, stage, verdict, rule = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  if redis.call('HEXISTS', prefix .. ':decid', id) == 0 then
-    local seq = redis.call('INCR', prefix .. ':seq')
-    redis.call('HSET', prefix .. ':decid', id, seq)
-    redis.call('HSET', prefix .. ':dec', seq, body)
-    for _, f in ipairs({'s=' .. stage, 'v=' .. verdict, 'r=' .. rule, 's=' .. stage .. '|v=' .. verdict,
-                        's=' .. stage .. '|r=' .. rule}) do
-      redis.call('ZADD', prefix .. ':dx:' .. f, seq, seq)
+for i = 4, #ARGV, 7 do
+  local id, body = ARGV[i], ARGV[i + 1]
+  if redis.call('HEXISTS', KEYS[5], id) == 0 then
+    local seq = redis.call('INCR', KEYS[6])
+    redis.call('HSET', KEYS[5], id, seq)
+    redis.call('HSET', KEYS[4], seq, body)
+    for f = i + 2, i + 6 do
+      redis.call('ZADD', ARGV[1] .. ARGV[f], seq, seq)
     end
     added = added + 1
   end
@@ -55,7 +53,8 @@ class JobGone(Exception):
 class DecisionLog:
     def __init__(self, redis: Redis, job_id: str):
         self.redis = redis
-        self.prefix = keyspace.job(job_id)
+        self.job_id = job_id
+        self.bodies_key = keyspace.decisions(job_id)
         self._commit = redis.register_script(_COMMIT)
 
     def commit(
@@ -67,23 +66,27 @@ class DecisionLog:
         number: int = 0,
     ) -> int:
         """Append the decisions and checkpoint delta number `number`; returns the decisions added."""
-        args: list[Any] = [self.prefix, delta, number]
+        job_id = self.job_id
+        args: list[Any] = [keyspace.decision_indexes(job_id), delta, number]
         for d in decisions:
-            args += [d.id, json.dumps(d.to_dict(), ensure_ascii=False), d.stage, d.verdict, d.rule]
-        added = int(self._commit(keys=[checkpoint_key, deltas_key or checkpoint_key, self.prefix], args=args))
+            args += [d.id, json.dumps(d.to_dict(), ensure_ascii=False)]
+            args += keyspace.decision_filters(d.stage, d.verdict, d.rule)
+        keys = [checkpoint_key, deltas_key or checkpoint_key, keyspace.job(job_id), self.bodies_key]
+        keys += [keyspace.decision_ids(job_id), keyspace.decision_seq(job_id)]
+        added = int(self._commit(keys=keys, args=args))
         if added < 0:
-            raise JobGone(f"job {self.prefix} was deleted")
+            raise JobGone(f"job {job_id} was deleted")
         return added
 
     def count(self) -> int:
-        return int(self.redis.get(f"{self.prefix}:seq") or 0)
+        return int(self.redis.get(keyspace.decision_seq(self.job_id)) or 0)
 
     def bodies(self) -> Iterator[tuple[int, bytes]]:
         """(seq, stored JSON) for every decision, in log order."""
         last = self.count()
         for start in range(1, last + 1, 1000):
             seqs = list(range(start, min(start + 1000, last + 1)))
-            for seq, body in zip(seqs, self.redis.hmget(f"{self.prefix}:dec", seqs), strict=True):
+            for seq, body in zip(seqs, self.redis.hmget(self.bodies_key, seqs), strict=True):
                 if body is not None:
                     yield seq, body
 
@@ -93,8 +96,8 @@ class DecisionLog:
 
     def get(self, decision_id: str) -> bytes | None:
         """One decision's JSON, as stored."""
-        seq = self.redis.hget(f"{self.prefix}:decid", decision_id)
-        return self.redis.hget(f"{self.prefix}:dec", seq) if seq is not None else None
+        seq = self.redis.hget(keyspace.decision_ids(self.job_id), decision_id)
+        return self.redis.hget(self.bodies_key, seq) if seq is not None else None
 
     def page(
         self,
@@ -108,21 +111,20 @@ class DecisionLog:
         total matching). Bodies go out as they are: a page is never decoded and re-encoded."""
         if rule is not None and verdict is not None and verdict != ("kept" if rule == "kept" else "dropped"):
             return [], None, 0
-        parts = [f"s={stage}" if stage else "", f"r={rule}" if rule else (f"v={verdict}" if verdict else "")]
-        key = "|".join(p for p in parts if p)
+        key = keyspace.decision_filter(stage, verdict, rule)
         if not key:
             total = self.count()
             seqs = list(range(after + 1, min(after + limit, total) + 1))
             more = bool(seqs) and seqs[-1] < total
         else:
-            index = f"{self.prefix}:dx:{key}"
+            index = keyspace.decision_index(self.job_id, key)
             pipe = self.redis.pipeline(transaction=False)
             pipe.zrangebyscore(index, f"({after}", "+inf", start=0, num=limit + 1)
             pipe.zcard(index)
             found, total = pipe.execute()
             seqs = [int(s) for s in found[:limit]]
             more = len(found) > limit
-        bodies = self.redis.hmget(f"{self.prefix}:dec", seqs) if seqs else []
+        bodies = self.redis.hmget(self.bodies_key, seqs) if seqs else []
         return [b for b in bodies if b is not None], (seqs[-1] if more else None), int(total)
 
 

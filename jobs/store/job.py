@@ -17,11 +17,11 @@ from typing import Any
 
 from redis import Redis
 
-from jobs.method.vocabulary import JOB_STATES
 from jobs.settings import get_settings
 from jobs.store import keyspace, progress, webhooks
 
-STATES = JOB_STATES
+# A job's life: queued, running, then one of the final states (TERMINAL). The API's schemas say the same.
+JOB_STATES = ("queued", "running", "succeeded", "failed", "canceled")
 # Redis drops a finished job's record this long after its retention ended, should the sweep be late.
 RECORD_GRACE_SECONDS = 24 * 3600
 TERMINAL = frozenset({"succeeded", "failed", "canceled"})

@@ -62,15 +62,52 @@ def job_gone(job_id: str) -> str:
     return f"{job(job_id)}:gone"
 
 
+# A job's decision log (jobs.store.decision_log): decision JSON by seq (hash), seq by decision id (hash),
+# the last seq (string), and per filter the seqs it holds (sorted set: seq as member and score). A filter
+# is a stage, a verdict or a rule, or a stage with a verdict or a rule.
+def decisions(job_id: str) -> str:
+    return f"{job(job_id)}:dec"
+
+
+def decision_ids(job_id: str) -> str:
+    return f"{job(job_id)}:decid"
+
+
+def decision_seq(job_id: str) -> str:
+    return f"{job(job_id)}:seq"
+
+
+def decision_indexes(job_id: str) -> str:
+    """What a filter's name follows in its index's key (the commit script appends it)."""
+    return f"{job(job_id)}:dx:"
+
+
+def decision_index(job_id: str, name: str) -> str:
+    return decision_indexes(job_id) + name
+
+
+def decision_filter(stage: str | None, verdict: str | None, rule: str | None) -> str:
+    """The name of the filter a page asks for ("" for none): a rule makes the verdict redundant."""
+    parts = [f"s={stage}" if stage else "", f"r={rule}" if rule else (f"v={verdict}" if verdict else "")]
+    return "|".join(p for p in parts if p)
+
+
+def decision_filters(stage: str, verdict: str, rule: str) -> list[str]:
+    """The filters a decision is in."""
+    return [f"s={stage}", f"v={verdict}", f"r={rule}", f"s={stage}|v={verdict}", f"s={stage}|r={rule}"]
+
+
 def job_run_data(job_id: str, chunks: int) -> list[str]:
     """Every key of a job's decision log and checkpoints (the record itself aside)."""
-    prefix = job(job_id)
-    filters = [f"s={s}" for s in STAGE_RULES] + ["v=kept", "v=dropped"]
-    filters += [f"s={s}|v={v}" for s in STAGE_RULES for v in ("kept", "dropped")]
+    names = []  # every stage has kept and dropped rules: this meets every verdict with every stage
     for stage, rules in STAGE_RULES.items():
-        filters += [f"r={r}" for r in rules] + [f"s={stage}|r={r}" for r in rules]
-    keys = [f"{prefix}:{name}" for name in ("dec", "decid", "seq", "batches")]
-    keys += [f"{prefix}:dx:{f}" for f in dict.fromkeys(filters)]
+        for rule in rules:
+            names += decision_filters(stage, "kept" if rule == "kept" else "dropped", rule)
+    names += [f"v={v}" for v in ("kept", "dropped")] + [
+        f"s={s}|v={v}" for s in STAGE_RULES for v in ("kept", "dropped")
+    ]
+    keys = [decisions(job_id), decision_ids(job_id), decision_seq(job_id), job_batches(job_id)]
+    keys += [decision_index(job_id, name) for name in dict.fromkeys(names)]
     for part in [None, *(f"chunk{i}" for i in range(chunks))]:
         keys += [checkpoint(job_id, part), checkpoint_deltas(job_id, part)]
     return keys

@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import replace
@@ -22,10 +23,10 @@ from typing import Any
 from tqdm import tqdm
 
 from jobs import logs
-from jobs.method import exports
 from jobs.method.checkpoint import FileStore
+from jobs.method.endpoint import Endpoint
 from jobs.method.engine import execute
-from jobs.method.llm import Endpoint, EndpointError
+from jobs.method.outputs import exports
 from jobs.method.recipe import BEFORE_FIELDS, CLASSIFICATION_METHODS, EXPORT_FORMATS, Execution, Recipe
 from jobs.method.run import BudgetReached, Run
 from jobs.method.seed_tasks import (
@@ -35,19 +36,33 @@ from jobs.method.seed_tasks import (
     parse_instructions_jsonl,
     parse_jsonl,
 )
+from jobs.method.transport import EndpointError
 from jobs.tools.local_model import MODEL_ALIAS, REQUEST_OPTIONS, LocalModel
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class StageBars:
-    """One tqdm bar per stage, fed by the engine's progress reports."""
+    """The engine's progress reports on stderr: a tqdm bar per stage on a terminal; elsewhere (a CI log)
+    a plain line when the stage changes and at most every LINE_SECONDS."""
+
+    LINE_SECONDS = 5.0
 
     def __init__(self) -> None:
         self.stage: str | None = None
         self.bar: tqdm | None = None
+        self.tty = sys.stderr.isatty()
+        self.last_line = 0.0
 
     def __call__(self, progress: dict[str, Any]) -> None:
+        tokens = progress["prompt_tokens"] + progress["completion_tokens"]
+        if not self.tty:
+            now = time.monotonic()
+            if progress["stage"] != self.stage or now - self.last_line >= self.LINE_SECONDS:
+                self.stage, self.last_line = progress["stage"], now
+                done = f"{progress['stage_done']}/{progress['stage_total']}"
+                print(f"{self.stage:>14}: {done}; tokens {tokens}", file=sys.stderr, flush=True)
+            return
         if progress["stage"] != self.stage:
             self.close()
             self.stage = progress["stage"]
@@ -55,7 +70,7 @@ class StageBars:
         assert self.bar is not None
         self.bar.total = progress["stage_total"]
         self.bar.n = progress["stage_done"]
-        self.bar.set_postfix(tokens=progress["prompt_tokens"] + progress["completion_tokens"], refresh=False)
+        self.bar.set_postfix(tokens=tokens, refresh=False)
         self.bar.refresh()
 
     def close(self) -> None:

@@ -18,7 +18,7 @@ MODEL_ALIAS = "gemma3-270m"
 # Requests the embedded server decodes at once, each in its own slot of n_ctx tokens; local runs keep
 # that many in flight.
 PARALLEL = 4
-# How requests to the embedded server look (jobs.method.llm.Endpoint's options): llama.cpp's servers
+# How requests to the embedded server look (jobs.method.endpoint.Endpoint's options): llama.cpp's servers
 # know the token cap by its old name (llama-server takes both; llama-cpp-python's drops the new one),
 # and honour seed.
 REQUEST_OPTIONS: dict[str, Any] = {"max_tokens_param": "max_tokens", "send_seed": True}

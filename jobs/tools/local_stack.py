@@ -231,7 +231,7 @@ class Stack:
                 s3_endpoint_url=s3_url,
                 s3_public_endpoint_url=s3_url,
                 profiles={
-                    "local": Profile(
+                    "local": Profile.of(
                         "local",
                         base_url,
                         model_name,

@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from dataclasses import replace
 
-from jobs.method import chat, parsing
-from jobs.method.classification import is_classification
 from jobs.method.decisions import Decision
-from jobs.method.filters import filter_instances
-from jobs.method.llm import LLM, Completion
+from jobs.method.prompts import chat, parsing
 from jobs.method.recipe import Decoding
 from jobs.method.run import Run
-from jobs.method.window import ordered
+from jobs.method.stages.classification import is_classification
+from jobs.method.stages.filters import filter_instances
+from jobs.method.transport import LLM, Completion, ordered
 
 STAGE = "instances"
 # How a second answer is sampled (benchmarks/instances.py measured it against other ways)
@@ -37,7 +36,7 @@ async def run_stage(run: Run, llm: LLM, instruction_ids: list[str] | None = None
         prompt = run.prompts.instances(kept["text"], classification)
         schema = chat.schema(STAGE, classification) if llm.structured else None
         first = llm.complete(prompt, decoding, cfg.derived_seed(STAGE, kept["id"]), STAGE, schema, n=1)
-        if not cfg.instance_followup or llm.chat or llm.batch:
+        if not cfg.instance_followup:
             return first
         seed = cfg.derived_seed(STAGE, kept["id"], "followup")
         return _asked_again(llm, prompt, classification, decoding, seed, first)

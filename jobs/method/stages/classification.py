@@ -11,28 +11,28 @@ any reading of this small model's answer (benchmarks/classification.py).
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import math
 import random
 import re
 from collections import Counter
-from collections.abc import Awaitable, Sequence
-from dataclasses import replace
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
-from jobs.method import chat, parsing
-from jobs.method.llm import LLM, Completion, EndpointError
-from jobs.method.prompts import CONTENT_FREE, one_line
+from jobs.method.prompts import chat, parsing
+from jobs.method.prompts.layouts import CONTENT_FREE, one_line
 from jobs.method.run import Run
 from jobs.method.seed_tasks import SeedTask
-from jobs.method.window import ordered
+from jobs.method.transport import LLM, Completion, EndpointError, ordered
 
 STAGE = "classification"
 TOP_LOGPROBS = 5  # OpenAI's completions allow at most 5
 FIT_TASKS = 40  # seed tasks scored to fit the threshold: every classification one, then others
 NEIGHBOURS = 20  # seed tasks that vote in the knn method
 EVIDENCE_NEIGHBOURS = 3  # of them, recorded with each answer
+Pair = tuple[float, float]  # log P(Yes), log P(No)
+Vote = tuple[float, list[dict[str, Any]]]  # the knn score, and the nearest seed tasks
 
 
 def label_logprobs(top: dict[str, float]) -> tuple[float, float]:
@@ -151,45 +151,42 @@ def _parse(llm: LLM, raw: str) -> parsing.ClassificationAnswer:
 
 async def calibration(run: Run, llm: LLM, method: str) -> dict[str, Any]:
     """What every answer of this run shares: the method used, and its shift and threshold (or why it
-    fell back to the text method). Kept in the checkpoint: a resumed run takes it from there (or,
+    fell back to another method). Kept in the checkpoint: a resumed run takes it from there (or,
     recorded before it was kept there, from an answer already made)."""
     if run.checkpoint.calibration is not None:
         return run.checkpoint.calibration
     for answer in run.checkpoint.classification.values():
         if "method" in answer:
             return {k: answer[k] for k in ("method", "shift", "threshold", "fallback") if k in answer}
-    run.checkpoint.calibration = await _calibrate(run, llm, method)
+    run.checkpoint.calibration = await METHODS[method].calibrate(run, llm, method)
     return run.checkpoint.calibration
 
 
-async def _calibrate(run: Run, llm: LLM, method: str) -> dict[str, Any]:
-    if method == "text":
-        return {"method": "text"}
-    if method == "knn":
-        sizes = Counter(t.is_classification for t in run.seed_tasks)
-        if min(sizes[True], sizes[False]) < 2:
-            return {"method": "text", "fallback": "knn needs at least 2 seed tasks of each class"}
-        return {"method": "knn", "threshold": SeedNeighbours(run.seed_tasks).fit_threshold()}
+async def _knn(run: Run, llm: LLM, method: str) -> dict[str, Any]:
+    sizes = Counter(t.is_classification for t in run.seed_tasks)
+    if min(sizes[True], sizes[False]) < 2:
+        return {"method": "text", "fallback": "knn needs at least 2 seed tasks of each class"}
+    return {"method": "knn", "threshold": SeedNeighbours(run.seed_tasks).fit_threshold()}
+
+
+async def _by_logprobs(run: Run, llm: LLM, method: str) -> dict[str, Any]:
+    """The logprobs, calibrated and fitted methods: the content-free inputs' label log-probabilities (and
+    the fit tasks' for fitted), or why the run falls back."""
     if llm.reasoning:
         return {"method": "text", "fallback": "reasoning models give no log-probabilities"}
     if llm.structured:
         return {"method": "text", "fallback": "structured chat replies carry no label log-probabilities"}
     tasks = fit_tasks(run) if method == "fitted" else []
     fitted = len({t.is_classification for t in tasks}) == 2
-    fit_texts = [t.instruction for t in tasks] if fitted else []
-    try:
-        if llm.batch:  # the content-free inputs and the fit tasks in one batch
-            free, pairs = await asyncio.gather(
-                score_texts(run, llm, list(CONTENT_FREE), "content-free"),
-                score_texts(run, llm, fit_texts, "fit"),
-            )
-        else:  # the fit tasks only when there are log-probabilities
-            free = await score_texts(run, llm, list(CONTENT_FREE), "content-free")
-            pairs = await score_texts(run, llm, fit_texts, "fit") if not isinstance(free, str) else []
+    free_texts = [(text, f"content-free:{i}") for i, text in enumerate(CONTENT_FREE)]
+    fit_texts = [(t.instruction, f"fit:{i}") for i, t in enumerate(tasks)] if fitted else []
+    try:  # the fit tasks are scored only once the content-free inputs gave log-probabilities
+        scored, missing = await score_texts(run, llm, free_texts + fit_texts)
     except EndpointError as exc:  # e.g. llama.cpp's Python server without logits_all: HTTP 500
         return {"method": "text", "fallback": f"log-probabilities failed: {exc}"}
-    if isinstance(free, str):
-        return {"method": "text", "fallback": free}
+    free, pairs = scored[: len(free_texts)], scored[len(free_texts) :]
+    if missing and len(free) < len(free_texts):
+        return {"method": "text", "fallback": missing}
     if method == "logprobs":
         return {"method": method}
     shift = content_free_shift(free)
@@ -201,8 +198,8 @@ async def _calibrate(run: Run, llm: LLM, method: str) -> dict[str, Any]:
             "shift": shift,
             "fallback": "no threshold fitted: the seed tasks outside the demonstrations lack a class",
         }
-    if isinstance(pairs, str):
-        return {"method": "text", "fallback": pairs}
+    if missing:
+        return {"method": "text", "fallback": missing}
     margins = [yes - no - shift for yes, no in pairs]
     return {
         "method": "fitted",
@@ -211,28 +208,38 @@ async def _calibrate(run: Run, llm: LLM, method: str) -> dict[str, Any]:
     }
 
 
-async def score_texts(run: Run, llm: LLM, texts: list[str], key: str) -> list[tuple[float, float]] | str:
-    """(log P(Yes), log P(No)) for each text in the classification prompt, or why there are none."""
-    if llm.batch:  # one batch
-        answers = await asyncio.gather(
-            *(_request(run, llm, t, f"{key}:{i}", True) for i, t in enumerate(texts))
-        )
-    else:  # one at a time: the shared prefix stays in the server's cache
-        answers = []
-        for i, text in enumerate(texts):
-            answers.append(await _request(run, llm, text, f"{key}:{i}", True))
-            if answers[-1][0].top_logprobs is None:  # the first without them says it all
-                break
-    out = []
-    for completions in answers:
-        completion = completions[0]
-        if completion.top_logprobs is None:
+async def _text(run: Run, llm: LLM, method: str) -> dict[str, Any]:
+    return {"method": "text"}
+
+
+async def score_texts(
+    run: Run, llm: LLM, texts: list[tuple[str, str]]
+) -> tuple[list[tuple[float, float]], str | None]:
+    """(log P(Yes), log P(No)) for each (text, request key) in the classification prompt, in order, up
+    to the first answer without them, and then why there are none. As many requests go at once as the
+    transport takes for one: online one at a time, so the shared prefix stays in the server's cache and
+    the first answer without log-probabilities ends it; in a batch, all of them."""
+    out: list[tuple[float, float]] = []
+    missing: list[str] = []
+
+    def build(i: int) -> Awaitable[list[Completion]] | None:
+        return _request(run, llm, *texts[i], True) if i < len(texts) else None
+
+    def handle(i: int, completions: list[Completion]) -> bool:
+        top = completions[0].top_logprobs
+        if top is None:
             refused = llm.usage.dropped.get("logprobs") or llm.usage.dropped.get("top_logprobs")
-            if refused:
-                return f"the endpoint refused log-probabilities: {refused}"
-            return "the endpoint gave no log-probabilities"
-        out.append(label_logprobs(completion.top_logprobs))
-    return out
+            missing.append(
+                f"the endpoint refused log-probabilities: {refused}"
+                if refused
+                else "the endpoint gave no log-probabilities"
+            )
+            return True
+        out.append(label_logprobs(top))
+        return False
+
+    await ordered(0, build, handle, llm.capacity(1), max(len(texts), 1))
+    return out, missing[0] if missing else None
 
 
 def fit_tasks(run: Run) -> list[SeedTask]:
@@ -250,29 +257,61 @@ def pick_fit_tasks(unseen: Sequence[SeedTask], rng: random.Random) -> list[SeedT
     return (yes[: FIT_TASKS // 2] + no)[:FIT_TASKS]
 
 
+def _decide_text(answer: dict[str, Any], pair: Pair | None, vote: Vote | None) -> dict[str, Any]:
+    return answer
+
+
+def _decide_knn(answer: dict[str, Any], pair: Pair | None, vote: Vote | None) -> dict[str, Any]:
+    if vote is None:
+        return answer
+    score, nearest = vote
+    answer.update(score=round(score, 6), neighbours=nearest)
+    answer["label"] = "yes" if score > answer["threshold"] else "no"
+    return answer
+
+
+def _decide_margin(answer: dict[str, Any], pair: Pair | None, vote: Vote | None) -> dict[str, Any]:
+    if pair is None:
+        return answer
+    yes, no = pair
+    margin = yes - no - answer.get("shift", 0.0)
+    answer.update(logprob_yes=round(yes, 6), logprob_no=round(no, 6), margin=round(margin, 6))
+    answer["label"] = "yes" if margin > answer.get("threshold", 0.0) else "no"
+    return answer
+
+
+@dataclass(frozen=True)
+class Method:
+    """How stage 2 decides: `calibrate` makes what every answer shares once (or falls back to another
+    method, which it names), `decide` labels one answer, `logprobs` says whether its requests ask for
+    the labels' log-probabilities, and `voters`, when given, builds from the seed tasks what votes on
+    each instruction."""
+
+    calibrate: Callable[[Run, LLM, str], Awaitable[dict[str, Any]]]
+    decide: Callable[[dict[str, Any], Pair | None, Vote | None], dict[str, Any]]
+    logprobs: bool = False
+    voters: Callable[[Sequence[SeedTask]], SeedNeighbours] | None = None
+
+
+METHODS: dict[str, Method] = {
+    "text": Method(_text, _decide_text),
+    "logprobs": Method(_by_logprobs, _decide_margin, logprobs=True),
+    "calibrated": Method(_by_logprobs, _decide_margin, logprobs=True),
+    "fitted": Method(_by_logprobs, _decide_margin, logprobs=True),
+    # needs no log-probabilities: the model's greedy answer is still asked for and kept as `raw`
+    "knn": Method(_knn, _decide_knn, voters=SeedNeighbours),
+}
+AUTO = "knn"  # the best on held-out seed tasks (benchmarks/classification.py)
+
+
 def decide(
-    pair: tuple[float, float] | None,
-    shared: dict[str, Any],
-    raw: str,
-    text_label: str,
-    vote: tuple[float, list[dict[str, Any]]] | None = None,
+    pair: Pair | None, shared: dict[str, Any], raw: str, text_label: str, vote: Vote | None = None
 ) -> dict[str, Any]:
     """One answer: the label by the run's method, with the raw text, both log-probabilities and the
     calibrated margin (log P(Yes) - log P(No) - shift) where there are some, or the knn vote and the
     nearest seed tasks."""
     answer: dict[str, Any] = {"label": text_label, "raw": raw, **shared}
-    if shared["method"] == "knn" and vote is not None:
-        score, nearest = vote
-        answer.update(score=round(score, 6), neighbours=nearest)
-        answer["label"] = "yes" if score > shared["threshold"] else "no"
-        return answer
-    if pair is None or shared["method"] == "text":
-        return answer
-    yes, no = pair
-    margin = yes - no - shared.get("shift", 0.0)
-    answer.update(logprob_yes=round(yes, 6), logprob_no=round(no, 6), margin=round(margin, 6))
-    answer["label"] = "yes" if margin > shared.get("threshold", 0.0) else "no"
-    return answer
+    return METHODS[shared["method"]].decide(answer, pair, vote)
 
 
 async def run_stage(run: Run, llm: LLM) -> None:
@@ -282,16 +321,15 @@ async def run_stage(run: Run, llm: LLM) -> None:
     run.stage_done = len(cp.instructions) - len(todo)
     if not todo:
         return
-    method = "knn" if cfg.classification_method == "auto" else cfg.classification_method
+    method = AUTO if cfg.classification_method == "auto" else cfg.classification_method
     shared = await calibration(run, llm, method)
-    # knn needs no log-probabilities: the model's greedy answer is still asked for and kept as `raw`
-    logprobs = shared["method"] not in ("text", "knn")
-    neighbours = SeedNeighbours(run.seed_tasks) if shared["method"] == "knn" else None
+    chosen = METHODS[shared["method"]]
+    neighbours = chosen.voters(run.seed_tasks) if chosen.voters else None
 
     def build(i: int) -> Awaitable[list[Completion]] | None:
         if i >= len(todo):
             return None
-        return _request(run, llm, todo[i]["text"], todo[i]["id"], logprobs)
+        return _request(run, llm, todo[i]["text"], todo[i]["id"], chosen.logprobs)
 
     def handle(i: int, completions: list[Completion]) -> bool:
         completion = completions[0]
@@ -299,7 +337,7 @@ async def run_stage(run: Run, llm: LLM) -> None:
         pair = label_logprobs(top) if top else None
         vote = neighbours.score(todo[i]["text"]) if neighbours else None
         answer = decide(pair, shared, completion.text, _parse(llm, completion.text), vote)
-        if logprobs and pair is None:  # this one answer came without them: its text decides
+        if chosen.logprobs and pair is None:  # this one answer came without them: its text decides
             answer.update(method="text", fallback="the endpoint gave no log-probabilities for this answer")
         cp.classification[todo[i]["id"]] = answer
         run.count("classification", answer["label"])

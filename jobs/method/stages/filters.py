@@ -8,9 +8,16 @@ import string
 from collections.abc import Callable
 from typing import Any
 
-from jobs.method import metrics
+from prometheus_client import Histogram
+
 from jobs.method.recipe import Recipe
 from jobs.method.similarity import Similarity
+
+DEDUP_SECONDS = Histogram(
+    "selfinstruct_dedup_seconds",
+    "Time to find a candidate's nearest pool item (ROUGE-L index)",
+    buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
+)
 
 Outcome = tuple[str, dict[str, Any]]
 Check = Callable[[str], Outcome | None]  # None: the candidate passes this check
@@ -88,7 +95,7 @@ class InstructionFilter:
         if (same := self._by_text.get(text)) is not None:
             detail: dict[str, Any] = {"nearest_id": same[0], "nearest_text": text, "score": 1.0}
             return "exact_duplicate", detail | ({"nearest_job": same[1]} if same[1] else {})
-        with metrics.DEDUP_SECONDS.time():
+        with DEDUP_SECONDS.time():
             match = self.index.nearest(text)
         detail = {
             "nearest_id": match.id,

@@ -23,22 +23,28 @@ import hashlib
 import json
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import openai
 import structlog
 from openai.types import Completion as CompletionBody
 from openai.types.chat import ChatCompletion
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from jobs.method.checkpoint import BatchRecord
-from jobs.method.llm import LLM, Completion, Endpoint, EndpointError, Prompt
+from jobs.method.endpoint import Endpoint
 from jobs.method.recipe import Decoding
+from jobs.method.transport.client import LLM, Completion, EndpointError, Prompt
+from jobs.method.transport.usage import Usage
 
 log = structlog.get_logger(__name__)
 
 MAX_REQUESTS = 50_000  # OpenAI's limits for one batch's input file
 MAX_BYTES = 200 * 1024 * 1024
 ATTEMPTS = 2  # a request goes at most twice: once, and once more for what a batch left unanswered
+CREATE_ATTEMPTS = 5  # an upload or a batch creation, as the SDK's own retries would try it
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 COMPLETION_WINDOW = "24h"  # the only one OpenAI offers
 # requests not sent yet, by custom id: (stage, request body, whether the reply is JSON-constrained)
@@ -89,15 +95,27 @@ async def refresh(endpoint: Endpoint, records: list[BatchRecord]) -> bool:
 
 
 async def cancel(endpoint: Endpoint, records: list[BatchRecord]) -> list[str]:
-    """Cancel the open batches (a cancelled job's), then read their states into the records; their ids."""
+    """Cancel the open batches (a cancelled job's) not cancelling already, then read their states into
+    the records; the ids of those cancelled now."""
     out = []
     async with _client(endpoint) as client:
         for record in records:
-            if record["id"] and record["status"] not in TERMINAL:
+            if record["id"] and record["status"] not in (*TERMINAL, "cancelling"):
                 await client.batches.cancel(record["id"])
                 out.append(record["id"])
         await _refresh(client, records)
     return out
+
+
+async def settle(endpoint: Endpoint, usage: Usage, book: BatchBook) -> None:
+    """Count what a stopped run's ended batches answered (a cancelled batch bills what it finished):
+    each batch's output and error files are read once and their usage added (its record's `counted`),
+    committed through the book."""
+    llm = BatchLLM(endpoint, usage, book)
+    try:
+        await llm._lines([r for r in book.records if r["status"] in TERMINAL])
+    finally:
+        await llm.close()
 
 
 def _update(record: BatchRecord, batch: Any) -> bool:
@@ -108,29 +126,36 @@ def _update(record: BatchRecord, batch: Any) -> bool:
     return before != (record["status"], record["output"], record["errors"])
 
 
+@dataclass
+class BatchBook:
+    """Where a run keeps its batches: `run_id` names its files; `records` (the current round's batches)
+    and `totals` live in its checkpoint, which `commit` persists."""
+
+    run_id: str
+    records: list[BatchRecord]
+    totals: dict[str, int]
+    commit: Callable[[], None]
+
+
 class BatchLLM(LLM):
-    """An LLM whose requests go through the Batch API. `commit` persists the checkpoint (with
-    `records`, the current round's batches, and `totals`) and `run_id` names the run's files."""
+    """An LLM whose requests go through the Batch API, kept in `book`."""
 
-    batch = True
-
-    def __init__(
-        self,
-        endpoint: Endpoint,
-        usage: Any,
-        run_id: str,
-        records: list[BatchRecord],
-        totals: dict[str, int],
-        commit: Callable[[], None],
-    ):
+    def __init__(self, endpoint: Endpoint, usage: Usage, book: BatchBook):
         super().__init__(endpoint, 1, usage)
-        self.run_id, self.records, self.totals, self._commit = run_id, records, totals, commit
+        self.run_id, self.records, self.totals, self._commit = (
+            book.run_id,
+            book.records,
+            book.totals,
+            book.commit,
+        )
         self._wanted: Wanted = {}
         self._futures: dict[str, asyncio.Future[list[Completion]]] = {}
         self._flush: asyncio.Task[None] | None = None
         self._outputs: dict[str, dict[str, dict[str, Any]]] = {}  # file id -> custom id -> line
-        # files and batches: the same connections as the completions client, with the SDK's retries
+        # files and batches: the same connections as the completions client; reads with the SDK's
+        # retries, creations without (_once retries them, looking first for what a lost answer made)
         self._batches = self._client.with_options(max_retries=4)
+        self._creates = self._client.with_options(max_retries=0)
 
     def capacity(self, concurrency: int) -> int:
         return sys.maxsize  # a stage's requests are all built before one goes
@@ -238,7 +263,6 @@ class BatchLLM(LLM):
 
     async def _submit(self, round_: int, round_digest: str, attempt: int, wanted: Wanted) -> None:
         """Upload and create the batches for these requests, each step recorded before the next."""
-        client = self._batches
         url = "/v1/chat/completions" if self.chat else "/v1/completions"
         for part, lines in enumerate(_split(wanted, url)):
             record = next(
@@ -266,31 +290,43 @@ class BatchLLM(LLM):
                 self.records.append(record)
                 self._commit()
             if record["file"] is None:
-                record["file"] = (None if fresh else await _find_file(client, record["filename"])) or (
-                    await client.files.create(
-                        file=(record["filename"], "".join(lines).encode()), purpose="batch"
-                    )
-                ).id
+                record["file"] = (await self._upload(record, lines, look=not fresh)).id
                 self._commit()
             if record["id"] is None:
-                batch = (
-                    (None if fresh else await _find_batch(client, record["file"]))
-                    or await client.batches.create(
-                        input_file_id=record["file"],
-                        endpoint=url,  # type: ignore[arg-type]
-                        completion_window=COMPLETION_WINDOW,
-                        metadata={
-                            "run": self.run_id[:512],
-                            "round": str(round_),
-                            "attempt": str(attempt),
-                        },
-                    )
-                )
+                batch = await self._create(record, url, look=not fresh)
                 record["id"] = batch.id
                 _update(record, batch)
                 self.totals["batches"] = self.totals.get("batches", 0) + 1
                 self._commit()
                 log.info("batch_created", batch=batch.id, round=round_, attempt=attempt, requests=len(lines))
+
+    async def _upload(self, record: BatchRecord, lines: list[str], look: bool) -> Any:
+        """The record's input file: the one a run that died after uploading it made (`look`), or
+        uploaded now, once."""
+        find = partial(_find_file, self._batches, record["filename"])
+        if look and (found := await find()) is not None:
+            return found
+        content = (record["filename"], "".join(lines).encode())
+        return await _once(partial(self._creates.files.create, file=content, purpose="batch"), find)
+
+    async def _create(self, record: BatchRecord, url: str, look: bool) -> Any:
+        """The record's batch: the one a run that died after creating it made (`look`), or created now,
+        once."""
+        find = partial(_find_batch, self._batches, str(record["file"]))
+        if look and (found := await find()) is not None:
+            return found
+        create = partial(
+            self._creates.batches.create,
+            input_file_id=str(record["file"]),
+            endpoint=url,
+            completion_window=COMPLETION_WINDOW,
+            metadata={
+                "run": self.run_id[:512],
+                "round": str(record["round"]),
+                "attempt": str(record["attempt"]),
+            },
+        )
+        return await _once(create, find)
 
     async def _lines(self, records: list[BatchRecord]) -> dict[str, dict[str, Any]]:
         """Every answer of the round's ended batches (a later attempt's over an earlier one's), by
@@ -375,16 +411,43 @@ def _split(wanted: Wanted, url: str) -> list[list[str]]:
     return parts
 
 
-async def _find_file(client: openai.AsyncOpenAI, filename: str) -> str | None:
-    """An input file uploaded before a crash kept its id from the checkpoint."""
+def _lost(exc: BaseException) -> bool:
+    """A creation whose answer may have been lost after the provider did the work: a dropped connection,
+    a timeout, a server error. (A 4xx answer says it was not done.)"""
+    if isinstance(exc, openai.APIStatusError):
+        return _retryable(exc.status_code)
+    return isinstance(exc, openai.APIConnectionError)
+
+
+async def _once(create: Callable[[], Awaitable[Any]], find: Callable[[], Awaitable[Any]]) -> Any:
+    """Create an upload or a batch once: when an attempt's answer is lost, look for what it made (the
+    file by its name, the batch by its input file) before trying again, so that nothing is submitted,
+    or paid for, twice."""
+    retrying = AsyncRetrying(
+        retry=retry_if_exception(_lost),
+        stop=stop_after_attempt(CREATE_ATTEMPTS),
+        wait=wait_exponential_jitter(multiplier=0.5, max=8.0),
+        reraise=True,
+    )
+    async for attempt in retrying:
+        with attempt:
+            if attempt.retry_state.attempt_number > 1 and (made := await find()) is not None:
+                return made
+            return await create()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _find_file(client: openai.AsyncOpenAI, filename: str) -> Any:
+    """An input file uploaded before its id reached the checkpoint (a crash, a lost answer)."""
     async for f in client.files.list(purpose="batch"):
         if f.filename == filename:
-            return f.id
+            return f
     return None
 
 
 async def _find_batch(client: openai.AsyncOpenAI, file_id: str) -> Any:
-    """A batch created before a crash kept its id from the checkpoint: the one with this input file."""
+    """A batch created before its id reached the checkpoint (a crash, a lost answer): the one with this
+    input file."""
     async for batch in client.batches.list(limit=100):
         if batch.input_file_id == file_id:
             return batch

@@ -2,14 +2,13 @@
 data of its Figure 3 (ROUGE-L of each kept instruction against its most similar seed instruction) and
 Figure 4 (length distributions), and the filter counts per rule.
 
-`build` is pure arithmetic over the checkpoint; `figures` draws the PNGs with matplotlib, imported only
-there (the worker draws them at export; the API serves the stored report.json).
+`build` is pure arithmetic over the checkpoint; jobs.method.outputs.figures draws the PNGs (the worker
+draws them at export; the API serves the stored report.json); the card shows it (card.section).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 from statistics import fmean
 from typing import Any
 
@@ -96,66 +95,3 @@ def build(checkpoint: Checkpoint, seed_tasks: list[SeedTask], stats: dict[str, A
 def _histogram(values: list[int]) -> dict[str, int]:
     """Words -> count, ascending (string keys: JSON objects)."""
     return {str(k): v for k, v in sorted(Counter(values).items())}
-
-
-def figures(report: dict[str, Any], out_dir: Path) -> list[str]:
-    """Draw Figure 3 and Figure 4 as PNGs into out_dir; returns the file names."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rouge = report["rouge_l_to_nearest_seed"]
-    width = rouge["bin_width"]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.bar([i * width for i in range(len(rouge["counts"]))], rouge["counts"], width=width, align="edge")
-    ax.set_xlabel("ROUGE-L with the most similar seed instruction")
-    ax.set_ylabel("# instructions")
-    ax.set_xlim(0, 1)
-    fig.tight_layout()
-    fig.savefig(out_dir / FIGURES["rouge"], dpi=100, metadata={"Software": None})
-    plt.close(fig)
-
-    titles = {
-        "instruction_words": "Instruction",
-        "non_empty_input_words": "Non-empty input",
-        "output_words": "Output",
-    }
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
-    for ax, (name, title) in zip(axes, titles.items(), strict=True):
-        counts = {int(k): v for k, v in report["lengths"][name].items()}
-        ax.bar(list(counts), list(counts.values()), width=1.0)
-        ax.set_title(title)
-        ax.set_xlabel("length (words)")
-    axes[0].set_ylabel("count")
-    fig.tight_layout()
-    fig.savefig(out_dir / FIGURES["lengths"], dpi=100, metadata={"Software": None})
-    plt.close(fig)
-    return list(FIGURES.values())
-
-
-def card_section(report: dict[str, Any]) -> list[str]:
-    """The dataset card's quality section: Table 1 beside the paper's, and the figures."""
-    lines = [
-        "## Quality report",
-        "",
-        "`report.json` holds everything below and the figures' data. Table 1 of the paper, beside it:",
-        "",
-        "| statistic | this dataset | paper |",
-        "|---|---|---|",
-    ]
-    for row in report["table1"]:
-        lines.append(f"| {row['statistic'].replace('_', ' ')} | {row['this_dataset']} | {row['paper']} |")
-    per = report["instances_per_instruction"]
-    lines += [
-        f"| instances per instruction | {per['this_dataset']} | {per['paper']} |",
-        "",
-        f"Distinct labels per classification instruction: "
-        f"{report['distinct_labels_per_classification_instruction']}.",
-        "",
-        f"![ROUGE-L against the most similar seed instruction (the paper's Figure 3)]({FIGURES['rouge']})",
-        "",
-        f"![Instruction, non-empty input and output lengths (the paper's Figure 4)]({FIGURES['lengths']})",
-        "",
-    ]
-    return lines

@@ -7,15 +7,14 @@ from collections.abc import Awaitable
 from dataclasses import replace
 from typing import Any
 
-from jobs.method import chat, parsing
 from jobs.method.checkpoint import KeptInstruction
 from jobs.method.decisions import Decision
-from jobs.method.filters import InstructionFilter
-from jobs.method.llm import LLM, Completion
+from jobs.method.prompts import chat, parsing
 from jobs.method.recipe import paper_decoding
 from jobs.method.run import Run
 from jobs.method.similarity import RougeLIndex
-from jobs.method.window import ordered
+from jobs.method.stages.filters import InstructionFilter
+from jobs.method.transport import LLM, Completion, ordered
 
 STAGE = "instructions"
 
@@ -43,7 +42,7 @@ async def run_stage(run: Run, llm: LLM) -> None:
     role = {"role": "assistant"} if llm.chat else {}
     run.start_stage(target)
     run.stage_done = len(machine)
-    rounds = cfg.rounds(llm.batch)
+    rounds = cfg.round_size
 
     def pool_until(i: int) -> int:
         """Prompt i sees the machine instructions kept by the prompts before this index."""

@@ -11,14 +11,10 @@ of the sampling parameters it refuses."""
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
-import math
 import re
 import time
-from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -32,19 +28,15 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from jobs.method import cost, metrics
+from jobs.method.endpoint import REASONING_SIGN, Endpoint, cost, is_reasoning, token_limit
 from jobs.method.recipe import Decoding
+from jobs.method.transport.metrics import LLM_COST, LLM_REQUESTS, LLM_RETRIES, LLM_SECONDS, LLM_TOKENS
+from jobs.method.transport.rate_limits import RateLimits, retry_after
+from jobs.method.transport.usage import Usage
+from jobs.method.vocabulary import TOKEN_LIMITS
 
 log = structlog.get_logger(__name__)
 
-
-API_KINDS = ("completions", "chat")
-# online: each request as it is built; batch: a stage's requests through the provider's Batch API
-# (jobs.method.batch), at its batch prices
-MODES = ("online", "batch")
-# How a chat endpoint takes a JSON schema for structured replies: OpenAI and vLLM use `json_schema`;
-# llama.cpp's server (and Anyscale) use `json_object` with a `schema` beside it.
-RESPONSE_FORMATS = ("json_schema", "json_object")
 # Optional request parameters: when an endpoint refuses one (HTTP 400 naming it), the run drops it and
 # goes on, with a warning, instead of failing.
 DROPPABLE = (
@@ -58,9 +50,6 @@ DROPPABLE = (
     "top_logprobs",
 )
 
-# The chat token cap's two names: an endpoint that refuses one (HTTP 400 naming it) gets the other for the
-# rest of the run.
-TOKEN_LIMITS = ("max_completion_tokens", "max_tokens")
 # What reasoning models refuse (OpenAI's reasoning guide; "not supported with latest reasoning models"
 # for `stop` in its description). A reasoning endpoint gets none of them, and n>1 as separate requests.
 # A 400 naming `temperature`, which no other refusal drops, says the endpoint is one.
@@ -73,97 +62,8 @@ REASONING_REFUSES = (
     "logprobs",
     "top_logprobs",
 )
-REASONING_SIGN = "temperature"
 
 Prompt = str | list[dict[str, str]]  # a text to continue, or chat messages
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where completions come from. `supports_n`: the server honours n>1 (llama.cpp does not).
-    `api`: completions or chat; `response_format`: None, or how a chat endpoint takes a JSON schema.
-    `max_tokens_param`: the chat token cap's name (None: max_completion_tokens; completions always
-    send max_tokens). `send_seed`: send each request's seed (None: on completions, not on chat, where
-    OpenAI deprecated it). `reasoning`: a chat reasoning model; leave out what it refuses. `mode`:
-    online, or batch (the provider's Batch API; `prices` are then its batch prices)."""
-
-    base_url: str
-    model: str
-    api_key: str = "sk-local"
-    timeout: float = 120.0
-    max_attempts: int = 6
-    max_wait: float = 30.0
-    supports_n: bool = False
-    api: str = "completions"
-    response_format: str | None = None
-    prices: tuple[float, float] | None = None  # per million prompt and completion tokens
-    currency: str = "USD"
-    max_tokens_param: str | None = None
-    send_seed: bool | None = None
-    reasoning: bool = False
-    mode: str = "online"
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, not {self.mode!r}")
-        if self.api not in API_KINDS:
-            raise ValueError(f"api must be one of {API_KINDS}, not {self.api!r}")
-        if self.response_format is not None and (
-            self.api != "chat" or self.response_format not in RESPONSE_FORMATS
-        ):
-            raise ValueError(f"response_format is for chat endpoints: one of {RESPONSE_FORMATS}")
-        if self.max_tokens_param not in (None, *TOKEN_LIMITS) or (
-            self.max_tokens_param == "max_completion_tokens" and self.api != "chat"
-        ):
-            raise ValueError(f"max_tokens_param is one of {TOKEN_LIMITS}; completions take max_tokens")
-        if self.reasoning and self.api != "chat":
-            raise ValueError("reasoning is for chat endpoints")
-
-    @property
-    def token_limit(self) -> str:
-        """The token cap's name, as configured."""
-        return self.max_tokens_param or ("max_completion_tokens" if self.api == "chat" else "max_tokens")
-
-    @property
-    def seeded(self) -> bool:
-        return self.api == "completions" if self.send_seed is None else self.send_seed
-
-    def public(self, dropped: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """What may be recorded in run.json: never the key. With the run's refused parameters
-        (`dropped`), a chat endpoint's record says what its requests ended up carrying."""
-        out = {
-            "base_url": self.base_url,
-            "model": self.model,
-            "supports_n": self.supports_n,
-            "api": self.api,
-            "response_format": self.response_format,
-            "price_per_million_tokens": None
-            if self.prices is None
-            else {"prompt": self.prices[0], "completion": self.prices[1], "currency": self.currency},
-        }
-        dropped = dropped or {}
-        if self.api == "chat":
-            out["max_tokens_param"] = token_limit(self, dropped)
-            out["send_seed"] = self.seeded and "seed" not in dropped
-            out["reasoning"] = is_reasoning(self, dropped)
-        elif not self.seeded:  # completions runs recorded before these options read as before
-            out["send_seed"] = False
-        if self.mode != "online":  # online runs' records read as before
-            out["mode"] = self.mode
-        return out
-
-
-def token_limit(endpoint: Endpoint, dropped: Mapping[str, str]) -> str:
-    """The token cap's name in use: the configured one, or the other once the endpoint refused it."""
-    name = endpoint.token_limit
-    if endpoint.api == "chat" and name in dropped:
-        return next(other for other in TOKEN_LIMITS if other != name)
-    return name
-
-
-def is_reasoning(endpoint: Endpoint, dropped: Mapping[str, str]) -> bool:
-    """A reasoning model: the profile says so, or the endpoint refused `temperature`."""
-    return endpoint.reasoning or (endpoint.api == "chat" and REASONING_SIGN in dropped)
 
 
 @dataclass(frozen=True)
@@ -233,153 +133,8 @@ def _retryable(exc: BaseException) -> bool:
 REFUSALS = ("logprobs is not supported",)
 
 
-def retry_after(exc: BaseException | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP date), if the error carries one."""
-    response = getattr(exc, "response", None)
-    return retry_after_header(response.headers) if response is not None else None
-
-
-def retry_after_header(headers: Mapping[str, str]) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP date), if there is a readable one."""
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):  # an unreadable header: fall back to the backoff
-        return None
-
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
-_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
-
-
-def duration(value: str | None) -> float | None:
-    """Seconds from an x-ratelimit-reset-* header: a Go duration ("20ms", "1s", "6m0s", "1h2m3.5s") as
-    OpenAI writes them, or bare seconds; None when unreadable."""
-    text = (value or "").strip()
-    parts = _DURATION.findall(text)
-    if parts and "".join(number + unit for number, unit in parts) == text:
-        return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        return None
-
-
-class RateLimits:
-    """What the endpoint's rate-limit headers said (OpenAI's x-ratelimit-remaining-/reset-requests and
-    -tokens, and Retry-After): when the next request may go. Waiting for the reset once a limit is
-    spent costs the same time as the 429 the request would get, without the failed attempt. No wait is
-    longer than `max_wait`, as for retries (a token limit's reset is when it is whole again, which can be
-    minutes; a request may go sooner)."""
-
-    KINDS = ("requests", "tokens")
-
-    def __init__(self, max_wait: float = math.inf) -> None:
-        self.max_wait = max_wait
-        self.remaining = dict.fromkeys(self.KINDS, math.inf)
-        self.reset_at = dict.fromkeys(self.KINDS, 0.0)  # monotonic
-        self.paused_until = 0.0
-
-    def observe(self, headers: Mapping[str, str], others_in_flight: int, now: float) -> None:
-        for kind in self.KINDS:
-            reset = duration(headers.get(f"x-ratelimit-reset-{kind}"))
-            try:
-                left = float(headers.get(f"x-ratelimit-remaining-{kind}", ""))
-            except ValueError:
-                continue
-            if reset is None:
-                continue
-            # requests sent before this answer may not be counted in it yet: take them as spent
-            left = left - others_in_flight if kind == "requests" else left
-            if now < self.reset_at[kind]:
-                # the same window: what is left only shrinks (an answer read late says more than is
-                # left), and its end is the latest one heard of
-                left = min(left, self.remaining[kind])
-                reset = max(reset, self.reset_at[kind] - now)
-            self.remaining[kind] = left
-            self.reset_at[kind] = now + min(reset, self.max_wait)
-        if (hinted := retry_after_header(headers)) is not None:  # on a 429: every request waits
-            self.paused_until = max(self.paused_until, now + min(hinted, self.max_wait))
-
-    def delay(self, now: float) -> float:
-        """Seconds the next request should wait (0: go)."""
-        waits = [self.paused_until - now]
-        for kind in self.KINDS:
-            if now >= self.reset_at[kind]:  # renewed: unknown until the next answer says
-                self.remaining[kind] = math.inf
-            elif self.remaining[kind] <= 0:
-                waits.append(self.reset_at[kind] - now)
-        return max(0.0, *waits)
-
-    def sent(self) -> None:
-        self.remaining["requests"] -= 1
-
-
-@dataclass
-class Usage:
-    # per stage
-    requests: Counter[str] = field(default_factory=Counter)  # successful requests
-    prompt_tokens: Counter[str] = field(default_factory=Counter)
-    completion_tokens: Counter[str] = field(default_factory=Counter)
-    retries: int = 0
-    errors: Counter[str] = field(default_factory=Counter)  # failed attempts by kind
-    busy_seconds: float = 0.0
-    # parameter -> why the run went on without it (what the endpoint said, mostly)
-    dropped: dict[str, str] = field(default_factory=dict)
-    # requests held back until a rate limit's reset (RateLimits), and how long they waited in all
-    rate_limit_waits: int = 0
-    rate_limit_seconds: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "requests": dict(self.requests),
-            "prompt_tokens": dict(self.prompt_tokens),
-            "completion_tokens": dict(self.completion_tokens),
-            "retries": self.retries,
-            "errors": dict(self.errors),
-            "busy_seconds": round(self.busy_seconds, 3),
-            "dropped": dict(sorted(self.dropped.items())),
-            "rate_limit_waits": self.rate_limit_waits,
-            "rate_limit_seconds": round(self.rate_limit_seconds, 3),
-        }
-
-    def merge(self, other: Usage) -> None:
-        """Add another run's requests, tokens, failed attempts, busy time and rate-limit waits (a chunk's,
-        at the end). Refused parameters are not merged: the job's record holds them for every part."""
-        self.requests.update(other.requests)
-        self.prompt_tokens.update(other.prompt_tokens)
-        self.completion_tokens.update(other.completion_tokens)
-        self.errors.update(other.errors)
-        self.retries += other.retries
-        self.busy_seconds += other.busy_seconds
-        self.rate_limit_waits += other.rate_limit_waits
-        self.rate_limit_seconds += other.rate_limit_seconds
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Usage:
-        return cls(
-            Counter(data["requests"]),
-            Counter(data["prompt_tokens"]),
-            Counter(data["completion_tokens"]),
-            data["retries"],
-            Counter(data["errors"]),
-            data["busy_seconds"],
-            dict(data.get("dropped", {})),
-            data.get("rate_limit_waits", 0),
-            data.get("rate_limit_seconds", 0.0),
-        )
-
-
 class LLM:
     """Completions with at most `concurrency` requests in flight; counts tokens, retries, busy time."""
-
-    batch = False  # requests go one by one (jobs.method.batch.BatchLLM: through the Batch API)
 
     def capacity(self, concurrency: int) -> int:
         """How many requests a stage may have out at once."""
@@ -424,7 +179,7 @@ class LLM:
         exc = state.outcome.exception() if state.outcome else None
         kind = _error_kind(exc) if exc else "unknown"
         self.usage.retries += 1
-        metrics.LLM_RETRIES.labels(kind).inc()
+        LLM_RETRIES.labels(kind).inc()
         log.warning("llm_retry", attempt=state.attempt_number, error=kind)
 
     async def complete(
@@ -535,7 +290,7 @@ class LLM:
                 log.warning("llm_parameter_dropped", parameter=name, reason=why)
 
     def _failure(self, exc: BaseException, stage: str, param: str | None = None) -> EndpointError:
-        metrics.LLM_REQUESTS.labels(stage, "error").inc()
+        LLM_REQUESTS.labels(stage, "error").inc()
         detail = _describe(exc)
         if len(self.endpoint.api_key) >= 8:  # an endpoint may echo the key back; never pass it on
             detail = detail.replace(self.endpoint.api_key, "[redacted]")
@@ -560,7 +315,7 @@ class LLM:
                 try:
                     response = await self._send(prompt, params, seed, n)
                     completions = self._parse(response, stage, "response_format" in params)
-                    metrics.LLM_SECONDS.labels(stage).observe(time.monotonic() - started)
+                    LLM_SECONDS.labels(stage).observe(time.monotonic() - started)
                     return completions
                 except Exception as exc:
                     if isinstance(exc, openai.APIStatusError):
@@ -614,7 +369,7 @@ class LLM:
         self, response: Any, stage: str, structured: bool = False, count: bool = True
     ) -> list[Completion]:
         """The response's completions; `count`: add its request and tokens to the usage (a batch's
-        lines are counted once, when its output is first read: jobs.method.batch)."""
+        lines are counted once, when its output is first read: jobs.method.transport.batch)."""
         choices = getattr(response, "choices", None)
         texts = [_text(c, self.chat) for c in choices or ()]
         if not choices or any(not isinstance(t, str) for t in texts):
@@ -644,12 +399,12 @@ class LLM:
         self.usage.requests[stage] += 1
         self.usage.prompt_tokens[stage] += prompt_tokens
         self.usage.completion_tokens[stage] += completion_tokens
-        metrics.LLM_REQUESTS.labels(stage, "ok").inc()
-        metrics.LLM_TOKENS.labels(stage, "prompt").inc(prompt_tokens)
-        metrics.LLM_TOKENS.labels(stage, "completion").inc(completion_tokens)
+        LLM_REQUESTS.labels(stage, "ok").inc()
+        LLM_TOKENS.labels(stage, "prompt").inc(prompt_tokens)
+        LLM_TOKENS.labels(stage, "completion").inc(completion_tokens)
         if self.endpoint.prices:
-            spent = cost.amount(prompt_tokens, completion_tokens, self.endpoint.prices)
-            metrics.LLM_COST.labels(stage, self.endpoint.currency).inc(spent)
+            spent = cost(prompt_tokens, completion_tokens, self.endpoint.prices)
+            LLM_COST.labels(stage, self.endpoint.currency).inc(spent)
 
     def _enter(self) -> None:
         if self._in_flight == 0:

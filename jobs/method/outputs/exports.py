@@ -1,4 +1,5 @@
-"""Dataset files: the paper's fine-tuning JSONL, Alpaca JSON, OpenAI chat JSONL, Parquet, and a card.
+"""Dataset files: the paper's fine-tuning JSONL, Alpaca JSON, OpenAI chat JSONL, Parquet, the instructions
+and decisions, stats.json and run.json, with the report and the card (jobs.method.outputs).
 
 Everything is a function of the checkpoint, the seed set and the config, so two runs that made the
 same candidates write byte-identical files.
@@ -17,12 +18,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs import __version__
-from jobs.method import report
 from jobs.method.checkpoint import Checkpoint
 from jobs.method.decisions import Decision
+from jobs.method.outputs import card, figures, report
 from jobs.method.recipe import Recipe
 from jobs.method.seed_tasks import SeedTask, content_hash
-from jobs.method.vocabulary import FILES, RULES
+from jobs.method.vocabulary import FILES
 
 if TYPE_CHECKING:  # the run module does not import this one: a type only
     from jobs.method.run import Run
@@ -214,92 +215,9 @@ def write(
     _json(out / "run.json", run_record)
     quality = report.build(checkpoint, seed_tasks, stats)
     _json(out / "report.json", quality)
-    report.figures(quality, out)
-    (out / "README.md").write_text(card(records, stats, run_record, quality), encoding="utf-8")
+    figures.draw(quality, out)
+    (out / "README.md").write_text(card.write(records, stats, run_record, quality), encoding="utf-8")
     return records
-
-
-def card(
-    records: dict[str, int],
-    stats: dict[str, Any],
-    run_record: dict[str, Any],
-    quality: dict[str, Any],
-) -> str:
-    """The dataset card: what is in the directory, how it was made, how to load it."""
-    cfg = run_record["config"]
-    lines = [
-        "# Self-Instruct dataset",
-        "",
-        f"Generated with the SELF-INSTRUCT method (Wang et al., 2022) by selfinstruct-service "
-        f"{run_record['engine_version']}, run `{run_record['run_id']}`.",
-        "",
-        "## Contents",
-        "",
-        "| file | records | what |",
-        "|---|---|---|",
-    ]
-    what = {
-        FILES[
-            "finetune"
-        ]: "prompt/completion pairs in the paper's varied templates (also instruction/input/output)",
-        FILES["alpaca"]: "a JSON list of {instruction, input, output} (Stanford Alpaca format)",
-        FILES["chat"]: "OpenAI chat fine-tuning records ({messages: [user, assistant]})",
-        FILES["parquet"]: "one row per instance with ids and the classification flag",
-        "instructions.jsonl": "kept machine instructions with classification answer and nearest pool item",
-        "decisions.jsonl": "one record per candidate instruction and instance: kept or dropped, rule, detail",
-    }
-    for name, count in records.items():
-        lines.append(f"| `{name}` | {count} | {what.get(name, '')} |")
-    lines += ["", "`stats.json` holds the counts, tokens and timings; `run.json` the configuration.", ""]
-    lines += [
-        "## How it was made",
-        "",
-        f"- seed set: {run_record['seed_set']['tasks']} tasks, sha256 `{run_record['seed_set']['sha256']}`",
-        f"- model: `{run_record['endpoint']['model']}` through `/v1/{_path(run_record['endpoint'])}`; "
-        f"random seed {run_record['random_seed']}",
-        *([f"- extends job `{run_record['extends']}` to this target"] if "extends" in run_record else []),
-        f"- target {cfg['num_instructions']} instructions; stop reason: {stats.get('stop_reason')}",
-        f"- kept {stats['instructions_kept']} instructions and {stats['instances_kept']} instances",
-        *_cost(stats),
-        f"- ROUGE-L threshold {cfg['similarity_threshold']}; "
-        f"at most {cfg['max_instances_per_task']} instances a task",
-        "",
-        "## Filter decisions",
-        "",
-        "| stage | rule | count | meaning |",
-        "|---|---|---|---|",
-    ]
-    for stage, rules in stats["verdicts"].items():
-        for rule, count in rules.items():
-            lines.append(f"| {stage} | `{rule}` | {count} | {RULES[rule]} |")
-    lines += ["", *report.card_section(quality)]
-    lines += [
-        "## Loading",
-        "",
-        "```python",
-        "import datasets",
-        f'ds = datasets.load_dataset("parquet", data_files="{FILES["parquet"]}")',
-        f'alpaca = datasets.load_dataset("json", data_files="{FILES["alpaca"]}")',
-        "```",
-        "",
-        "Machine-generated data: review it before training on it; it inherits the model's errors.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _cost(stats: dict[str, Any]) -> list[str]:
-    """A priced profile's cost line (tokens vary with concurrency: the card stays byte-stable without)."""
-    cost = stats.get("cost")
-    if not cost:
-        return []
-    stages = ", ".join(f"{stage} {amount:.6f}" for stage, amount in cost["by_stage"].items())
-    tokens = f"{stats['tokens']['prompt']} prompt and {stats['tokens']['completion']} completion tokens"
-    return [f"- {tokens}; cost {cost['total']:.6f} {cost['currency']} ({stages})"]
-
-
-def _path(endpoint: dict[str, Any]) -> str:
-    return "chat/completions" if endpoint.get("api") == "chat" else "completions"
 
 
 # --- a run's dataset ---

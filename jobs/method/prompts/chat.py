@@ -1,8 +1,8 @@
 """The method for instruction-following models behind /v1/chat/completions: the three stages' messages,
 the JSON schemas of structured replies, and reading the replies back.
 
-The demonstrations are the completions layouts' (jobs.method.prompts), shown inside a user message with
-directions, in the spirit of Stanford Alpaca's generator: stage 1 asks for a numbered list of new
+The demonstrations are the completions layouts' (jobs.method.prompts.layouts), shown inside a user
+message with directions, in the spirit of Stanford Alpaca's generator: stage 1 asks for a numbered list of new
 tasks with the requirements the paper's filters enforce; classification asks for Yes or No; instance
 generation keeps the paper's order (output first for classification tasks, input first otherwise).
 Every candidate still goes through the same filters as in completions mode.
@@ -14,8 +14,8 @@ import json
 import re
 from typing import Any
 
-from jobs.method import parsing
-from jobs.method.prompts import Prompts, one_line
+from jobs.method.prompts import parsing
+from jobs.method.prompts.layouts import Prompts, one_line
 from jobs.method.seed_tasks import SeedTask
 
 Messages = list[dict[str, str]]
@@ -28,8 +28,8 @@ INSTRUCTION_REQUIREMENTS = (
     "task must not need images, graphs, pictures, files, maps, drawing, plotting or going somewhere, "
     'must not start with "Write a program", and starts with a letter.'
 )
-# Structured Outputs under `strict: true` (how OpenAI is asked, jobs.method.llm) takes a schema only if
-# every object is closed (additionalProperties false) and requires every property it has.
+# Structured Outputs under `strict: true` (how OpenAI is asked, jobs.method.transport.client) takes a
+# schema only if every object is closed (additionalProperties false) and requires every property it has.
 CLASSIFICATION_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {"answer": {"type": "string", "enum": ["Yes", "No"]}},

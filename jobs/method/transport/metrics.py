@@ -1,4 +1,6 @@
-"""Prometheus counters of the method's work: LLM requests, tokens, retries, latency, dedup time, decisions.
+"""Prometheus counters of the endpoint's work: LLM requests, tokens, retries, latency and cost.
+
+(Dedup time is counted in jobs.method.stages.filters, decisions in jobs.method.run.)
 
 prometheus_client only: a worker serves them (jobs.runner.metrics_server); a local run just counts.
 """
@@ -25,14 +27,6 @@ LLM_RETRIES = Counter(
 )
 LLM_TOKENS = Counter(
     "selfinstruct_llm_tokens_total", "Tokens, by stage and kind (prompt, completion)", ["stage", "kind"]
-)
-DEDUP_SECONDS = Histogram(
-    "selfinstruct_dedup_seconds",
-    "Time to find a candidate's nearest pool item (ROUGE-L index)",
-    buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
-)
-CANDIDATES = Counter(
-    "selfinstruct_candidates_total", "Decisions, by stage, verdict and rule", ["stage", "verdict", "rule"]
 )
 LLM_COST = Counter(
     "selfinstruct_llm_cost_total",
