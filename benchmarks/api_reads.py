@@ -23,14 +23,17 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 from redis import Redis
 
 from jobs.blobs.artifacts import Artifacts
 from jobs.method.decisions import Decision
+from jobs.method.recipe import Recipe
 from jobs.method.seed_tasks import load_file
 from jobs.settings import Settings
-from jobs.store import api_keys
+from jobs.store import api_keys, keyspace
 from jobs.store import job as jobs_
 from jobs.store.decision_log import Cursor, DecisionLog
 from jobs.store.seed_sets import create as create_seed_set
@@ -44,13 +47,13 @@ function delay() return 1000 / rate_per_connection end
 """
 
 
-def fill(r: Redis, job_id: str, count: int) -> None:
-    log = DecisionLog(r, job_id)
+def decisions(count: int) -> Iterator[Decision]:
+    """The job's decisions, in log order: two instruction decisions (a seeded mix of rules) to one
+    instance decision."""
     rng = random.Random(0)
-    batch = []
     for i in range(count):
         if i % 3 == 2:
-            d = Decision(
+            yield Decision(
                 f"i{i}.0.0:0",
                 "instance",
                 f"output {i}",
@@ -66,7 +69,7 @@ def fill(r: Redis, job_id: str, count: int) -> None:
                 "nearest_text": "Some seed instruction text here.",
                 "score": round(rng.random(), 6),
             }
-            d = Decision(
+            yield Decision(
                 f"i{i}.0.0",
                 "instruction",
                 f"Candidate instruction number {i} for the benchmark.",
@@ -74,12 +77,18 @@ def fill(r: Redis, job_id: str, count: int) -> None:
                 {"prompt": i, "completion": 0, "position": 0},
                 detail,
             )
+
+
+def fill(r: Redis, job_id: str, count: int) -> None:
+    log, checkpoint = DecisionLog(r, job_id), keyspace.checkpoint(job_id)
+    batch = []
+    for d in decisions(count):
         batch.append(d)
         if len(batch) == 1000:
-            log.commit(batch, f"{log.prefix}:checkpoint", "")
+            log.commit(batch, checkpoint, "")
             batch = []
     if batch:
-        log.commit(batch, f"{log.prefix}:checkpoint", "")
+        log.commit(batch, checkpoint, "")
 
 
 @dataclass(frozen=True)
@@ -116,7 +125,8 @@ def served_job(decisions: int) -> Iterator[Served]:
         seed_set, _ = create_seed_set(
             r, artifacts, "bench", load_file(ROOT / "data" / "seed_tasks.jsonl"), "b"
         )
-        job = jobs_.create(r, "bench", seed_set.id, "local", {"num_instructions": 20000})
+        config = {"num_instructions": 20000}
+        job = jobs_.create(r, "bench", seed_set.id, "local", config, Recipe.build(config).to_dict())
         assert job is not None
         jobs_.transition(r, job, "running", ("queued",), started_at=time.time(), stage="instances")
         start = time.perf_counter()
@@ -158,25 +168,29 @@ def wrk(url: str, seconds: int, connections: int, script: Path, key: str) -> dic
     return {"rps": rps, "p50": ms("50%"), "p99": ms("99%"), "errors": int(errors.group(1)) if errors else 0}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--decisions", type=int, default=50_000)
-    parser.add_argument("--rate", type=int, default=200, help="target requests per second")
-    parser.add_argument("--seconds", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=3, help="figures are medians over the rounds")
-    parser.add_argument("--connections", type=int, default=8)
-    args = parser.parse_args()
-    if not shutil.which("wrk"):
-        raise SystemExit("wrk is not installed: run scripts/setup.sh")
-    with served_job(args.decisions) as served:
+def page(url: str, key: str) -> dict[str, Any]:
+    """One page as the API serves it: its decisions' ids, the next cursor and the filter's total."""
+    body = httpx.get(url, headers={"Authorization": f"Bearer {key}"}, timeout=30).raise_for_status().json()
+    return {
+        "ids": [d["id"] for d in body["items"]],
+        "next_cursor": body["next_cursor"],
+        "total": body["total"],
+    }
+
+
+def run(decisions: int, rate: int, seconds: int, rounds: int, connections: int) -> dict[str, Any]:
+    """Per URL, medians over the rounds of wrk's requests/s, p50 and p99 ms and non-2xx answers; the
+    headline: the worst p99, and the first and last pages of a filter alike. `pages` holds what each
+    page URL returned, read once outside the timing."""
+    with served_job(decisions) as served:
         r, key, job_id, url, tmp = served.redis, served.key, served.job_id, served.url, served.tmp
         log = DecisionLog(r, job_id)
-        _, _, total_kept = log.page(stage="instruction", rule="too_similar", limit=1)
+        _, _, similar_total = log.page(stage="instruction", rule="too_similar", limit=1)
         last_all = Cursor(log.count() - 50).encode()
-        # the cursor before the last page of a filter: walk to it once
+        # the cursor before the last page of 50 of a filter: walk to it once
         after = 0
         while True:
-            _, more, _ = log.page(stage="instruction", rule="too_similar", after=after, limit=500)
+            _, more, _ = log.page(stage="instruction", rule="too_similar", after=after, limit=50)
             if more is None:
                 break
             after = more
@@ -187,39 +201,58 @@ def main() -> None:
             "job status": base,
             "decisions, first page (50)": f"{base}/decisions?limit=50",
             "decisions, last page (50)": f"{base}/decisions?limit=50&cursor={last_all}",
-            f"too_similar ({total_kept}), first page": similar,
-            f"too_similar ({total_kept}), last page": f"{similar}&cursor={filtered_last}",
+            f"too_similar ({similar_total}), first page": similar,
+            f"too_similar ({similar_total}), last page": f"{similar}&cursor={filtered_last}",
         }
+        pages = {label: page(target, key) for label, target in targets.items() if label != "job status"}
         script = tmp / "pace.lua"
         # each connection waits between requests; aim a little high for the time a request takes
-        script.write_text(PACE.format(rate=args.rate * 1.12 / args.connections))
-        print(
-            f"wrk: {args.connections} connections paced to ~{args.rate} req/s, {args.seconds} s a run, "
-            f"medians of {args.rounds} rounds"
-        )
-        print(f"{'endpoint':<40} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+        script.write_text(PACE.format(rate=rate * 1.12 / connections))
         results = {}
         # rounds, interleaving the URLs, so that a disturbance on the machine hits them all alike
         runs: dict[str, list[dict[str, float]]] = {label: [] for label in targets}
-        for _ in range(args.rounds):
+        for _ in range(rounds):
             for label, target in targets.items():
-                runs[label].append(wrk(target, args.seconds, args.connections, script, key))
+                runs[label].append(wrk(target, seconds, connections, script, key))
         for label, measured in runs.items():
-            res = {k: statistics.median(m[k] for m in measured) for k in ("rps", "p50", "p99", "errors")}
-            results[label] = res
-            print(
-                f"{label:<40} {res['rps']:>8.1f} {res['p50']:>8.2f} {res['p99']:>8.2f} {res['errors']:>8.0f}"
-            )
+            results[label] = {
+                k: statistics.median(m[k] for m in measured) for k in ("rps", "p50", "p99", "errors")
+            }
         unpaced = tmp / "unpaced.lua"
         unpaced.write_text("")
-        full = wrk(
-            f"{base}/decisions?limit=50&cursor={last_all}", args.seconds, args.connections, unpaced, key
-        )
-        label = "unpaced, last page (capacity)"
-        print(f"{label:<40} {full['rps']:>8.1f} {full['p50']:>8.2f} {full['p99']:>8.2f}")
-        worst = max(res["p99"] for res in results.values())
-        verdict = "met" if worst < 50 else "NOT met"
-        print(f"worst p99 at ~{args.rate} req/s: {worst:.2f} ms (target < 50 ms -> {verdict})")
+        full = wrk(f"{base}/decisions?limit=50&cursor={last_all}", seconds, connections, unpaced, key)
+    return {
+        "results": results,
+        "unpaced": full,
+        "worst_p99": max(res["p99"] for res in results.values()),
+        "pages": pages,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--decisions", type=int, default=50_000)
+    parser.add_argument("--rate", type=int, default=200, help="target requests per second")
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3, help="figures are medians over the rounds")
+    parser.add_argument("--connections", type=int, default=8)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed: run scripts/setup.sh")
+    result = run(args.decisions, args.rate, args.seconds, args.rounds, args.connections)
+    print(
+        f"wrk: {args.connections} connections paced to ~{args.rate} req/s, {args.seconds} s a run, "
+        f"medians of {args.rounds} rounds"
+    )
+    print(f"{'endpoint':<40} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    for label, res in result["results"].items():
+        print(f"{label:<40} {res['rps']:>8.1f} {res['p50']:>8.2f} {res['p99']:>8.2f} {res['errors']:>8.0f}")
+    full = result["unpaced"]
+    label = "unpaced, last page (capacity)"
+    print(f"{label:<40} {full['rps']:>8.1f} {full['p50']:>8.2f} {full['p99']:>8.2f}")
+    worst = result["worst_p99"]
+    verdict = "met" if worst < 50 else "NOT met"
+    print(f"worst p99 at ~{args.rate} req/s: {worst:.2f} ms (target < 50 ms -> {verdict})")
 
 
 if __name__ == "__main__":

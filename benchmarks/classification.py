@@ -30,14 +30,15 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from jobs.method import classification as clf
-from jobs.method import parsing
 from jobs.method.checkpoint import FileStore
-from jobs.method.llm import LLM, Endpoint
-from jobs.method.prompts import CONTENT_FREE, one_line
+from jobs.method.endpoint import Endpoint
+from jobs.method.prompts import parsing
+from jobs.method.prompts.layouts import CONTENT_FREE, one_line
 from jobs.method.recipe import Recipe
 from jobs.method.run import Run
 from jobs.method.seed_tasks import SeedTask, load_file
+from jobs.method.stages import classification as clf
+from jobs.method.transport import LLM
 from jobs.tools.local_model import MODEL_ALIAS, LocalModel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -160,6 +161,7 @@ def evaluate(
             {
                 "split": j,
                 "demonstrations": int(d),
+                "held_out": [t.id for t in held],
                 "balanced_accuracy": {m: clf.balanced_accuracy(truth, p) for m, p in predicted.items()},
                 "confusion": {m: confusion(truth, p) for m, p in predicted.items()},
             }
@@ -185,15 +187,23 @@ def leave_one_out(tasks: list[SeedTask], cache: dict[str, Any]) -> dict[str, Any
     }
 
 
+def spread(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Each method's balanced accuracy over the splits: mean, sd, min and max."""
+    out = {}
+    for m in results[0]["balanced_accuracy"]:
+        scores = [r["balanced_accuracy"][m] for r in results]
+        sd = statistics.stdev(scores) if len(scores) > 1 else 0.0
+        out[m] = {"mean": statistics.mean(scores), "sd": sd, "min": min(scores), "max": max(scores)}
+    return out
+
+
 def summary(results: list[dict[str, Any]], loo: dict[str, Any] | None) -> str:
     lines = [
         "| method | mean | sd | min | max |" + (" leave-one-out |" if loo else ""),
         "|---|---|---|---|---|" + ("---|" if loo else ""),
     ]
-    for m in results[0]["balanced_accuracy"]:
-        scores = [r["balanced_accuracy"][m] for r in results]
-        spread = (statistics.mean(scores), statistics.stdev(scores), min(scores), max(scores))
-        row = f"| {m} | " + " | ".join(f"{x:.3f}" for x in spread) + " |"
+    for m, s in spread(results).items():
+        row = f"| {m} | " + " | ".join(f"{s[k]:.3f}" for k in ("mean", "sd", "min", "max")) + " |"
         if loo and m in loo:
             c = loo[m]
             row += f" {c['balanced_accuracy']:.3f} (tp {c['tp']} fn {c['fn']} tn {c['tn']} fp {c['fp']}) |"
@@ -215,6 +225,42 @@ def per_split(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def run(
+    tasks: list[SeedTask],
+    cache_path: Path,
+    demo_seeds: int,
+    splits: int,
+    held_out: int = HELD_OUT,
+    base_url: str | None = None,
+    model: str = MODEL_ALIAS,
+) -> dict[str, Any]:
+    """Scores what the cache lacks (on `base_url`, default the embedded model), then evaluates. The
+    headline: every method's balanced accuracy over the splits (`spread`) and left one out."""
+    cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        cache_path.write_text(json.dumps(cache))
+
+    draws = [str(d) for d in range(demo_seeds)]
+    complete = all(
+        d in cache and len(cache[d]["answers"]) + len(cache[d]["demos"]) == len(tasks) for d in draws
+    )
+    if not complete:
+        local = None if base_url else LocalModel(log_file=ROOT / ".run" / "bench-classification.log")
+        (ROOT / ".run").mkdir(exist_ok=True)
+        with local or nullcontext():
+            url = base_url or local.base_url  # type: ignore[union-attr]
+            endpoint = Endpoint(base_url=url, model=model, timeout=600.0)
+            for d in draws:
+                asyncio.run(score_draw(endpoint, tasks, int(d), cache.setdefault(d, {}), save))
+                print(f"draw {d}: {len(cache[d]['answers'])} tasks scored", file=sys.stderr, flush=True)
+    scored = {d: cache[d] for d in draws}
+    results = evaluate(tasks, scored, splits, held_out)
+    loo = leave_one_out(tasks, scored)
+    return {"draws": scored, "splits": results, "leave_one_out": loo, "spread": spread(results)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--seed-tasks", default=str(ROOT / "data" / "seed_tasks.jsonl"))
@@ -229,32 +275,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="also write the per-split results as JSON here")
     args = parser.parse_args(argv)
     tasks = load_file(args.seed_tasks)
-    cache_path = Path(args.cache)
-    cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
-
-    def save() -> None:
-        cache_path.write_text(json.dumps(cache))
-
-    draws = [str(d) for d in range(args.demo_seeds)]
-    complete = all(
-        d in cache and len(cache[d]["answers"]) + len(cache[d]["demos"]) == len(tasks) for d in draws
+    result = run(
+        tasks, Path(args.cache), args.demo_seeds, args.splits, args.held_out, args.base_url, args.model
     )
-    if not complete:
-        local = None if args.base_url else LocalModel(log_file=ROOT / ".run" / "bench-classification.log")
-        (ROOT / ".run").mkdir(exist_ok=True)
-        with local or nullcontext():
-            url = args.base_url or local.base_url  # type: ignore[union-attr]
-            endpoint = Endpoint(base_url=url, model=args.model, timeout=600.0)
-            for d in draws:
-                asyncio.run(score_draw(endpoint, tasks, int(d), cache.setdefault(d, {}), save))
-                print(f"draw {d}: {len(cache[d]['answers'])} tasks scored", file=sys.stderr, flush=True)
-    scored = {d: cache[d] for d in draws}
-    results = evaluate(tasks, scored, args.splits, args.held_out)
-    loo = leave_one_out(tasks, scored)
+    results, loo = result["splits"], result["leave_one_out"]
     print(
         f"balanced accuracy over {args.splits} splits of {args.held_out} held-out seed tasks, "
-        f"{len(draws)} demonstration draws"
+        f"{args.demo_seeds} demonstration draws"
     )
     print(summary(results, loo))
     print("\nper split: tp fn tn fp (balanced accuracy)")

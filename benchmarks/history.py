@@ -21,11 +21,12 @@ import statistics
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
-from jobs.method.filters import InstructionFilter
 from jobs.method.recipe import Recipe
 from jobs.method.seed_tasks import load_file
 from jobs.method.similarity import RougeLIndex
+from jobs.method.stages.filters import InstructionFilter
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SHARED_DIR", ROOT.parent / "shared"))
@@ -64,6 +65,37 @@ def memory_mib(seeds: list[tuple[str, str]], earlier: list[str]) -> float:
     return held / 2**20
 
 
+def run(
+    seeds: list[tuple[str, str]],
+    stream: list[str],
+    candidates: int,
+    rounds: int,
+    sizes: tuple[int, ...] = SIZES,
+) -> dict[str, Any]:
+    """A row per pool size: medians of the load time and the time per candidate, that time over the
+    empty pool's (`vs_none`, the headline), and the pool's memory."""
+    tried, history = stream[-candidates:], stream[:-candidates]
+    assert len(history) >= max(sizes), f"the stream has {len(history)} texts besides the candidates"
+    results: dict[int, list[dict[str, float]]] = {n: [] for n in sizes}
+    for _ in range(rounds):
+        for n in sizes:
+            results[n].append(measure(seeds, history[:n], tried))
+    base = statistics.median(r["ms_per_candidate"] for r in results[sizes[0]])
+    rows = []
+    for n in sizes:
+        ms = statistics.median(r["ms_per_candidate"] for r in results[n])
+        rows.append(
+            {
+                "earlier": n,
+                "load_s": statistics.median(r["load_s"] for r in results[n]),
+                "ms_per_candidate": ms,
+                "vs_none": ms / base,
+                "memory_mib": memory_mib(seeds, history[:n]),
+            }
+        )
+    return {"candidates": len(tried), "rounds": rounds, "seeds": len(seeds), "rows": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--candidates", type=int, default=2000)
@@ -72,21 +104,15 @@ def main() -> None:
     seeds = [(t.id, t.instruction) for t in load_file(ROOT / "data" / "seed_tasks.jsonl")]
     with (SHARED / "data" / "instruction_stream_50k.jsonl").open() as f:
         stream = [json.loads(line)["instruction"] for line in f]
-    candidates, history = stream[-args.candidates :], stream[: -args.candidates]
-    assert len(history) >= max(SIZES), f"the stream has {len(history)} texts besides the candidates"
-    results: dict[int, list[dict[str, float]]] = {n: [] for n in SIZES}
-    for _ in range(args.rounds):
-        for n in SIZES:
-            results[n].append(measure(seeds, history[:n], candidates))
-    base = statistics.median(r["ms_per_candidate"] for r in results[0])
+    result = run(seeds, stream, args.candidates, args.rounds)
     print(f"{args.candidates} candidates, {args.rounds} rounds, medians; {len(seeds)} seed instructions")
     print("| earlier instructions | pool load (s) | ms per candidate | vs none | pool memory (MiB) |")
     print("|---|---|---|---|---|")
-    for n in SIZES:
-        ms = statistics.median(r["ms_per_candidate"] for r in results[n])
-        load = statistics.median(r["load_s"] for r in results[n])
-        mib = memory_mib(seeds, history[:n])
-        print(f"| {n:,} | {load:.2f} | {ms:.3f} | {ms / base:.2f}x | {mib:.1f} |")
+    for row in result["rows"]:
+        print(
+            f"| {row['earlier']:,} | {row['load_s']:.2f} | {row['ms_per_candidate']:.3f} | "
+            f"{row['vs_none']:.2f}x | {row['memory_mib']:.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Instances per instruction on the embedded model: ways of asking for more, side by side.
 
     .venv/bin/python -m benchmarks.instances --instructions out/demo/instructions.jsonl \\
-        [--demo-seeds 1,2,3] [--server llama-server|llama-cpp-python]
+        [--demo-seeds 1,2,3] [--server llama-server|llama-cpp-python] [--base-url URL --model NAME]
 
 For the kept instructions of a run (its instructions.jsonl: text and classification answer), and for
 each draw of the instance demonstrations (a run's seed), every task's instance prompt is asked once
@@ -21,7 +21,8 @@ Every strategy's instances are filtered as stage 4 does. Per strategy: kept inst
 instruction (mean and sd over the draws; classification and other tasks apart), the share of parsed
 instances the filters drop, requests and completion tokens. `--server llama-cpp-python` asks the
 embedded server before llama-server instead (one request at a time; it needs
-`pip install -c constraints.txt "llama-cpp-python[server]"`).
+`pip install -c constraints.txt "llama-cpp-python[server]"`); `--base-url` asks a running
+completions endpoint (4 requests in flight).
 """
 
 from __future__ import annotations
@@ -31,17 +32,20 @@ import asyncio
 import json
 import statistics
 from collections import Counter
+from contextlib import nullcontext
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from benchmarks.servers import LlamaCppPython
-from jobs.method import parsing
-from jobs.method.filters import filter_instances
-from jobs.method.instances import STAGE, _asked_again
-from jobs.method.llm import LLM, Completion, Endpoint
-from jobs.method.prompts import Prompts
+from jobs.method.endpoint import Endpoint
+from jobs.method.prompts import parsing
+from jobs.method.prompts.layouts import Prompts
 from jobs.method.recipe import Recipe
 from jobs.method.seed_tasks import load_file
+from jobs.method.stages.filters import filter_instances
+from jobs.method.stages.instances import STAGE, _asked_again
+from jobs.method.transport import LLM, Completion
 from jobs.tools.local_model import MODEL_ALIAS, PARALLEL, REQUEST_OPTIONS, LocalModel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,25 +145,44 @@ async def measure(
     return result
 
 
+def run(
+    tasks: list[dict[str, Any]],
+    seeds: list[int],
+    server: str = "llama-server",
+    base_url: str | None = None,
+    model: str = MODEL_ALIAS,
+) -> dict[str, list[dict[str, Any]]]:
+    """Every strategy's figures, one entry per demonstration draw, on `base_url` (default: the server
+    named, started here). The headline: kept instances per instruction, the drop rate, requests and
+    tokens of each strategy."""
+    if base_url:
+        server_cm: Any = nullcontext(SimpleNamespace(base_url=base_url))
+        concurrency = PARALLEL
+    elif server == "llama-server":
+        server_cm, concurrency = LocalModel(log_file=ROOT / ".run" / "bench-instances.log"), PARALLEL
+    else:
+        server_cm, concurrency = LlamaCppPython(logits_all=False), 1
+    results: dict[str, list[dict[str, Any]]] = {s: [] for s in STRATEGIES}
+    with server_cm as served:
+        endpoint = Endpoint(served.base_url, model, timeout=600, **REQUEST_OPTIONS)
+        for seed in seeds:
+            for strategy, got in asyncio.run(measure(endpoint, tasks, seed, concurrency)).items():
+                results[strategy].append(got)
+                print(json.dumps({"seed": seed, "strategy": strategy, **got}), flush=True)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--instructions", required=True, help="a run's instructions.jsonl")
     parser.add_argument("--demo-seeds", default="1,2,3", help="runs' seeds: draws of the demonstrations")
     parser.add_argument("--server", choices=("llama-server", "llama-cpp-python"), default="llama-server")
+    parser.add_argument("--base-url", help="a completions endpoint instead of starting --server")
+    parser.add_argument("--model", default=MODEL_ALIAS)
     args = parser.parse_args()
     tasks = [json.loads(line) for line in Path(args.instructions).read_text().splitlines()]
     seeds = [int(s) for s in args.demo_seeds.split(",")]
-    if args.server == "llama-server":
-        server, concurrency = LocalModel(log_file=ROOT / ".run" / "bench-instances.log"), PARALLEL
-    else:
-        server, concurrency = LlamaCppPython(logits_all=False), 1
-    results: dict[str, list[dict[str, Any]]] = {s: [] for s in STRATEGIES}
-    with server as model:
-        endpoint = Endpoint(model.base_url, MODEL_ALIAS, timeout=600, **REQUEST_OPTIONS)
-        for seed in seeds:
-            for strategy, got in asyncio.run(measure(endpoint, tasks, seed, concurrency)).items():
-                results[strategy].append(got)
-                print(json.dumps({"seed": seed, "strategy": strategy, **got}), flush=True)
+    results = run(tasks, seeds, args.server, args.base_url, args.model)
     n = sum(t["classification"] == "yes" for t in tasks)
     print(f"\n{len(tasks)} instructions ({n} classification), {len(seeds)} demonstration draws: mean (sd)")
     print("| strategy | kept / instruction | classification | other | dropped | requests | tokens |")

@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from redis import Redis
@@ -274,15 +275,16 @@ def last_page_cursor(http: httpx.Client, job_id: str, query: str) -> tuple[str |
         opening = cursor = page["next_cursor"]
 
 
-def flat_costs(sizes: tuple[int, ...] = (1000, 10_000, 52_445)) -> None:
-    """In-process: the per-item costs that could grow with the run, at each pool size."""
+def flat_costs(sizes: tuple[int, ...] = (1000, 10_000, 52_445)) -> list[dict[str, float]]:
+    """In-process: the per-item costs that could grow with the run, a row per pool size: a file-store
+    commit (ms), a progress count and a pool sample (us per 1,000) and ROUGE-L's nearest (ms)."""
     from jobs.method.checkpoint import Checkpoint, FileStore
     from jobs.method.similarity import RougeLIndex
 
     rng = random.Random(0)
     texts = [_instruction(rng) for _ in range(max(sizes) + 500)]
     queries = texts[-500:]
-    print(f"{'pool':>7} {'commit ms':>10} {'progress us':>12} {'sample us':>10} {'nearest ms':>11}")
+    rows = []
     index, added = RougeLIndex(), 0
     for size in sizes:
         while added < size:
@@ -314,7 +316,134 @@ def flat_costs(sizes: tuple[int, ...] = (1000, 10_000, 52_445)) -> None:
         for q in queries:
             index.nearest(q)
         nearest = (time.perf_counter() - started) / len(queries) * 1000
-        print(f"{size:>7} {commit:>10.3f} {progress:>12.2f} {sample:>10.2f} {nearest:>11.3f}")
+        rows.append(
+            {"pool": size, "commit": commit, "progress": progress, "sample": sample, "nearest": nearest}
+        )
+    return rows
+
+
+def run(
+    instructions: int,
+    latency: float = 0.1,
+    concurrency: int = 16,
+    workers: int = 2,
+    jobs: int = 1,
+    rate: int = 200,
+    seconds: int = 10,
+) -> dict[str, Any]:
+    """The whole stack, `jobs` jobs one after the other. The headline: each job's measured wall time
+    over the endpoint-limited ideal (`results[i]["vs_ideal"]`), worker CPU per candidate as the pool
+    grows, Redis memory, and wrk's figures for the first and last decision pages of the last job
+    (`pages`: what those pages hold, read once outside the timing)."""
+    os.environ.update(AWS_ACCESS_KEY_ID=S3_KEY, AWS_SECRET_ACCESS_KEY=S3_SECRET)
+    with tempfile.TemporaryDirectory(prefix="paper-scale-") as tmp_name:
+        tmp = Path(tmp_name)
+        parts: list[Process] = []
+        try:
+            port = free_port()
+            cmd = [sys.executable, "-m", "benchmarks.paper_scale", "--serve-endpoint", str(port)]
+            cmd += ["--latency", str(latency), "--concurrency", str(concurrency)]
+            endpoint = Process(cmd, tmp / "endpoint.log")
+            parts.append(endpoint)
+            redis_proc, redis_url = redis_server(tmp / "redis", appendonly=True, appendfsync="everysec")
+            parts.append(redis_proc)
+            s3_proc, s3_url = s3_server(tmp / "s3")
+            parts.append(s3_proc)
+            profile = Profile.of(
+                "bench", f"http://127.0.0.1:{port}/v1", "m", concurrency=concurrency, timeout=60
+            )
+            settings = Settings(
+                redis_url=redis_url,
+                s3_endpoint_url=s3_url,
+                s3_public_endpoint_url=s3_url,
+                profiles={"bench": profile},
+                default_profile="bench",
+                work_dir=str(tmp),
+                # one chunk a worker at a time keeps both workers busy without flooding the endpoint
+                instance_chunk_size=max(instructions // (4 * workers), 50),
+                log_level="WARNING",
+                rate_limit_per_minute=100_000,
+            )
+            Artifacts(settings).ensure_bucket()
+            r = Redis.from_url(redis_url)
+            key = api_keys.create(r, "bench", "bench")[1]
+            env = {**settings.to_env(), "AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET}
+            api, url = gunicorn(env, tmp / "gunicorn.log", workers=2)
+            parts.append(api)
+            rq_workers = [rq_worker(env, tmp / f"worker{i}.log") for i in range(workers)]
+            parts += rq_workers
+            http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120)
+            seeds = (ROOT / "data" / "seed_tasks.jsonl").read_bytes()
+            seed_set = http.post(
+                "/v1/seed-sets?name=paper", content=seeds, headers={"Content-Type": "application/x-ndjson"}
+            ).json()["id"]
+            baseline = redis_info(r)["used"]
+            marks = [m for m in (1000, 10_000, 52_000) if m <= instructions] + [instructions]
+            marks = sorted(set(marks))
+            print(
+                f"endpoint: {latency * 1000:.0f} ms a request, {concurrency} in flight; "
+                f"{workers} RQ workers; {instructions} instructions a job; Redis AOF everysec"
+            )
+            results = []
+            for number in range(jobs):
+                served_before = httpx.get(f"http://127.0.0.1:{port}/stats").json()["requests"]
+                res = run_job(http, r, seed_set, instructions, rq_workers, marks)
+                res["requests"] = (
+                    httpx.get(f"http://127.0.0.1:{port}/stats").json()["requests"] - served_before
+                )
+                res["after"] = redis_info(r)
+                res["ideal"] = res["requests"] * latency / concurrency
+                res["vs_ideal"] = res["wall"] / res["ideal"]
+                results.append(res)
+                p = res["job"]["progress"]
+                print(
+                    f"job {number + 1}: {p['instructions_kept']} instructions, "
+                    f"{p['instances_kept']} instances, "
+                    f"{res['decisions']} decisions, {res['requests']} requests; "
+                    f"ideal {res['ideal']:.0f} s, measured {res['wall']:.0f} s ({res['vs_ideal']:.2f}x); "
+                    f"Redis after: {(res['after']['used'] - baseline) / 1e6:.2f} MB above the empty baseline"
+                )
+            keys = key_usage(r)
+            info = redis_info(r)
+            job_id = results[-1]["job"]["id"]
+            query = "&stage=instruction&rule=kept"
+            cursor, total = last_page_cursor(http, job_id, query)
+            base = f"{url}/v1/jobs/{job_id}/decisions?limit=50{query}"
+            script = tmp / "pace.lua"
+            script.write_text(PACE.format(rate=rate * 1.12 / 8))
+            http.get(f"/v1/jobs/{job_id}/decisions?limit=1")  # the archive is fetched once per API process
+            pages, measured = {}, {}
+            for label, target in (
+                ("first page", base),
+                ("last page", f"{base}&cursor={cursor}" if cursor else base),
+            ):
+                body = http.get(target).json()
+                pages[label] = {
+                    "items": body["items"],
+                    "next_cursor": body["next_cursor"],
+                    "total": body["total"],
+                }
+                measured[label] = wrk(target, seconds, 8, script, key)
+        finally:
+            problems = {}
+            for log in sorted(tmp.glob("worker*.log")):
+                lines = [line for line in log.read_text().splitlines() if "error" in line.lower()]
+                problems[log.name] = len(lines)
+                if lines:
+                    print(f"{log.name}: {len(lines)} error lines, the last: {lines[-1][:300]}")
+            for part in reversed(parts):
+                part.stop()
+    return {
+        "baseline": baseline,
+        "results": results,
+        "keys": keys,
+        "redis": info,
+        "query": query,
+        "filter_total": total,
+        "pages": pages,
+        "wrk": measured,
+        "worker_errors": problems,
+    }
 
 
 def main() -> None:
@@ -330,123 +459,46 @@ def main() -> None:
     parser.add_argument("--serve-endpoint", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.costs:
-        flat_costs()
+        print(f"{'pool':>7} {'commit ms':>10} {'progress us':>12} {'sample us':>10} {'nearest ms':>11}")
+        for c in flat_costs():
+            print(
+                f"{c['pool']:>7} {c['commit']:>10.3f} {c['progress']:>12.2f} {c['sample']:>10.2f} "
+                f"{c['nearest']:>11.3f}"
+            )
         return
     if args.serve_endpoint:
         asyncio.run(serve_endpoint(args.serve_endpoint, args.latency, args.concurrency))
         return
-    os.environ.update(AWS_ACCESS_KEY_ID=S3_KEY, AWS_SECRET_ACCESS_KEY=S3_SECRET)
-    with tempfile.TemporaryDirectory(prefix="paper-scale-") as tmp_name:
-        tmp = Path(tmp_name)
-        parts: list[Process] = []
-        try:
-            port = free_port()
-            cmd = [sys.executable, "-m", "benchmarks.paper_scale", "--serve-endpoint", str(port)]
-            cmd += ["--latency", str(args.latency), "--concurrency", str(args.concurrency)]
-            endpoint = Process(cmd, tmp / "endpoint.log")
-            parts.append(endpoint)
-            redis_proc, redis_url = redis_server(tmp / "redis", appendonly=True, appendfsync="everysec")
-            parts.append(redis_proc)
-            s3_proc, s3_url = s3_server(tmp / "s3")
-            parts.append(s3_proc)
-            profile = Profile(
-                "bench", f"http://127.0.0.1:{port}/v1", "m", concurrency=args.concurrency, timeout=60
-            )
-            settings = Settings(
-                redis_url=redis_url,
-                s3_endpoint_url=s3_url,
-                s3_public_endpoint_url=s3_url,
-                profiles={"bench": profile},
-                default_profile="bench",
-                work_dir=str(tmp),
-                # one chunk a worker at a time keeps both workers busy without flooding the endpoint
-                instance_chunk_size=max(args.instructions // (4 * args.workers), 50),
-                log_level="WARNING",
-                rate_limit_per_minute=100_000,
-            )
-            Artifacts(settings).ensure_bucket()
-            r = Redis.from_url(redis_url)
-            key = api_keys.create(r, "bench", "bench")[1]
-            env = {**settings.to_env(), "AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET}
-            api, url = gunicorn(env, tmp / "gunicorn.log", workers=2)
-            parts.append(api)
-            workers = [rq_worker(env, tmp / f"worker{i}.log") for i in range(args.workers)]
-            parts += workers
-            http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120)
-            seeds = (ROOT / "data" / "seed_tasks.jsonl").read_bytes()
-            seed_set = http.post(
-                "/v1/seed-sets?name=paper", content=seeds, headers={"Content-Type": "application/x-ndjson"}
-            ).json()["id"]
-            baseline = redis_info(r)["used"]
-            marks = [m for m in (1000, 10_000, 52_000) if m <= args.instructions] + [args.instructions]
-            marks = sorted(set(marks))
-            print(
-                f"endpoint: {args.latency * 1000:.0f} ms a request, {args.concurrency} in flight; "
-                f"{args.workers} RQ workers; {args.instructions} instructions a job; Redis AOF everysec"
-            )
-            results = []
-            for number in range(args.jobs):
-                served_before = httpx.get(f"http://127.0.0.1:{port}/stats").json()["requests"]
-                res = run_job(http, r, seed_set, args.instructions, workers, marks)
-                res["requests"] = (
-                    httpx.get(f"http://127.0.0.1:{port}/stats").json()["requests"] - served_before
-                )
-                res["after"] = redis_info(r)
-                results.append(res)
-                ideal = res["requests"] * args.latency / args.concurrency
-                p = res["job"]["progress"]
-                print(
-                    f"job {number + 1}: {p['instructions_kept']} instructions, "
-                    f"{p['instances_kept']} instances, "
-                    f"{res['decisions']} decisions, {res['requests']} requests; "
-                    f"ideal {ideal:.0f} s, measured {res['wall']:.0f} s ({res['wall'] / ideal:.2f}x); "
-                    f"Redis after: {(res['after']['used'] - baseline) / 1e6:.2f} MB above the empty baseline"
-                )
-            first = results[0]
-            began = ", ".join(f"{k} {v:.0f}" for k, v in first["stages"].items())
-            print(f"stages began at (s): {began}; decisions archived {first['archived']:.1f} s after")
-            print(f"Redis keys of the finished jobs: {key_usage(r)}")
-            print(
-                f"\n{'kept instructions':>18} {'CPU ms/candidate':>17} {'CPU ms/kept':>12} "
-                f"{'commit us':>10} {'AOF B/commit':>13}"
-            )
-            for mark, w in first["windows"].items():
-                print(
-                    f"{mark:>18} {w['cpu_ms_per_candidate']:>17.2f} {w['cpu_ms_per_kept']:>12.2f} "
-                    f"{w['commit_us']:>10.0f} {w['aof_bytes_per_commit']:>13.0f}"
-                )
-            info = redis_info(r)
-            print(
-                f"\nRedis: peak {info['peak'] / 1e6:.1f} MB (while running, above baseline: "
-                f"{(first['peak'] - baseline) / 1e6:.1f} MB, "
-                f"{(first['peak'] - baseline) / first['decisions']:.0f} B a "
-                f"decision); after the jobs: {(info['used'] - baseline) / 1e3:.1f} kB above baseline for "
-                f"{len(results)} finished job(s); AOF {info['aof'] / 1e6:.1f} MB"
-            )
-            job_id = results[-1]["job"]["id"]
-            query = "&stage=instruction&rule=kept"
-            cursor, total = last_page_cursor(http, job_id, query)
-            base = f"{url}/v1/jobs/{job_id}/decisions?limit=50{query}"
-            script = tmp / "pace.lua"
-            script.write_text(PACE.format(rate=args.rate * 1.12 / 8))
-            http.get(f"/v1/jobs/{job_id}/decisions?limit=1")  # the archive is fetched once per API process
-            for label, target in (
-                ("first page", base),
-                ("last page", f"{base}&cursor={cursor}" if cursor else base),
-            ):
-                res = wrk(target, args.seconds, 8, script, key)
-                print(
-                    f"decisions {query[1:]} ({total}), {label}: {res['rps']:.0f} req/s, "
-                    f"p50 {res['p50']:.2f} ms, "
-                    f"p99 {res['p99']:.2f} ms, non-2xx {res['errors']}"
-                )
-        finally:
-            for log in sorted(tmp.glob("worker*.log")):
-                problems = [line for line in log.read_text().splitlines() if "error" in line.lower()]
-                if problems:
-                    print(f"{log.name}: {len(problems)} error lines, the last: {problems[-1][:300]}")
-            for part in reversed(parts):
-                part.stop()
+    out = run(
+        args.instructions, args.latency, args.concurrency, args.workers, args.jobs, args.rate, args.seconds
+    )
+    results, baseline, info = out["results"], out["baseline"], out["redis"]
+    first = results[0]
+    began = ", ".join(f"{k} {v:.0f}" for k, v in first["stages"].items())
+    print(f"stages began at (s): {began}; decisions archived {first['archived']:.1f} s after")
+    print(f"Redis keys of the finished jobs: {out['keys']}")
+    print(
+        f"\n{'kept instructions':>18} {'CPU ms/candidate':>17} {'CPU ms/kept':>12} "
+        f"{'commit us':>10} {'AOF B/commit':>13}"
+    )
+    for mark, w in first["windows"].items():
+        print(
+            f"{mark:>18} {w['cpu_ms_per_candidate']:>17.2f} {w['cpu_ms_per_kept']:>12.2f} "
+            f"{w['commit_us']:>10.0f} {w['aof_bytes_per_commit']:>13.0f}"
+        )
+    print(
+        f"\nRedis: peak {info['peak'] / 1e6:.1f} MB (while running, above baseline: "
+        f"{(first['peak'] - baseline) / 1e6:.1f} MB, "
+        f"{(first['peak'] - baseline) / first['decisions']:.0f} B a "
+        f"decision); after the jobs: {(info['used'] - baseline) / 1e3:.1f} kB above baseline for "
+        f"{len(results)} finished job(s); AOF {info['aof'] / 1e6:.1f} MB"
+    )
+    for label, res in out["wrk"].items():
+        print(
+            f"decisions {out['query'][1:]} ({out['filter_total']}), {label}: {res['rps']:.0f} req/s, "
+            f"p50 {res['p50']:.2f} ms, "
+            f"p99 {res['p99']:.2f} ms, non-2xx {res['errors']}"
+        )
 
 
 if __name__ == "__main__":

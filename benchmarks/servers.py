@@ -2,7 +2,7 @@
 default since it won this comparison) and llama-cpp-python's (the default before, the baseline).
 
     .venv/bin/pip install -c constraints.txt "llama-cpp-python[server]"   # the baseline, ~4 min build
-    .venv/bin/python -m benchmarks.servers [--llama-server PATH] [--rounds 3]
+    .venv/bin/python -m benchmarks.servers [--llama-server PATH] [--rounds 3] [--servers NAME ...]
 
 Per server, one at a time on the machine, rounds interleaved, medians:
 - ms per classification request with log-probabilities: the stage-2 prompt over 20 seed tasks
@@ -13,7 +13,8 @@ Per server, one at a time on the machine, rounds interleaved, medians:
 
 llama-server runs as the service starts it (jobs.tools.local_model), or the binary given. llama-cpp-python
 runs as the service used to start it, with `logits_all` on for log-probabilities and off (its
-default, where log-probabilities are refused).
+default, where log-probabilities are refused). `--servers llama-server` runs llama-server's side alone,
+without llama-cpp-python installed.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -30,10 +32,10 @@ from typing import Any
 import httpx
 from openai.types import Completion
 
-from jobs.method.classification import label_logprobs
-from jobs.method.llm import _top_logprobs
-from jobs.method.prompts import Prompts
+from jobs.method.prompts.layouts import Prompts
 from jobs.method.seed_tasks import load_file
+from jobs.method.stages.classification import label_logprobs
+from jobs.method.transport.client import _top_logprobs
 from jobs.tools.local_model import MODEL_ALIAS, LocalModel, model_path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,11 +92,11 @@ def classification(base_url: str, prompts: list[str]) -> tuple[float, float]:
     return 1000 * (time.monotonic() - started) / len(prompts), readable / len(prompts)
 
 
-def generation(base_url: str, prompt: str, parallel: int, requests: int = 4) -> float:
-    """Completion tokens per second over `requests` stage-1 requests, `parallel` at a time."""
+def generation(base_url: str, prompt: str, parallel: int, requests: int = 4, tokens: int = 128) -> float:
+    """Completion tokens per second over `requests` stage-1 requests of `tokens`, `parallel` at a time."""
 
     def one(seed: int) -> int:
-        body = {"prompt": prompt, "max_tokens": 128, "temperature": 0.7, "top_p": 0.5, "seed": seed}
+        body = {"prompt": prompt, "max_tokens": tokens, "temperature": 0.7, "top_p": 0.5, "seed": seed}
         return int(complete(base_url, body)["usage"]["completion_tokens"])
 
     started = time.monotonic()
@@ -103,22 +105,36 @@ def generation(base_url: str, prompt: str, parallel: int, requests: int = 4) -> 
     return tokens / (time.monotonic() - started)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--llama-server", help="a llama-server binary (default: the embedded one)")
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    tasks = load_file(ROOT / "data" / "seed_tasks.jsonl")
-    prompts = Prompts(tasks, 0, 4_000)
-    clf = [prompts.classification(t.instruction) for t in tasks[-20:]]
-    stage1 = prompts.instructions([t.instruction for t in tasks[:8]], False)
-    servers = {
+SERVERS = ("llama-cpp-python, logits_all", "llama-cpp-python", "llama-server")
+
+
+def starters(names: Sequence[str], llama_server: str | None = None) -> dict[str, Callable[[], Any]]:
+    """How to start each named server (a context manager with `base_url`)."""
+    every: dict[str, Callable[[], Any]] = {
         "llama-cpp-python, logits_all": lambda: LlamaCppPython(logits_all=True),
         "llama-cpp-python": lambda: LlamaCppPython(logits_all=False),
-        "llama-server": lambda: LlamaServer(args.llama_server) if args.llama_server else LocalModel(),
+        "llama-server": lambda: LlamaServer(llama_server) if llama_server else LocalModel(),
     }
+    return {name: every[name] for name in names}
+
+
+def run(
+    servers: dict[str, Callable[[], Any]],
+    rounds: int,
+    tasks: int = 20,
+    requests: int = 4,
+    tokens: int = 128,
+) -> dict[str, dict[str, float]]:
+    """Per server, medians over the rounds: ms per classification request over `tasks` seed tasks, the
+    share of answers whose label log-probabilities the engine reads (the headline: 1.00 for a server
+    that gives them), and stage-1 tokens per second over `requests` requests of `tokens`, 1 and 4 at
+    a time."""
+    seed_tasks = load_file(ROOT / "data" / "seed_tasks.jsonl")
+    prompts = Prompts(seed_tasks, 0, 4_000)
+    clf = [prompts.classification(t.instruction) for t in seed_tasks[-tasks:]]
+    stage1 = prompts.instructions([t.instruction for t in seed_tasks[:8]], False)
     results: dict[str, dict[str, list[float]]] = {name: {} for name in servers}
-    for round_ in range(args.rounds):
+    for round_ in range(rounds):
         for name, make in servers.items():
             with make() as server:
                 got = results[name]
@@ -129,13 +145,29 @@ def main() -> None:
                     got.setdefault("readable", []).append(readable)
                 for parallel in (1, 4):
                     got.setdefault(f"tok_s_{parallel}", []).append(
-                        generation(server.base_url, stage1, parallel)
+                        generation(server.base_url, stage1, parallel, requests, tokens)
                     )
             print(f"round {round_ + 1}: {name}: {json.dumps({k: round(v[-1], 2) for k, v in got.items()})}")
+    return {name: {k: statistics.median(v) for k, v in got.items()} for name, got in results.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--llama-server", help="a llama-server binary (default: the embedded one)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--servers",
+        nargs="+",
+        choices=SERVERS,
+        default=list(SERVERS),
+        metavar="NAME",
+        help=f"the servers to compare, of: {'; '.join(map(repr, SERVERS))} (default: all three)",
+    )
+    args = parser.parse_args()
+    results = run(starters(list(dict.fromkeys(args.servers)), args.llama_server), args.rounds)
     print("\n| server | classification ms/request | label log-probabilities read | stage-1 tok/s: 1 | 4 |")
     print("|---|---|---|---|---|")
-    for name, got in results.items():
-        med = {k: statistics.median(v) for k, v in got.items()}
+    for name, med in results.items():
         ms, readable = med.get("classification_ms", float("nan")), med.get("readable", float("nan"))
         print(f"| {name} | {ms:.0f} | {readable:.2f} | {med['tok_s_1']:.1f} | {med['tok_s_4']:.1f} |")
 

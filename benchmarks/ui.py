@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from typing import Any
 
 from playwright.sync_api import sync_playwright
 
@@ -30,7 +31,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 # In the page: click "Next page" until it is disabled; the time from each click to the page's
-# "decisions-rendered" mark (set once the rows are in the table).
+# "decisions-rendered" mark (set once the rows are in the table), and the last page's rows.
 WALK = """async () => {
   const next = document.querySelector('#next');
   const times = [];
@@ -46,7 +47,8 @@ WALK = """async () => {
     await rendered;
     times.push(performance.now() - start);
   }
-  return { times, info: document.querySelector('#page-info').textContent };
+  const ids = [...document.querySelectorAll('#decisions tbody tr')].map((row) => row.dataset.id);
+  return { times, info: document.querySelector('#page-info').textContent, ids };
 }"""
 
 
@@ -68,36 +70,52 @@ def row(label: str, values: list[float]) -> str:
     )
 
 
+def run(decisions: int, loads: int, chromium: str = "/usr/bin/chromium") -> dict[str, Any]:
+    """Milliseconds to the first render (`loads` times), and per view every "Next page" click's time
+    to the last page, with what the page then says and shows (`info`, `ids`): the headline is that
+    walk's median, p95 and total."""
+    with served_job(decisions) as served:
+        url, key = served.url, served.key
+        base = f"{url}/ui/jobs/{served.job_id}/decisions"
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1200, "height": 860})
+                page.goto(f"{url}/ui/")
+                page.fill("#api-key", key)
+                page.click("#sign-in-form button")
+                page.wait_for_selector("#content:not([hidden])")
+                out: dict[str, Any] = {
+                    "chromium": browser.version,
+                    "first_render": first_render(page, base, loads),
+                    "walks": {},
+                }
+                views = {
+                    "to the last page, 50 a page": f"{base}?limit=50",
+                    "to the last page, 200 a page": f"{base}?limit=200",
+                    "to the last page, too_similar, 50 a page": f"{base}?rule=too_similar&limit=50",
+                }
+                for label, view in views.items():
+                    page.goto(view)
+                    page.wait_for_selector("#decisions tbody tr")
+                    out["walks"][label] = page.evaluate(WALK)
+            finally:
+                browser.close()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--decisions", type=int, default=50_000)
     parser.add_argument("--loads", type=int, default=5, help="first renders measured (median reported)")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     args = parser.parse_args()
-    with served_job(args.decisions) as served:
-        url, key = served.url, served.key
-        base = f"{url}/ui/jobs/{served.job_id}/decisions"
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1200, "height": 860})
-            page.goto(f"{url}/ui/")
-            page.fill("#api-key", key)
-            page.click("#sign-in-form button")
-            page.wait_for_selector("#content:not([hidden])")
-            print(f"Chromium {browser.version}; a job with {args.decisions:,} decisions; times in ms")
-            print(f"{'':<44} {'n':>6} {'median':>9} {'p95':>9} {'max':>9} {'total s':>8}")
-            print(row("first render, 50 a page", first_render(page, base, args.loads)))
-            views = {
-                "to the last page, 50 a page": f"{base}?limit=50",
-                "to the last page, 200 a page": f"{base}?limit=200",
-                "to the last page, too_similar, 50 a page": f"{base}?rule=too_similar&limit=50",
-            }
-            for label, view in views.items():
-                page.goto(view)
-                page.wait_for_selector("#decisions tbody tr")
-                walked = page.evaluate(WALK)
-                print(row(label, walked["times"]) + f"   ({walked['info']})")
-            browser.close()
+    result = run(args.decisions, args.loads, args.chromium)
+    print(f"Chromium {result['chromium']}; a job with {args.decisions:,} decisions; times in ms")
+    print(f"{'':<44} {'n':>6} {'median':>9} {'p95':>9} {'max':>9} {'total s':>8}")
+    print(row("first render, 50 a page", result["first_render"]))
+    for label, walked in result["walks"].items():
+        print(row(label, walked["times"]) + f"   ({walked['info']})")
 
 
 if __name__ == "__main__":
