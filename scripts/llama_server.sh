@@ -12,17 +12,30 @@ version=$(sed -n 's/^llama_cpp_python==//p' constraints.txt)
 # the CPU's flags, so a cache shared with another kind of machine is not used there
 cpu=$(grep -m1 '^flags' /proc/cpuinfo | md5sum | cut -c1-8)
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/selfinstruct-service/llama-server-$version-$(uname -m)-$cpu"
+# LLAMA_SERVER_PORTABLE=1: llama.cpp's generic build instead (GGML_NATIVE=OFF; on x86-64 that is AVX2
+# and FMA, no AVX-512), whose floating point differs from the native one's, to check that the model
+# tests hold on another build. It has a cache of its own, leaves .venv/bin alone and prints its path
+# (the one line on stdout).
+portable=()
+out=1
+log=$PWD/.run/llama-server-build.log
+if [ "${LLAMA_SERVER_PORTABLE:-}" = 1 ]; then
+    portable=(-DGGML_NATIVE=OFF)
+    out=2
+    log=$PWD/.run/llama-server-build-portable.log
+    cache="${cache%-"$cpu"}-portable"
+fi
 mkdir -p "$cache" .run
 exec 9> "$cache/.lock"
 flock 9  # a second set-up waits for the first one's build instead of building alongside it
 if [ ! -x "$cache/llama-server" ]; then
-    echo "==> building llama-server from llama.cpp (vendored by llama-cpp-python $version; ~7 minutes, once)"
+    echo "==> building llama-server from llama.cpp (vendored by llama-cpp-python $version;" \
+        "~7 minutes, once)" >&"$out"
     for tool in cmake g++; do
         command -v "$tool" >/dev/null || { echo "error: building llama-server needs $tool" >&2; exit 1; }
     done
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT INT TERM
-    log=$PWD/.run/llama-server-build.log
     src="$work/llama_cpp_python-$version/vendor/llama.cpp"
     # no web UI (nothing to download), no TLS or curl: the server only listens on loopback
     if ! {
@@ -30,14 +43,19 @@ if [ ! -x "$cache/llama-server" ]; then
             tar xzf "$work/llama_cpp_python-$version.tar.gz" -C "$work" &&
             cmake -S "$src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
                 -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON \
-                -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF &&
+                -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF \
+                "${portable[@]}" &&
             cmake --build "$work/build" --target llama-server -j "$(nproc)"
     } > "$log" 2>&1; then
-        tail -30 "$log"
+        tail -30 "$log" >&"$out"
         echo "error: the llama-server build failed; the log is $log" >&2
         exit 1
     fi
     install -m 755 "$work/build/bin/llama-server" "$cache/llama-server.part"
     mv "$cache/llama-server.part" "$cache/llama-server"
+fi
+if [ ${#portable[@]} -gt 0 ]; then
+    echo "$cache/llama-server"  # for LOCAL_MODEL_SERVER
+    exit 0
 fi
 ln -sf "$cache/llama-server" .venv/bin/llama-server

@@ -293,25 +293,46 @@ def test_the_field_in_recipe_api_and_cli(tmp_path: Path, capsys: pytest.CaptureF
         assert row["classification"] == ("yes" if margin > 0 else "no")
 
 
+# Greedy decoding picks the likeliest single token, while a label's log-probability adds up its
+# spellings (" No" and " NO"): the two can disagree at a near tie, and which side of it an answer falls
+# on depends on the build (a native and a generic x86-64 build of llama-server move these gaps by up to
+# 0.35 nats). Past this gap they agree: near a tie, every other listed token carried under 0.03 nats.
+TIE_NATS = 0.05
+
+
 @pytest.mark.model
 def test_real_model_calibrated_answers(
     tmp_path: Path, seed_tasks: list[SeedTask], local_model: Endpoint
 ) -> None:
     """A few tasks through the embedded model: every answer carries both log-probabilities and the
-    margin they give, and the label follows the margin."""
-    held = ["Classify the sentiment of the tweet as positive or negative.", "Write a poem about rain."]
+    margin they give, the label follows the margin, and the greedy text is the likelier label wherever
+    the two are more than TIE_NATS apart."""
+    # gaps of 0.09 to 1.25 nats either way on a native and a generic build, but for the poem: -0.06
+    # and -0.0003 (greedy Yes there)
+    held = [
+        "Classify the sentiment of the tweet as positive or negative.",
+        "Decide whether the email is spam or not spam.",
+        "Write a poem about rain.",
+        "Write a short story about a dragon.",
+        "Write a letter to your landlord asking for a repair.",
+        "Write a blog post about learning to cook.",
+    ]
     run = classify(tmp_path, local_model, "calibrated", seed_tasks, held, demo_chars=4000, concurrency=1)
     summary = exports.stats(run)["classification_method"]
-    assert summary["methods"] == {"calibrated": 2} and summary["fallbacks"] == {}
+    assert summary["methods"] == {"calibrated": len(held)} and summary["fallbacks"] == {}
+    decisive = []
     for answer in run.checkpoint.classification.values():
         margin = answer["logprob_yes"] - answer["logprob_no"] - summary["shift"]
         assert answer["margin"] == pytest.approx(margin, abs=1e-5)
-        assert answer["label"] == ("yes" if margin > 0 else "no")
+        if abs(margin) > 1e-5:  # the label comes from the unrounded margin
+            assert answer["label"] == ("yes" if margin > 0 else "no")
         assert answer["logprob_yes"] < 0 and answer["logprob_no"] < 0
-        # both labels were among the first token's alternatives, and the greedy text is the likelier one
-        assert answer["logprob_yes"] != answer["logprob_no"]
-        greedy_yes = parsing.classification(answer["raw"]) == "yes"
-        assert greedy_yes == (answer["logprob_yes"] > answer["logprob_no"])
+        gap = answer["logprob_yes"] - answer["logprob_no"]
+        if abs(gap) > TIE_NATS:
+            assert parsing.classification(answer["raw"]) == ("yes" if gap > 0 else "no"), answer
+            decisive.append(gap > 0)
+    # enough answers far from a tie, of both labels, for the comparison to mean something
+    assert len(decisive) >= 3 and set(decisive) == {True, False}, decisive
 
 
 def test_through_the_service(client, redis, worker_env, fake_llm) -> None:
