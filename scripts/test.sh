@@ -2,14 +2,15 @@
 # The whole test suite: sets itself up, then pytest starts the real parts it needs
 # (Redis, an S3 endpoint, the local model, gunicorn and RQ workers) on private ports.
 #   scripts/test.sh [--fast] [pytest arguments]
-# --fast leaves out the tests marked model, image, browser and slow (docs/development.md): the loop
-# to run while working; CI runs everything.
+# --fast leaves out the tests marked model, image, browser and slow (docs/development.md) and runs the
+# rest on three pytest-xdist workers (they mostly wait on subprocesses): the loop to run while working.
+# CI runs everything, one test at a time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fast=()
 if [ "${1:-}" = "--fast" ]; then
     shift
-    fast=(-m "not model and not image and not browser and not slow")
+    fast=(-m "not model and not image and not browser and not slow" -n 3)
 fi
 bash scripts/setup.sh
 set +e

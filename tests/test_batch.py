@@ -233,6 +233,7 @@ def no_second_submission(script: Script) -> None:
     assert len({b["input_file_id"] for b in script.batches.batches.values()}) == len(made)
 
 
+@pytest.mark.slow
 def test_a_batch_job_through_the_service(client, redis, settings, worker_env, fake_llm, spawn) -> None:
     sid = make_seed_set(client)
     expected = reference(client, redis, sid, BODY)
@@ -255,6 +256,7 @@ def test_a_batch_job_through_the_service(client, redis, settings, worker_env, fa
     assert cost["total"] == pytest.approx((tokens["prompt_tokens"] + 4 * tokens["completion_tokens"]) / 1e6)
 
 
+@pytest.mark.slow
 def test_a_batch_profiles_preview_samples_stage_1_as_its_job_does(
     client, redis, settings, worker_env, fake_llm, spawn
 ) -> None:
@@ -283,6 +285,7 @@ def test_a_batch_profiles_preview_samples_stage_1_as_its_job_does(
     assert max(int(c[0].split(".")[0][1:]) for c in candidates) >= 8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("step", ["files", "batches"])
 def test_a_worker_killed_mid_submission_never_submits_twice(
     client, redis, settings, worker_env, fake_llm, spawn, step
@@ -308,6 +311,7 @@ def test_a_worker_killed_mid_submission_never_submits_twice(
     no_second_submission(script)
 
 
+@pytest.mark.slow
 def test_cancel_follows_the_batches_to_their_end_and_counts_what_they_answered(
     client, redis, settings, worker_env, fake_llm, spawn
 ) -> None:

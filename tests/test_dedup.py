@@ -32,6 +32,7 @@ def seed_pool(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_index_and_reference_agree_on_the_stream(seed_pool):
     with open(STREAM) as f:
         sample = "".join(next(f) for _ in range(300))

@@ -120,6 +120,7 @@ def test_stopped_run_resumes_without_losing_or_repeating(tmp_path, fake_llm, see
     assert read_bytes(resumed) == read_bytes(whole)
 
 
+@pytest.mark.slow
 def test_faults_on_30_percent_of_requests_change_nothing(tmp_path, seed_tasks):
     with FakeLLM(Script()) as clean:
         _, expected = generate(tmp_path, clean, seed_tasks, name="clean")

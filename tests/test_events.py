@@ -10,6 +10,7 @@ import signal
 import time
 
 import httpx
+import pytest
 
 from client.__main__ import main as cli
 from jobs.runner.worker import ABANDONED_BOUND
@@ -48,6 +49,7 @@ def kinds(events: list[dict], kind: str, key: str) -> list:
     return [e["data"][key] for e in events if e["type"] == kind]
 
 
+@pytest.mark.slow
 def test_events_in_order_across_a_worker_kill_through_gunicorn(
     client, redis, settings, worker_env, fake_llm, spawn, tmp_path, api_key, capsys
 ):

@@ -129,6 +129,7 @@ def two_workers_one_busy(
     return job_id, busy, name, idle
 
 
+@pytest.mark.slow
 def test_killed_worker_job_is_resumed_by_another(client, redis, settings, worker_env, fake_llm, spawn):
     sid = make_seed_set(client)
     expected = reference(client, redis, sid, BODY)
@@ -166,6 +167,7 @@ def test_documented_abandoned_job_bound_is_the_constant():
     assert documented and int(documented.group(1)) == ABANDONED_BOUND
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_hands_the_job_back(client, redis, settings, worker_env, fake_llm, spawn):
     sid = make_seed_set(client)
     expected = reference(client, redis, sid, BODY)
@@ -237,6 +239,7 @@ def whole_or_absent(settings, job_id: str) -> dict | None:
     return manifest
 
 
+@pytest.mark.slow
 def test_redis_killed_under_everysec_mid_job(
     client, settings, worker_env, fake_llm, tmp_path, monkeypatch, spawn
 ):
@@ -287,6 +290,7 @@ TRANSPORT_FAULTS = {
 }
 
 
+@pytest.mark.slow
 def test_30_percent_llm_faults_through_the_service_change_no_export(
     settings, client, api_key, fake_llm, tmp_path, spawn
 ):
@@ -362,6 +366,7 @@ def s3_retries(log: Path) -> list[dict]:
     return [e for e in events if e.get("event") == "s3_retry"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("outage", ["short", "long"])
 def test_s3_outage_during_upload(client, redis, settings, fake_llm, tmp_path, spawn, outage):
     """S3 goes down in stage 3 and comes back once an upload has failed (short: within S3_RETRY_SECONDS)
@@ -423,6 +428,7 @@ def test_s3_outage_during_upload(client, redis, settings, fake_llm, tmp_path, sp
         assert api.get(f"/v1/jobs/{job_id}/dataset").status_code == 409
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["instructions", "classification", "instances"])
 def test_cancel_in_every_stage_keeps_a_consistent_job(client, redis, settings, fake_llm, spawn, stage):
     sid = make_seed_set(client)

@@ -146,6 +146,7 @@ def wrong_json_is_refused(
     refused()
 
 
+@pytest.mark.slow
 def test_wrong_json_types_are_refused_naming_the_field(live, redis):
     """Every integer, number and boolean field of every JSON body, given a value of another JSON type
     (a string, a float for an integer, a boolean for a number, ...): 422 naming that field, nothing made."""

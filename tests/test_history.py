@@ -6,6 +6,7 @@ Through gunicorn and a worker process on the real Redis and S3 endpoint, with th
 from __future__ import annotations
 
 import httpx
+import pytest
 from rouge_score import rouge_scorer
 
 from client.__main__ import main as cli
@@ -48,6 +49,7 @@ def instruction_decisions(http: httpx.Client, job_id: str, **filters: str) -> li
             return out
 
 
+@pytest.mark.slow
 def test_a_job_never_repeats_the_jobs_it_dedups_against(
     client, settings, fake_llm, spawn, tmp_path, api_key, capsys
 ) -> None:

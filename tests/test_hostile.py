@@ -210,6 +210,7 @@ def test_invalid_utf8_in_an_upload_names_its_line(live):
         assert [(e["line"], e["message"]) for e in problem["errors"]] == [(3, f"invalid UTF-8 at byte {at}")]
 
 
+@pytest.mark.slow
 def test_schemathesis_all_checks_against_gunicorn(live, client, redis, worker_env, tmp_path):
     _, url, http, key = live
     seed_set_id = upload_paper(http)

@@ -33,6 +33,8 @@ from tests.test_deploy import render
 from tests.test_faults import env_for, wait_until
 from tests.test_metrics import value
 
+pytestmark = pytest.mark.image  # builds and runs the container image: left out of scripts/test.sh --fast
+
 CACHE = Path(os.environ.get("SELFINSTRUCT_IMAGE_CACHE", Path.home() / ".cache" / "selfinstruct-image"))
 # locks and mount state, one directory a storage: not kept across reboots
 RUNROOT = (

@@ -58,6 +58,7 @@ def check_result(preview: dict, full: int) -> None:
     )
 
 
+@pytest.mark.slow
 def test_preview_answers_while_a_long_job_holds_the_generation_queue(
     client, redis, priced, fake_llm, tmp_path, api_key, capsys
 ):
@@ -109,6 +110,7 @@ def test_preview_answers_while_a_long_job_holds_the_generation_queue(
             part.stop()
 
 
+@pytest.mark.slow
 def test_preview_202_then_poll_then_expiry(priced, redis, api_key):
     short = replace(priced, preview_retention_seconds=15)
     client = create_app(short, configure_logging=False).test_client()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
@@ -24,6 +25,7 @@ CONTENT_BEYOND_SCHEMA = {
 }
 
 
+@pytest.mark.slow
 def test_api_conforms_to_its_spec(settings, client, redis, worker_env, api_key):
     # real resources, so that generated requests also reach the code behind a successful lookup
     seed_set_id = make_seed_set(client)

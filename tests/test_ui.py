@@ -29,6 +29,8 @@ from jobs.tools.local_stack import Process, gunicorn, rq_worker
 from tests.conftest import DATA, ROOT, wait_until
 from tests.fake_llm import FakeLLM, Script
 
+pytestmark = pytest.mark.browser  # drives the page in Chromium: left out of scripts/test.sh --fast
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"  # Debian's (scripts/setup.sh installs it)
 ARGS = [
     "--headless",

@@ -331,6 +331,7 @@ def test_verify_webhook_refuses_an_old_timestamp_unless_told(tmp_path, capsys):
 # --- retries, give-ups and final answers ---
 
 
+@pytest.mark.slow
 def test_500_429_and_408_are_retried_with_backoff_each_attempt_an_event(hooks):
     h = hooks(webhook_retry_seconds=12.0)
     with Receiver([500, 429, 408]) as receiver:
@@ -446,6 +447,7 @@ def test_a_redirect_or_a_4xx_ends_the_delivery_and_a_redirect_is_not_followed(ho
     assert [a["final"] for a in h.attempts(gone)] == [True]
 
 
+@pytest.mark.slow
 def test_every_final_state_is_posted_a_canceled_running_job_after_its_partial_dataset(hooks, fake_llm):
     h = hooks(worker=False)
     artifacts = Artifacts(h.settings)
