@@ -126,7 +126,7 @@ class JobCreateSchema(Schema):
             "description": "How stage 2 decides Yes/No: text (the paper's greedy answer), logprobs (the "
             "labels' log-probabilities), calibrated (divided by the bias on content-free inputs), fitted "
             "(the calibrated margin thresholded on the seed tasks outside the demonstrations), knn (a vote "
-            "of the nearest seed tasks by wording; needs no log-probabilities), auto (knn; a fallback's "
+            "of the nearest seed tasks by wording; sends no request), auto (knn; a fallback's "
             "reason is recorded in stats.json).",
         },
     )

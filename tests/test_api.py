@@ -123,7 +123,8 @@ def test_job_runs_to_a_dataset(client, redis, worker_env):
     job = client.get(f"/v1/jobs/{created.json['id']}").json
     assert job["state"] == "succeeded" and job["stage"] == "done" and job["dataset_available"]
     p = job["progress"]
-    assert p["instructions_kept"] == 6 and p["requests"] >= 13 and p["completion_tokens"] > 0
+    # stage 1, and one instance request a task (the default classification, knn, asks nothing)
+    assert p["instructions_kept"] == 6 and p["requests"] >= 7 and p["completion_tokens"] > 0
     assert job["started_at"] and job["finished_at"] and job["eta_seconds"] is None
     listed = client.get("/v1/jobs?state=succeeded").json["items"]
     assert [j["id"] for j in listed] == [job["id"]]

@@ -152,11 +152,12 @@ def test_faults_in_chat_mode_change_nothing(tmp_path, seed_tasks) -> None:
 
 
 def test_a_structured_reply_that_is_not_json_is_retried(tmp_path, seed_tasks) -> None:
-    # Stage 1 asks for a list, not JSON; every other request's first attempt gets broken JSON.
+    # Stage 1 asks for a list, not JSON; every other request's first attempt gets broken JSON (stage 2
+    # asks the model with the paper's method: knn would ask nothing)
     script = Script(faults=("badjson",), fault_rate=1.0, seed=1)
     with FakeLLM(script) as server:
         endpoint = replace(fake_endpoint(server, max_attempts=2), api="chat", response_format="json_schema")
-        cfg = Recipe(num_instructions=3, seed=5)
+        cfg = Recipe(num_instructions=3, seed=5, classification_method="text")
         run = Run(
             "bad-json", seed_tasks, cfg, endpoint, FileStore(tmp_path / "state"), execution=Execution(1)
         )
@@ -335,12 +336,13 @@ def test_every_reply_schema_suits_strict_structured_outputs() -> None:
 def test_the_scripted_server_refuses_a_schema_strict_mode_would(tmp_path, seed_tasks, monkeypatch) -> None:
     script = Script(strict_schemas=True)
     with FakeLLM(script) as server:
-        chat_run(tmp_path, server, seed_tasks, "ours", "json_schema", num_instructions=3)  # ours pass
+        text = {"num_instructions": 3, "classification_method": "text"}  # stage 2 asks, with its schema
+        chat_run(tmp_path, server, seed_tasks, "ours", "json_schema", **text)  # ours pass
         loose = {**chat.CLASSIFICATION_SCHEMA}
         del loose["additionalProperties"]
         monkeypatch.setattr(chat, "CLASSIFICATION_SCHEMA", loose)
         with pytest.raises(EndpointError, match=r"parameter 'response_format'.*additionalProperties"):
-            chat_run(tmp_path, server, seed_tasks, "loose", "json_schema", num_instructions=3)
+            chat_run(tmp_path, server, seed_tasks, "loose", "json_schema", **text)
 
 
 def test_profiles_say_which_api_they_speak(client, settings) -> None:

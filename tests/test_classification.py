@@ -170,19 +170,21 @@ KNN_TASKS = {  # worded like the Yes seed tasks, like the No ones
 }
 
 
-def test_auto_is_knn_without_logprobs(tmp_path: Path) -> None:
+def test_auto_is_knn_and_asks_the_model_nothing(tmp_path: Path) -> None:
+    """knn reads no answer of the model, so stage 2 sends no request at all; each answer says it was
+    not asked (raw null, asked false)."""
     with FakeLLM(Script(logprobs="top", label_logprobs=planted())) as server:
         run = classify(tmp_path, fake_endpoint(server), "auto", tasks=KNN_TASKS)
         bodies = [body for _, body in server.script.bodies]
-    # one plain request a task, none for log-probabilities or calibration
-    assert len(bodies) == 3 and not any(b.get("logprobs") for b in bodies)
+    assert bodies == [] and run.usage.requests == {}
     answers = [run.checkpoint.classification[f"i{n}"] for n in range(3)]
     assert [a["label"] for a in answers] == list(KNN_TASKS.values())
     knn = clf.SeedNeighbours(seed_set())
     for answer, text in zip(answers, KNN_TASKS, strict=True):
         assert answer["method"] == "knn" and answer["threshold"] == pytest.approx(knn.fit_threshold())
         assert answer["score"] == pytest.approx(knn.score(text)[0], abs=1e-6)
-        assert answer["neighbours"] == knn.score(text)[1] and answer["raw"].strip() in ("Yes", "No")
+        assert answer["neighbours"] == knn.score(text)[1]
+        assert answer["raw"] is None and answer["asked"] is False
         assert "margin" not in answer
     summary = exports.run_record(run)["classification_method"]
     assert summary["methods"] == {"knn": 3} and summary["threshold"] == answers[0]["threshold"]

@@ -20,6 +20,10 @@ from service.app import create_app
 from tests.conftest import fake_endpoint, work
 from tests.test_api import make_seed_set
 
+# stage 2 by the paper's method, which asks the model: every stage then has requests and a cost (the
+# default, knn, asks nothing)
+TEXT = "text"
+
 PRICES = (2.5, 10.0)  # per million prompt, completion tokens
 
 
@@ -36,7 +40,7 @@ def cost_metric(stage: str) -> float:
 def test_cost_is_the_endpoints_tokens_at_the_profiles_prices(tmp_path, fake_llm, seed_tasks):
     before = {s: cost_metric(s) for s in ("instructions", "classification", "instances")}
     endpoint = fake_endpoint(fake_llm, prices=PRICES, currency="EUR")
-    cfg = Recipe(num_instructions=8, seed=5)
+    cfg = Recipe(num_instructions=8, seed=5, classification_method=TEXT)
     run = Run("r", seed_tasks, cfg, endpoint, FileStore(tmp_path / "state"), execution=Execution(3))
     execute(run)
     exports.export(run, tmp_path / "out")
@@ -68,7 +72,7 @@ def test_cost_is_the_endpoints_tokens_at_the_profiles_prices(tmp_path, fake_llm,
 
 def test_token_budget_is_the_whole_runs(tmp_path, fake_llm, seed_tasks):
     """A budget above stage 1's tokens stops the run in a later stage, not at the end of stage 1."""
-    cfg = Recipe(num_instructions=8, seed=5)
+    cfg = Recipe(num_instructions=8, seed=5, classification_method=TEXT)
     full = Run("full", seed_tasks, cfg, fake_endpoint(fake_llm), FileStore(tmp_path / "full"))
     execute(full)
     by_stage = {
@@ -133,7 +137,7 @@ def _run(client, redis, body: dict) -> dict:
 @pytest.mark.parametrize("stage", ["instructions", "classification", "instances"])
 def test_cost_budget_stops_the_job_with_a_consistent_partial_dataset(priced, redis, fake_llm, stage):
     sid = make_seed_set(priced)
-    body = {"seed_set_id": sid, "num_instructions": 10, "seed": 4}
+    body = {"seed_set_id": sid, "num_instructions": 10, "seed": 4, "classification_method": TEXT}
     full = _run(priced, redis, body)
     assert full["state"] == "succeeded" and full["stop_reason"] is None
     by_stage = full["cost"]["by_stage"]
@@ -198,7 +202,7 @@ def test_cost_budget_counts_every_chunk_of_a_fanned_out_job(priced, redis, monke
     monkeypatch.setenv("INSTANCE_CHUNK_SIZE", "3")
     get_settings.cache_clear()
     sid = make_seed_set(priced)
-    body = {"seed_set_id": sid, "num_instructions": 10, "seed": 4}
+    body = {"seed_set_id": sid, "num_instructions": 10, "seed": 4, "classification_method": TEXT}
     full = _run(priced, redis, body)
     assert full["state"] == "succeeded"
     by_stage = full["cost"]["by_stage"]

@@ -41,7 +41,8 @@ def run_to(
     run = Run(
         name,
         seed_tasks,
-        Recipe(num_instructions=target, seed=3),
+        # stage 2 by the paper's method, which asks: its answers are carried over, not asked again
+        Recipe(num_instructions=target, seed=3, classification_method="text"),
         fake_endpoint(server, **endpoint),
         FileStore(tmp / name / "state"),
         execution=Execution(concurrency=concurrency),
@@ -110,7 +111,7 @@ def test_an_interrupted_extension_resumes_from_its_own_checkpoint(tmp_path, fake
 
 def test_extensions_through_the_service(app, client, redis, worker_env):
     sid = make_seed_set(client)
-    body = {"seed_set_id": sid, "num_instructions": 5, "seed": 4}
+    body = {"seed_set_id": sid, "num_instructions": 5, "seed": 4, "classification_method": "text"}
     first = client.post("/v1/jobs", json=body).json["id"]
     refused = client.post(f"/v1/jobs/{first}/extensions", json={"num_instructions": 9})
     assert refused.status_code == 409  # not finished yet

@@ -73,8 +73,9 @@ def test_worker_metrics(client, redis, settings, fake_llm, tmp_path):
     assert value(text, "selfinstruct_llm_requests_total", stage="instances", outcome="ok") == 4
     assert value(text, "selfinstruct_llm_retries_total", kind="429") == 1
     assert value(text, "selfinstruct_llm_tokens_total", kind="completion") > 0
-    # one answer an instruction: the default method (auto, knn) asks for no log-probabilities first
-    assert value(text, "selfinstruct_llm_request_seconds_count", stage="classification") == 4
+    # the default classification method (auto, knn) asks the model nothing
+    assert value(text, "selfinstruct_llm_request_seconds_count", stage="classification") == 0
+    assert value(text, "selfinstruct_llm_request_seconds_count", stage="instances") == 4
     assert value(text, "selfinstruct_dedup_seconds_count") >= 4
     assert value(text, "selfinstruct_candidates_total", stage="instruction", verdict="kept", rule="kept") == 4
     assert (

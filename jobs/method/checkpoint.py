@@ -51,8 +51,9 @@ class ClassificationAnswer(TypedDict):
     """Stage 2's answer for one instruction (jobs.method.stages.classification.decide)."""
 
     label: str  # yes, no or unparseable
-    raw: str  # the model's text
-    method: NotRequired[str]  # text, logprobs, calibrated or fitted
+    raw: str | None  # the model's text; None: not asked (a method that reads no answer, knn)
+    asked: NotRequired[bool]  # false: the model was not asked
+    method: NotRequired[str]  # text, logprobs, calibrated, fitted or knn
     fallback: NotRequired[str]  # why the text decided instead of the method asked for
     shift: NotRequired[float]  # content-free calibration
     threshold: NotRequired[float]

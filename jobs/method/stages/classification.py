@@ -283,12 +283,14 @@ def _decide_margin(answer: dict[str, Any], pair: Pair | None, vote: Vote | None)
 @dataclass(frozen=True)
 class Method:
     """How stage 2 decides: `calibrate` makes what every answer shares once (or falls back to another
-    method, which it names), `decide` labels one answer, `logprobs` says whether its requests ask for
-    the labels' log-probabilities, and `voters`, when given, builds from the seed tasks what votes on
-    each instruction."""
+    method, which it names), `decide` labels one answer, `asks` says whether it reads the model's answer
+    at all (a method that does not sends no request), `logprobs` whether its requests ask for the
+    labels' log-probabilities, and `voters`, when given, builds from the seed tasks what votes on each
+    instruction."""
 
     calibrate: Callable[[Run, LLM, str], Awaitable[dict[str, Any]]]
     decide: Callable[[dict[str, Any], Pair | None, Vote | None], dict[str, Any]]
+    asks: bool = True
     logprobs: bool = False
     voters: Callable[[Sequence[SeedTask]], SeedNeighbours] | None = None
 
@@ -298,19 +300,26 @@ METHODS: dict[str, Method] = {
     "logprobs": Method(_by_logprobs, _decide_margin, logprobs=True),
     "calibrated": Method(_by_logprobs, _decide_margin, logprobs=True),
     "fitted": Method(_by_logprobs, _decide_margin, logprobs=True),
-    # needs no log-probabilities: the model's greedy answer is still asked for and kept as `raw`
-    "knn": Method(_knn, _decide_knn, voters=SeedNeighbours),
+    # the seed tasks nearest in wording vote: the model is not asked (its answer would go unread)
+    "knn": Method(_knn, _decide_knn, asks=False, voters=SeedNeighbours),
 }
 AUTO = "knn"  # the best on held-out seed tasks (benchmarks/classification.py)
 
 
 def decide(
-    pair: Pair | None, shared: dict[str, Any], raw: str, text_label: str, vote: Vote | None = None
+    pair: Pair | None,
+    shared: dict[str, Any],
+    raw: str | None,
+    text_label: str | None,
+    vote: Vote | None = None,
 ) -> dict[str, Any]:
     """One answer: the label by the run's method, with the raw text, both log-probabilities and the
     calibrated margin (log P(Yes) - log P(No) - shift) where there are some, or the knn vote and the
-    nearest seed tasks."""
+    nearest seed tasks. A method that does not ask the model has no raw text (None), and says so
+    (`asked`: false)."""
     answer: dict[str, Any] = {"label": text_label, "raw": raw, **shared}
+    if not METHODS[shared["method"]].asks:
+        answer["asked"] = False
     return METHODS[shared["method"]].decide(answer, pair, vote)
 
 
@@ -326,22 +335,35 @@ async def run_stage(run: Run, llm: LLM) -> None:
     chosen = METHODS[shared["method"]]
     neighbours = chosen.voters(run.seed_tasks) if chosen.voters else None
 
+    def record(i: int, completion: Completion | None) -> None:
+        text = todo[i]["text"]
+        vote = neighbours.score(text) if neighbours else None
+        if completion is None:
+            answer = decide(None, shared, None, None, vote)
+        else:
+            top = completion.top_logprobs
+            pair = label_logprobs(top) if top else None
+            answer = decide(pair, shared, completion.text, _parse(llm, completion.text), vote)
+            if chosen.logprobs and pair is None:  # this one answer came without them: its text decides
+                answer.update(
+                    method="text", fallback="the endpoint gave no log-probabilities for this answer"
+                )
+        cp.classification[todo[i]["id"]] = answer
+        run.count("classification", answer["label"])
+        run.handled()
+
+    if not chosen.asks:  # nothing to send: the method decides from the instruction alone
+        for i in range(len(todo)):
+            record(i, None)
+        return
+
     def build(i: int) -> Awaitable[list[Completion]] | None:
         if i >= len(todo):
             return None
         return _request(run, llm, todo[i]["text"], todo[i]["id"], chosen.logprobs)
 
     def handle(i: int, completions: list[Completion]) -> bool:
-        completion = completions[0]
-        top = completion.top_logprobs
-        pair = label_logprobs(top) if top else None
-        vote = neighbours.score(todo[i]["text"]) if neighbours else None
-        answer = decide(pair, shared, completion.text, _parse(llm, completion.text), vote)
-        if chosen.logprobs and pair is None:  # this one answer came without them: its text decides
-            answer.update(method="text", fallback="the endpoint gave no log-probabilities for this answer")
-        cp.classification[todo[i]["id"]] = answer
-        run.count("classification", answer["label"])
-        run.handled()
+        record(i, completions[0])
         return False
 
     concurrency = llm.capacity(run.execution.concurrency)
