@@ -24,6 +24,7 @@ from benchmarks import (
     paper_scale,
     servers,
 )
+from jobs.method.endpoint import cost
 from jobs.method.recipe import Recipe
 from tests.conftest import DATA, SHARED
 from tests.fake_llm import FakeLLM, Script
@@ -43,16 +44,23 @@ def expected_pages(ids: list[str], limit: int = 50) -> tuple[list[str], list[str
     return ids[:limit], ids[(len(ids) - 1) // limit * limit :]
 
 
-def test_batch_gives_the_online_dataset_at_half_the_cost():
-    """benchmarks.batch: the batch job's dataset is byte-identical to the same job run online, from as
-    many completions, at half the price ("same dataset: True", "Batch costs 0.50x online")."""
+def test_batch_gives_the_online_dataset_at_half_the_price():
+    """benchmarks.batch: the batch job's dataset is byte-identical to the same job run online ("same
+    dataset: True"), at half the price a token. The batch run's completions are at least the online
+    run's: a batch answers the whole round that reaches the target, where online cancels the prompts
+    still out (how many of them finished first is the machine's timing)."""
     result = batch.run(20, 10)
     online, batched = result["online"], result["batch"]
     assert result["same_dataset"] is True
-    assert online["completions"] == batched["completions"] > 0
+    assert batched["completions"] >= online["completions"] > 0
     assert online["instructions"] == batched["instructions"] == 20
-    assert online["tokens"] == batched["tokens"]
-    assert result["cost_ratio"] == pytest.approx(0.5, abs=1e-9)
+    assert batch.PRICES["batch"] == tuple(price / 2 for price in batch.PRICES["online"])
+
+    def at_online_prices(row: dict) -> float:
+        return cost(row["tokens"]["prompt"], row["tokens"]["completion"], batch.PRICES["online"])
+
+    assert at_online_prices(batched) >= at_online_prices(online)
+    assert result["cost_ratio"] == pytest.approx(0.5 * at_online_prices(batched) / at_online_prices(online))
     # the batch run went through the Batch API, the online one never did
     assert batched["batches"] > 0 and batched["rounds"] > 0 and batched["resumes"] > 0
     assert online["batches"] == online["rounds"] == online["resumes"] == 0

@@ -51,6 +51,13 @@ async def run_stage(run: Run, llm: LLM) -> None:
     def stage_tokens() -> int:  # the token budget is the whole job's
         return sum(run.accounting.tokens_spent())
 
+    def expected(i: int, visible: int) -> float:
+        """Instructions kept once the prompts before i are handled, at the yield so far. In rounds, from
+        the pool as the round began (`visible` kept by then), so that a round's prompts are the same
+        whoever answers them, in whatever order; with a window, from what is handled now."""
+        start, kept = (pool_until(i), visible) if rounds else (cp.next_prompt, len(machine))
+        return kept + (i - start) * max(kept / start if start else 1.0, 0.5)
+
     def build(i: int) -> Awaitable[list[Completion]] | None:
         if (i + 1) * decoding.n > cfg.request_budget:
             return None
@@ -58,14 +65,12 @@ async def run_stage(run: Run, llm: LLM) -> None:
             return None
         if cp.next_prompt < pool_until(i):
             return None  # its round starts once the round before is handled
-        in_flight = i - cp.next_prompt
-        yield_per_prompt = max(len(machine) / cp.next_prompt if cp.next_prompt else 1.0, 0.5)
-        if in_flight > 0 and len(machine) + in_flight * yield_per_prompt >= target:
-            return None  # enough is probably on its way; saves wasted requests at the end
-        rng = cfg.rng(STAGE, i)
         # sample indices, not a copied prefix of the pool (that copy grows with the run); the same
         # draws as sampling the prefix itself
         visible = bisect_left(kept_at, pool_until(i))
+        if i > cp.next_prompt and expected(i, visible) >= target:
+            return None  # enough is probably on its way; saves wasted requests at the end
+        rng = cfg.rng(STAGE, i)
         picks = rng.sample(range(visible), min(cfg.prompt_machine_instructions, visible))
         chosen = [machine[j] for j in picks]
         chosen += rng.sample(seed_texts, min(cfg.prompt_instructions - len(chosen), len(seed_texts)))
