@@ -300,6 +300,10 @@ class Script:
     garbage_share: float = 0.0
     # an instance prompt asked again, sampled (temperature above 0), is cut at this many tokens
     again_cap: int | None = None
+    in_flight: int = 0  # completions and chat requests being answered now
+    most_in_flight: int = 0  # and the most there ever were at once
+    # every completions and chat request: when it arrived, when it was answered, with what status
+    arrivals: list[tuple[float, float, int]] = field(default_factory=list)
     # chat requests carrying one of these parameters get a 400 naming it, as some hosted models answer
     reject_params: tuple[str, ...] = ()
     # a `strict` json_schema response_format whose schema Structured Outputs would refuse gets a 400
@@ -493,12 +497,21 @@ class Handler(BaseHTTPRequestHandler):
             self._send(404, b'{"error": {"message": "not found"}}')
             return
         body = json.loads(raw or b"{}")
-        status, answer, headers = respond(self.script, path, body, self.headers.get("Authorization", ""))
-        if status == 0:  # the connection drops
-            self.close_connection = True
-            self.connection.close()
-            return
-        self._send(status, answer, headers)
+        with self.script.lock:  # requests in flight at once, from the request read to the answer sent
+            self.script.in_flight += 1
+            self.script.most_in_flight = max(self.script.most_in_flight, self.script.in_flight)
+        arrived, status = time.monotonic(), 0
+        try:
+            status, answer, headers = respond(self.script, path, body, self.headers.get("Authorization", ""))
+            if status == 0:  # the connection drops
+                self.close_connection = True
+                self.connection.close()
+                return
+            self._send(status, answer, headers)
+        finally:
+            with self.script.lock:
+                self.script.in_flight -= 1
+                self.script.arrivals.append((arrived, time.monotonic(), status))
 
 
 def respond(

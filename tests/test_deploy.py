@@ -67,6 +67,9 @@ VALUE_SETS = {
                     "model": "m",
                     "timeout": 300,
                     "apiKeySecret": {"name": "llm", "key": "big"},
+                    "maxInFlight": 64,
+                    "requestsPerMinute": 5000,
+                    "tokensPerMinute": 2000000,
                 },
             },
         },
@@ -185,6 +188,8 @@ def test_rendered_configuration_loads_in_the_service():
         and settings.profiles["big-model"].endpoint.timeout == 300
         and settings.profiles["big-model"].endpoint.api == "completions"
     )
+    big = settings.profiles["big-model"].endpoint  # the provider's limits, held for every worker
+    assert (big.max_in_flight, big.requests_per_minute, big.tokens_per_minute) == (64, 5000, 2000000)
     local, reasoner = settings.profiles["local"].endpoint, settings.profiles["reasoner"].endpoint
     assert local.api == "chat" and local.response_format == "json_object"
     assert local.max_tokens_param == "max_tokens" and local.send_seed is True and local.reasoning is False

@@ -4,6 +4,7 @@ workers and the API (the operator's profiles hold one each: jobs.settings)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,7 @@ from jobs.method.vocabulary import API_KINDS, MODES, RESPONSE_FORMATS, TOKEN_LIM
 
 # A 400 naming `temperature`, which no other refusal drops, says a chat endpoint is a reasoning model.
 REASONING_SIGN = "temperature"
+LIMITS = ("max_in_flight", "requests_per_minute", "tokens_per_minute")
 
 Prices = tuple[float, float]  # per million prompt tokens, per million completion tokens
 
@@ -59,6 +61,11 @@ class Endpoint:
     send_seed: bool | None = None
     reasoning: bool = False
     mode: str = "online"
+    # what the provider allows for this model, shared by every worker and job that sends to it
+    # (jobs.store.limits): requests in flight at once, requests and tokens a minute (None: no limit)
+    max_in_flight: int | None = None
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -77,6 +84,20 @@ class Endpoint:
             raise ValueError("reasoning is for chat endpoints")
         if not isinstance(self.send_seed, bool | None) or not isinstance(self.reasoning, bool):
             raise ValueError("send_seed and reasoning are true or false")
+        for name in LIMITS:
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} is a whole number of at least 1, or null")
+
+    @property
+    def limited(self) -> bool:
+        """The provider's limits are known: its requests wait their turn at a gate every worker shares."""
+        return any(getattr(self, name) is not None for name in LIMITS)
+
+    @property
+    def limit_key(self) -> str:
+        """What shares one limit: the model at one server (two profiles for it share it)."""
+        return hashlib.sha256(f"{self.base_url}|{self.model}".encode()).hexdigest()[:16]
 
     @property
     def token_limit(self) -> str:

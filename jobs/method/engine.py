@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Protocol
 
 import structlog
@@ -29,10 +30,15 @@ class Stage(Protocol):
 STAGES: tuple[Stage, ...] = (bootstrap, classification, instances)
 
 
-async def _stages(run: Run, until: str) -> None:
+# Makes the gate a run's requests wait at, inside the run's event loop (None: no shared limits).
+GateFactory = Callable[[], transport.Gate]
+
+
+async def _stages(run: Run, until: str, gate: GateFactory | None) -> None:
     cp = run.checkpoint
     book = transport.BatchBook(run.run_id, cp.batches, cp.batch_totals, run.commit)
-    llm = transport.connect(run.endpoint, run.execution.concurrency, run.usage, book)
+    shared = gate() if gate else None
+    llm = transport.connect(run.endpoint, run.execution.concurrency, run.usage, book, shared)
     try:
         for stage in STAGES:
             at = STAGE_ORDER.index(stage.STAGE)
@@ -41,11 +47,14 @@ async def _stages(run: Run, until: str) -> None:
                 run.advance(STAGE_ORDER[at + 1])
     finally:
         await llm.close()
+        if shared is not None:
+            await shared.close()
 
 
-def execute(run: Run, until: str = "export") -> Checkpoint:
-    """Run the LLM stages up to (not including) `until`, resuming from the checkpoint. In batch mode it
-    raises jobs.method.transport.Waiting while the provider has the run's requests: call it again later."""
+def execute(run: Run, until: str = "export", gate: GateFactory | None = None) -> Checkpoint:
+    """Run the LLM stages up to (not including) `until`, resuming from the checkpoint, each request
+    waiting its turn at the gate `gate` makes (limits shared with other runs). In batch mode it raises
+    jobs.method.transport.Waiting while the provider has the run's requests: call it again later."""
     log.info("run_start", run_id=run.run_id, stage=run.checkpoint.stage)
-    asyncio.run(_stages(run, until))
+    asyncio.run(_stages(run, until, gate))
     return run.checkpoint

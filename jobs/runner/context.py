@@ -32,6 +32,7 @@ from jobs.store import batches, keyspace, progress
 from jobs.store import job as jobs_
 from jobs.store.checkpoints import RedisStore
 from jobs.store.decision_log import JobGone
+from jobs.store.limits import SharedGate
 
 log = structlog.get_logger(__name__)
 _preempted = threading.Event()
@@ -65,6 +66,11 @@ class Context:
 
     def update(self, **fields: Any) -> None:
         self.retry(jobs_.update, self.r, self.job.id, **fields)
+
+    def gate(self) -> Callable[[], SharedGate]:
+        """The job's endpoint's limits, shared with every worker: the gate its run's requests wait at."""
+        endpoint = self.settings.profiles[self.job.profile].endpoint
+        return lambda: SharedGate.connect(self.settings.redis_url, endpoint)
 
     def store(self, part: str | None = None) -> RedisStore:
         return RedisStore(self.r, self.job.id, part, self.settings.redis_retry_seconds)

@@ -36,13 +36,13 @@ def _generation(ctx: Context) -> None:
         ctx.job.started_at = time.time()
     reporter = Reporter(ctx.r, ctx.job.id, "main")
     run = ctx.run(None, reporter)
-    execute(run, until="instances")
+    execute(run, until="instances", gate=ctx.gate())
     # an extension's earlier instructions have their instances already
     ids = [k["id"] for k in run.checkpoint.instructions if k["id"] not in run.checkpoint.instances]
     size = ctx.settings.instance_chunk_size
     # in batch mode the instances are one batch: fanning out would only split it
     if run.checkpoint.stage != "instances" or len(ids) <= size or run.endpoint.mode == "batch":
-        execute(run, until="export")
+        execute(run, until="export", gate=ctx.gate())
         reporter(run.progress(), force=True)
         complete(ctx, run)
         return
@@ -73,7 +73,7 @@ def _chunk(ctx: Context, index: int, ids: list[str]) -> None:
         store.commit(first, [])
     reporter = Reporter(ctx.r, ctx.job.id, part)
     run = ctx.run(part, reporter)
-    execute(run, until="export")
+    execute(run, until="export", gate=ctx.gate())
     reporter(run.progress(), force=True)
 
 

@@ -24,6 +24,7 @@ from jobs.method.vocabulary import MODES
 from jobs.runner import queue
 from jobs.settings import Profile, get_settings
 from jobs.store import previews
+from jobs.store.limits import SharedGate
 
 log = structlog.get_logger(__name__)
 
@@ -76,7 +77,7 @@ def _run(preview: dict[str, Any], settings: Any) -> dict[str, Any]:
             execution=execution,
             history=lambda: earlier_instructions(artifacts, preview["team"], earlier, settings.work_dir),
         )
-        execute(run)
+        execute(run, gate=lambda: SharedGate.connect(settings.redis_url, profile.endpoint))
         decisions = [d.to_dict() for d in store.decisions()]
     cp = run.checkpoint
     texts = {t.id: t.instruction for t in seed_tasks} | {k["id"]: k["text"] for k in cp.instructions}

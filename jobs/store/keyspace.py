@@ -20,6 +20,7 @@ si:apikeys                           API key id -> sha256 of its secret (hash)
 si:apikey:<sha256>                   an API key's record (hash)
 si:stats:jobs_by_state               job counts by state (hash), for metrics
 si:preview:<id>                      a preview's request, state and result (hash, expires)
+si:endpoint:<key>:leases|limits      an endpoint's shared limits: leases in flight, cap, pause, rates
 """
 
 from __future__ import annotations
@@ -111,6 +112,16 @@ def job_run_data(job_id: str, chunks: int) -> list[str]:
     for part in [None, *(f"chunk{i}" for i in range(chunks))]:
         keys += [checkpoint(job_id, part), checkpoint_deltas(job_id, part)]
     return keys
+
+
+# An endpoint's limits, shared by every worker (jobs.store.limits): the leases of the attempts in flight
+# (sorted set, by expiry) and the rest of its state (hash: cap, paused_until, GCRA cells).
+def endpoint_leases(key: str) -> str:
+    return f"{PREFIX}:endpoint:{key}:leases"
+
+
+def endpoint_limits(key: str) -> str:
+    return f"{PREFIX}:endpoint:{key}:limits"
 
 
 def _team(team: str) -> str:

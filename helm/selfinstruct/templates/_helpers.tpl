@@ -45,6 +45,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- if $p.batchPricePerMillionTokens -}}
 {{- $_ := set $profile "batch_price_per_million_tokens" (dict "prompt" $p.batchPricePerMillionTokens.prompt "completion" $p.batchPricePerMillionTokens.completion) -}}
 {{- end -}}
+{{- range $key, $option := dict "maxInFlight" "max_in_flight" "requestsPerMinute" "requests_per_minute" "tokensPerMinute" "tokens_per_minute" -}}
+{{- if hasKey $p $key -}}
+{{- $_ := set $profile $option (get $p $key) -}}
+{{- end -}}
+{{- end -}}
 {{- if $p.apiKeySecret -}}
 {{- $_ := set $profile "api_key_env" (printf "LLM_KEY_%s" ($name | upper | replace "-" "_")) -}}
 {{- end -}}

@@ -14,6 +14,7 @@ import asyncio
 import json
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,15 @@ from tenacity import (
 
 from jobs.method.endpoint import REASONING_SIGN, Endpoint, cost, is_reasoning, token_limit
 from jobs.method.recipe import Decoding
-from jobs.method.transport.metrics import LLM_COST, LLM_REQUESTS, LLM_RETRIES, LLM_SECONDS, LLM_TOKENS
+from jobs.method.transport.gate import Gate, OpenGate, Outcome
+from jobs.method.transport.metrics import (
+    LLM_COST,
+    LLM_REQUESTS,
+    LLM_RETRIES,
+    LLM_SECONDS,
+    LLM_TOKENS,
+    LLM_WAIT_SECONDS,
+)
 from jobs.method.transport.rate_limits import RateLimits, retry_after
 from jobs.method.transport.usage import Usage
 from jobs.method.vocabulary import TOKEN_LIMITS
@@ -153,9 +162,14 @@ class LLM:
         """Replies can be constrained to a JSON schema (a chat endpoint with a response_format)."""
         return self.chat and self.endpoint.response_format is not None
 
-    def __init__(self, endpoint: Endpoint, concurrency: int, usage: Usage | None = None):
+    def __init__(
+        self, endpoint: Endpoint, concurrency: int, usage: Usage | None = None, gate: Gate | None = None
+    ):
+        """`gate`: where each attempt waits for its turn under limits shared with other runs (default:
+        none; this run's own concurrency and the endpoint's rate-limit headers pace it)."""
         self.endpoint = endpoint
         self.usage = usage or Usage()
+        self._gate: Gate = gate or OpenGate()
         self._client = openai.AsyncOpenAI(
             base_url=endpoint.base_url,
             api_key=endpoint.api_key,
@@ -309,22 +323,41 @@ class LLM:
             reraise=True,
         ):
             with attempt:
-                await self._pace()
-                self._enter()
-                started = time.monotonic()
-                try:
-                    response = await self._send(prompt, params, seed, n)
-                    completions = self._parse(response, stage, "response_format" in params)
-                    LLM_SECONDS.labels(stage).observe(time.monotonic() - started)
-                    return completions
-                except Exception as exc:
-                    if isinstance(exc, openai.APIStatusError):
-                        self._limits.observe(exc.response.headers, self._in_flight - 1, time.monotonic())
-                    self.usage.errors[_error_kind(exc)] += 1
-                    raise
-                finally:
-                    self._leave()
+                return await self._attempt(prompt, params, seed, n, stage)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _attempt(
+        self, prompt: Prompt, params: dict[str, Any], seed: int, n: int, stage: str
+    ) -> list[Completion]:
+        """One try: its turn at the gate, then at this run's pace, then the request; the gate hears
+        how it went."""
+        estimate = _tokens(prompt) + int(params.get("max_tokens") or 0) * n
+        passage = await self._gate.enter(estimate)
+        if passage.waited:
+            self._waited(passage.waited, "shared")
+        outcome, entered = Outcome(ok=False), False
+        try:
+            await self._pace()
+            self._enter()
+            entered = True
+            started = time.monotonic()
+            response, headers = await self._send(prompt, params, seed, n)
+            completions = self._parse(response, stage, "response_format" in params)
+            LLM_SECONDS.labels(stage).observe(time.monotonic() - started)
+            spent = sum(c.prompt_tokens + c.completion_tokens for c in completions)
+            outcome = Outcome(ok=True, tokens=spent, headers=headers)
+            return completions
+        except Exception as exc:
+            if isinstance(exc, openai.APIStatusError):
+                headers = exc.response.headers
+                self._limits.observe(headers, self._in_flight - 1, time.monotonic())
+                outcome = Outcome(False, exc.status_code == 429, retry_after(exc), headers=headers)
+            self.usage.errors[_error_kind(exc)] += 1
+            raise
+        finally:
+            if entered:
+                self._leave()
+            await self._gate.leave(passage, outcome)
 
     def _arguments(self, params: dict[str, Any], seed: int, n: int) -> dict[str, Any]:
         """The request's optional arguments (the token cap under the name in use), less those the
@@ -345,12 +378,20 @@ class LLM:
             await asyncio.sleep(delay)
             waited += delay
         if waited:
-            self.usage.rate_limit_waits += 1
-            self.usage.rate_limit_seconds += waited
-            log.info("llm_rate_limit_wait", seconds=round(waited, 3))
+            self._waited(waited, "headers")
         self._limits.sent()
 
-    async def _send(self, prompt: Prompt, params: dict[str, Any], seed: int, n: int) -> Any:
+    def _waited(self, seconds: float, kind: str) -> None:
+        """A request held back: by the limits this run shares with others, or by what the endpoint's
+        rate-limit headers said."""
+        self.usage.rate_limit_waits += 1
+        self.usage.rate_limit_seconds += seconds
+        LLM_WAIT_SECONDS.labels(kind).inc(seconds)
+        log.info("llm_rate_limit_wait", seconds=round(seconds, 3), kind=kind)
+
+    async def _send(
+        self, prompt: Prompt, params: dict[str, Any], seed: int, n: int
+    ) -> tuple[Any, Mapping[str, str]]:
         self._leave_out_for_reasoning(params)
         args = self._arguments(params, seed, n)
         # the raw response: its rate-limit headers pace the requests after it
@@ -363,7 +404,7 @@ class LLM:
                 model=self.endpoint.model, prompt=prompt, **args
             )
         self._limits.observe(raw.headers, self._in_flight - 1, time.monotonic())
-        return raw.parse()
+        return raw.parse(), raw.headers
 
     def _parse(
         self, response: Any, stage: str, structured: bool = False, count: bool = True
@@ -415,6 +456,12 @@ class LLM:
         self._in_flight -= 1
         if self._in_flight == 0:
             self.usage.busy_seconds += time.monotonic() - self._busy_since
+
+
+def _tokens(prompt: Prompt) -> int:
+    """A prompt's tokens, roughly (four characters a token), before the endpoint counts them."""
+    text = prompt if isinstance(prompt, str) else "".join(m.get("content", "") for m in prompt)
+    return len(text) // 4 + 1
 
 
 def _text(choice: Any, chat: bool) -> Any:

@@ -33,3 +33,9 @@ LLM_COST = Counter(
     "What the tokens cost at the profile's prices, by stage and currency",
     ["stage", "currency"],
 )
+LLM_WAIT_SECONDS = Counter(
+    "selfinstruct_llm_wait_seconds_total",
+    "Seconds requests waited for the endpoint's limits: shared by every worker (shared), or told by "
+    "its rate-limit headers (headers)",
+    ["kind"],
+)
