@@ -167,6 +167,14 @@ class JobCreateSchema(Schema):
         },
     )
 
+    priority = StrictInteger(
+        validate=validate.Range(-10, 10),
+        metadata={
+            "default": 0,
+            "description": "Among the team's own jobs waiting for a worker, higher goes first (teams take "
+            "turns whatever their jobs' priorities).",
+        },
+    )
     notify_url = fields.String(
         validate=validate.Length(1, MAX_URL_CHARS),
         metadata={

@@ -11,10 +11,10 @@ PREVIEW_STATES = ("queued", "running", "succeeded", "failed")
 
 class PreviewCreateSchema(JobCreateSchema):
     """The body of a job; `num_instructions` is the preview's (the operator caps it). A preview ends in
-    its answer: it takes no notify_url."""
+    its answer: it takes no notify_url, and it waits for no worker of the generation queue (no priority)."""
 
     class Meta(JobCreateSchema.Meta):
-        exclude = ("notify_url",)
+        exclude = ("notify_url", "priority")
 
     num_instructions = StrictInteger(
         load_default=5,

@@ -130,6 +130,9 @@ class Settings:
     queue: str = "generation"
     job_timeout: int = 24 * 3600
     instance_chunk_size: int = 50
+    # a team's generation RQ jobs (main runs and chunks) queued or running at once: teams take turns
+    # (jobs.runner.queue); about the number of workers, so one team alone keeps them all busy
+    team_job_slots: int = 8
     max_request_bytes: int = 8 * 1024 * 1024
     max_seed_tasks: int = 10_000
     max_instructions: int = 100_000
@@ -186,6 +189,7 @@ class Settings:
             queue=e.get("RQ_QUEUE", cls.queue),
             job_timeout=int(e.get("JOB_TIMEOUT_SECONDS", cls.job_timeout)),
             instance_chunk_size=int(e.get("INSTANCE_CHUNK_SIZE", cls.instance_chunk_size)),
+            team_job_slots=int(e.get("TEAM_JOB_SLOTS", cls.team_job_slots)),
             max_request_bytes=int(e.get("MAX_REQUEST_BYTES", cls.max_request_bytes)),
             max_seed_tasks=int(e.get("MAX_SEED_TASKS", cls.max_seed_tasks)),
             max_instructions=int(e.get("MAX_INSTRUCTIONS", cls.max_instructions)),
@@ -237,6 +241,7 @@ class Settings:
             "RQ_QUEUE": self.queue,
             "JOB_TIMEOUT_SECONDS": str(self.job_timeout),
             "INSTANCE_CHUNK_SIZE": str(self.instance_chunk_size),
+            "TEAM_JOB_SLOTS": str(self.team_job_slots),
             "MAX_REQUEST_BYTES": str(self.max_request_bytes),
             "MAX_SEED_TASKS": str(self.max_seed_tasks),
             "MAX_INSTRUCTIONS": str(self.max_instructions),

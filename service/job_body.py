@@ -81,9 +81,11 @@ def recipe(args: dict[str, Any], profile: str) -> Recipe:
 
 def config(args: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
     """What the API shows of a job's parameters: every request field (REQUEST_FIELDS) as the job's
-    recipe holds it, given or by default, and the job's earlier jobs not to repeat."""
+    recipe holds it, given or by default, the job's earlier jobs not to repeat, and its priority."""
     held = recipe.to_dict()
     config = {k: held[k] for k in REQUEST_FIELDS}
     if "dedup_against" in args:
         config["dedup_against"] = args["dedup_against"]
+    if args.get("priority"):
+        config["priority"] = args["priority"]
     return config

@@ -49,7 +49,7 @@ def _generation(ctx: Context) -> None:
     # fan out: one RQ job per chunk, then finalize once all have finished
     reporter({**run.progress(), "stage": "instances", "stage_total": len(ids), "stage_done": 0}, force=True)
     chunks = [ids[start : start + size] for start in range(0, len(ids), size)]
-    rq_ids = queue.fan_out(ctx.r, ctx.job.id, chunks, ctx.settings)
+    rq_ids = queue.fan_out(ctx.r, ctx.job, chunks, ctx.settings)
     ctx.update(rq_ids=[ctx.job.id, *rq_ids], chunks=len(chunks))
     log.info("instances_fanned_out", chunks=len(chunks))
 

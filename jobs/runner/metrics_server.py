@@ -15,6 +15,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from redis import Redis
 from rq import Queue
+from rq.rate_limit import RateLimitRegistry
 from rq.registry import DeferredJobRegistry, FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
 from jobs.store import keyspace
@@ -30,9 +31,14 @@ class RedisCollector:
     def collect(self) -> Iterator[Metric]:
         q = Queue(self.queue, connection=self.redis)
         depth = GaugeMetricFamily(
-            "selfinstruct_queue_jobs", "RQ jobs in the queue, by registry", labels=["registry"]
+            "selfinstruct_queue_jobs",
+            "RQ jobs in the queue, by registry (waiting: for their team's turn)",
+            labels=["registry"],
         )
         depth.add_metric(["queued"], q.count)
+        # generation RQ jobs waiting for their team's turn (jobs.runner.queue): work to scale for too
+        waiting = sum(r.get_rate_limited_job_count() for r in RateLimitRegistry.all(self.redis))
+        depth.add_metric(["waiting"], waiting)
         for name, registry in (
             ("started", StartedJobRegistry),
             ("deferred", DeferredJobRegistry),

@@ -10,6 +10,7 @@ A job with a notify_url gets one more RQ job when it ends: its webhook's deliver
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -20,12 +21,14 @@ from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Dependency, JobStatus
 from rq.job import Job as RQJob
+from rq.rate_limit import RateLimit, RateLimitRegistry
 
 from jobs.settings import Settings, get_settings
 from jobs.store import job as jobs_
-from jobs.store import webhooks
+from jobs.store import keyspace, webhooks
 
 RESULT_TTL = 7 * 24 * 3600
+PRIORITY_STEP = 24 * 3600  # seconds of waiting one step of a job's priority is worth
 RUN_GENERATION = "jobs.runner.generation.run_generation"
 GENERATE_CHUNK = "jobs.runner.generation.generate_chunk"
 FINALIZE = "jobs.runner.finalize.finalize"
@@ -52,10 +55,35 @@ def _options(settings: Settings, rq_id: str) -> dict[str, Any]:
     }
 
 
+def _team_turns(job: jobs_.Job, settings: Settings) -> dict[str, Any]:
+    """A team's generation work takes turns with other teams': at most TEAM_JOB_SLOTS of its RQ jobs
+    (main runs and chunks) are queued or running at once; the rest wait in RQ's rate limit and go, oldest
+    first, as the team's own finish. Another team's job never waits behind a big job's thousand chunks,
+    only behind what holds those slots."""
+    return {"rate_limit": RateLimit(keyspace.team_turns(job.team), settings.team_job_slots)}
+
+
+def _prioritize(r: Redis, rq_jobs: list[RQJob], job: jobs_.Job) -> None:
+    """A job's priority within its team (-10 to 10, body field `priority`): its RQ jobs that wait for a
+    slot go ahead of lower-priority ones, a day of waiting per step."""
+    priority = int(job.config.get("priority") or 0)
+    waiting = [j for j in rq_jobs if j.get_status(refresh=True) == JobStatus.RATE_LIMITED]
+    if not priority or not waiting:
+        return
+    registry = RateLimitRegistry(waiting[0].rate_limit_key or "", r)
+    with r.pipeline() as pipe:
+        for rq_job in waiting:
+            registry.add_to_rate_limited(rq_job.id, pipe, timestamp=time.time() - priority * PRIORITY_STEP)
+        pipe.execute()
+
+
 def enqueue(r: Redis, job: jobs_.Job, settings: Settings | None = None) -> None:
     """Queue a new job's main RQ job (stages 1 and 2, and instances when they fit in one chunk)."""
     settings = settings or get_settings()
-    queue(r, settings).enqueue(RUN_GENERATION, job.id, **_options(settings, job.id))
+    main = queue(r, settings).enqueue(
+        RUN_GENERATION, job.id, **_options(settings, job.id), **_team_turns(job, settings)
+    )
+    _prioritize(r, [main], job)
 
 
 def poll_later(r: Redis, job_id: str, seconds: float, settings: Settings) -> None:
@@ -95,15 +123,17 @@ def enqueue_preview(r: Redis, preview_id: str, settings: Settings) -> None:
     )
 
 
-def fan_out(r: Redis, job_id: str, chunks: list[list[str]], settings: Settings) -> list[str]:
-    """Queue one RQ job per chunk of instruction ids and a finalize job that waits for them all;
-    returns the RQ ids (chunks, then finalize)."""
-    q = queue(r, settings)
+def fan_out(r: Redis, job: jobs_.Job, chunks: list[list[str]], settings: Settings) -> list[str]:
+    """Queue one RQ job per chunk of instruction ids, taking the team's turns, and a finalize job that
+    waits for them all; returns the RQ ids (chunks, then finalize)."""
+    q, job_id = queue(r, settings), job.id
     *chunk_ids, finalize_id = jobs_.rq_ids(job_id, len(chunks))[1:]
+    turns = _team_turns(job, settings)
     queued = [
-        q.enqueue(GENERATE_CHUNK, job_id, index, ids, **_options(settings, chunk_ids[index]))
+        q.enqueue(GENERATE_CHUNK, job_id, index, ids, **_options(settings, chunk_ids[index]), **turns)
         for index, ids in enumerate(chunks)
     ]
+    _prioritize(r, queued, job)
     final = q.enqueue(
         FINALIZE,
         job_id,

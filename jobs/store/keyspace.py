@@ -14,6 +14,7 @@ si:team:<team>:seedsets              a team's seed sets by creation time (sorted
 si:team:<team>:seedset:<sha>         a seed set's record (hash)
 si:team:<team>:seedset:<sha>:active  the unfinished jobs using it (set)
 si:team:<team>:idem:<sha256(key)>    an Idempotency-Key's claim (string, expires)
+rq:rl:si:team:<team>:turns[:...]     RQ's rate limit through which the team's generation RQ jobs take turns
 si:team:<team>:rate:<minute>         requests in one rate-limit window (counter, expires)
 si:team:<team>:webhook_secret        its webhook signing secret, and the previous one (hash)
 si:apikeys                           API key id -> sha256 of its secret (hash)
@@ -146,6 +147,12 @@ def seed_set(team: str, seed_set_id: str) -> str:
 
 def seed_set_users(team: str, seed_set_id: str) -> str:
     return f"{seed_set(team, seed_set_id)}:active"
+
+
+def team_turns(team: str) -> str:
+    """The name of RQ's rate limit through which a team's generation RQ jobs take turns (RQ keeps it
+    under rq:rl:<name>; jobs.runner.queue)."""
+    return f"{_team(team)}:turns"
 
 
 def idempotency(team: str, idempotency_key: str) -> str:

@@ -1,0 +1,103 @@
+"""Teams take turns on the workers (jobs.runner.queue): a team's generation RQ jobs go through RQ's rate
+limit, at most TEAM_JOB_SLOTS queued or running at once, so another team's job never waits behind a big
+job's chunks; within a team, a job's priority orders its waiting RQ jobs. Real Redis, real workers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+
+import pytest
+from rq import Queue
+from rq.job import Job as RQJob
+from rq.job import JobStatus
+
+from jobs.runner import queue
+from jobs.store import api_keys
+from jobs.store import job as jobs_
+from service.app import create_app
+from tests.conftest import wait_until
+from tests.test_api import make_seed_set
+from tests.test_faults import finish
+
+BIG = {"num_instructions": 24, "seed": 3, "instance_followup": False}  # 12 chunks of 2
+SMALL = {"num_instructions": 2, "seed": 4, "instance_followup": False}  # one RQ job, no chunks
+
+
+def team_client(app, redis, team: str):
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {api_keys.create(redis, team, 'tests')[1]}"
+    return client
+
+
+def held(redis, team_jobs: list[str]) -> int:
+    """How many of these jobs' RQ jobs are queued or running now."""
+    ids = [rq_id for job_id in team_jobs if (job := jobs_.get(redis, job_id)) for rq_id in job.rq_ids]
+    out = 0
+    for rq_job in RQJob.fetch_many(ids, connection=redis):
+        if rq_job is not None and rq_job.func_name != queue.FINALIZE:
+            out += rq_job.get_status(refresh=False) in (JobStatus.QUEUED, JobStatus.STARTED)
+    return out
+
+
+@pytest.mark.slow
+def test_a_small_job_of_another_team_finishes_while_a_big_one_runs(
+    settings, redis, fake_llm, spawn, monkeypatch
+) -> None:
+    """Team alpha's big job fans out into 12 chunks on two workers; with two slots a team, no more than
+    two of its RQ jobs are ever queued or running, and team beta's small job, submitted once alpha's
+    chunks wait in line, finishes first."""
+    fake_llm.script.delay = 0.1  # chunks that last: the big job is still running when beta comes
+    local = replace(settings, instance_chunk_size=2, team_job_slots=2)
+    for name, value in local.to_env().items():
+        monkeypatch.setenv(name, value)
+    app = create_app(local, configure_logging=False)
+    alpha, beta = team_client(app, redis, "alpha"), team_client(app, redis, "beta")
+    big = alpha.post("/v1/jobs", json={"seed_set_id": make_seed_set(alpha), **BIG}).json["id"]
+    beta_set = make_seed_set(beta)
+    peaks: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:  # alpha's RQ jobs queued or running, sampled while it all runs
+        while not stop.is_set():
+            peaks.append(held(redis, [big]))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    spawn(local, "first"), spawn(local, "second")
+    wait_until(lambda: len(jobs_.get(redis, big).rq_ids) > 2, timeout=120, what="the big job's chunks")
+    small = beta.post("/v1/jobs", json={"seed_set_id": beta_set, **SMALL}).json["id"]
+    small_done = finish(beta, small, timeout=120)
+    big_then = alpha.get(f"/v1/jobs/{big}").json
+    big_done = finish(alpha, big, timeout=300)
+    stop.set()
+    watcher.join()
+    assert small_done["state"] == big_done["state"] == "succeeded"
+    assert big_then["state"] == "running"  # beta did not wait for alpha's job to end
+    waiting = Queue(local.queue, connection=redis)
+    assert waiting.count == 0 and peaks and max(peaks) <= 2, peaks
+
+
+def test_priority_orders_a_teams_waiting_jobs(settings, redis, monkeypatch, client) -> None:
+    """With one slot, a team's jobs wait in line; a job with a higher priority goes ahead of those
+    submitted before it."""
+    local = replace(settings, team_job_slots=1)
+    for name, value in local.to_env().items():
+        monkeypatch.setenv(name, value)
+    app = create_app(local, configure_logging=False)
+    alpha = team_client(app, redis, "alpha")
+    sid = make_seed_set(alpha)
+    body = {"seed_set_id": sid, **SMALL}
+    ids = [alpha.post("/v1/jobs", json={**body, "seed": s}).json["id"] for s in (1, 2, 3)]
+    urgent = alpha.post("/v1/jobs", json={**body, "priority": 5}).json
+    assert urgent["config"]["priority"] == 5
+    statuses = [RQJob.fetch(job_id, connection=redis).get_status() for job_id in ids]
+    assert statuses == [JobStatus.QUEUED, JobStatus.RATE_LIMITED, JobStatus.RATE_LIMITED]
+    # the first finishes (here: is taken off and released), and the urgent job is next, not job 2
+    first = RQJob.fetch(ids[0], connection=redis)
+    Queue(local.queue, connection=redis).remove(first)
+    first.cancel()
+    assert RQJob.fetch(urgent["id"], connection=redis).get_status() == JobStatus.QUEUED
+    assert RQJob.fetch(ids[1], connection=redis).get_status() == JobStatus.RATE_LIMITED
