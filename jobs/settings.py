@@ -140,6 +140,8 @@ class Settings:
     work_dir: str = "/tmp"
     s3_retry_seconds: float = 60.0
     redis_retry_seconds: float = 60.0
+    # the API refuses new work (503, Retry-After) above this share of Redis's maxmemory (0: never)
+    redis_memory_limit: float = 0.9
     job_retries: int = 10
     auth_disabled: bool = False
     rate_limit_per_minute: int = 600
@@ -197,6 +199,7 @@ class Settings:
             work_dir=e.get("WORK_DIR", cls.work_dir),
             s3_retry_seconds=float(e.get("S3_RETRY_SECONDS", cls.s3_retry_seconds)),
             redis_retry_seconds=float(e.get("REDIS_RETRY_SECONDS", cls.redis_retry_seconds)),
+            redis_memory_limit=float(e.get("REDIS_MEMORY_LIMIT", cls.redis_memory_limit)),
             job_retries=int(e.get("JOB_RETRIES", cls.job_retries)),
             auth_disabled=e.get("AUTH_DISABLED", "").lower() in ("1", "true", "yes"),
             rate_limit_per_minute=int(e.get("RATE_LIMIT_PER_MINUTE", cls.rate_limit_per_minute)),
@@ -249,6 +252,7 @@ class Settings:
             "WORK_DIR": self.work_dir,
             "S3_RETRY_SECONDS": str(self.s3_retry_seconds),
             "REDIS_RETRY_SECONDS": str(self.redis_retry_seconds),
+            "REDIS_MEMORY_LIMIT": str(self.redis_memory_limit),
             "JOB_RETRIES": str(self.job_retries),
             "AUTH_DISABLED": "1" if self.auth_disabled else "",
             "RATE_LIMIT_PER_MINUTE": str(self.rate_limit_per_minute),

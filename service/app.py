@@ -14,6 +14,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from flask import Flask, Response, g, request
 from flask_smorest.utils import prepare_response
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import (
     BadRequest,
@@ -29,6 +30,7 @@ from jobs import __version__, logs
 from jobs.settings import Settings
 from service import (
     auth,
+    capacity,
     datasets,
     decisions,
     events,
@@ -140,6 +142,10 @@ def create_app(settings: Settings | None = None, configure_logging: bool = True)
             auth.authenticate()
 
     @app.before_request
+    def _room_in_redis() -> None:
+        capacity.check()
+
+    @app.before_request
     def _limit_chunked_bodies() -> None:
         # With no Content-Length, werkzeug stops reading at MAX_CONTENT_LENGTH without an error;
         # read (and cache) such a body here so that an oversized one is a 413, not a truncated body.
@@ -170,6 +176,13 @@ def create_app(settings: Settings | None = None, configure_logging: bool = True)
     def _redis_down(error: Exception) -> Response:
         log.error("redis_unavailable", error=str(error))
         return render(ServiceUnavailable("the job store (Redis) is unavailable; try again shortly"))
+
+    @app.errorhandler(RedisOutOfMemoryError)
+    def _redis_full(error: Exception) -> Response:
+        log.error("redis_full", error=str(error))
+        response = render(ServiceUnavailable("the job store (Redis) is full; try again shortly"))
+        response.headers["Retry-After"] = capacity.RETRY_AFTER
+        return response
 
     @app.errorhandler(BotoCoreError)
     @app.errorhandler(ClientError)

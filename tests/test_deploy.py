@@ -74,6 +74,10 @@ VALUE_SETS = {
             },
         },
     },
+    "keda-redis": {
+        "worker": {"keda": {"enabled": True, "trigger": "redis", "tls": True}},
+        "redis": {"address": "redis.example.com:6380", "passwordSecret": {"name": "redis-auth", "key": "pw"}},
+    },
     "minimal": {
         "api": {"replicas": 1, "podDisruptionBudget": {"enabled": False}},
         "worker": {"replicas": 0, "podDisruptionBudget": {"enabled": False}},
@@ -142,7 +146,9 @@ def test_chart_lints_renders_and_validates(name, tmp_path):
     if name == "everything":
         assert {"Ingress", "HorizontalPodAutoscaler", "StatefulSet", "PodDisruptionBudget"} <= kinds
         assert [d["kind"] for d in crds] == ["ScaledObject"]
-        assert crds[0]["spec"]["triggers"][0]["metadata"]["listName"] == "rq:queue:generation"
+    if name == "keda-redis":
+        assert sorted(d["kind"] for d in crds) == ["ScaledObject", "TriggerAuthentication"]
+        assert crds[-1]["spec"]["triggers"][0]["metadata"]["listName"] == "rq:queue:generation"
 
 
 def test_rendered_workloads_are_locked_down_and_probed():
@@ -188,6 +194,7 @@ def test_rendered_configuration_loads_in_the_service():
         and settings.profiles["big-model"].endpoint.timeout == 300
         and settings.profiles["big-model"].endpoint.api == "completions"
     )
+    assert (settings.team_job_slots, settings.redis_memory_limit) == (8, 0.9)
     big = settings.profiles["big-model"].endpoint  # the provider's limits, held for every worker
     assert (big.max_in_flight, big.requests_per_minute, big.tokens_per_minute) == (64, 5000, 2000000)
     local, reasoner = settings.profiles["local"].endpoint, settings.profiles["reasoner"].endpoint
@@ -222,3 +229,32 @@ def test_values_schema_rejects_bad_values():
     )
     assert "replicas" in errors and "baseUrl" in errors and "maxTokensParam" in errors
     assert "webhookAllowedHosts" in errors
+
+
+def test_keda_scales_on_all_generation_work_or_on_the_queue_with_auth():
+    """Prometheus (the default): the workers' gauge of queued, running and waiting RQ jobs, so a
+    scale-down never counts running work as gone. Redis: the queue's list, through the password's Secret
+    and TLS. Either way the workers' grace period covers the slowest profile's request and a minute, the
+    time a stopped worker takes to checkpoint and hand its job back."""
+    docs = render(VALUE_SETS["everything"])
+    (scaled,) = [d for d in docs if d["kind"] == "ScaledObject"]
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "prometheus"
+    assert all(
+        f'"{r}' in trigger["metadata"]["query"] or r in trigger["metadata"]["query"]
+        for r in ("queued", "started", "waiting")
+    )
+    worker = next(
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "rel-selfinstruct-worker"
+    )
+    assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 300 + 60  # big-model's
+    redis = next(d for d in docs if d["kind"] == "StatefulSet")
+    args = redis["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--maxmemory-policy") + 1] == "noeviction" and "--maxmemory" in args
+    docs = render(VALUE_SETS["keda-redis"])
+    (auth,) = [d for d in docs if d["kind"] == "TriggerAuthentication"]
+    assert auth["spec"]["secretTargetRef"] == [{"parameter": "password", "name": "redis-auth", "key": "pw"}]
+    (scaled,) = [d for d in docs if d["kind"] == "ScaledObject"]
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "redis" and trigger["metadata"]["enableTLS"] == "true"
+    assert trigger["authenticationRef"] == {"name": auth["metadata"]["name"]}
