@@ -142,6 +142,8 @@ class Settings:
     redis_retry_seconds: float = 60.0
     # the API refuses new work (503, Retry-After) above this share of Redis's maxmemory (0: never)
     redis_memory_limit: float = 0.9
+    # a checkpoint commit waits for this many replicas (Sentinel setups: a failover then loses none)
+    redis_wait_replicas: int = 0
     job_retries: int = 10
     auth_disabled: bool = False
     rate_limit_per_minute: int = 600
@@ -200,6 +202,7 @@ class Settings:
             s3_retry_seconds=float(e.get("S3_RETRY_SECONDS", cls.s3_retry_seconds)),
             redis_retry_seconds=float(e.get("REDIS_RETRY_SECONDS", cls.redis_retry_seconds)),
             redis_memory_limit=float(e.get("REDIS_MEMORY_LIMIT", cls.redis_memory_limit)),
+            redis_wait_replicas=int(e.get("REDIS_WAIT_REPLICAS", cls.redis_wait_replicas)),
             job_retries=int(e.get("JOB_RETRIES", cls.job_retries)),
             auth_disabled=e.get("AUTH_DISABLED", "").lower() in ("1", "true", "yes"),
             rate_limit_per_minute=int(e.get("RATE_LIMIT_PER_MINUTE", cls.rate_limit_per_minute)),
@@ -253,6 +256,7 @@ class Settings:
             "S3_RETRY_SECONDS": str(self.s3_retry_seconds),
             "REDIS_RETRY_SECONDS": str(self.redis_retry_seconds),
             "REDIS_MEMORY_LIMIT": str(self.redis_memory_limit),
+            "REDIS_WAIT_REPLICAS": str(self.redis_wait_replicas),
             "JOB_RETRIES": str(self.job_retries),
             "AUTH_DISABLED": "1" if self.auth_disabled else "",
             "RATE_LIMIT_PER_MINUTE": str(self.rate_limit_per_minute),

@@ -10,6 +10,7 @@ from redis import Redis
 
 from jobs.blobs.artifacts import Artifacts
 from jobs.settings import Settings
+from jobs.store import connection
 
 DEFAULT_TEAM = "default"
 
@@ -20,7 +21,7 @@ class Services:
 
     @cached_property
     def redis(self) -> Redis:
-        return Redis.from_url(self.settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+        return connection.connect(self.settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
 
     @cached_property
     def artifacts(self) -> Artifacts:

@@ -69,11 +69,12 @@ class Context:
 
     def gate(self) -> Callable[[], SharedGate]:
         """The job's endpoint's limits, shared with every worker: the gate its run's requests wait at."""
-        endpoint = self.settings.profiles[self.job.profile].endpoint
-        return lambda: SharedGate.connect(self.settings.redis_url, endpoint)
+        endpoint, s = self.settings.profiles[self.job.profile].endpoint, self.settings
+        return lambda: SharedGate.connect(s.redis_url, endpoint, s.redis_retry_seconds)
 
     def store(self, part: str | None = None) -> RedisStore:
-        return RedisStore(self.r, self.job.id, part, self.settings.redis_retry_seconds)
+        s = self.settings
+        return RedisStore(self.r, self.job.id, part, s.redis_retry_seconds, s.redis_wait_replicas)
 
     def run(self, part: str | None, reporter: Reporter | None) -> Run:
         job, settings = self.job, self.settings

@@ -24,8 +24,8 @@ from rq.job import Job as RQJob
 from rq.rate_limit import RateLimit, RateLimitRegistry
 
 from jobs.settings import Settings, get_settings
+from jobs.store import connection, keyspace, webhooks
 from jobs.store import job as jobs_
-from jobs.store import keyspace, webhooks
 
 RESULT_TTL = 7 * 24 * 3600
 PRIORITY_STEP = 24 * 3600  # seconds of waiting one step of a job's priority is worth
@@ -38,7 +38,7 @@ POLL_BATCHES = "jobs.runner.generation.poll"
 
 
 def connect(settings: Settings | None = None) -> Redis:
-    return Redis.from_url((settings or get_settings()).redis_url)
+    return connection.connect((settings or get_settings()).redis_url)
 
 
 def queue(r: Redis, settings: Settings | None = None) -> Queue:

@@ -25,10 +25,13 @@ from pathlib import Path
 from redis import Redis
 from rq import Queue
 from rq import Worker as RQWorker
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.job import Job
+from rq.scheduler import RQScheduler
 
 from jobs import logs
 from jobs.settings import get_settings
+from jobs.store.connection import connect
 
 MONITORING_INTERVAL = int(os.environ.get("WORKER_MONITORING_INTERVAL", "5"))
 HEARTBEAT_SLACK = int(os.environ.get("WORKER_HEARTBEAT_SLACK", "15"))
@@ -39,7 +42,47 @@ PREEMPT_SIGNAL = signal.SIGUSR1
 HORSE_NAME = "rq-work-horse"  # a work horse's process name (Linux keeps 15 characters)
 
 
+class Scheduler(RQScheduler):
+    """RQ's scheduler, on a connection made from REDIS_URL in its own process: RQ would rebuild the
+    worker's connection from its pool's arguments, which a Sentinel-managed pool does not allow."""
+
+    @property
+    def connection(self) -> Redis:
+        if self._connection is None:
+            self._connection = connect(get_settings().redis_url)
+        return self._connection
+
+
 class Worker(RQWorker):
+    def _start_scheduler(
+        self,
+        burst: bool = False,
+        logging_level: str | None = "INFO",
+        date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
+        log_format: str = DEFAULT_LOGGING_FORMAT,
+    ) -> None:
+        """RQ's own start of its scheduler (a lock, then a process of its own), with Scheduler."""
+        self.scheduler = Scheduler(
+            self.queues,
+            connection=self.connection,
+            logging_level=logging_level if logging_level is not None else self.log.level,
+            date_format=date_format,
+            log_format=log_format,
+            serializer=self.serializer,
+        )
+        self.scheduler.acquire_locks()
+        if not self.scheduler.acquired_locks:
+            return
+        if not burst:
+            self.scheduler.start()
+            return
+        try:
+            self.scheduler.register_birth()
+            self.scheduler.enqueue_scheduled_jobs()
+        finally:
+            self.scheduler.release_locks()
+            self.scheduler.register_death()
+
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return self.job_monitoring_interval + HEARTBEAT_SLACK
 
@@ -75,7 +118,7 @@ def main() -> None:
     _multiprocess_metrics_dir()
     settings = get_settings()
     logs.configure(settings.log_level)
-    connection = Redis.from_url(settings.redis_url)
+    connection = connect(settings.redis_url)
     if METRICS_PORT:
         from jobs.runner import metrics_server
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
+import structlog
 from redis import Redis
 
 from jobs import retry
@@ -17,6 +18,9 @@ from jobs.method.checkpoint import Checkpoint, replay
 from jobs.method.decisions import Decision
 from jobs.store import keyspace
 from jobs.store.decision_log import DecisionLog
+
+log = structlog.get_logger(__name__)
+WAIT_MS = 1000  # how long a commit waits for its replicas before going on, with a warning
 
 # Replace the snapshot and drop the deltas it absorbed, in one step. KEYS: hash, deltas list.
 # ARGV: snapshot JSON, how many deltas (from the head of the list) it includes.
@@ -32,8 +36,18 @@ class RedisStore:
     `part` names a separate checkpoint (an instance-generation chunk) that shares the job's log.
     """
 
-    def __init__(self, redis: Redis, job_id: str, part: str | None = None, retry_seconds: float = 60.0):
+    def __init__(
+        self,
+        redis: Redis,
+        job_id: str,
+        part: str | None = None,
+        retry_seconds: float = 60.0,
+        replicas: int = 0,
+    ):
+        """`replicas`: a commit waits until this many replicas have it (WAIT, at most a second), so that
+        a failover to one of them loses no commit the run went on from (REDIS_WAIT_REPLICAS)."""
         self.redis = redis
+        self.replicas = replicas
         self.log = DecisionLog(redis, job_id)
         self.key = keyspace.checkpoint(job_id, part)
         self.deltas_key = keyspace.checkpoint_deltas(job_id, part)
@@ -62,6 +76,8 @@ class RedisStore:
         number = checkpoint.commits + 1
         body = json.dumps(checkpoint.delta(number), ensure_ascii=False)
         self._retry(self.log.commit, decisions, self.key, body, self.deltas_key, number)
+        if self.replicas and self._retry(self.redis.wait, self.replicas, WAIT_MS) < self.replicas:
+            log.warning("commit_not_replicated", replicas=self.replicas, commit=number)
         checkpoint.committed(number)
 
     def decisions(self) -> Iterator[Decision]:

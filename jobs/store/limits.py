@@ -20,13 +20,18 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from typing import Any
 
 import redis.asyncio
+import redis.exceptions
+import structlog
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
 from jobs.method.endpoint import Endpoint
 from jobs.method.transport import Outcome, Passage, pause_after
-from jobs.store import keyspace
+from jobs.store import connection, keyspace
 
+log = structlog.get_logger(__name__)
 LEASE_MARGIN = 30.0  # seconds a lease outlives its request's timeout
 IDLE_SECONDS = 24 * 3600  # the state of a gate nobody used for this long goes
 MAX_POLL = 0.25  # the longest a waiting attempt sleeps before it looks again
@@ -98,9 +103,12 @@ return 0
 class SharedGate:
     """The gate of one endpoint's limits in Redis (see the module's docstring)."""
 
-    def __init__(self, client: redis.asyncio.Redis, endpoint: Endpoint):
+    def __init__(self, client: redis.asyncio.Redis, endpoint: Endpoint, retry_seconds: float = 60.0):
+        """`retry_seconds`: how long an attempt waits out a Redis outage (a failover, say) at the gate
+        before its run fails, as the run's commits do (REDIS_RETRY_SECONDS)."""
         self.client = client
         self.endpoint = endpoint
+        self.retry_seconds = retry_seconds
         key = endpoint.limit_key
         self.keys = [keyspace.endpoint_leases(key), keyspace.endpoint_limits(key)]
         self.lease = endpoint.timeout + LEASE_MARGIN
@@ -109,15 +117,27 @@ class SharedGate:
         self._leave = client.register_script(_LEAVE)
 
     @classmethod
-    def connect(cls, redis_url: str, endpoint: Endpoint) -> SharedGate:
-        return cls(redis.asyncio.Redis.from_url(redis_url), endpoint)
+    def connect(cls, redis_url: str, endpoint: Endpoint, retry_seconds: float = 60.0) -> SharedGate:
+        return cls(connection.connect_async(redis_url), endpoint, retry_seconds)
+
+    async def _script(self, script: Any, args: list[Any]) -> Any:
+        """Run a gate script, riding out a Redis outage for `retry_seconds`."""
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type((redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)),
+            stop=stop_after_delay(self.retry_seconds),
+            wait=wait_exponential_jitter(multiplier=0.2, max=5.0),
+            reraise=True,
+        ):
+            with attempt:
+                return await script(keys=self.keys, args=args)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def enter(self, tokens: int) -> Passage:
         e, ticket, waited, poll = self.endpoint, uuid.uuid4().hex, 0.0, 0.01
         args = [ticket, self.lease, e.max_in_flight or 0, e.requests_per_minute or 0]
         args += [e.tokens_per_minute or 0, tokens, int(IDLE_SECONDS)]
         while True:
-            wait = float(await self._enter(keys=self.keys, args=args))
+            wait = float(await self._script(self._enter, args))
             if wait == 0:
                 self.charged[ticket] = tokens
                 return Passage(ticket, waited)
@@ -133,7 +153,10 @@ class SharedGate:
         more = outcome.tokens - charged if outcome.ok else 0
         args = [passage.ticket, int(outcome.ok), int(outcome.throttled), pause_after(outcome, e.max_wait)]
         args += [e.max_in_flight or 0, e.tokens_per_minute or 0, more]
-        await self._leave(keys=self.keys, args=args)
+        try:  # a lease not given back runs out by itself: no run fails for want of this
+            await self._script(self._leave, args)
+        except redis.exceptions.RedisError as e:
+            log.warning("limits_not_updated", error=str(e)[:200])
 
     async def close(self) -> None:
         await self.client.aclose()

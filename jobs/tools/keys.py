@@ -6,9 +6,8 @@ import argparse
 import sys
 import time
 
-from redis import Redis
-
 from jobs.settings import get_settings
+from jobs.store import connection
 from jobs.store.api_keys import all_keys, create, revoke
 
 
@@ -24,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     v = sub.add_parser("revoke", allow_abbrev=False, help="revoke a key by id")
     v.add_argument("key_id")
     args = parser.parse_args(argv)
-    r = Redis.from_url(get_settings().redis_url)
+    r = connection.connect(get_settings().redis_url)
     if args.command == "create":
         try:
             record, secret = create(r, args.team, args.name)
