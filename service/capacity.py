@@ -15,17 +15,19 @@ from service.errors import problem
 
 RETRY_AFTER = "30"
 # the POSTs that add work
-ADDS_WORK = {"jobs.Jobs", "jobs.JobExtensions", "previews.Previews", "seed_sets.SeedSets"}
+ADDS_WORK = {"jobs.Jobs", "jobs.JobExtensions", "previews.Previews", "seed-sets.SeedSets"}
 _used = {"at": -math.inf, "share": 0.0}  # Redis's used share of maxmemory, read at most once a second
 
 
 def used_share() -> float:
-    """used_memory over maxmemory (0 without a maxmemory)."""
+    """used_memory over maxmemory (0 without a maxmemory, or when Redis evicts keys to make room: it is
+    then always near full, and a write never fails for want of room)."""
     now = time.monotonic()
     if now - _used["at"] >= 1.0:
         info = services().redis.info("memory")
         maximum = int(info.get("maxmemory") or 0)
-        _used.update(at=now, share=int(info["used_memory"]) / maximum if maximum else 0.0)
+        refuses = info.get("maxmemory_policy", "noeviction") == "noeviction"
+        _used.update(at=now, share=int(info["used_memory"]) / maximum if maximum and refuses else 0.0)
     return _used["share"]
 
 

@@ -3,6 +3,7 @@ delete."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -12,6 +13,7 @@ from flask import g, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import RAISE
+from redis.exceptions import RedisError
 
 from api_spec.jobs import (
     ExtensionCreateSchema,
@@ -183,6 +185,22 @@ def _config(args: dict[str, Any], profile: str) -> tuple[dict[str, Any], Recipe]
     return config, recipe
 
 
+def _enqueue(job: jobs_.Job, claim: idempotency.Claim | None) -> None:
+    """Queue the job's first RQ job. If Redis refuses (full, or gone), the job fails at once, saying so,
+    and its Idempotency-Key is free again: no job waits for an RQ job that never came."""
+    s = services()
+    try:
+        queue.enqueue(s.redis, job, s.settings)
+    except RedisError:
+        with contextlib.suppress(RedisError):
+            error = "the job could not be queued (the job store refused it); submit it again"
+            jobs_.transition(s.redis, job, "failed", ("queued",), error=error)
+        if claim:
+            with contextlib.suppress(RedisError):
+                claim.release()
+        raise
+
+
 @blp.route("")
 class Jobs(MethodView):
     @blp.doc(
@@ -232,9 +250,9 @@ class Jobs(MethodView):
             if claim:
                 claim.release()
             problem(404, f"no seed set {args['seed_set_id']}")
+        _enqueue(job, claim)
         if claim:
             claim.complete(job.id)
-        queue.enqueue(r, job, settings)
         log.info("job_created", job_id=job.id, profile=profile, num_instructions=config["num_instructions"])
         return render(jobs_.get(r, job.id) or job), 202
 
@@ -354,6 +372,6 @@ class JobExtensions(MethodView):
             problem(429, f"{e}; wait for one to finish or cancel one", Retry_After="30")
         if job is None:
             problem(409, f"the seed set of job {job_id} was deleted")
-        queue.enqueue(r, job, settings)
+        _enqueue(job, None)
         log.info("job_extended", job_id=job.id, extends=earlier.id, num_instructions=target)
         return render(jobs_.get(r, job.id) or job), 202

@@ -93,6 +93,27 @@ def test_each_round_samples_the_pool_as_it_stood_when_the_round_began(tmp_path, 
     assert any(at > i - recipe.window for i, at in shown)  # unseen through a sliding window
 
 
+def test_a_round_that_falls_short_sends_the_rest_in_one_more_batch(tmp_path, seed_tasks, monkeypatch) -> None:
+    """A round's first batch is as many prompts as the yield so far says will reach the target; when they
+    keep fewer (here: most answers are garbage), the rest of the round goes as one more batch, decided
+    once that batch is handled, not one prompt a batch (each a provider's turnaround)."""
+    monkeypatch.setitem(RECIPE, "round_size", 60)  # stage 1 in one round
+    script = Script(garbage_share=0.8)
+    run, _ = drive(tmp_path, seed_tasks, script, "batch")  # writes tmp_path / "out"
+    stage_1 = [
+        len(f["content"].splitlines())
+        for f in script.batches.files.values()
+        if f["purpose"] == "batch"
+        and json.loads(f["content"].splitlines()[0])["custom_id"].startswith("instructions")
+    ]
+    assert len(run.checkpoint.instructions) == RECIPE["num_instructions"]
+    # the first wave: the target at a yield of one a prompt; each later one decided from what it kept
+    assert stage_1[0] == RECIPE["num_instructions"] and len(stage_1) > 1, stage_1
+    assert all(n > 1 for n in stage_1[1:]) and len(stage_1) <= 4, stage_1  # not one prompt a batch
+    _, online = drive(tmp_path / "online", seed_tasks, Script(garbage_share=0.8), "online")
+    same_data(online, tmp_path / "out")
+
+
 def test_an_expired_batch_keeps_its_answers_and_sends_the_rest_once_more(tmp_path, seed_tasks) -> None:
     _, online_out = drive(tmp_path / "online", seed_tasks, Script(logprobs="top"), "online")
     script = Script(logprobs="top", batch_outcomes=["completed", "expired"], batch_partial=0.5)

@@ -258,3 +258,11 @@ def test_keda_scales_on_all_generation_work_or_on_the_queue_with_auth():
     (trigger,) = scaled["spec"]["triggers"]
     assert trigger["type"] == "redis" and trigger["metadata"]["enableTLS"] == "true"
     assert trigger["authenticationRef"] == {"name": auth["metadata"]["name"]}
+
+
+def test_the_prometheus_trigger_keeps_a_worker_to_export_its_gauge():
+    """The gauge KEDA's prometheus trigger reads comes from the workers: scaled to none, nothing would
+    ever scale them up again, so the chart refuses minReplicaCount 0 with that trigger."""
+    with pytest.raises(Exception, match="minReplicaCount must be at least 1"):
+        render({"worker": {"keda": {"enabled": True, "minReplicaCount": 0}}})
+    assert render({"worker": {"keda": {"enabled": True, "trigger": "redis", "minReplicaCount": 0}}})

@@ -75,13 +75,19 @@ def test_a_killed_workers_lease_expires(redis, redis_url) -> None:
 
 
 def test_a_429_halves_the_cap_and_answers_grow_it_back(redis, redis_url) -> None:
+    """Once per congestion event: the 429s of one burst halve the cap once; a 429 a second later
+    halves it again."""
     endpoint = replace(ENDPOINT, max_in_flight=8)
     key = keyspace.endpoint_limits(endpoint.limit_key)
+    throttled = Outcome(ok=False, throttled=True, retry_after=0.0)
 
     async def main() -> None:
         shared = gate(redis_url, endpoint)
-        for _ in range(2):  # two 429s: 8 -> 4 -> 2
-            await shared.leave(await shared.enter(1), Outcome(ok=False, throttled=True, retry_after=0.0))
+        for _ in range(3):  # one burst: 8 -> 4
+            await shared.leave(await shared.enter(1), throttled)
+        assert float(redis.hget(key, "cap")) == 4
+        await asyncio.sleep(1.1)  # the next event: 4 -> 2
+        await shared.leave(await shared.enter(1), throttled)
         assert float(redis.hget(key, "cap")) == 2
         for _ in range(2):  # two answers at cap 2: + 1/2 each
             await shared.leave(await shared.enter(1), Outcome(ok=True))

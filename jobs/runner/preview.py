@@ -7,6 +7,7 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import structlog
@@ -77,7 +78,8 @@ def _run(preview: dict[str, Any], settings: Any) -> dict[str, Any]:
             execution=execution,
             history=lambda: earlier_instructions(artifacts, preview["team"], earlier, settings.work_dir),
         )
-        execute(run, gate=lambda: SharedGate.connect(settings.redis_url, profile.endpoint))
+        gate = partial(SharedGate.connect, settings.redis_url, profile.endpoint, settings.redis_retry_seconds)
+        execute(run, gate=gate)
         decisions = [d.to_dict() for d in store.decisions()]
     cp = run.checkpoint
     texts = {t.id: t.instruction for t in seed_tasks} | {k["id"]: k["text"] for k in cp.instructions}

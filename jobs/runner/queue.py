@@ -67,8 +67,10 @@ def _prioritize(r: Redis, rq_jobs: list[RQJob], job: jobs_.Job) -> None:
     """A job's priority within its team (-10 to 10, body field `priority`): its RQ jobs that wait for a
     slot go ahead of lower-priority ones, a day of waiting per step."""
     priority = int(job.config.get("priority") or 0)
+    if not priority:
+        return
     waiting = [j for j in rq_jobs if j.get_status(refresh=True) == JobStatus.RATE_LIMITED]
-    if not priority or not waiting:
+    if not waiting:
         return
     registry = RateLimitRegistry(waiting[0].rate_limit_key or "", r)
     with r.pipeline() as pipe:
@@ -107,7 +109,13 @@ def main_pending(r: Redis, job_id: str) -> bool:
         status = RQJob.fetch(job_id, connection=r).get_status()
     except NoSuchJobError:
         return False
-    return status in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
+    return status in (
+        JobStatus.QUEUED,
+        JobStatus.STARTED,
+        JobStatus.DEFERRED,
+        JobStatus.SCHEDULED,
+        JobStatus.RATE_LIMITED,  # waiting for its team's turn
+    )
 
 
 def enqueue_preview(r: Redis, preview_id: str, settings: Settings) -> None:
@@ -191,8 +199,8 @@ def _stop(r: Redis, rq_id: str) -> None:
     except NoSuchJobError:
         return
     status = rq_job.get_status()
-    if status in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
-        rq_job.cancel()
+    if status in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.RATE_LIMITED):
+        rq_job.cancel()  # one waiting for its team's turn gives its place back too
     elif status == JobStatus.STARTED:
         with contextlib.suppress(InvalidJobOperation):  # it finished in between
             send_stop_job_command(r, rq_id)

@@ -58,6 +58,12 @@ def sentinel(url: str) -> SentinelURL | None:
     )
 
 
+def _sentinel_options(s: SentinelURL, options: dict[str, Any]) -> dict[str, Any]:
+    """The sentinels get the caller's timeouts too: an unreachable one must not hang a request."""
+    timeouts = {k: v for k, v in options.items() if k in ("socket_timeout", "socket_connect_timeout")}
+    return {"password": s.sentinel_password, **timeouts}
+
+
 def _master_options(s: SentinelURL, options: dict[str, Any]) -> dict[str, Any]:
     return {"db": s.db, "password": s.password, "ssl": s.tls, **options}
 
@@ -67,7 +73,7 @@ def connect(url: str, **options: Any) -> Redis:
     s = sentinel(url)
     if s is None:
         return Redis.from_url(url, **options)
-    watchers = redis.sentinel.Sentinel(s.sentinels, sentinel_kwargs={"password": s.sentinel_password})
+    watchers = redis.sentinel.Sentinel(s.sentinels, sentinel_kwargs=_sentinel_options(s, options))
     return watchers.master_for(s.service, **_master_options(s, options))
 
 
@@ -76,5 +82,5 @@ def connect_async(url: str, **options: Any) -> redis.asyncio.Redis:
     s = sentinel(url)
     if s is None:
         return redis.asyncio.Redis.from_url(url, **options)
-    watchers = redis.asyncio.sentinel.Sentinel(s.sentinels, sentinel_kwargs={"password": s.sentinel_password})
+    watchers = redis.asyncio.sentinel.Sentinel(s.sentinels, sentinel_kwargs=_sentinel_options(s, options))
     return watchers.master_for(s.service, **_master_options(s, options))

@@ -8,9 +8,10 @@ the same model at the same server waits its turn at one gate (jobs.method.transp
   may go at once). An attempt is charged its estimated tokens when it enters, corrected to what it spent
   when it leaves.
 - Slowing down together: the number of leases allowed (`cap`) starts at the endpoint's max_in_flight,
-  halves on any worker's 429 and grows back by one per `cap` answers (additive increase,
-  multiplicative decrease); a 429's Retry-After, or a spent x-ratelimit-remaining-* until its reset,
-  pauses every worker.
+  halves on a 429 (once per congestion event: the 429s of one burst, seen by many workers, halve it
+  once) and grows back by one per `cap` answers (additive increase, multiplicative decrease); a 429's
+  Retry-After, or a spent x-ratelimit-remaining-* until its reset, pauses every worker. A throttled
+  attempt gets its tokens back: the provider did not count it.
 
 Times are Redis's own (TIME), so workers on machines with skewed clocks agree.
 """
@@ -32,7 +33,7 @@ from jobs.method.transport import Outcome, Passage, pause_after
 from jobs.store import connection, keyspace
 
 log = structlog.get_logger(__name__)
-LEASE_MARGIN = 30.0  # seconds a lease outlives its request's timeout
+LEASE_MARGIN = 30.0  # seconds a lease outlives its request's timeout and longest wait
 IDLE_SECONDS = 24 * 3600  # the state of a gate nobody used for this long goes
 MAX_POLL = 0.25  # the longest a waiting attempt sleeps before it looks again
 
@@ -79,7 +80,10 @@ local most = tonumber(ARGV[5])
 if most > 0 then
   local cap = tonumber(redis.call('HGET', KEYS[2], 'cap') or ARGV[5])
   if ARGV[3] == '1' then
-    cap = math.max(1, cap / 2)
+    if now >= tonumber(redis.call('HGET', KEYS[2], 'calm_after') or '0') then
+      cap = math.max(1, cap / 2)
+      redis.call('HSET', KEYS[2], 'calm_after', tostring(now + math.max(tonumber(ARGV[4]), 1)))
+    end
   elseif ARGV[2] == '1' then
     cap = math.min(most, cap + 1 / cap)
   end
@@ -111,7 +115,7 @@ class SharedGate:
         self.retry_seconds = retry_seconds
         key = endpoint.limit_key
         self.keys = [keyspace.endpoint_leases(key), keyspace.endpoint_limits(key)]
-        self.lease = endpoint.timeout + LEASE_MARGIN
+        self.lease = endpoint.timeout + endpoint.max_wait + LEASE_MARGIN
         self.charged: dict[str, int] = {}
         self._enter = client.register_script(_ENTER)
         self._leave = client.register_script(_LEAVE)
@@ -148,15 +152,17 @@ class SharedGate:
             waited += wait
 
     async def leave(self, passage: Passage, outcome: Outcome) -> None:
-        e = self.endpoint
+        endpoint = self.endpoint
         charged = self.charged.pop(passage.ticket, 0)
-        more = outcome.tokens - charged if outcome.ok else 0
-        args = [passage.ticket, int(outcome.ok), int(outcome.throttled), pause_after(outcome, e.max_wait)]
-        args += [e.max_in_flight or 0, e.tokens_per_minute or 0, more]
-        try:  # a lease not given back runs out by itself: no run fails for want of this
-            await self._script(self._leave, args)
-        except redis.exceptions.RedisError as e:
-            log.warning("limits_not_updated", error=str(e)[:200])
+        # tokens spent beyond the charge; a throttled attempt spent none
+        more = outcome.tokens - charged if outcome.ok else -charged if outcome.throttled else 0
+        pause = pause_after(outcome, endpoint.max_wait)
+        args = [passage.ticket, int(outcome.ok), int(outcome.throttled), pause, endpoint.max_in_flight or 0]
+        args += [endpoint.tokens_per_minute or 0, more]
+        try:  # once: a lease not given back runs out by itself, and the request is done
+            await self._leave(keys=self.keys, args=args)
+        except redis.exceptions.RedisError as error:
+            log.warning("limits_not_updated", error=str(error)[:200])
 
     async def close(self) -> None:
         await self.client.aclose()

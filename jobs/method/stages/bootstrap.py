@@ -51,12 +51,20 @@ async def run_stage(run: Run, llm: LLM) -> None:
     def stage_tokens() -> int:  # the token budget is the whole job's
         return sum(run.accounting.tokens_spent())
 
-    def expected(i: int, visible: int) -> float:
-        """Instructions kept once the prompts before i are handled, at the yield so far. In rounds, from
-        the pool as the round began (`visible` kept by then), so that a round's prompts are the same
-        whoever answers them, in whatever order; with a window, from what is handled now."""
-        start, kept = (pool_until(i), visible) if rounds else (cp.next_prompt, len(machine))
+    def expected(i: int, start: int, kept: int) -> float:
+        """Instructions kept once the prompts before i are handled, at the yield of the `start` prompts
+        that kept `kept`."""
         return kept + (i - start) * max(kept / start if start else 1.0, 0.5)
+
+    wave = {"end": 0}  # in rounds: where the prompts sent together end
+
+    def wave_end(i: int) -> int:
+        """The prompts of i's round to send together from i on, decided when every prompt before i is
+        handled (so they are the same whoever answers them, in whatever order): up to where enough
+        are probably on their way, at least i itself. A round whose first wave fell short sends the
+        rest as one more wave (one more batch, in batch mode), not one prompt at a time."""
+        end = pool_until(i) + (rounds or 0)
+        return next((j for j in range(i + 1, end) if expected(j, i, len(machine)) >= target), end)
 
     def build(i: int) -> Awaitable[list[Completion]] | None:
         if (i + 1) * decoding.n > cfg.request_budget:
@@ -65,11 +73,15 @@ async def run_stage(run: Run, llm: LLM) -> None:
             return None
         if cp.next_prompt < pool_until(i):
             return None  # its round starts once the round before is handled
+        if rounds and i >= wave["end"]:
+            if i > cp.next_prompt:
+                return None  # the wave before is not all handled yet
+            wave["end"] = wave_end(i)
+        elif not rounds and i > cp.next_prompt and expected(i, cp.next_prompt, len(machine)) >= target:
+            return None  # enough is probably on its way; saves wasted requests at the end
         # sample indices, not a copied prefix of the pool (that copy grows with the run); the same
         # draws as sampling the prefix itself
         visible = bisect_left(kept_at, pool_until(i))
-        if i > cp.next_prompt and expected(i, visible) >= target:
-            return None  # enough is probably on its way; saves wasted requests at the end
         rng = cfg.rng(STAGE, i)
         picks = rng.sample(range(visible), min(cfg.prompt_machine_instructions, visible))
         chosen = [machine[j] for j in picks]

@@ -329,15 +329,15 @@ class LLM:
     async def _attempt(
         self, prompt: Prompt, params: dict[str, Any], seed: int, n: int, stage: str
     ) -> list[Completion]:
-        """One try: its turn at the gate, then at this run's pace, then the request; the gate hears
+        """One try: at this run's pace, then its turn at the gate, then the request; the gate hears
         how it went."""
+        await self._pace()  # first: a lease is held only while the request is out
         estimate = _tokens(prompt) + int(params.get("max_tokens") or 0) * n
         passage = await self._gate.enter(estimate)
         if passage.waited:
             self._waited(passage.waited, "shared")
         outcome, entered = Outcome(ok=False), False
         try:
-            await self._pace()
             self._enter()
             entered = True
             started = time.monotonic()
