@@ -12,6 +12,7 @@ import pytest
 from rq import Queue
 from rq.job import Job as RQJob
 from rq.job import JobStatus
+from rq.rate_limit import RateLimitRegistry
 
 from jobs.runner import queue
 from jobs.store import api_keys
@@ -101,3 +102,19 @@ def test_priority_orders_a_teams_waiting_jobs(settings, redis, monkeypatch, clie
     first.cancel()
     assert RQJob.fetch(urgent["id"], connection=redis).get_status() == JobStatus.QUEUED
     assert RQJob.fetch(ids[1], connection=redis).get_status() == JobStatus.RATE_LIMITED
+
+
+def test_a_cancel_takes_a_waiting_job_out_of_its_teams_line(settings, redis, monkeypatch) -> None:
+    """A job whose RQ job waits for its team's turn, cancelled: the RQ job is cancelled too and leaves
+    the line, so it never takes a slot or a worker later."""
+    local = replace(settings, team_job_slots=1)
+    for name, value in local.to_env().items():
+        monkeypatch.setenv(name, value)
+    alpha = team_client(create_app(local, configure_logging=False), redis, "alpha")
+    body = {"seed_set_id": make_seed_set(alpha), **SMALL}
+    first, second = (alpha.post("/v1/jobs", json={**body, "seed": s}).json["id"] for s in (1, 2))
+    assert RQJob.fetch(second, connection=redis).get_status() == JobStatus.RATE_LIMITED
+    assert alpha.post(f"/v1/jobs/{second}/cancel").status_code == 202
+    assert RQJob.fetch(second, connection=redis).get_status() == JobStatus.CANCELED
+    assert all(second not in r.get_rate_limited_job_ids() for r in RateLimitRegistry.all(redis))
+    assert RQJob.fetch(first, connection=redis).get_status() == JobStatus.QUEUED
