@@ -144,14 +144,15 @@ def test_faults_on_30_percent_of_requests_change_nothing(tmp_path, seed_tasks):
 
 
 def test_garbage_text_is_recorded_not_fatal(tmp_path, seed_tasks):
-    with FakeLLM(Script(fault_rate=0.3, faults=("garbage",), seed=2)) as server:
-        _, out = generate(tmp_path, server, seed_tasks)
+    """A model that writes garbage for some prompts (chosen by the prompt, so the same ones every run):
+    the answers are recorded as unparseable, in stage 2 (asked by the paper's method) and stage 3, and
+    the run goes on to its target."""
+    with FakeLLM(Script(garbage_share=0.3, seed=2)) as server:
+        _, out = generate(tmp_path, server, seed_tasks, classification_method="text")
     stats = json.loads((out / "stats.json").read_text())
     assert stats["instructions_kept"] == 12
-    assert (
-        stats["verdicts"]["instance"].get("unparseable", 0) + stats["classification"].get("unparseable", 0)
-        > 0
-    )
+    assert stats["verdicts"]["instance"].get("unparseable", 0) > 0
+    assert stats["classification"].get("unparseable", 0) > 0
 
 
 def test_request_budget_stops_bootstrapping(tmp_path, fake_llm, seed_tasks):

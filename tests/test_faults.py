@@ -434,7 +434,9 @@ def test_cancel_in_every_stage_keeps_a_consistent_job(client, redis, settings, f
     sid = make_seed_set(client)
     fake_llm.script.delay = 0.25
     spawn(settings, "worker")
-    job_id = client.post("/v1/jobs", json={"seed_set_id": sid, **BODY}).json["id"]
+    # stage 2 by the paper's method, which asks the model: it lasts long enough to be cancelled in
+    body = {"seed_set_id": sid, **BODY, "classification_method": "text"}
+    job_id = client.post("/v1/jobs", json=body).json["id"]
     wait_until(
         lambda: (j := jobs_.get(redis, job_id)).stage == stage and j.progress["stage_done"] >= 1,
         timeout=60,
