@@ -47,8 +47,8 @@ def expected_pages(ids: list[str], limit: int = 50) -> tuple[list[str], list[str
 def test_batch_gives_the_online_dataset_at_half_the_price():
     """benchmarks.batch: the batch job's dataset is byte-identical to the same job run online ("same
     dataset: True"), at half the price a token. The batch run's completions are at least the online
-    run's: a batch answers the whole round that reaches the target, where online cancels the prompts
-    still out (how many of them finished first is the machine's timing)."""
+    run's: a batch answers every prompt of the wave that reaches the target, where online cancels the
+    prompts still out (how many of them finished first is the machine's timing)."""
     result = batch.run(20, 10)
     online, batched = result["online"], result["batch"]
     assert result["same_dataset"] is True
