@@ -110,9 +110,15 @@ def compose(prompt: str, seed: object) -> str:
     )
 
 
-async def serve_endpoint(port: int, latency: float, concurrency: int) -> None:
+async def serve_endpoint(
+    port: int, latency: float, concurrency: int, latency_max: float | None = None
+) -> None:
+    """Answers after `latency` seconds (or a uniform draw up to `latency_max`), at most `concurrency`
+    at once (the rest wait their turn); GET /stats: requests served, and the most ever in flight (held
+    or waiting for a slot)."""
     slots = asyncio.Semaphore(concurrency)
-    served = {"requests": 0}
+    served = {"requests": 0, "in_flight": 0, "most_in_flight": 0}
+    draw = random.Random(0)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -125,9 +131,15 @@ async def serve_endpoint(port: int, latency: float, concurrency: int) -> None:
                 if head.startswith(b"GET /stats"):
                     out = json.dumps(served).encode()
                 else:
-                    async with slots:
-                        await asyncio.sleep(latency)
-                        served["requests"] += 1
+                    served["in_flight"] += 1
+                    served["most_in_flight"] = max(served["most_in_flight"], served["in_flight"])
+                    try:
+                        async with slots:
+                            wait = latency if latency_max is None else draw.uniform(latency, latency_max)
+                            await asyncio.sleep(wait)
+                            served["requests"] += 1
+                    finally:
+                        served["in_flight"] -= 1
                     text = compose(body["prompt"], body.get("seed"))
                     out = json.dumps(
                         {
@@ -451,6 +463,7 @@ def main() -> None:
     parser.add_argument("--instructions", type=int, default=52_445)
     parser.add_argument("--latency", type=float, default=0.1)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--latency-max", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--rate", type=int, default=200)
@@ -467,7 +480,7 @@ def main() -> None:
             )
         return
     if args.serve_endpoint:
-        asyncio.run(serve_endpoint(args.serve_endpoint, args.latency, args.concurrency))
+        asyncio.run(serve_endpoint(args.serve_endpoint, args.latency, args.concurrency, args.latency_max))
         return
     out = run(
         args.instructions, args.latency, args.concurrency, args.workers, args.jobs, args.rate, args.seconds

@@ -133,6 +133,11 @@ class Settings:
     # a team's generation RQ jobs (main runs and chunks) queued or running at once: teams take turns
     # (jobs.runner.queue); about the number of workers, so one team alone keeps them all busy
     team_job_slots: int = 8
+    # a main run's requests (stages 1 and 2, and instances that fit one chunk) are answered by up to
+    # this many workers, its own included (1: by its own alone); each helper works for a turn of
+    # spread_turn_seconds, then gives its worker back (other teams' work waiting gets it first)
+    spread_workers: int = 8
+    spread_turn_seconds: float = 15.0
     max_request_bytes: int = 8 * 1024 * 1024
     max_seed_tasks: int = 10_000
     max_instructions: int = 100_000
@@ -194,6 +199,8 @@ class Settings:
             job_timeout=int(e.get("JOB_TIMEOUT_SECONDS", cls.job_timeout)),
             instance_chunk_size=int(e.get("INSTANCE_CHUNK_SIZE", cls.instance_chunk_size)),
             team_job_slots=int(e.get("TEAM_JOB_SLOTS", cls.team_job_slots)),
+            spread_workers=int(e.get("SPREAD_WORKERS", cls.spread_workers)),
+            spread_turn_seconds=float(e.get("SPREAD_TURN_SECONDS", cls.spread_turn_seconds)),
             max_request_bytes=int(e.get("MAX_REQUEST_BYTES", cls.max_request_bytes)),
             max_seed_tasks=int(e.get("MAX_SEED_TASKS", cls.max_seed_tasks)),
             max_instructions=int(e.get("MAX_INSTRUCTIONS", cls.max_instructions)),
@@ -248,6 +255,8 @@ class Settings:
             "JOB_TIMEOUT_SECONDS": str(self.job_timeout),
             "INSTANCE_CHUNK_SIZE": str(self.instance_chunk_size),
             "TEAM_JOB_SLOTS": str(self.team_job_slots),
+            "SPREAD_WORKERS": str(self.spread_workers),
+            "SPREAD_TURN_SECONDS": str(self.spread_turn_seconds),
             "MAX_REQUEST_BYTES": str(self.max_request_bytes),
             "MAX_SEED_TASKS": str(self.max_seed_tasks),
             "MAX_INSTRUCTIONS": str(self.max_instructions),

@@ -22,6 +22,7 @@ from benchmarks import (
     history,
     instances,
     paper_scale,
+    scale_out,
     servers,
 )
 from jobs.method.endpoint import cost
@@ -283,3 +284,18 @@ def test_servers_llama_server_reads_label_logprobs(local_model):
     figures = result["llama-server"]
     assert figures["readable"] == 1.0
     positive(figures, "classification_ms", "tok_s_1", "tok_s_4")
+
+
+@pytest.mark.slow
+def test_scale_out_makes_one_dataset_on_any_number_of_workers():
+    """benchmarks.scale_out: the job's dataset files are byte-identical on 1 and 2 workers, the endpoint
+    never has more requests in flight than the shared limit, and another team's small job finishes
+    beside the big one."""
+    out = scale_out.run(30, (1, 2), latency=0.05, latency_max=0.1, limit=3, small=4)
+    assert [row["workers"] for row in out["rows"]] == [1, 2]
+    assert all(row["identical"] for row in out["rows"]), out["rows"]
+    assert all(0 < row["most_in_flight"] <= 3 for row in out["rows"]), out["rows"]
+    assert all(row["stages"].get("instructions", 0) > 0 for row in out["rows"])
+    small = out["small"]
+    positive(small, "alone", "stage 1", "chunks queued")
+    assert small["most_in_flight"] <= 3

@@ -32,13 +32,16 @@ STAGES: tuple[Stage, ...] = (bootstrap, classification, instances)
 
 # Makes the gate a run's requests wait at, inside the run's event loop (None: no shared limits).
 GateFactory = Callable[[], transport.Gate]
+# Makes the board a run's requests are spread through, inside its event loop (None: not spread).
+BoardFactory = Callable[[], transport.Board]
 
 
-async def _stages(run: Run, until: str, gate: GateFactory | None) -> None:
+async def _stages(run: Run, until: str, gate: GateFactory | None, board: BoardFactory | None) -> None:
     cp = run.checkpoint
     book = transport.BatchBook(run.run_id, cp.batches, cp.batch_totals, run.commit)
     shared = gate() if gate else None
-    llm = transport.connect(run.endpoint, run.execution.concurrency, run.usage, book, shared)
+    spread = board() if board and run.endpoint.mode == "online" else None
+    llm = transport.connect(run.endpoint, run.execution.concurrency, run.usage, book, shared, spread)
     try:
         for stage in STAGES:
             at = STAGE_ORDER.index(stage.STAGE)
@@ -51,10 +54,13 @@ async def _stages(run: Run, until: str, gate: GateFactory | None) -> None:
             await shared.close()
 
 
-def execute(run: Run, until: str = "export", gate: GateFactory | None = None) -> Checkpoint:
+def execute(
+    run: Run, until: str = "export", gate: GateFactory | None = None, board: BoardFactory | None = None
+) -> Checkpoint:
     """Run the LLM stages up to (not including) `until`, resuming from the checkpoint, each request
-    waiting its turn at the gate `gate` makes (limits shared with other runs). In batch mode it raises
+    waiting its turn at the gate `gate` makes (limits shared with other runs) and, online, answered
+    by every worker that helps through the board `board` makes. In batch mode it raises
     jobs.method.transport.Waiting while the provider has the run's requests: call it again later."""
     log.info("run_start", run_id=run.run_id, stage=run.checkpoint.stage)
-    asyncio.run(_stages(run, until, gate))
+    asyncio.run(_stages(run, until, gate, board))
     return run.checkpoint

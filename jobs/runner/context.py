@@ -64,6 +64,15 @@ class Context:
             self.retry(queue.notify, self.r, self.job.id, self.settings)
         return changed
 
+    def stopping(self) -> bool:
+        """The worker is shutting down, or the job was asked to stop."""
+        if _preempted.is_set():
+            return True
+        try:
+            return self.r.hget(keyspace.job(self.job.id), "cancel_requested") == b"true"
+        except redis.exceptions.RedisError:
+            return False
+
     def update(self, **fields: Any) -> None:
         self.retry(jobs_.update, self.r, self.job.id, **fields)
 
@@ -82,14 +91,6 @@ class Context:
         profile = settings.profiles[job.profile]
         # a stage-level job's instructions ride in its request, beside the generation parameters
         given = job.config.get("instructions")
-
-        def should_stop() -> bool:
-            if _preempted.is_set():
-                return True
-            try:
-                return self.r.hget(keyspace.job(job.id), "cancel_requested") == b"true"
-            except redis.exceptions.RedisError:
-                return False
 
         run_id = job.id if part is None else f"{job.id}/{part}"
         me = part or "main"
@@ -111,7 +112,7 @@ class Context:
             profile.keyed(),
             self.store(part),
             reporter,
-            should_stop,
+            self.stopping,
             spent_elsewhere,
             given=given,
             # the operator's profile says how many requests its endpoint takes at once

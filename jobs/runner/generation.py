@@ -1,6 +1,8 @@
-"""RQ entry points of a generation: the main run, one chunk of instances, and a batch-mode job's poll.
+"""RQ entry points of a generation: the main run, a helper of it, one chunk of instances, and a batch-mode
+job's poll.
 
-run_generation does stages 1 and 2 itself. Instance generation for more than one chunk of
+run_generation does stages 1 and 2 itself, its requests answered by the helpers it asks for
+(help_run, jobs.runner.helpers) as well as by its own worker. Instance generation for more than one chunk of
 instructions fans out: one RQ job per chunk (each with its own checkpoint, writing to the job's
 decision log) and a finalize job (jobs.runner.finalize) that depends on them all.
 """
@@ -15,7 +17,7 @@ import structlog
 from jobs.method import transport
 from jobs.method.checkpoint import Checkpoint
 from jobs.method.engine import execute
-from jobs.runner import queue
+from jobs.runner import helpers, queue
 from jobs.runner.context import Context, guarded
 from jobs.runner.finalize import complete
 from jobs.runner.reporter import Reporter
@@ -36,13 +38,13 @@ def _generation(ctx: Context) -> None:
         ctx.job.started_at = time.time()
     reporter = Reporter(ctx.r, ctx.job.id, "main")
     run = ctx.run(None, reporter)
-    execute(run, until="instances", gate=ctx.gate())
+    execute(run, until="instances", gate=ctx.gate(), board=helpers.board(ctx))
     # an extension's earlier instructions have their instances already
     ids = [k["id"] for k in run.checkpoint.instructions if k["id"] not in run.checkpoint.instances]
     size = ctx.settings.instance_chunk_size
     # in batch mode the instances are one batch: fanning out would only split it
     if run.checkpoint.stage != "instances" or len(ids) <= size or run.endpoint.mode == "batch":
-        execute(run, until="export", gate=ctx.gate())
+        execute(run, until="export", gate=ctx.gate(), board=helpers.board(ctx))
         reporter(run.progress(), force=True)
         complete(ctx, run)
         return
@@ -52,6 +54,10 @@ def _generation(ctx: Context) -> None:
     rq_ids = queue.fan_out(ctx.r, ctx.job, chunks, ctx.settings)
     ctx.update(rq_ids=[ctx.job.id, *rq_ids], chunks=len(chunks))
     log.info("instances_fanned_out", chunks=len(chunks))
+
+
+def help_run(job_id: str, helper: str) -> None:
+    guarded(job_id, lambda ctx: helpers.serve(ctx, helper))
 
 
 def generate_chunk(job_id: str, index: int, instruction_ids: list[str]) -> None:

@@ -35,6 +35,7 @@ FINALIZE = "jobs.runner.finalize.finalize"
 RUN_PREVIEW = "jobs.runner.preview.run_preview"
 DELIVER_WEBHOOK = "jobs.runner.delivery.deliver"
 POLL_BATCHES = "jobs.runner.generation.poll"
+HELP_RUN = "jobs.runner.generation.help_run"
 
 
 def connect(settings: Settings | None = None) -> Redis:
@@ -86,6 +87,13 @@ def enqueue(r: Redis, job: jobs_.Job, settings: Settings | None = None) -> None:
         RUN_GENERATION, job.id, **_options(settings, job.id), **_team_turns(job, settings)
     )
     _prioritize(r, [main], job)
+
+
+def enqueue_helper(r: Redis, job: jobs_.Job, helper: str, settings: Settings) -> None:
+    """Queue a helper of the job's main run (jobs.runner.helpers), taking the team's turn. No retries:
+    the run asks for another while it needs one."""
+    options = {**_options(settings, f"{job.id}-helper-{helper}"), "retry": None, "result_ttl": 600}
+    queue(r, settings).enqueue(HELP_RUN, job.id, helper, **options, **_team_turns(job, settings))
 
 
 def poll_later(r: Redis, job_id: str, seconds: float, settings: Settings) -> None:

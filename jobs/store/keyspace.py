@@ -6,6 +6,7 @@ si:job:<id>:checkpoint[:<part>]      its checkpoints: snapshot and last commit n
 si:job:<id>:cpdeltas[:<part>]        their deltas since the snapshot (list; jobs.store.checkpoints)
 si:job:<id>:events                   its events (capped stream; jobs.store.events)
 si:job:<id>:batches                  batch mode: each provider batch's last status seen (hash)
+si:job:<id>:board:<part>             its spread requests, their answers and helpers (jobs.store.board)
 si:job:<id>:gone                     a deleted or expired job's tombstone: its team (string, expires)
 si:jobs:expiring                     finished jobs by the time their retention ends (sorted set)
 si:team:<team>:jobs                  a team's jobs by creation time (sorted set)
@@ -34,6 +35,7 @@ PREFIX = "si"
 API_KEYS = f"{PREFIX}:apikeys"
 JOBS_BY_STATE = f"{PREFIX}:stats:jobs_by_state"
 EXPIRING = f"{PREFIX}:jobs:expiring"
+BOARD_PARTS = ("todo", "requests", "leased", "answers", "done", "posted", "closed", "helpers")
 
 
 def job(job_id: str) -> str:
@@ -54,6 +56,10 @@ def job_events(job_id: str) -> str:
 
 def job_batches(job_id: str) -> str:
     return f"{job(job_id)}:batches"
+
+
+def board(job_id: str, part: str) -> str:
+    return f"{job(job_id)}:board:{part}"
 
 
 def preview(preview_id: str) -> str:
@@ -109,6 +115,7 @@ def job_run_data(job_id: str, chunks: int) -> list[str]:
         f"s={s}|v={v}" for s in STAGE_RULES for v in ("kept", "dropped")
     ]
     keys = [decisions(job_id), decision_ids(job_id), decision_seq(job_id), job_batches(job_id)]
+    keys += [board(job_id, part) for part in BOARD_PARTS]
     keys += [decision_index(job_id, name) for name in dict.fromkeys(names)]
     for part in [None, *(f"chunk{i}" for i in range(chunks))]:
         keys += [checkpoint(job_id, part), checkpoint_deltas(job_id, part)]

@@ -1,0 +1,123 @@
+"""Helpers: RQ jobs that answer a main run's spread requests (jobs.method.transport.spread) for a turn.
+
+The main run asks for helpers while requests wait on its board: about one per `concurrency` requests
+waiting or out, up to SPREAD_WORKERS workers with its own, and only as many as there are workers idle
+with nothing queued for them (a helper never waits in line, nor holds a slot of its team's turns while
+it waits). Each helper takes its team's turn like any of its RQ jobs (jobs.runner.queue), sends
+requests for SPREAD_TURN_SECONDS, or until none come for a moment, and gives its worker back; the run
+asks again while there is work, so other teams' work queued meanwhile gets the worker first. A helper
+killed mid-request stops renewing its lease, and the run puts that request back on the board.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import uuid
+from collections.abc import Callable
+
+import structlog
+from redis import Redis
+from rq.worker import Worker
+
+from jobs.method import transport
+from jobs.runner import queue
+from jobs.runner.context import Context
+from jobs.settings import Settings
+from jobs.store import connection, keyspace
+from jobs.store import job as jobs_
+from jobs.store.board import RedisBoard
+
+log = structlog.get_logger(__name__)
+IDLE_SECONDS = 2.0  # a helper with nothing to take for this long leaves
+HELPER_LEASE = 30.0  # a running helper counts this long after its last sign of life
+
+
+class JobBoard(RedisBoard):
+    """A job main run's board, which asks for helpers."""
+
+    def __init__(self, ctx: Context):
+        s = ctx.settings
+        super().__init__(
+            connection.connect_async(s.redis_url),
+            ctx.job.id,
+            min(s.spread_workers, s.team_job_slots),
+            s.redis_retry_seconds,
+        )
+        self.r, self.job, self.settings = ctx.r, ctx.job, s
+        self.concurrency = s.profiles[ctx.job.profile].concurrency
+
+    async def recruit(self, pending: int) -> None:
+        await asyncio.to_thread(recruit, self.r, self.job, self.settings, pending, self.concurrency)
+
+
+def board(ctx: Context) -> Callable[[], JobBoard] | None:
+    """What makes the board the job's main run spreads its requests through (None: SPREAD_WORKERS 1)."""
+    if ctx.settings.spread_workers <= 1:
+        return None
+    return lambda: JobBoard(ctx)
+
+
+def recruit(r: Redis, job: jobs_.Job, settings: Settings, pending: int, concurrency: int) -> int:
+    """Queue helpers so that, with those queued or running, about one per `concurrency` of the
+    `pending` requests works for the run besides itself; returns how many it queued."""
+    workers = min(settings.spread_workers, settings.team_job_slots)
+    wanted = min(workers, math.ceil(pending / max(concurrency, 1))) - 1
+    key = keyspace.board(job.id, "helpers")
+    r.zremrangebyscore(key, "-inf", time.time())
+    short = wanted - r.zcard(key)
+    if short > 0:  # only workers idle now, not taken by work queued before: a helper never waits in line
+        q = queue.queue(r, settings)
+        idle = sum(w.get_state() == "idle" for w in Worker.all(queue=q))
+        short = min(short, idle - q.count)
+    for _ in range(short):
+        helper = uuid.uuid4().hex[:12]
+        # a queued helper counts until it starts (then it keeps its own time) or the job's timeout
+        r.zadd(key, {helper: time.time() + settings.job_timeout})
+        r.expire(key, settings.job_timeout)
+        queue.enqueue_helper(r, job, helper, settings)
+    return max(short, 0)
+
+
+def serve(ctx: Context, helper: str) -> int:
+    """One helper's turn: `concurrency` senders take the run's requests until the turn ends, the job
+    stops, or nothing comes to take; returns how many requests it answered."""
+    key = keyspace.board(ctx.job.id, "helpers")
+    try:
+        if ctx.r.exists(keyspace.board(ctx.job.id, "closed")) or ctx.stopping():
+            return 0
+        ctx.r.zadd(key, {helper: time.time() + HELPER_LEASE})
+        return asyncio.run(_turn(ctx, helper))
+    finally:
+        ctx.r.zrem(key, helper)
+
+
+async def _turn(ctx: Context, helper: str) -> int:
+    s, profile = ctx.settings, ctx.settings.profiles[ctx.job.profile]
+    board = RedisBoard(connection.connect_async(s.redis_url), ctx.job.id, 1, s.redis_retry_seconds)
+    gate = ctx.gate()()
+    ends = time.monotonic() + s.spread_turn_seconds
+    state = {"checked": 0.0, "stop": False}
+
+    def stop() -> bool:
+        """The turn is over or the job stops (looked up at most once a second); keeps the helper counted."""
+        if time.monotonic() >= ends:
+            return True
+        if time.monotonic() - state["checked"] >= 1.0:
+            state["checked"] = time.monotonic()
+            state["stop"] = ctx.stopping()
+            ctx.r.zadd(keyspace.board(ctx.job.id, "helpers"), {helper: time.time() + HELPER_LEASE})
+        return bool(state["stop"])
+
+    endpoint = profile.keyed()
+    senders = [transport.LLM(endpoint, 1, transport.Usage(), gate) for _ in range(profile.concurrency)]
+    try:
+        counts = await asyncio.gather(*(transport.send(board, llm, stop, IDLE_SECONDS) for llm in senders))
+    finally:
+        for llm in senders:
+            await llm.close()
+        await gate.close()
+        await board.client.aclose()
+    log.info("helper_turn_done", answered=sum(counts))
+    return sum(counts)

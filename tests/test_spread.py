@@ -1,0 +1,156 @@
+"""One run's requests spread over many workers (jobs.method.transport.spread, jobs.store.board,
+jobs.runner.helpers), on a real Redis: the dataset a spread run makes is the one a lone run makes,
+whoever answers; a helper killed mid-request loses nothing; the spread stays under the shared limit."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+from collections import Counter
+from dataclasses import replace
+
+import pytest
+from rq.job import Job as RQJob
+from rq.registry import StartedJobRegistry
+from rq.worker import Worker
+
+from jobs.method import transport
+from jobs.method.checkpoint import FileStore
+from jobs.method.engine import execute
+from jobs.method.outputs import exports
+from jobs.method.recipe import Execution, Recipe
+from jobs.method.run import Run
+from jobs.method.transport.usage import Usage
+from jobs.runner.queue import queue
+from jobs.store import connection, keyspace
+from jobs.store.board import RedisBoard
+from tests.conftest import fake_endpoint, wait_until
+from tests.test_api import make_seed_set
+from tests.test_engine import DATASET_FILES
+from tests.test_faults import dataset, finish, horse_of, reference
+
+
+def _run(tmp, name, server, seed_tasks, **config) -> Run:
+    cfg = Recipe(**{"num_instructions": 24, "seed": 3, "classification_method": "text", **config})
+    store = FileStore(tmp / name / "state")
+    return Run(f"spread-{name}", seed_tasks, cfg, fake_endpoint(server), store, execution=Execution(2))
+
+
+def _files(run: Run, out) -> dict[str, bytes]:
+    exports.export(run, out)
+    same = [name for name in DATASET_FILES if name not in ("run.json", "README.md")]  # timings, run id
+    return {name: (out / name).read_bytes() for name in same}
+
+
+def test_a_spread_run_makes_what_a_lone_run_makes(tmp_path, fake_llm, seed_tasks, redis, redis_url):
+    """A run whose requests another worker's senders answer too (here a thread with its own event loop
+    and connection) writes the same bytes as a run that sends its own, and counts every request."""
+    fake_llm.script.delay = 0.02
+    lone = _run(tmp_path, "lone", fake_llm, seed_tasks)
+    execute(lone)
+    stop, answered = threading.Event(), []
+
+    def helper() -> None:
+        async def main() -> None:
+            board = RedisBoard(connection.connect_async(redis_url), "spread-spread", 1)
+            senders = [transport.LLM(fake_endpoint(fake_llm), 1, Usage()) for _ in range(3)]
+            counts = await asyncio.gather(*(transport.send(board, s, stop.is_set) for s in senders))
+            answered.append(sum(counts))
+            await board.client.aclose()
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=helper)
+    thread.start()
+    spread = _run(tmp_path, "spread", fake_llm, seed_tasks)
+    try:
+        execute(spread, board=lambda: RedisBoard(connection.connect_async(redis_url), spread.run_id, 4))
+    finally:
+        stop.set()
+        thread.join(30)
+    assert answered[0] > 0  # the other worker answered some
+    assert _files(spread, tmp_path / "spread-out") == _files(lone, tmp_path / "lone-out")
+    assert spread.usage.requests == lone.usage.requests  # every request counted once, whoever sent it
+    assert spread.usage.prompt_tokens == lone.usage.prompt_tokens
+    # the board is gone with the run, and closed
+    assert [k.decode() for k in redis.keys(f"{keyspace.board(spread.run_id, '*')}")] == [
+        keyspace.board(spread.run_id, "closed")
+    ]
+
+
+def test_a_lease_not_renewed_goes_back_on_the_board(redis, redis_url):
+    """A sender killed mid-request stops renewing: once its lease runs out the request is taken again;
+    a request read or withdrawn is gone; one lost is posted again."""
+
+    async def main() -> None:
+        board = RedisBoard(connection.connect_async(redis_url), "lease", 2)
+        assert await board.post("k1", b"one") and not await board.post("k1", b"one")  # posted once
+        assert await board.take(0.3) == ("k1", b"one")  # and never answered
+        assert await board.take(0.3) is None
+        assert await board.maintain() == 1  # out, not expired
+        await asyncio.sleep(0.4)
+        assert await board.maintain() == 1  # back on the board
+        assert await board.take(5) == ("k1", b"one")
+        await board.answer("k1", b"answer")
+        assert await board.answered(["k1"], 0) == {"k1": b"answer"}
+        assert await board.answered(["k1"], 0) == {}  # read once
+        await board.post("k2", b"two")
+        await board.withdraw("k2")
+        assert await board.take(1) is None
+        # a request that went missing (here taken off by hand) is posted again; one out is left alone
+        await board.post("k3", b"three")
+        await board.client.lrem(board.keys[0], 0, "k3")
+        assert await board.recover({"k3": b"three"}) == 1
+        assert await board.take(5) == ("k3", b"three")
+        assert await board.recover({"k3": b"three"}) == 0
+        await board.close()
+
+    asyncio.run(main())
+
+
+def _helper_horse(redis, workers, job_id: str) -> int | None:
+    """The work horse of a worker running one of the job's helpers (and not its main run)."""
+    q = queue(redis)
+    for rq_id in StartedJobRegistry(queue=q).get_job_ids():
+        if not rq_id.startswith(f"{job_id}-helper-"):
+            continue
+        name = RQJob.fetch(rq_id, connection=redis).worker_name
+        worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + name, connection=redis)
+        for process in workers:
+            if worker is not None and worker.pid == process.pid:
+                return horse_of(process)
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["instructions", "classification"])
+def test_a_helper_killed_mid_request_loses_nothing(
+    client, redis, settings, fake_llm, spawn, monkeypatch, worker_env, stage
+):
+    """kill -9 of a helper's work horse while it holds requests of a stage-1 round or of stage 2: they
+    go back on the board and are answered again; the dataset is the one a lone worker makes."""
+    body = {"num_instructions": 30, "seed": 11, "classification_method": "text", "round_size": 8}
+    sid = make_seed_set(client)
+    lone = reference(client, redis, sid, body)  # SPREAD_WORKERS 8, but one worker in this process
+    fake_llm.script.delay = 0.4
+    local = replace(settings, spread_workers=3)
+    for name, value in local.to_env().items():
+        monkeypatch.setenv(name, value)
+    workers = [spawn(local, "first"), spawn(local, "second")]
+    wait_until(lambda: redis.scard("rq:workers") >= 2, what="two workers")
+    received = len(fake_llm.script.received)
+    job_id = client.post("/v1/jobs", json={"seed_set_id": sid, **body}).json["id"]
+    wait_until(lambda: client.get(f"/v1/jobs/{job_id}").json["stage"] == stage, what=f"stage {stage}")
+    horse = wait_until(
+        lambda: redis.zcard(keyspace.board(job_id, "leased")) and _helper_horse(redis, workers, job_id),
+        timeout=60,
+        what="a helper holding requests",
+    )
+    os.kill(horse, signal.SIGKILL)
+    job = finish(client, job_id, timeout=180)
+    assert job["state"] == "succeeded", job
+    sent = Counter(fake_llm.script.received[received:])
+    assert max(sent.values()) >= 2  # what the killed helper held was sent again
+    assert dataset(local, "alpha", job_id) == lone
