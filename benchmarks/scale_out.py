@@ -260,8 +260,9 @@ def main() -> None:
         alone = small["alone"]
         print(f"\nanother team's {args.small}-instruction job on {max(workers)} workers: alone {alone:.1f} s")
         for when in ("stage 1", "chunks queued"):
+            ratio, at = small[when] / alone, small[f"{when}: big job at"]
             print(
-                f"  sent during the big job's {when}: {small[when]:.1f} s ({small[when] / alone:.2f}x alone)"
+                f"  sent at the big job's {when} (it was at {at}): {small[when]:.1f} s ({ratio:.2f}x alone)"
             )
         print(f"  the endpoint's most in flight meanwhile: {small['most_in_flight']} (limit {out['limit']})")
 

@@ -23,6 +23,7 @@ from jobs.method.outputs import exports
 from jobs.method.recipe import Execution, Recipe
 from jobs.method.run import Run
 from jobs.method.transport.usage import Usage
+from jobs.runner.generation import MIN_CHUNK, chunk_size
 from jobs.runner.queue import queue
 from jobs.store import connection, keyspace
 from jobs.store.board import RedisBoard
@@ -154,3 +155,11 @@ def test_a_helper_killed_mid_request_loses_nothing(
     sent = Counter(fake_llm.script.received[received:])
     assert max(sent.values()) >= 2  # what the killed helper held was sent again
     assert dataset(local, "alpha", job_id) == lone
+
+
+def test_chunks_are_sized_for_the_workers():
+    """Two chunks a spread worker, within INSTANCE_CHUNK_SIZE and never under MIN_CHUNK."""
+    assert chunk_size(500, 50, 8) == 32  # 16 chunks: two equal rounds on 8 workers
+    assert chunk_size(52_445, 50, 8) == 50
+    assert chunk_size(60, 50, 8) == MIN_CHUNK
+    assert chunk_size(9, 4, 8) == 4

@@ -10,6 +10,7 @@ decision log) and a finalize job (jobs.runner.finalize) that depends on them all
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 
 import structlog
@@ -24,6 +25,7 @@ from jobs.runner.reporter import Reporter
 from jobs.store import batches
 
 log = structlog.get_logger(__name__)
+MIN_CHUNK = 10
 
 
 def run_generation(job_id: str) -> None:
@@ -50,10 +52,18 @@ def _generation(ctx: Context) -> None:
         return
     # fan out: one RQ job per chunk, then finalize once all have finished
     reporter({**run.progress(), "stage": "instances", "stage_total": len(ids), "stage_done": 0}, force=True)
+    size = chunk_size(len(ids), ctx.settings.instance_chunk_size, ctx.settings.spread_workers)
     chunks = [ids[start : start + size] for start in range(0, len(ids), size)]
     rq_ids = queue.fan_out(ctx.r, ctx.job, chunks, ctx.settings)
     ctx.update(rq_ids=[ctx.job.id, *rq_ids], chunks=len(chunks))
     log.info("instances_fanned_out", chunks=len(chunks))
+
+
+def chunk_size(instructions: int, most: int, workers: int) -> int:
+    """Instructions a chunk: at most INSTANCE_CHUNK_SIZE, and few enough that SPREAD_WORKERS workers get
+    two chunks each (a job of 500 on 8 workers: 16 chunks of 32, two rounds of equal chunks, where 10
+    of 50 would leave 6 workers idle in the second), but never under MIN_CHUNK."""
+    return min(most, max(MIN_CHUNK, math.ceil(instructions / (2 * workers))))
 
 
 def help_run(job_id: str, helper: str) -> None:
