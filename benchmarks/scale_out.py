@@ -1,4 +1,4 @@
-"""One job on 1, 2, 4 and 8 workers, and another team's small job beside it, with the shipped defaults.
+"""One job on 1, 2, 4 and 8 workers, and another team's small job beside it, spread over 8 workers.
 
     .venv/bin/python -m benchmarks.scale_out [--instructions 500] [--workers 1,2,4,8]
                                              [--latency 0.5] [--latency-max 1.0] [--limit 32] [--small 10]
@@ -69,6 +69,7 @@ class Stack:
             work_dir=str(tmp),
             log_level="WARNING",
             rate_limit_per_minute=100_000,
+            spread_workers=8,
         )
         Artifacts(self.settings).ensure_bucket()
         self.r = Redis.from_url(redis_url)
@@ -248,7 +249,7 @@ def main() -> None:
     workers = tuple(int(w) for w in args.workers.split(","))
     print(
         f"{args.instructions} instructions; endpoint {args.latency}-{args.latency_max} s a request, "
-        f"at most {args.limit} in flight; shipped defaults otherwise"
+        f"at most {args.limit} in flight; SPREAD_WORKERS 8, shipped defaults otherwise"
     )
     print(
         f"{'workers':>7} {'wall s':>8} {'stage 1':>8} {'stage 2':>8} {'stage 3':>8} {'speedup':>8} "

@@ -134,7 +134,7 @@ def test_a_helper_killed_mid_request_loses_nothing(
     go back on the board and are answered again; the dataset is the one a lone worker makes."""
     body = {"num_instructions": 30, "seed": 11, "classification_method": "text", "round_size": 8}
     sid = make_seed_set(client)
-    lone = reference(client, redis, sid, body)  # SPREAD_WORKERS 8, but one worker in this process
+    lone = reference(client, redis, sid, body)  # one worker, in this process, not spread
     fake_llm.script.delay = 0.4
     local = replace(settings, spread_workers=3)
     for name, value in local.to_env().items():
