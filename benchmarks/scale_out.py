@@ -212,6 +212,8 @@ def run(
                         "identical": files == first["files"],
                         "most_in_flight": stack.most_in_flight(),
                         "requests": res["job"]["progress"].get("requests"),
+                        # RQ's records of the helpers that answered the main run's requests
+                        "helpers": sum(1 for _ in stack.r.scan_iter(f"rq:job:{job_id}-helper-*")),
                     }
                 )
                 print(_row(rows[-1]), flush=True)

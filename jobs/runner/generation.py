@@ -67,7 +67,13 @@ def chunk_size(instructions: int, most: int, workers: int) -> int:
 
 
 def help_run(job_id: str, helper: str) -> None:
-    guarded(job_id, lambda ctx: helpers.serve(ctx, helper))
+    """A helper's trouble is not the job's: what it held goes back on the board when its leases run out."""
+    try:
+        ctx = Context(job_id)
+        if not ctx.job.terminal:
+            helpers.serve(ctx, helper)
+    except Exception:
+        log.exception("helper_failed")
 
 
 def generate_chunk(job_id: str, index: int, instruction_ids: list[str]) -> None:

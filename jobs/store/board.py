@@ -205,8 +205,13 @@ class RedisBoard:
 
     async def close(self) -> None:
         """Drop the board's requests and answers and mark it closed (helpers leave)."""
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(*self.keys)
-            pipe.set(self.keys[6], 1, ex=TTL)
-            await pipe.execute()
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.delete(*self.keys)
+                pipe.set(self.keys[6], 1, ex=TTL)
+                await pipe.execute()
+        finally:
+            await self.client.aclose()
+
+    async def release(self) -> None:
         await self.client.aclose()

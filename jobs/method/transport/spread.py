@@ -86,6 +86,10 @@ class Board(Protocol):
         """The run is done with the board: its requests and answers go; helpers leave."""
         ...
 
+    async def release(self) -> None:
+        """Let go of the board, leaving it as it is."""
+        ...
+
 
 def request_key(prompt: Prompt, decoding: Decoding, seed: int, stage: str, extra: dict[str, Any]) -> str:
     what = json.dumps([stage, prompt, asdict(decoding), seed, extra], sort_keys=True, default=list)
@@ -106,6 +110,7 @@ class SpreadLLM(LLM):
         self._senders: list[LLM] = []
         self._gate_for_senders = gate
         self._failed: BaseException | None = None
+        self._closing = False
 
     def capacity(self, concurrency: int) -> int:
         return concurrency * self.board.workers
@@ -118,16 +123,19 @@ class SpreadLLM(LLM):
         self._tasks.append(asyncio.ensure_future(self._dispatch()))
         for _ in range(self._concurrency):
             self._senders.append(LLM(self.endpoint, 1, Usage(), self._gate_for_senders))
-            self._tasks.append(asyncio.ensure_future(send(self.board, self._senders[-1], lambda: False)))
+            sender = send(self.board, self._senders[-1], lambda: self._closing)
+            self._tasks.append(asyncio.ensure_future(sender))
         for task in self._tasks:
             task.add_done_callback(self._ended)
 
     def _ended(self, task: asyncio.Task[Any]) -> None:
-        """A sender or the dispatcher stopped by an error (Redis gone past its retries, say): every
-        request waiting fails with it, instead of waiting for an answer nobody will hand over."""
-        if task.cancelled() or task.exception() is None:
+        """A sender or the dispatcher stopped before the run closed (an error: Redis gone past its
+        retries, say; or a cancel from elsewhere): every request waiting fails, instead of waiting for
+        an answer nobody will hand over."""
+        if self._closing:
             return
-        self._failed = task.exception()
+        failed = None if task.cancelled() else task.exception()
+        self._failed = failed or EndpointError("a sender of the run's requests stopped")
         for waiters in self._waiting.values():
             for future in waiters:
                 if not future.done():
@@ -175,7 +183,7 @@ class SpreadLLM(LLM):
     async def _dispatch(self) -> None:
         """Hand answers to their requests; now and then take back expired leases and ask for helpers."""
         checked = 0.0
-        while True:
+        while not self._closing:
             if time.monotonic() - checked >= CHECK_SECONDS:
                 checked = time.monotonic()
                 pending = await self.board.maintain()
@@ -195,14 +203,19 @@ class SpreadLLM(LLM):
                         future.set_result(raw)
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Stop the senders and the dispatcher (the flag first: on Python 3.11 a cancel that lands as
+        an await completes can be lost, asyncio.wait_for's known flaw), and drop the board, if this
+        run used it (a resumed run with nothing left to do must not drop answers posted meanwhile)."""
+        self._closing, used, pending = True, bool(self._tasks), set(self._tasks)
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=1.0)
         self._tasks = []
         for sender in self._senders:
             await sender.close()
         with contextlib.suppress(Exception):
-            await self.board.close()
+            await (self.board.close() if used else self.board.release())
         await super().close()
 
 
