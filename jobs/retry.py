@@ -7,7 +7,7 @@ from typing import Any
 import redis.exceptions
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
+from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
 log = structlog.get_logger(__name__)
 
@@ -43,3 +43,14 @@ def s3(seconds: float) -> Retrying:
 
 def redis_(seconds: float) -> Retrying:
     return _policy("redis", _redis_transient, seconds)
+
+
+def redis_async(seconds: float) -> AsyncRetrying:
+    """The same for asyncio code (a shared gate, a run's board), looking again sooner: a request
+    waits on it."""
+    return AsyncRetrying(
+        retry=retry_if_exception(_redis_transient),
+        stop=stop_after_delay(seconds),
+        wait=wait_exponential_jitter(multiplier=0.2, max=5.0),
+        reraise=True,
+    )

@@ -17,8 +17,8 @@ from typing import Any
 
 import redis.asyncio
 import redis.exceptions
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
+from jobs import retry
 from jobs.store import keyspace
 
 TTL = 24 * 3600
@@ -155,12 +155,7 @@ class RedisBoard:
 
     async def _run(self, name: str, *args: Any) -> Any:
         """A board script, riding out a Redis outage (a failover, say) for `retry_seconds`."""
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type((redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)),
-            stop=stop_after_delay(self.retry_seconds),
-            wait=wait_exponential_jitter(multiplier=0.2, max=5.0),
-            reraise=True,
-        ):
+        async for attempt in retry.redis_async(self.retry_seconds):
             with attempt:
                 return await self._scripts[name](keys=self.keys, args=[*args, TTL])
         raise AssertionError("unreachable")  # pragma: no cover

@@ -26,8 +26,8 @@ from typing import Any
 import redis.asyncio
 import redis.exceptions
 import structlog
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
+from jobs import retry
 from jobs.method.endpoint import Endpoint
 from jobs.method.transport import Outcome, Passage, pause_after
 from jobs.store import connection, keyspace
@@ -126,12 +126,7 @@ class SharedGate:
 
     async def _script(self, script: Any, args: list[Any]) -> Any:
         """Run a gate script, riding out a Redis outage for `retry_seconds`."""
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type((redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)),
-            stop=stop_after_delay(self.retry_seconds),
-            wait=wait_exponential_jitter(multiplier=0.2, max=5.0),
-            reraise=True,
-        ):
+        async for attempt in retry.redis_async(self.retry_seconds):
             with attempt:
                 return await script(keys=self.keys, args=args)
         raise AssertionError("unreachable")  # pragma: no cover

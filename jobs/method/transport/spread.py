@@ -108,7 +108,6 @@ class SpreadLLM(LLM):
         self._posted: dict[str, tuple[float, bytes]] = {}  # waited-for requests: when posted, and what
         self._tasks: list[asyncio.Task[Any]] = []
         self._senders: list[LLM] = []
-        self._gate_for_senders = gate
         self._failed: BaseException | None = None
         self._closing = False
 
@@ -122,7 +121,7 @@ class SpreadLLM(LLM):
             return
         self._tasks.append(asyncio.ensure_future(self._dispatch()))
         for _ in range(self._concurrency):
-            self._senders.append(LLM(self.endpoint, 1, Usage(), self._gate_for_senders))
+            self._senders.append(LLM(self.endpoint, 1, Usage(), self._gate))
             sender = send(self.board, self._senders[-1], lambda: self._closing)
             self._tasks.append(asyncio.ensure_future(sender))
         for task in self._tasks:
