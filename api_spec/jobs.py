@@ -139,6 +139,16 @@ class JobCreateSchema(Schema):
             "chat or batch). false: one request per instruction, as the paper.",
         },
     )
+    window = StrictInteger(
+        validate=validate.Range(1, 1000),
+        metadata={
+            "default": DEFAULTS.window,
+            "description": "Stage 1's window: prompt i samples the pool as it stood once the prompts before "
+            "i - window + 1 were filtered, so up to this many prompts are out at once (across every "
+            "worker that helps the job). Part of the recipe: the same window and seed give the same "
+            "dataset on any number of workers. round_size, when given, takes its place.",
+        },
+    )
     round_size = StrictInteger(
         validate=validate.Range(1, 50_000),
         metadata={

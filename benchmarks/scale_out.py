@@ -1,7 +1,8 @@
-"""One job on 1, 2, 4 and 8 workers, and another team's small job beside it, spread over 8 workers.
+"""One job on 1, 2, 4 and 8 workers, and another team's small job beside it on 8.
 
     .venv/bin/python -m benchmarks.scale_out [--instructions 500] [--workers 1,2,4,8]
                                              [--latency 0.5] [--latency-max 1.0] [--limit 32] [--small 10]
+                                             [--stage1 'window=8;window=16;round_size=32,seed=2']
 
 Starts Redis, the S3 endpoint, gunicorn and, for each worker count, that many RQ workers, plus the
 scripted endpoint of benchmarks.paper_scale answering each request after a uniform 0.5-1 s, at most
@@ -10,7 +11,9 @@ endpoint, not the CPU, is the bound. It prints, per worker count: the wall time 
 speed-up over one worker, whether the dataset files are byte-identical to one worker's, and the most
 requests the endpoint ever had in flight. Then, on the largest worker count, another team's --small
 instruction job: alone, sent while the big job is in stage 1, and sent just after the big job's
-instance chunks were queued; its wall time over its time alone.
+instance chunks were queued; its wall time over its time alone. With --stage1, stage 1 alone under each
+recipe given (the job is cancelled as it moves on), on the largest worker count: how the window and
+rounds compare.
 """
 
 from __future__ import annotations
@@ -69,7 +72,6 @@ class Stack:
             work_dir=str(tmp),
             log_level="WARNING",
             rate_limit_per_minute=100_000,
-            spread_workers=8,
         )
         Artifacts(self.settings).ensure_bucket()
         self.r = Redis.from_url(redis_url)
@@ -110,9 +112,10 @@ class Stack:
     def most_in_flight(self) -> int:
         return httpx.get(f"http://127.0.0.1:{self.endpoint_port}/stats").json()["most_in_flight"]
 
-    def submit(self, team: str, n: int) -> str:
+    def submit(self, team: str, n: int, **recipe: Any) -> str:
         http, seed_set = self.teams[team]
-        return http.post("/v1/jobs", json={"seed_set_id": seed_set, "num_instructions": n}).json()["id"]
+        body = {"seed_set_id": seed_set, "num_instructions": n, **recipe}
+        return http.post("/v1/jobs", json=body).json()["id"]
 
     def follow(self, team: str, job_id: str, moment: Callable[[dict[str, Any]], None] | None = None) -> dict:
         """Poll the job to its end: its wall time from submission and when each stage began."""
@@ -182,6 +185,29 @@ def small_beside(stack: Stack, instructions: int, small: int, when: str) -> tupl
     return wall, at
 
 
+def stage1(stack: Stack, instructions: int, recipe: dict[str, Any]) -> dict[str, Any]:
+    """Stage 1 alone under `recipe` (the job is cancelled once it moves on): its wall time, and the
+    requests it sent for the instructions it kept."""
+    http, _ = stack.teams["big"]
+    job_id, start = stack.submit("big", instructions, **recipe), time.monotonic()
+    while True:
+        body = http.get(f"/v1/jobs/{job_id}").json()
+        if body["state"] in ("failed", "canceled"):
+            raise RuntimeError(f"job ended {body['state']}: {body.get('error')}")
+        if body["stage"] not in (None, "instructions") or body["state"] == "succeeded":
+            break
+        time.sleep(0.05)
+    wall = time.monotonic() - start
+    http.post(f"/v1/jobs/{job_id}/cancel")
+    while http.get(f"/v1/jobs/{job_id}").json()["state"] not in ("succeeded", "failed", "canceled"):
+        time.sleep(0.1)
+    return {
+        "wall": wall,
+        "requests": body["progress"]["requests"],
+        "kept": body["progress"]["instructions_kept"],
+    }
+
+
 def run(
     instructions: int = 500,
     workers: tuple[int, ...] = (1, 2, 4, 8),
@@ -189,9 +215,11 @@ def run(
     latency_max: float = 1.0,
     limit: int = 32,
     small: int | None = 10,
+    stage1_recipes: tuple[dict[str, Any], ...] = (),
 ) -> dict[str, Any]:
-    """Rows per worker count (wall, stages, speed-up, identical, most in flight) and the small job's
-    times (alone, and beside the big job at each moment) on the largest worker count."""
+    """Rows per worker count (wall, stages, speed-up, identical, most in flight), the small job's
+    times (alone, and beside the big job at each moment) on the largest worker count, and stage 1
+    alone under each of `stage1_recipes` on the largest worker count."""
     os.environ.update(AWS_ACCESS_KEY_ID=S3_KEY, AWS_SECRET_ACCESS_KEY=S3_SECRET)
     with tempfile.TemporaryDirectory(prefix="scale-out-") as tmp:
         stack = Stack(Path(tmp), latency, latency_max, limit)
@@ -226,9 +254,17 @@ def run(
                         stack, instructions, small, when
                     )
                 beside["most_in_flight"] = stack.most_in_flight()
+            firsts = []
+            if stage1_recipes:
+                stack.start(max(workers))
+                print(f"\nstage 1 alone on {max(workers)} workers:")
+                print(f"{'recipe':>20} {'wall s':>8} {'requests':>9} {'kept':>5} {'req/kept':>9}")
+                for recipe in stage1_recipes:
+                    firsts.append({"recipe": recipe, **stage1(stack, instructions, recipe)})
+                    print(_stage1_row(firsts[-1]), flush=True)
         finally:
             stack.close()
-    return {"rows": rows, "small": beside, "limit": limit}
+    return {"rows": rows, "small": beside, "limit": limit, "stage1": firsts}
 
 
 def _row(row: dict[str, Any]) -> str:
@@ -239,6 +275,21 @@ def _row(row: dict[str, Any]) -> str:
     )
 
 
+def _stage1_row(row: dict[str, Any]) -> str:
+    recipe = ",".join(f"{k}={v}" for k, v in row["recipe"].items()) or "shipped"
+    per = row["requests"] / max(row["kept"], 1)
+    return f"{recipe:>20} {row['wall']:>8.1f} {row['requests']:>9} {row['kept']:>5} {per:>9.2f}"
+
+
+def _recipes(text: str) -> tuple[dict[str, Any], ...]:
+    """ "window=8;window=16,seed=3;round_size=32": recipes separated by ';', fields by ','."""
+    out = []
+    for recipe in filter(None, text.split(";")):
+        fields = (pair.split("=", 1) for pair in recipe.split(","))
+        out.append({k.strip(): int(v) for k, v in fields})
+    return tuple(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(allow_abbrev=False)
     parser.add_argument("--instructions", type=int, default=500)
@@ -247,17 +298,23 @@ def main() -> None:
     parser.add_argument("--latency-max", type=float, default=1.0)
     parser.add_argument("--limit", type=int, default=32)
     parser.add_argument("--small", type=int, default=10)
+    parser.add_argument(
+        "--stage1", default="", help="recipes to time stage 1 alone under, e.g. 'window=8;round_size=32'"
+    )
     args = parser.parse_args()
     workers = tuple(int(w) for w in args.workers.split(","))
     print(
         f"{args.instructions} instructions; endpoint {args.latency}-{args.latency_max} s a request, "
-        f"at most {args.limit} in flight; SPREAD_WORKERS 8, shipped defaults otherwise"
+        f"at most {args.limit} in flight; the shipped defaults"
     )
     print(
         f"{'workers':>7} {'wall s':>8} {'stage 1':>8} {'stage 2':>8} {'stage 3':>8} {'speedup':>8} "
         f"{'identical':>9} {'in flight':>8}"
     )
-    out = run(args.instructions, workers, args.latency, args.latency_max, args.limit, args.small)
+    stage1_recipes = _recipes(args.stage1)
+    out = run(
+        args.instructions, workers, args.latency, args.latency_max, args.limit, args.small, stage1_recipes
+    )
     small = out["small"]
     if small:
         alone = small["alone"]

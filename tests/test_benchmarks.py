@@ -289,9 +289,10 @@ def test_servers_llama_server_reads_label_logprobs(local_model):
 @pytest.mark.slow
 def test_scale_out_makes_one_dataset_on_any_number_of_workers():
     """benchmarks.scale_out: the job's dataset files are byte-identical on 1 and 2 workers, the endpoint
-    never has more requests in flight than the shared limit, and another team's small job finishes
-    beside the big one."""
-    out = scale_out.run(30, (1, 2), latency=0.05, latency_max=0.1, limit=3, small=4)
+    never has more requests in flight than the shared limit, another team's small job finishes beside
+    the big one, and stage 1 runs alone under each recipe compared."""
+    recipes = ({"window": 4}, {"round_size": 4})
+    out = scale_out.run(30, (1, 2), latency=0.05, latency_max=0.1, limit=3, small=4, stage1_recipes=recipes)
     assert [row["workers"] for row in out["rows"]] == [1, 2]
     assert out["rows"][1]["identical"], out["rows"]  # 2 workers' files are 1 worker's
     assert out["rows"][1]["helpers"] > 0  # and the second worker helped
@@ -300,3 +301,6 @@ def test_scale_out_makes_one_dataset_on_any_number_of_workers():
     small = out["small"]
     positive(small, "alone", "stage 1", "chunks queued")
     assert small["most_in_flight"] <= 3
+    # stage 1 alone under each recipe compared: it kept what was asked, with some requests
+    assert [row["recipe"] for row in out["stage1"]] == list(recipes)
+    assert all(row["kept"] == 30 and row["requests"] > 0 and row["wall"] > 0 for row in out["stage1"])

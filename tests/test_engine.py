@@ -209,7 +209,7 @@ def test_an_answer_with_a_single_instance_is_asked_again(tmp_path, seed_tasks):
     # some answers are garbage (no instance): they are not asked again either
     with FakeLLM(Script(garbage_share=0.1)) as fake_llm:
         _, out = generate(
-            tmp_path, fake_llm, seed_tasks, name="on", concurrency=1, num_instructions=30, seed=4
+            tmp_path, fake_llm, seed_tasks, name="on", concurrency=1, num_instructions=30, seed=4, window=8
         )
         script = fake_llm.script
         asked = [
@@ -218,7 +218,7 @@ def test_an_answer_with_a_single_instance_is_asked_again(tmp_path, seed_tasks):
             if path == "/completions" and body["prompt"].startswith((OUTPUT_FIRST_HEADER, INPUT_FIRST_HEADER))
         ]
         script.bodies.clear(), script.answers.clear()
-        options = {"num_instructions": 30, "seed": 4, "instance_followup": False}
+        options = {"num_instructions": 30, "seed": 4, "window": 8, "instance_followup": False}
         _, off = generate(tmp_path, fake_llm, seed_tasks, name="off", concurrency=1, **options)
         prompts = [body["prompt"] for path, body in script.bodies if path == "/completions"]
     by_prompt: dict[str, list] = {}

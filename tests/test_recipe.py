@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from marshmallow import ValidationError
 
 from api_spec.jobs import JobCreateSchema
 from jobs.method.recipe import REQUEST_FIELDS, Execution, Recipe, RecipeError, paper_decoding
@@ -74,6 +75,14 @@ def test_the_api_schema_loads_the_body_into_a_recipe() -> None:
     assert set(loaded) == {*BODY, "classification_method", "max_tokens", "recipe"}
 
 
+@pytest.mark.parametrize("bad", [0, 1001, "16", 2.5, None, True])
+def test_the_api_takes_stage_1s_window_and_names_a_bad_one(bad) -> None:
+    assert JobCreateSchema().load({**BODY, "window": 16})["recipe"].window == 16
+    with pytest.raises(ValidationError) as refused:
+        JobCreateSchema().load({**BODY, "window": bad})
+    assert list(refused.value.messages) == ["window"]
+
+
 def test_the_schema_documents_the_recipes_defaults() -> None:
     """What the API description says a left-out field means is what Recipe holds."""
     documented = {
@@ -82,7 +91,9 @@ def test_the_schema_documents_the_recipes_defaults() -> None:
         if "default" in field.metadata and name in REQUEST_FIELDS  # the recipe's (priority is the queue's)
     }
     assert documented and all(getattr(Recipe(), name) == value for name, value in documented.items())
-    assert {"seed", "similarity_threshold", "instance_followup", "classification_method"} <= set(documented)
+    assert {"seed", "window", "similarity_threshold", "instance_followup", "classification_method"} <= set(
+        documented
+    )
 
 
 def test_execution_settings_are_checked() -> None:

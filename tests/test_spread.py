@@ -8,10 +8,13 @@ import asyncio
 import os
 import signal
 import threading
+import time
 from collections import Counter
 from dataclasses import replace
+from functools import partial
 
 import pytest
+from redis import Redis
 from rq.job import Job as RQJob
 from rq.registry import StartedJobRegistry
 from rq.worker import Worker
@@ -23,10 +26,13 @@ from jobs.method.outputs import exports
 from jobs.method.recipe import Execution, Recipe
 from jobs.method.run import Run
 from jobs.method.transport.usage import Usage
+from jobs.runner import helpers
 from jobs.runner.generation import MIN_CHUNK, chunk_size
 from jobs.runner.queue import queue
 from jobs.store import connection, keyspace
+from jobs.store import job as jobs_
 from jobs.store.board import RedisBoard
+from jobs.tools.local_stack import free_port, redis_server
 from tests.conftest import fake_endpoint, wait_until
 from tests.test_api import make_seed_set
 from tests.test_engine import DATASET_FILES
@@ -111,6 +117,37 @@ def test_a_lease_not_renewed_goes_back_on_the_board(redis, redis_url):
     asyncio.run(main())
 
 
+def test_the_board_rides_out_a_redis_restart(tmp_path):
+    """Redis down for a second (a restart, a failover): a run waiting for answers and a run closing its
+    board wait for it to come back instead of failing the job; the answer posted before is still read."""
+    port = free_port()
+    server, url = redis_server(tmp_path / "redis", port, appendonly=True)
+
+    async def main() -> None:
+        nonlocal server
+        board = RedisBoard(connection.connect_async(url), "outage", 2, retry_seconds=30)
+        await board.post("k1", b"one")
+        waiting = asyncio.ensure_future(board.answered(["k1"], 2.0))
+        await asyncio.sleep(0.3)  # blocked on the signal that an answer came
+        server.stop()
+        await asyncio.sleep(1.0)
+        assert not waiting.done()  # still waiting out the outage, not failed
+        server = await asyncio.to_thread(lambda: redis_server(tmp_path / "redis", port, appendonly=True)[0])
+        assert await waiting == {}
+        await board.answer("k1", b"answer")
+        server.stop()
+        closing = asyncio.ensure_future(board.close())
+        await asyncio.sleep(1.0)
+        server = await asyncio.to_thread(lambda: redis_server(tmp_path / "redis", port, appendonly=True)[0])
+        await closing
+        assert Redis.from_url(url).exists(board.keys[6])  # closed
+
+    try:
+        asyncio.run(main())
+    finally:
+        server.stop()
+
+
 def _helper_horse(redis, workers, job_id: str) -> int | None:
     """The work horse of a worker running one of the job's helpers (and not its main run)."""
     q = queue(redis)
@@ -171,3 +208,32 @@ def test_chunks_are_sized_for_the_workers():
     assert chunk_size(52_445, 50, 8) == 50
     assert chunk_size(60, 50, 8) == MIN_CHUNK
     assert chunk_size(9, 4, 8) == 4
+
+
+def test_helpers_are_asked_of_idle_workers_only_and_again_once_one_is_lost(
+    client, redis, settings, monkeypatch
+):
+    """About one helper per `concurrency` requests pending, never more than there are idle workers with
+    nothing queued for them; a helper queued and lost before it started (its worker died) stops counting
+    after a lease, and the run asks for another."""
+    monkeypatch.setattr(helpers, "HELPER_LEASE", 3.0)
+    local = replace(settings, spread_workers=8)
+    job_id = client.post("/v1/jobs", json={"seed_set_id": make_seed_set(client), "num_instructions": 5}).json[
+        "id"
+    ]
+    job, q = jobs_.get(redis, job_id), queue(redis, local)
+    assert q.count == 1  # the job's main run, waiting
+    for i in range(4):
+        worker = Worker([q], connection=redis, name=f"idle-{i}")
+        worker.register_birth()
+        worker.set_state("idle")
+    recruit = partial(helpers.recruit, redis, job, local, concurrency=2)
+    assert recruit(pending=2) == 0  # its own senders suffice
+    assert recruit(pending=6) == 2  # one per 2 pending, its own worker included
+    assert recruit(pending=100) == 1  # 4 idle workers, 3 of them taken by what is queued
+    assert q.count == 4 and recruit(pending=100) == 0
+    for rq_id in q.job_ids[1:]:  # the helpers, lost before any started
+        q.remove(rq_id)
+    assert recruit(pending=8) == 0  # 3 wanted, 3 still counted
+    time.sleep(3.1)
+    assert recruit(pending=8) == 3

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 
+import redis.exceptions
 import structlog
 from redis import Redis
 from rq.worker import Worker
@@ -49,7 +50,10 @@ class JobBoard(RedisBoard):
         self.concurrency = s.profiles[ctx.job.profile].concurrency
 
     async def recruit(self, pending: int) -> None:
-        await asyncio.to_thread(recruit, self.r, self.job, self.settings, pending, self.concurrency)
+        try:
+            await asyncio.to_thread(recruit, self.r, self.job, self.settings, pending, self.concurrency)
+        except redis.exceptions.RedisError as error:  # helpers only speed a run up: it asks again later
+            log.warning("helpers_not_recruited", error=str(error)[:200])
 
 
 def board(ctx: Context) -> Callable[[], JobBoard] | None:
@@ -73,8 +77,9 @@ def recruit(r: Redis, job: jobs_.Job, settings: Settings, pending: int, concurre
         short = min(short, idle - q.count)
     for _ in range(short):
         helper = uuid.uuid4().hex[:12]
-        # a queued helper counts until it starts (then it keeps its own time) or the job's timeout
-        r.zadd(key, {helper: time.time() + settings.job_timeout})
+        # a queued helper counts for a lease too (it renews it once it starts): one that never starts
+        # does not stop the run asking for another
+        r.zadd(key, {helper: time.time() + HELPER_LEASE})
         r.expire(key, settings.job_timeout)
         queue.enqueue_helper(r, job, helper, settings)
     return max(short, 0)

@@ -13,6 +13,7 @@ after its last write: a run that never comes back leaves nothing behind.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio
@@ -153,12 +154,15 @@ class RedisBoard:
             )
         }
 
-    async def _run(self, name: str, *args: Any) -> Any:
-        """A board script, riding out a Redis outage (a failover, say) for `retry_seconds`."""
+    async def _retried(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Ride out a Redis outage (a failover, say) for `retry_seconds`."""
         async for attempt in retry.redis_async(self.retry_seconds):
             with attempt:
-                return await self._scripts[name](keys=self.keys, args=[*args, TTL])
+                return await call()
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _run(self, name: str, *args: Any) -> Any:
+        return await self._retried(lambda: self._scripts[name](keys=self.keys, args=[*args, TTL]))
 
     async def post(self, key: str, request: bytes) -> bool:
         return bool(await self._run("post", key, request))
@@ -180,8 +184,8 @@ class RedisBoard:
         got = await self._run("read", *keys) if keys else []
         if not got and wait > 0:
             # an answer pushes to `done` after it is in the hash: the next read finds it
-            await self.client.blpop([self.keys[4]], timeout=wait)
-            await self.client.delete(self.keys[4])
+            await self._retried(lambda: self.client.blpop([self.keys[4]], timeout=wait))
+            await self._retried(lambda: self.client.delete(self.keys[4]))
         return {got[i].decode(): got[i + 1] for i in range(0, len(got), 2)}
 
     async def maintain(self) -> int:
@@ -200,11 +204,15 @@ class RedisBoard:
 
     async def close(self) -> None:
         """Drop the board's requests and answers and mark it closed (helpers leave)."""
-        try:
+
+        async def drop() -> None:
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.delete(*self.keys)
                 pipe.set(self.keys[6], 1, ex=TTL)
                 await pipe.execute()
+
+        try:
+            await self._retried(drop)
         finally:
             await self.client.aclose()
 

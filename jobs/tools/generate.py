@@ -277,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="requests in flight (default: 4, what the embedded model decodes at once)",
     )
-    g.add_argument("--window", type=int, default=8, help="stage-1 prompts that may be in flight (recipe)")
+    g.add_argument(
+        "--window", type=int, default=Recipe.window, help="stage-1 prompts that may be in flight (recipe)"
+    )
     g.add_argument("--max-requests", type=int, help="stage-1 request budget")
     g.add_argument("--max-tokens", type=int, help="stage-1 token budget")
     g.add_argument("--formats", nargs="+", default=list(EXPORT_FORMATS), choices=EXPORT_FORMATS)

@@ -151,15 +151,16 @@ class SpreadLLM(LLM):
     ) -> list[Completion]:
         extra = {"schema": schema, **override}
         key = request_key(prompt, decoding, seed, stage, extra)
+        self._start()
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         waiters = self._waiting.setdefault(key, [])
         waiters.append(future)
-        self._start()
-        if len(waiters) == 1:
-            request = {"prompt": prompt, "decoding": asdict(decoding), "seed": seed, "stage": stage, **extra}
-            self._posted[key] = (time.monotonic(), json.dumps(request).encode())
-            await self.board.post(key, self._posted[key][1])
         try:
+            if len(waiters) == 1:
+                request: dict[str, Any] = {"prompt": prompt, "decoding": asdict(decoding), "seed": seed}
+                request.update(stage=stage, **extra)
+                self._posted[key] = (time.monotonic(), json.dumps(request).encode())
+                await self.board.post(key, self._posted[key][1])
             raw = await future
         except asyncio.CancelledError:
             if future in waiters:
