@@ -5,12 +5,13 @@ whoever answers; a helper killed mid-request loses nothing; the spread stays und
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import threading
 import time
 from collections import Counter
-from dataclasses import replace
+from dataclasses import asdict, replace
 from functools import partial
 
 import pytest
@@ -27,9 +28,11 @@ from jobs.method.recipe import Execution, Recipe
 from jobs.method.run import Run
 from jobs.method.transport.usage import Usage
 from jobs.runner import helpers
+from jobs.runner.context import Context
 from jobs.runner.generation import MIN_CHUNK, chunk_size
 from jobs.runner.queue import queue
-from jobs.store import connection, keyspace
+from jobs.settings import get_settings
+from jobs.store import api_keys, connection, keyspace
 from jobs.store import job as jobs_
 from jobs.store.board import RedisBoard
 from jobs.tools.local_stack import free_port, redis_server
@@ -237,3 +240,73 @@ def test_helpers_are_asked_of_idle_workers_only_and_again_once_one_is_lost(
     assert recruit(pending=8) == 0  # 3 wanted, 3 still counted
     time.sleep(3.1)
     assert recruit(pending=8) == 3
+
+
+def test_a_helper_gives_its_worker_back_once_other_work_waits(
+    client, redis, redis_url, settings, worker_env, fake_llm, monkeypatch
+):
+    """A helper with requests still to take, in a long turn, leaves within a couple of seconds of
+    another team's job being queued; this job's own helpers queued meanwhile do not make it leave."""
+    fake_llm.script.delay = 0.1
+    monkeypatch.setenv("SPREAD_TURN_SECONDS", "120")
+    get_settings.cache_clear()
+    sid = make_seed_set(client)
+    job_id = client.post("/v1/jobs", json={"seed_set_id": sid, "num_instructions": 5}).json["id"]
+    q = queue(redis, settings)
+    q.empty()  # the job's main run is "running" elsewhere: here, only its board is
+
+    async def post() -> None:
+        board = RedisBoard(connection.connect_async(redis_url), job_id, 2)
+        decoding = Recipe().decoding["instructions"]
+        for i in range(2000):
+            request = {"prompt": f"p{i}", "decoding": asdict(decoding), "seed": i, "stage": "instructions"}
+            await board.post(f"k{i}", json.dumps(request).encode())
+        await board.release()
+
+    asyncio.run(post())
+    answered: list[int] = []
+    helper = threading.Thread(target=lambda: answered.append(helpers.serve(Context(job_id), "h1")))
+    helper.start()
+    try:
+        wait_until(lambda: fake_llm.script.counts.get("requests", 0) >= 10, what="the helper to send")
+        q.enqueue("jobs.runner.generation.help_run", job_id, "h2", job_id=f"{job_id}-helper-h2")
+        helper.join(2.5)
+        assert helper.is_alive()  # another helper of the job is no reason to leave
+        q.empty()
+        other = client.application.test_client()
+        other.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {api_keys.create(redis, 'beta')[1]}"
+        body = {"seed_set_id": make_seed_set(other), "num_instructions": 5}
+        queued_at = time.monotonic()
+        assert other.post("/v1/jobs", json=body).status_code == 202
+        helper.join(10)
+        assert not helper.is_alive() and time.monotonic() - queued_at < 4
+        assert 0 < answered[0] < 2000 and redis.llen(keyspace.board(job_id, "todo")) > 0  # work was left
+    finally:
+        redis.hset(keyspace.job(job_id), "cancel_requested", "true")  # a failed test's helper stops too
+        helper.join(30)
+
+
+def test_runs_that_spread_at_once_share_the_workers(client, redis, settings):
+    """With every worker busy, a run alone asks for no helper; with another run spreading (here one
+    holding 3 helpers on 4 workers), it queues up to its share (4 // 2 - 1 = 1), and the other run's
+    helpers, above their share, give way to it; its own helpers waiting are no reason to."""
+    local = replace(settings, spread_workers=8)
+    sid = make_seed_set(client)
+    big, small = (
+        jobs_.get(redis, client.post("/v1/jobs", json={"seed_set_id": sid, "num_instructions": n}).json["id"])
+        for n in (50, 5)
+    )
+    q = queue(redis, local)
+    q.empty()  # both main runs are running elsewhere
+    for i in range(4):
+        worker = Worker([q], connection=redis, name=f"busy-{i}")
+        worker.register_birth()
+        worker.set_state("busy")
+    assert helpers.recruit(redis, big, local, pending=100, concurrency=2) == 0  # no worker idle
+    redis.zadd(keyspace.board(big.id, "helpers"), {f"h{i}": time.time() + 60 for i in range(3)})
+    assert not helpers._give_way(redis, local, big.id)  # nothing waits
+    assert helpers.recruit(redis, small, local, pending=100, concurrency=2) == 1  # its share
+    assert helpers.recruit(redis, small, local, pending=100, concurrency=2) == 0
+    assert helpers._give_way(redis, local, big.id) and not helpers._give_way(redis, local, small.id)
+    redis.delete(keyspace.SPREADING)  # the small run no longer asks: the big one keeps its helpers
+    assert not helpers._give_way(redis, local, big.id)

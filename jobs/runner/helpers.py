@@ -2,11 +2,13 @@
 
 The main run asks for helpers while requests wait on its board: about one per `concurrency` requests
 waiting or out, up to SPREAD_WORKERS workers with its own, and only as many as there are workers idle
-with nothing queued for them (a helper never waits in line, nor holds a slot of its team's turns while
-it waits). Each helper takes its team's turn like any of its RQ jobs (jobs.runner.queue), sends
-requests for SPREAD_TURN_SECONDS, or until none come for a moment, and gives its worker back; the run
-asks again while there is work, so other teams' work queued meanwhile gets the worker first. A helper
-killed mid-request stops renewing its lease, and the run puts that request back on the board.
+with nothing queued for them (a helper does not wait in line, holding a slot of its team's turns),
+except while other runs spread too: then each may have its share of the workers, and the helpers of
+a run above its share give way to another's. Each helper takes its team's turn like any of its RQ jobs
+(jobs.runner.queue), sends requests for SPREAD_TURN_SECONDS, until none come for a moment, or until
+other work waits on the queue, and gives its worker back; the run asks again while there is work and
+workers are idle, so other teams' work queued meanwhile gets the worker first. A helper killed
+mid-request stops renewing its lease, and the run puts that request back on the board.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from jobs.store.board import RedisBoard
 log = structlog.get_logger(__name__)
 IDLE_SECONDS = 2.0  # a helper with nothing to take for this long leaves
 HELPER_LEASE = 30.0  # a running helper counts this long after its last sign of life
+SPREADING_SECONDS = 5.0  # a run counts as spreading this long after it last asked for helpers
 
 
 class JobBoard(RedisBoard):
@@ -56,6 +59,12 @@ class JobBoard(RedisBoard):
             log.warning("helpers_not_recruited", error=str(error)[:200])
 
 
+def _now(r: Redis) -> float:
+    """Redis's clock, which every machine's workers share (theirs may be skewed)."""
+    seconds, micros = r.time()
+    return seconds + micros / 1e6
+
+
 def board(ctx: Context) -> Callable[[], JobBoard] | None:
     """What makes the board the job's main run spreads its requests through (None: SPREAD_WORKERS 1)."""
     if ctx.settings.spread_workers <= 1:
@@ -65,24 +74,42 @@ def board(ctx: Context) -> Callable[[], JobBoard] | None:
 
 def recruit(r: Redis, job: jobs_.Job, settings: Settings, pending: int, concurrency: int) -> int:
     """Queue helpers so that, with those queued or running, about one per `concurrency` of the
-    `pending` requests works for the run besides itself; returns how many it queued."""
+    `pending` requests works for the run besides itself; returns how many it queued.
+
+    Helpers go to workers idle now, not taken by work queued before (a helper never waits in line),
+    except that a run with fewer helpers than its share, while other runs spread too, queues up to its
+    share: the helpers of runs above theirs give way to it (see `_turn`)."""
     workers = min(settings.spread_workers, settings.team_job_slots)
     wanted = min(workers, math.ceil(pending / max(concurrency, 1))) - 1
     key = keyspace.board(job.id, "helpers")
-    r.zremrangebyscore(key, "-inf", time.time())
-    short = wanted - r.zcard(key)
-    if short > 0:  # only workers idle now, not taken by work queued before: a helper never waits in line
+    now = _now(r)
+    r.zremrangebyscore(key, "-inf", now)
+    r.zadd(keyspace.SPREADING, {job.id: now + SPREADING_SECONDS})
+    have = r.zcard(key)
+    short = wanted - have
+    if short > 0:
         q = queue.queue(r, settings)
         idle = sum(w.get_state() == "idle" for w in Worker.all(queue=q))
-        short = min(short, idle - q.count)
+        share = _share(r, settings)
+        short = min(short, max(idle - q.count, 0 if share is None else share - have))
     for _ in range(short):
         helper = uuid.uuid4().hex[:12]
         # a queued helper counts for a lease too (it renews it once it starts): one that never starts
         # does not stop the run asking for another
-        r.zadd(key, {helper: time.time() + HELPER_LEASE})
+        r.zadd(key, {helper: now + HELPER_LEASE})
         r.expire(key, settings.job_timeout)
         queue.enqueue_helper(r, job, helper, settings)
     return max(short, 0)
+
+
+def _share(r: Redis, settings: Settings) -> int | None:
+    """The helpers a run may hold while other runs spread: the workers split evenly between the runs,
+    less its own; None while fewer than two runs spread."""
+    r.zremrangebyscore(keyspace.SPREADING, "-inf", _now(r))
+    runs = r.zcard(keyspace.SPREADING)
+    if runs < 2:
+        return None
+    return Worker.count(queue=queue.queue(r, settings)) // runs - 1
 
 
 def serve(ctx: Context, helper: str) -> int:
@@ -92,10 +119,25 @@ def serve(ctx: Context, helper: str) -> int:
     try:
         if ctx.r.exists(keyspace.board(ctx.job.id, "closed")) or ctx.stopping():
             return 0
-        ctx.r.zadd(key, {helper: time.time() + HELPER_LEASE})
+        ctx.r.zadd(key, {helper: _now(ctx.r) + HELPER_LEASE})
         return asyncio.run(_turn(ctx, helper))
     finally:
         ctx.r.zrem(key, helper)
+
+
+def _give_way(r: Redis, settings: Settings, job_id: str) -> bool:
+    """Other work waits on the queue for a worker: some RQ job (another team's, say), or a helper of
+    another run while this run holds more helpers than its share."""
+    try:
+        waiting = queue.queue(r, settings).get_job_ids(0, 20)
+        if any("-helper-" not in rq_id for rq_id in waiting):
+            return True
+        if all(rq_id.startswith(f"{job_id}-helper-") for rq_id in waiting):
+            return False
+        share = _share(r, settings)
+        return share is not None and r.zcard(keyspace.board(job_id, "helpers")) > share
+    except redis.exceptions.RedisError:
+        return False
 
 
 async def _turn(ctx: Context, helper: str) -> int:
@@ -106,13 +148,14 @@ async def _turn(ctx: Context, helper: str) -> int:
     state = {"checked": 0.0, "stop": False}
 
     def stop() -> bool:
-        """The turn is over or the job stops (looked up at most once a second); keeps the helper counted."""
+        """The turn is over, the job stops or other work waits for a worker (looked up at most once a
+        second); keeps the helper counted."""
         if time.monotonic() >= ends:
             return True
         if time.monotonic() - state["checked"] >= 1.0:
             state["checked"] = time.monotonic()
-            state["stop"] = ctx.stopping()
-            ctx.r.zadd(keyspace.board(ctx.job.id, "helpers"), {helper: time.time() + HELPER_LEASE})
+            state["stop"] = ctx.stopping() or _give_way(ctx.r, s, ctx.job.id)
+            ctx.r.zadd(keyspace.board(ctx.job.id, "helpers"), {helper: _now(ctx.r) + HELPER_LEASE})
         return bool(state["stop"])
 
     endpoint = profile.keyed()

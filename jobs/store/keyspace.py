@@ -9,6 +9,7 @@ si:job:<id>:batches                  batch mode: each provider batch's last stat
 si:job:<id>:board:<part>             its spread requests, their answers and helpers (jobs.store.board)
 si:job:<id>:gone                     a deleted or expired job's tombstone: its team (string, expires)
 si:jobs:expiring                     finished jobs by the time their retention ends (sorted set)
+si:spreading                         runs asking for helpers now, by when they stop counting (sorted set)
 si:team:<team>:jobs                  a team's jobs by creation time (sorted set)
 si:team:<team>:active_jobs           a team's unfinished jobs (set)
 si:team:<team>:seedsets              a team's seed sets by creation time (sorted set)
@@ -35,6 +36,7 @@ PREFIX = "si"
 API_KEYS = f"{PREFIX}:apikeys"
 JOBS_BY_STATE = f"{PREFIX}:stats:jobs_by_state"
 EXPIRING = f"{PREFIX}:jobs:expiring"
+SPREADING = f"{PREFIX}:spreading"
 BOARD_PARTS = ("todo", "requests", "leased", "answers", "done", "posted", "closed", "helpers")
 
 
