@@ -118,3 +118,18 @@ def test_a_cancel_takes_a_waiting_job_out_of_its_teams_line(settings, redis, mon
     assert RQJob.fetch(second, connection=redis).get_status() == JobStatus.CANCELED
     assert all(second not in r.get_rate_limited_job_ids() for r in RateLimitRegistry.all(redis))
     assert RQJob.fetch(first, connection=redis).get_status() == JobStatus.QUEUED
+
+
+def test_a_team_with_no_job_running_goes_to_the_front_of_the_queue(app, redis, settings) -> None:
+    """Alpha's work waits on the queue (no worker takes it here); beta's first job goes ahead of it, and
+    alpha's next job, with alpha's others unfinished, behind."""
+    alpha, beta = team_client(app, redis, "alpha"), team_client(app, redis, "beta")
+    sets = {"alpha": make_seed_set(alpha), "beta": make_seed_set(beta)}
+
+    def submit(client, team: str) -> str:
+        return client.post("/v1/jobs", json={"seed_set_id": sets[team], **SMALL}).json["id"]
+
+    a1, a2 = submit(alpha, "alpha"), submit(alpha, "alpha")
+    b1 = submit(beta, "beta")
+    a3 = submit(alpha, "alpha")
+    assert Queue(settings.queue, connection=redis).job_ids == [b1, a1, a2, a3]

@@ -81,10 +81,13 @@ def _prioritize(r: Redis, rq_jobs: list[RQJob], job: jobs_.Job) -> None:
 
 
 def enqueue(r: Redis, job: jobs_.Job, settings: Settings | None = None) -> None:
-    """Queue a new job's main RQ job (stages 1 and 2, and instances when they fit in one chunk)."""
+    """Queue a new job's main RQ job (stages 1 and 2, and instances when they fit in one chunk). A team
+    with no other job unfinished takes its turn first: its job goes to the queue's front, ahead of the
+    chunks of other teams' jobs waiting there, and starts on the next worker free."""
     settings = settings or get_settings()
+    first = r.scard(keyspace.active_jobs(job.team)) <= 1  # this job is its team's only one
     main = queue(r, settings).enqueue(
-        RUN_GENERATION, job.id, **_options(settings, job.id), **_team_turns(job, settings)
+        RUN_GENERATION, job.id, **_options(settings, job.id), **_team_turns(job, settings), at_front=first
     )
     _prioritize(r, [main], job)
 
