@@ -283,10 +283,10 @@ def test_a_batch_profiles_preview_samples_stage_1_as_its_job_does(
 ) -> None:
     """What batch mode implies is recorded in the recipe: a batch job's stage 1 goes in rounds (200
     prompts when the body names no round_size) and asks once for instances, and so does the preview of
-    a batch profile, online. A sliding window (8 prompts) would show prompt 8 the instructions prompt 0
-    kept; a round shows none: the preview's candidates are the job's."""
+    a batch profile, online. A sliding window (8 prompts, named in the body) would show prompt 8 the
+    instructions prompt 0 kept; a round shows none: the preview's candidates are the job's."""
     sid = make_seed_set(client)
-    body = {"seed_set_id": sid, "profile": "batch", "num_instructions": 20, "seed": 5}
+    body = {"seed_set_id": sid, "profile": "batch", "num_instructions": 20, "seed": 5, "window": 8}
     spawn(settings, "worker")
     job_id = client.post("/v1/jobs", json=body).json["id"]
     job = finish(client, job_id)
