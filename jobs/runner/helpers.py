@@ -90,7 +90,7 @@ def recruit(r: Redis, job: jobs_.Job, settings: Settings, pending: int, concurre
     if short > 0:
         q = queue.queue(r, settings)
         idle = sum(w.get_state() == "idle" for w in Worker.all(queue=q))
-        share = _share(r, settings)
+        share = _share(r, settings, now)
         short = min(short, max(idle - q.count, 0 if share is None else share - have))
     for _ in range(short):
         helper = uuid.uuid4().hex[:12]
@@ -102,10 +102,10 @@ def recruit(r: Redis, job: jobs_.Job, settings: Settings, pending: int, concurre
     return max(short, 0)
 
 
-def _share(r: Redis, settings: Settings) -> int | None:
+def _share(r: Redis, settings: Settings, now: float) -> int | None:
     """The helpers a run may hold while other runs spread: the workers split evenly between the runs,
     less its own; None while fewer than two runs spread."""
-    r.zremrangebyscore(keyspace.SPREADING, "-inf", _now(r))
+    r.zremrangebyscore(keyspace.SPREADING, "-inf", now)
     runs = r.zcard(keyspace.SPREADING)
     if runs < 2:
         return None
@@ -134,7 +134,7 @@ def _give_way(r: Redis, settings: Settings, job_id: str) -> bool:
             return True
         if all(rq_id.startswith(f"{job_id}-helper-") for rq_id in waiting):
             return False
-        share = _share(r, settings)
+        share = _share(r, settings, _now(r))
         return share is not None and r.zcard(keyspace.board(job_id, "helpers")) > share
     except redis.exceptions.RedisError:
         return False
