@@ -375,7 +375,6 @@ def run(
                 instance_chunk_size=max(instructions // (4 * workers), 50),
                 log_level="WARNING",
                 rate_limit_per_minute=100_000,
-                spread_workers=8,  # as measured on docs/benchmarks.md (the default is still 1)
             )
             Artifacts(settings).ensure_bucket()
             r = Redis.from_url(redis_url)

@@ -72,7 +72,6 @@ class Stack:
             work_dir=str(tmp),
             log_level="WARNING",
             rate_limit_per_minute=100_000,
-            spread_workers=8,
         )
         Artifacts(self.settings).ensure_bucket()
         self.r = Redis.from_url(redis_url)
@@ -306,7 +305,7 @@ def main() -> None:
     workers = tuple(int(w) for w in args.workers.split(","))
     print(
         f"{args.instructions} instructions; endpoint {args.latency}-{args.latency_max} s a request, "
-        f"at most {args.limit} in flight; SPREAD_WORKERS 8, the shipped defaults otherwise"
+        f"at most {args.limit} in flight; the shipped defaults otherwise"
     )
     print(
         f"{'workers':>7} {'wall s':>8} {'stage 1':>8} {'stage 2':>8} {'stage 3':>8} {'speedup':>8} "

@@ -136,7 +136,7 @@ class Settings:
     # a main run's requests (stages 1 and 2, and instances that fit one chunk) are answered by up to
     # this many workers, its own included (1, the default: by its own alone); each helper works for a
     # turn of spread_turn_seconds, then gives its worker back (other teams' work waiting gets it first)
-    spread_workers: int = 1
+    spread_workers: int = 8
     spread_turn_seconds: float = 15.0
     max_request_bytes: int = 8 * 1024 * 1024
     max_seed_tasks: int = 10_000

@@ -84,7 +84,10 @@ def covered(redis, job_id: str) -> int:
     """How many LLM requests the job's last commit covers: one a stage-1 prompt, one an instruction
     classified, one an instruction given instances (no faults are injected where this is used)."""
     cp = RedisStore(redis, job_id).load()
-    return cp.next_prompt + len(cp.classification) + len(cp.instances) if cp else 0
+    if cp is None:
+        return 0
+    asked = sum(answer.get("asked", True) for answer in cp.classification.values())  # knn asks nothing
+    return cp.next_prompt + asked + len(cp.instances)
 
 
 def assert_resumed(before: list[str], after: list[str], committed: int) -> None:
@@ -123,7 +126,9 @@ def two_workers_one_busy(
     job_id = client.post("/v1/jobs", json={"seed_set_id": seed_set_id, **BODY}).json["id"]
     name = wait_until(lambda: started_by(redis, job_id), what="a worker to start the job")
     wait_until(lambda: DecisionLog(redis, job_id).count() >= 1, what="a first commit")
-    busy = next(w for w in workers if horse_of(w))
+    # the other worker may be helping the job (SPREAD_WORKERS): the busy one is the job's, by its pid
+    pid = int(wait_until(lambda: redis.hget(f"rq:worker:{name}", "pid"), what="the worker's pid"))
+    busy = next(w for w in workers if w.pid == pid)
     idle = next(w for w in workers if w is not busy)
     assert jobs_.get(redis, job_id).state == "running"
     return job_id, busy, name, idle

@@ -24,7 +24,7 @@ from jobs.method import transport
 from jobs.method.checkpoint import FileStore
 from jobs.method.engine import execute
 from jobs.method.outputs import exports
-from jobs.method.recipe import Execution, Recipe
+from jobs.method.recipe import Decoding, Execution, Recipe
 from jobs.method.run import Run
 from jobs.method.transport.usage import Usage
 from jobs.runner import helpers
@@ -118,6 +118,40 @@ def test_a_lease_not_renewed_goes_back_on_the_board(redis, redis_url):
         await board.close()
 
     asyncio.run(main())
+
+
+def test_an_items_follow_up_goes_before_other_items_requests(fake_llm, redis_url):
+    """The window hands results over in index order, so an item's second request (asked once its first
+    answer is in: stage 3's follow-up) is taken before the requests of items behind it: here, with one
+    sender and a window of eight, within two requests of its first, not after the seven others. Items'
+    first requests go in index order, however the connections to Redis interleave."""
+    fake_llm.script.delay = 0.05
+    decoding = Decoding(max_tokens=16, temperature=0.0, top_p=1.0)
+
+    async def main() -> None:
+        board = RedisBoard(connection.connect_async(redis_url), "follow-up", 8)
+        llm = transport.SpreadLLM(fake_endpoint(fake_llm), 1, Usage(), None, board)
+
+        async def asked_twice(i: int) -> None:
+            await llm.complete(f"item {i} first", decoding, 0, "instances")
+            await llm.complete(f"item {i} again", decoding, 0, "instances")
+
+        def build(i: int):
+            return asked_twice(i) if i < 12 else None
+
+        try:
+            await transport.ordered(0, build, lambda i, _: False, llm.capacity(1), lag=100)
+        finally:
+            await llm.close()
+
+    start = len(fake_llm.script.received)
+    asyncio.run(main())
+    order = [p for p in fake_llm.script.received[start:] if p.startswith("item ")]
+    assert len(order) == 24
+    firsts = [p for p in order if p.endswith("first")]
+    assert firsts == sorted(firsts, key=lambda p: int(p.split()[1])), order  # items in index order
+    for i in range(12):
+        assert order.index(f"item {i} again") - order.index(f"item {i} first") <= 2, order
 
 
 def test_the_board_rides_out_a_redis_restart(tmp_path):

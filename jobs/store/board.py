@@ -1,6 +1,7 @@
 """A run's board in Redis: its spread requests and their answers (jobs.method.transport.spread).
 
-- todo (list): request keys no sender holds, oldest first; requests (hash): key -> request;
+- todo (list): request keys no sender holds, in the order senders take them (a follow-up and a
+  request whose lease ran out go first); requests (hash): key -> request;
 - leased (sorted set): keys a sender holds, by the time its lease runs out;
 - answers (hash): key -> answer, until the run reads it; done (list): a signal that one came;
 - posted (set): keys the run wants, so a request is posted once and an answer nobody wants is dropped;
@@ -35,7 +36,7 @@ redis.call('DEL', KEYS[7])
 if redis.call('HEXISTS', KEYS[4], ARGV[1]) == 1 then return 0 end
 if redis.call('SADD', KEYS[6], ARGV[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call(ARGV[3] == '1' and 'LPUSH' or 'RPUSH', KEYS[1], ARGV[1])
 """
     + _EXPIRE
     + "return 1"
@@ -164,8 +165,8 @@ class RedisBoard:
     async def _run(self, name: str, *args: Any) -> Any:
         return await self._retried(lambda: self._scripts[name](keys=self.keys, args=[*args, TTL]))
 
-    async def post(self, key: str, request: bytes) -> bool:
-        return bool(await self._run("post", key, request))
+    async def post(self, key: str, request: bytes, front: bool = False) -> bool:
+        return bool(await self._run("post", key, request, int(front)))
 
     async def withdraw(self, key: str) -> None:
         await self._run("withdraw", key)

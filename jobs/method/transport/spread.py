@@ -31,6 +31,7 @@ from jobs.method.recipe import Decoding
 from jobs.method.transport.client import LLM, Completion, EndpointError, Prompt
 from jobs.method.transport.gate import Gate
 from jobs.method.transport.usage import Usage
+from jobs.method.transport.window import current_item
 
 log = structlog.get_logger(__name__)
 LEASE_SECONDS = 10.0  # a taken request goes back on the board once its sender has not renewed it this long
@@ -45,8 +46,9 @@ class Board(Protocol):
 
     workers: int  # how many workers' senders one run may keep busy (its own included)
 
-    async def post(self, key: str, request: bytes) -> bool:
-        """Offer a request; False when it is already on the board or answered."""
+    async def post(self, key: str, request: bytes, front: bool = False) -> bool:
+        """Offer a request, after those waiting (`front`: before them); False when it is already on
+        the board or answered."""
         ...
 
     async def withdraw(self, key: str) -> None:
@@ -110,6 +112,7 @@ class SpreadLLM(LLM):
         self._senders: list[LLM] = []
         self._failed: BaseException | None = None
         self._closing = False
+        self._posting = asyncio.Lock()  # fair: its waiters go in the order they came
 
     def capacity(self, concurrency: int) -> int:
         return concurrency * self.board.workers
@@ -152,6 +155,11 @@ class SpreadLLM(LLM):
         extra = {"schema": schema, **override}
         key = request_key(prompt, decoding, seed, stage, extra)
         self._start()
+        # an item's second request (a follow-up) goes before other items': the window waits for it
+        item = current_item.get()
+        front = item is not None and item.requests > 0
+        if item is not None:
+            item.requests += 1
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         waiters = self._waiting.setdefault(key, [])
         waiters.append(future)
@@ -160,7 +168,8 @@ class SpreadLLM(LLM):
                 request: dict[str, Any] = {"prompt": prompt, "decoding": asdict(decoding), "seed": seed}
                 request.update(stage=stage, **extra)
                 self._posted[key] = (time.monotonic(), json.dumps(request).encode())
-                await self.board.post(key, self._posted[key][1])
+                async with self._posting:  # in the order asked: concurrent calls may overtake
+                    await self.board.post(key, self._posted[key][1], front)
             raw = await future
         except asyncio.CancelledError:
             if future in waiters:

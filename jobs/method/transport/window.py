@@ -4,8 +4,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
+
+
+@dataclass
+class Item:
+    """One index of a window, as its requests see it (`current_item`): how many it has asked so far."""
+
+    requests: int = 0
+
+
+# The window item the current request belongs to (None outside a window): a transport that queues
+# requests (spread.py) serves an item's later ones (a follow-up asked once the first answer is in)
+# before new items', since the window hands results over in index order.
+current_item: ContextVar[Item | None] = ContextVar("window_item", default=None)
 
 
 @dataclass
@@ -40,7 +54,9 @@ async def ordered(
                 request = build(next_send)
                 if request is None:
                     break
+                token = current_item.set(Item())  # the task runs in a copy of this context
                 pending[next_send] = asyncio.ensure_future(request)
+                current_item.reset(token)
                 next_send += 1
             if not pending:
                 return Leftover()
