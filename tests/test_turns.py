@@ -10,17 +10,19 @@ from dataclasses import replace
 
 import pytest
 from rq import Queue
+from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
 from rq.job import JobStatus
 from rq.rate_limit import RateLimitRegistry
 
 from jobs.runner import queue
-from jobs.store import api_keys
+from jobs.settings import get_settings
+from jobs.store import api_keys, keyspace
 from jobs.store import job as jobs_
 from service.app import create_app
 from tests.conftest import wait_until
 from tests.test_api import make_seed_set
-from tests.test_faults import finish
+from tests.test_faults import dataset, finish, reference
 
 BIG = {"num_instructions": 24, "seed": 3, "instance_followup": False}  # 12 chunks of 2
 SMALL = {"num_instructions": 2, "seed": 4, "instance_followup": False}  # one RQ job, no chunks
@@ -133,3 +135,46 @@ def test_a_team_with_no_job_running_goes_to_the_front_of_the_queue(app, redis, s
     b1 = submit(beta, "beta")
     a3 = submit(alpha, "alpha")
     assert Queue(settings.queue, connection=redis).job_ids == [b1, a1, a2, a3]
+
+
+def started(redis, rq_id: str) -> bool:
+    try:
+        return RQJob.fetch(rq_id, connection=redis).get_status() == JobStatus.STARTED
+    except NoSuchJobError:
+        return False
+
+
+@pytest.mark.slow
+def test_a_chunk_gives_its_worker_to_another_teams_job_waiting_for_one(
+    settings, redis, fake_llm, spawn, monkeypatch
+) -> None:
+    """One worker, alpha's big job in chunks: beta's small job, submitted while a chunk runs, does not
+    wait for it to end. The chunk commits, gives its worker up and goes back on the queue without
+    spending a retry, and alpha's dataset is the one it makes alone."""
+    local = replace(settings, instance_chunk_size=12)  # 3 chunks of 10, 10 and 4
+    for name, value in local.to_env().items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    app = create_app(local, configure_logging=False)
+    alpha, beta = team_client(app, redis, "alpha"), team_client(app, redis, "beta")
+    seed_set = make_seed_set(alpha)
+    expected = reference(alpha, redis, seed_set, BIG)
+    fake_llm.script.delay = 0.2
+    big = alpha.post("/v1/jobs", json={"seed_set_id": seed_set, **BIG}).json["id"]
+    spawn(local, "worker")
+    chunks = [f"{big}-chunk{index}" for index in range(3)]
+    chunk = wait_until(
+        lambda: next((c for c in chunks if started(redis, c)), None), timeout=120, what="a chunk to start"
+    )
+    fake_llm.script.delay = 1.0  # the chunk's instructions now take 5 s and more
+    small = beta.post("/v1/jobs", json={"seed_set_id": make_seed_set(beta), **SMALL}).json["id"]
+    small_done = finish(beta, small, timeout=60)
+    beta_finished = time.time()
+    fake_llm.script.delay = 0.0
+    assert small_done["state"] == "succeeded"
+    assert RQJob.fetch(chunk, connection=redis).get_status() != JobStatus.FINISHED  # beta did not wait
+    assert finish(alpha, big)["state"] == "succeeded"
+    rq_chunk = RQJob.fetch(chunk, connection=redis)
+    assert rq_chunk.ended_at.timestamp() > beta_finished and rq_chunk.retries_left == local.job_retries
+    assert redis.get(keyspace.given_way(small)).decode() == big
+    assert dataset(local, "alpha", big) == expected

@@ -42,6 +42,11 @@ class Preempted(Exception):
     """The worker is shutting down; the job committed and asks RQ to run it again elsewhere."""
 
 
+class GaveWay(Exception):
+    """A chunk gave its worker to another job's main run that waited for one; committed, it goes back
+    on the queue, behind that run, without spending one of its retries."""
+
+
 class Context:
     """What one RQ job works with; Redis calls retried through a restart."""
 
@@ -56,6 +61,9 @@ class Context:
         self.job: jobs_.Job = job
         self.current: Run | None = None  # the run in hand, and its reporter
         self.reporter: Reporter | None = None
+        self.gives_way = False  # a chunk: it gives its worker to another job's main run waiting for one
+        self.gave_way_to: str | None = None
+        self._looked = 0.0
 
     def transition(self, to: str, allowed: tuple[str, ...], **fields: Any) -> bool:
         """Change the job's state; a final one queues the job's webhook (if it has a notify_url)."""
@@ -65,11 +73,17 @@ class Context:
         return changed
 
     def stopping(self) -> bool:
-        """The worker is shutting down, or the job was asked to stop."""
+        """The worker is shutting down, the job was asked to stop, or (a chunk, looked at once a second)
+        another job's main run waits for a worker."""
         if _preempted.is_set():
             return True
         try:
-            return self.r.hget(keyspace.job(self.job.id), "cancel_requested") == b"true"
+            if self.r.hget(keyspace.job(self.job.id), "cancel_requested") == b"true":
+                return True
+            if self.gives_way and time.monotonic() - self._looked >= 1.0:
+                self._looked = time.monotonic()
+                self.gave_way_to = queue.give_way(self.r, self.job.id, self.settings)
+            return self.gave_way_to is not None
         except redis.exceptions.RedisError:
             return False
 
@@ -162,6 +176,12 @@ def guarded(job_id: str, body: Callable[[Context], None]) -> None:
         if _preempted.is_set():
             log.info("job_preempted")
             raise Preempted("the worker is shutting down; the job resumes on another one") from e
+        if ctx.gave_way_to:
+            log.info("chunk_gave_way", to=ctx.gave_way_to)
+            current = get_current_job()
+            if current is not None and current.retries_left is not None:
+                current.retries_left += 1  # RQ's retry takes one back: giving way is no failure
+            raise GaveWay(f"gave its worker to job {ctx.gave_way_to}") from e
         log.info("job_stopped_on_request")
     except HistoryGone as e:
         log.warning("job_failed", error=str(e))

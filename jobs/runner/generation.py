@@ -81,6 +81,7 @@ def generate_chunk(job_id: str, index: int, instruction_ids: list[str]) -> None:
 
 
 def _chunk(ctx: Context, index: int, ids: list[str]) -> None:
+    ctx.gives_way = True  # another team's job starts within seconds while a big one's chunks run
     part = f"chunk{index}"
     store = ctx.store(part)
     if store.load() is None:

@@ -28,6 +28,7 @@ from jobs.store import connection, keyspace, webhooks
 from jobs.store import job as jobs_
 
 RESULT_TTL = 7 * 24 * 3600
+GIVE_WAY_AFTER = 2.0  # a main run queued this long has found no worker free: a chunk gives its worker up
 PRIORITY_STEP = 24 * 3600  # seconds of waiting one step of a job's priority is worth
 RUN_GENERATION = "jobs.runner.generation.run_generation"
 GENERATE_CHUNK = "jobs.runner.generation.generate_chunk"
@@ -90,6 +91,24 @@ def enqueue(r: Redis, job: jobs_.Job, settings: Settings | None = None) -> None:
         RUN_GENERATION, job.id, **_options(settings, job.id), **_team_turns(job, settings), at_front=first
     )
     _prioritize(r, [main], job)
+
+
+def give_way(r: Redis, job_id: str, settings: Settings) -> str | None:
+    """Another job's main run (its RQ id is the job's: no part after a dash) has waited GIVE_WAY_AFTER
+    seconds on the queue, so no worker is free for it, and no chunk has given way to it yet: claim it
+    for a chunk of `job_id`, which gives its worker up; returns its RQ id. One chunk a waiting run, so
+    a big job's other chunks work on."""
+    waiting = [
+        rq_id for rq_id in queue(r, settings).get_job_ids(0, 20) if "-" not in rq_id and rq_id != job_id
+    ]
+    for rq_job in RQJob.fetch_many(waiting, connection=r):
+        if rq_job is None or rq_job.enqueued_at is None:
+            continue
+        if time.time() - rq_job.enqueued_at.timestamp() < GIVE_WAY_AFTER:
+            continue  # a worker may be on its way
+        if r.set(keyspace.given_way(rq_job.id), job_id, nx=True, ex=int(settings.job_timeout)):
+            return rq_job.id
+    return None
 
 
 def enqueue_helper(r: Redis, job: jobs_.Job, helper: str, settings: Settings) -> None:

@@ -10,6 +10,7 @@ si:job:<id>:board:<part>             its spread requests, their answers and help
 si:job:<id>:gone                     a deleted or expired job's tombstone: its team (string, expires)
 si:jobs:expiring                     finished jobs by the time their retention ends (sorted set)
 si:spreading                         runs asking for helpers now, by when they stop counting (sorted set)
+si:given_way:<rq id>                 a main run a chunk gave its worker to: the chunk's job id (expires)
 si:team:<team>:jobs                  a team's jobs by creation time (sorted set)
 si:team:<team>:active_jobs           a team's unfinished jobs (set)
 si:team:<team>:seedsets              a team's seed sets by creation time (sorted set)
@@ -62,6 +63,10 @@ def job_batches(job_id: str) -> str:
 
 def board(job_id: str, part: str) -> str:
     return f"{job(job_id)}:board:{part}"
+
+
+def given_way(rq_id: str) -> str:
+    return f"{PREFIX}:given_way:{rq_id}"
 
 
 def preview(preview_id: str) -> str:
