@@ -10,11 +10,12 @@ import pytest
 from rouge_score import rouge_scorer
 
 from jobs.method.checkpoint import FileStore
+from jobs.method.endpoint import Endpoint
 from jobs.method.engine import execute
 from jobs.method.outputs import exports
 from jobs.method.outputs.exports import FILES
 from jobs.method.recipe import Execution, Recipe
-from jobs.method.run import Canceled, Run
+from jobs.method.run import FREE_BATCH, Canceled, Run
 from jobs.method.vocabulary import RULES
 from tests.conftest import fake_endpoint
 from tests.fake_llm import FakeLLM, Script
@@ -105,7 +106,8 @@ def test_same_seed_same_bytes_whatever_the_concurrency(tmp_path, fake_llm, seed_
 
 @pytest.mark.parametrize("stage", ["instructions", "classification", "instances"])
 def test_stopped_run_resumes_without_losing_or_repeating(tmp_path, fake_llm, seed_tasks, stage):
-    whole_run, whole = generate(tmp_path, fake_llm, seed_tasks, name="whole")
+    # the paper's classification method, which asks the model: a request per instruction in stage 2
+    whole_run, whole = generate(tmp_path, fake_llm, seed_tasks, name="whole", classification_method="text")
     prompts, kept = whole_run.checkpoint.next_prompt, len(whole_run.checkpoint.instructions)
     # items handled before the stop: stage-1 prompts, then one per instruction in stages 2 and 3
     stop_after = {
@@ -114,10 +116,27 @@ def test_stopped_run_resumes_without_losing_or_repeating(tmp_path, fake_llm, see
         "instances": prompts + kept + kept // 2,
     }[stage]
     with pytest.raises(Canceled):
-        generate(tmp_path, fake_llm, seed_tasks, name="parts", stop_after=stop_after)
+        generate(tmp_path, fake_llm, seed_tasks, "parts", stop_after, classification_method="text")
     assert FileStore(tmp_path / "parts" / "state").load().stage == stage
-    _, resumed = generate(tmp_path, fake_llm, seed_tasks, name="parts")
+    _, resumed = generate(tmp_path, fake_llm, seed_tasks, name="parts", classification_method="text")
     assert read_bytes(resumed) == read_bytes(whole)
+
+
+def test_items_that_cost_no_request_commit_and_look_for_a_stop_in_batches(tmp_path, seed_tasks):
+    """A knn vote costs no request: stage 2 commits, and asks whether to stop (a Redis read in a
+    worker), once every FREE_BATCH x checkpoint_every votes, not every checkpoint_every."""
+    store, asked, commits = FileStore(tmp_path / "state"), [], []
+    commit = store.commit
+    store.commit = lambda cp, pending: commits.append(len(pending)) or commit(cp, pending)  # type: ignore[method-assign]
+    endpoint = Endpoint(base_url="http://127.0.0.1:9/v1", model="m", api_key="k")
+    run = Run("free", seed_tasks, Recipe(), endpoint, store, should_stop=lambda: asked.append(1) or False)
+    every = run.execution.checkpoint_every * FREE_BATCH
+    for _ in range(2 * every + 1):
+        run.handled(free=True)
+    assert len(commits) == len(asked) == 2
+    for _ in range(every):
+        run.handled()  # a paid item: as before
+    assert len(asked) == 2 + every and len(commits) == 2 + every // run.execution.checkpoint_every
 
 
 @pytest.mark.slow

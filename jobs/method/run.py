@@ -36,6 +36,9 @@ Progress = Callable[[dict[str, Any]], None]
 History = Callable[[], Iterable[tuple[str, str, str]]]
 
 
+FREE_BATCH = 100
+
+
 class Canceled(Exception):
     """The run was asked to stop; everything handled so far is committed."""
 
@@ -131,14 +134,18 @@ class Run:
         counts = self.checkpoint.counts.setdefault(stage, {})
         counts[key] = counts.get(key, 0) + 1
 
-    def handled(self, progress: int | None = None, force: bool = False) -> None:
+    def handled(self, progress: int | None = None, force: bool = False, free: bool = False) -> None:
         """One prompt or completion fully handled: commit every few, report progress, honour a stop.
 
-        `progress` sets the stage's done count (default: one more)."""
+        `progress` sets the stage's done count (default: one more). `free`: the item cost no request
+        (a knn vote): redone in a moment after a crash, it commits and looks for a stop FREE_BATCH
+        times less often."""
         self.stage_done = self.stage_done + 1 if progress is None else progress
         self._since_commit += 1
-        if force or self._since_commit >= self.execution.checkpoint_every:
+        if force or self._since_commit >= self.execution.checkpoint_every * (FREE_BATCH if free else 1):
             self.commit()
+        elif free:
+            return
         self.report()
         if self._should_stop and self._should_stop():
             self.commit()

@@ -93,6 +93,11 @@ class SeedNeighbours:
         df = Counter(word for doc in docs for word in doc)
         self.idf = {word: math.log((1 + len(docs)) / (1 + n)) + 1 for word, n in df.items()}
         self.vectors = [self._vector(doc) for doc in docs]
+        # word -> (seed, weight): a text is compared with the seeds that share a word with it only
+        self.postings: dict[str, list[tuple[int, float]]] = {}
+        for i, vec in enumerate(self.vectors):
+            for word, x in vec.items():
+                self.postings.setdefault(word, []).append((i, x))
         self.tasks = list(tasks)
         self.k = k
         yes = sum(t.is_classification for t in tasks)
@@ -104,11 +109,11 @@ class SeedNeighbours:
         return {w: x / norm for w, x in vec.items()}
 
     def _nearest(self, vec: dict[str, float], skip: int | None = None) -> list[tuple[float, int]]:
-        sims = [
-            (sum(x * other.get(w, 0.0) for w, x in vec.items()), i)
-            for i, other in enumerate(self.vectors)
-            if i != skip
-        ]
+        dots = [0.0] * len(self.vectors)
+        for w, x in vec.items():
+            for i, y in self.postings.get(w, ()):
+                dots[i] += x * y
+        sims = [(dot, i) for i, dot in enumerate(dots) if i != skip]
         return sorted(sims, key=lambda s: (-s[0], s[1]))[: self.k]
 
     def _score(self, nearest: list[tuple[float, int]]) -> float:
@@ -350,7 +355,7 @@ async def run_stage(run: Run, llm: LLM) -> None:
                 )
         cp.classification[todo[i]["id"]] = answer
         run.count("classification", answer["label"])
-        run.handled()
+        run.handled(free=not chosen.asks)
 
     if not chosen.asks:  # nothing to send: the method decides from the instruction alone
         for i in range(len(todo)):
