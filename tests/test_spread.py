@@ -143,6 +143,13 @@ def test_an_items_follow_up_goes_before_other_items_requests(fake_llm, redis_url
             await transport.ordered(0, build, lambda i, _: False, llm.capacity(1), lag=100)
         finally:
             await llm.close()
+        # a run done with its board drops it; one that stopped leaves it for the run that resumes it
+        assert await RedisBoard(connection.connect_async(redis_url), "follow-up", 8).is_closed()
+        stopped = RedisBoard(connection.connect_async(redis_url), "stopped-early", 8)
+        llm = transport.SpreadLLM(fake_endpoint(fake_llm), 1, Usage(), None, stopped)
+        await llm.complete("one", decoding, 0, "instances")
+        await llm.close(finished=False)
+        assert not await RedisBoard(connection.connect_async(redis_url), "stopped-early", 8).is_closed()
 
     start = len(fake_llm.script.received)
     asyncio.run(main())
@@ -152,6 +159,49 @@ def test_an_items_follow_up_goes_before_other_items_requests(fake_llm, redis_url
     assert firsts == sorted(firsts, key=lambda p: int(p.split()[1])), order  # items in index order
     for i in range(12):
         assert order.index(f"item {i} again") - order.index(f"item {i} first") <= 2, order
+
+
+def test_a_stopped_run_leaves_what_is_answered_or_out_for_the_run_that_resumes_it(fake_llm, redis_url):
+    """A run that stops (a hand-back, say) withdraws what it waits for: a request nobody took goes, but
+    one a helper has out, or has answered, stays, so the run that resumes reads those answers instead
+    of paying for them again. A sender that stops mid-request gives its lease back at once."""
+    fake_llm.script.delay = 5.0
+    decoding = Decoding(max_tokens=16, temperature=0.0, top_p=1.0)
+
+    async def main() -> None:
+        board = RedisBoard(connection.connect_async(redis_url), "stopped", 2)
+        for key in ("out", "answered", "waiting"):
+            assert await board.post(key, key.encode())
+        assert (await board.take(30))[0] == "out"  # a helper's, answered after the stop
+        assert (await board.take(30))[0] == "answered"
+        await board.answer("answered", b"A")
+        for key in ("out", "answered", "waiting"):
+            await board.withdraw(key)  # the run stops
+        await board.answer("out", b"O")
+        await board.release()
+        resumed = RedisBoard(connection.connect_async(redis_url), "stopped", 2)
+        assert [await resumed.post(key, key.encode()) for key in ("out", "answered", "waiting")] == [
+            False,
+            False,
+            True,
+        ]
+        assert await resumed.answered(["out", "answered"], 0) == {"out": b"O", "answered": b"A"}
+        assert await resumed.take(30) == ("waiting", b"waiting")  # only this one is sent again
+        await resumed.answer("waiting", b"W")
+        # a sender stopped mid-request: its request is back on the board now, not when the lease ends
+        request = {"prompt": "p", "decoding": asdict(decoding), "seed": 0, "stage": "instances"}
+        await resumed.post("slow", json.dumps(request).encode())
+        llm = transport.LLM(fake_endpoint(fake_llm), 1, Usage())
+        sender = asyncio.ensure_future(transport.send(resumed, llm, lambda: False))
+        await asyncio.sleep(0.5)  # it took the request and waits for the endpoint
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+        await llm.close()
+        assert await resumed.maintain() == 1
+        assert (await resumed.take(30))[0] == "slow"
+        await resumed.close()
+
+    asyncio.run(main())
 
 
 def test_the_board_rides_out_a_redis_restart(tmp_path):
@@ -264,6 +314,10 @@ def test_helpers_are_asked_of_idle_workers_only_and_again_once_one_is_lost(
         worker = Worker([q], connection=redis, name=f"idle-{i}")
         worker.register_birth()
         worker.set_state("idle")
+    busy = Worker([q], connection=redis, name="busy")  # running another job: not idle
+    busy.register_birth()
+    busy.set_state("busy")
+    redis.zadd(StartedJobRegistry(queue=q).key, {"elsewhere:execution": time.time() + 600})
     recruit = partial(helpers.recruit, redis, job, local, concurrency=2)
     assert recruit(pending=2) == 0  # its own senders suffice
     assert recruit(pending=6) == 2  # one per 2 pending, its own worker included
@@ -336,6 +390,7 @@ def test_runs_that_spread_at_once_share_the_workers(client, redis, settings):
         worker = Worker([q], connection=redis, name=f"busy-{i}")
         worker.register_birth()
         worker.set_state("busy")
+        redis.zadd(StartedJobRegistry(queue=q).key, {f"running-{i}:execution": time.time() + 600})
     assert helpers.recruit(redis, big, local, pending=100, concurrency=2) == 0  # no worker idle
     redis.zadd(keyspace.board(big.id, "helpers"), {f"h{i}": time.time() + 60 for i in range(3)})
     assert not helpers._give_way(redis, local, big.id)  # nothing waits

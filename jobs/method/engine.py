@@ -42,14 +42,16 @@ async def _stages(run: Run, until: str, gate: GateFactory | None, board: BoardFa
     shared = gate() if gate else None
     spread = board() if board and run.endpoint.mode == "online" else None
     llm = transport.connect(run.endpoint, run.execution.concurrency, run.usage, book, shared, spread)
+    finished = False
     try:
         for stage in STAGES:
             at = STAGE_ORDER.index(stage.STAGE)
             if run.checkpoint.stage == stage.STAGE and at < STAGE_ORDER.index(until):
                 await stage.run_stage(run, llm)
                 run.advance(STAGE_ORDER[at + 1])
+        finished = True
     finally:
-        await llm.close()
+        await llm.close(finished)
         if shared is not None:
             await shared.close()
 

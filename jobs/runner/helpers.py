@@ -22,6 +22,7 @@ from collections.abc import Callable
 import redis.exceptions
 import structlog
 from redis import Redis
+from rq.registry import StartedJobRegistry
 from rq.worker import Worker
 
 from jobs.method import transport
@@ -89,7 +90,8 @@ def recruit(r: Redis, job: jobs_.Job, settings: Settings, pending: int, concurre
     short = wanted - have
     if short > 0:
         q = queue.queue(r, settings)
-        idle = sum(w.get_state() == "idle" for w in Worker.all(queue=q))
+        # the workers less the RQ jobs they run: two counts, however many workers there are
+        idle = Worker.count(queue=q) - StartedJobRegistry(queue=q).get_job_count(cleanup=False)
         share = _share(r, settings, now)
         short = min(short, max(idle - q.count, 0 if share is None else share - have))
     for _ in range(short):

@@ -42,12 +42,12 @@ redis.call(ARGV[3] == '1' and 'LPUSH' or 'RPUSH', KEYS[1], ARGV[1])
     + "return 1"
 )
 
+# a request a sender has, or has answered, stays: its answer waits for a run that asks again
 _WITHDRAW = """
-redis.call('LREM', KEYS[1], 0, ARGV[1])
+if redis.call('LREM', KEYS[1], 0, ARGV[1]) == 0 then return 0 end
 redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[4], ARGV[1])
 redis.call('SREM', KEYS[6], ARGV[1])
-return 0
+return 1
 """
 
 _TAKE = (

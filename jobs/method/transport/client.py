@@ -181,7 +181,8 @@ class LLM:
         self._in_flight = 0
         self._busy_since = 0.0
 
-    async def close(self) -> None:
+    async def close(self, finished: bool = True) -> None:
+        """`finished`: the run's stages are done (False: it stopped, and may resume)."""
         await self._client.close()
 
     def _wait(self, state: RetryCallState) -> float:

@@ -211,10 +211,12 @@ class SpreadLLM(LLM):
                     if not future.done():
                         future.set_result(raw)
 
-    async def close(self) -> None:
+    async def close(self, finished: bool = True) -> None:
         """Stop the senders and the dispatcher (the flag first: on Python 3.11 a cancel that lands as
-        an await completes can be lost, asyncio.wait_for's known flaw), and drop the board, if this
-        run used it (a resumed run with nothing left to do must not drop answers posted meanwhile)."""
+        an await completes can be lost, asyncio.wait_for's known flaw), and drop the board if this
+        run used it and is done. A run that stopped (a hand-back, a crash's cancel) leaves the answers
+        still to come there for the run that resumes it, as does a resumed run with nothing left to do
+        (answers posted meanwhile); the job's archiving drops what is left."""
         self._closing, used, pending = True, bool(self._tasks), set(self._tasks)
         while pending:
             for task in pending:
@@ -224,8 +226,8 @@ class SpreadLLM(LLM):
         for sender in self._senders:
             await sender.close()
         with contextlib.suppress(Exception):
-            await (self.board.close() if used else self.board.release())
-        await super().close()
+            await (self.board.close() if used and finished else self.board.release())
+        await super().close(finished)
 
 
 async def send(board: Board, llm: LLM, stop: Callable[[], bool], idle: float | None = None) -> int:
@@ -257,6 +259,10 @@ async def send(board: Board, llm: LLM, stop: Callable[[], bool], idle: float | N
             answer: dict[str, Any] = {"completions": [asdict(c) for c in completions]}
         except EndpointError as error:
             answer = {"error": str(error)}
+        except asyncio.CancelledError:  # the sender stops (its run closes): the request goes back
+            with contextlib.suppress(Exception):
+                await asyncio.shield(board.renew([key], 0.0))
+            raise
         except Exception as error:  # the run waiting for it fails with the reason
             log.exception("spread_request_failed")
             answer = {"error": f"internal error ({type(error).__name__}) answering a {request_stage} request"}
