@@ -69,3 +69,26 @@ def test_formats_with_the_datasets_library(out, tmp_path, monkeypatch):
         "json", data_files=str(out / "finetune.jsonl"), split="train", cache_dir=str(tmp_path)
     )
     assert set(ft.column_names) == {"prompt", "completion", "instruction", "input", "output"}
+
+
+def test_the_dataset_folder_loads_as_a_dataset(out, tmp_path, seed_tasks, monkeypatch):
+    """The card's YAML header names the instance files as configurations, so datasets.load_dataset(<the
+    folder>) gives the instances, with the Parquet file's columns and types; without Parquet, the
+    Alpaca file is the default and the other JSON formats load by name."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    import datasets
+
+    ds = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "a"))
+    table = pq.read_table(out / "dataset.parquet")
+    assert ds.column_names == table.column_names and ds.num_rows == table.num_rows > 5
+    assert ds.features["is_classification"].dtype == "bool" and ds[0] == table.slice(0, 1).to_pylist()[0]
+    from tests.fake_llm import FakeLLM, Script
+
+    with FakeLLM(Script()) as server:
+        formats = ("alpaca", "finetune", "chat")
+        _, json_only = generate(tmp_path, server, seed_tasks, num_instructions=10, export_formats=formats)
+    alpaca = datasets.load_dataset(str(json_only), split="train", cache_dir=str(tmp_path / "b"))
+    assert alpaca.column_names == ["instruction", "input", "output"] and alpaca.num_rows == table.num_rows
+    chat = datasets.load_dataset(str(json_only), "chat", split="train", cache_dir=str(tmp_path / "c"))
+    assert chat[0]["messages"][0]["role"] == "user" and chat.num_rows == table.num_rows

@@ -5,8 +5,31 @@ from __future__ import annotations
 
 from typing import Any
 
+import yaml
+
 from jobs.method.outputs.report import FIGURES
 from jobs.method.vocabulary import FILES, RULES
+
+_STRING = {"dtype": "string"}
+# Each instance file as a configuration of the Hugging Face `datasets` library, with its columns. The
+# library reads one format a folder, so the header names the Parquet file alone when it is written
+# (datasets.load_dataset(<the dataset's folder>) gives the instances), else the JSON ones.
+CONFIGS = {
+    FILES["parquet"]: (
+        "instances",
+        {
+            **{name: _STRING for name in ("id", "instruction_id", "instruction", "input", "output")},
+            "is_classification": {"dtype": "bool"},
+            "source": _STRING,
+        },
+    ),
+    FILES["alpaca"]: ("alpaca", {name: _STRING for name in ("instruction", "input", "output")}),
+    FILES["finetune"]: (
+        "finetune",
+        {name: _STRING for name in ("prompt", "completion", "instruction", "input", "output")},
+    ),
+    FILES["chat"]: ("chat", {"messages": [{"role": _STRING, "content": _STRING}]}),
+}
 
 
 def write(
@@ -15,9 +38,11 @@ def write(
     run_record: dict[str, Any],
     quality: dict[str, Any],
 ) -> str:
-    """The dataset card: what is in the directory, how it was made, how to load it."""
+    """The dataset card: what is in the directory, how it was made, how to load it; its YAML header is
+    the one the Hugging Face Hub reads (configurations, features, licence, task categories)."""
     cfg = run_record["config"]
     lines = [
+        *header(records),
         "# Self-Instruct dataset",
         "",
         f"Generated with the SELF-INSTRUCT method (Wang et al., 2022) by selfinstruct-service "
@@ -68,14 +93,70 @@ def write(
         "",
         "```python",
         "import datasets",
-        f'ds = datasets.load_dataset("parquet", data_files="{FILES["parquet"]}")',
-        f'alpaca = datasets.load_dataset("json", data_files="{FILES["alpaca"]}")',
+        'ds = datasets.load_dataset("path/to/this/folder", split="train")  # the header\'s default',
+        *(
+            f'{CONFIGS[name][0]} = datasets.load_dataset("json", data_files="{name}", split="train")'
+            for name in CONFIGS
+            if name in records and name not in _written(records)
+        ),
         "```",
         "",
         "Machine-generated data: review it before training on it; it inherits the model's errors.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _written(records: dict[str, int]) -> list[str]:
+    """The instance files the header names, the default first."""
+    if FILES["parquet"] in records:
+        return [FILES["parquet"]]
+    return [name for name in CONFIGS if name in records]
+
+
+def header(records: dict[str, int]) -> list[str]:
+    """The card's YAML header: a configuration per instance file it names (the first the default), each
+    a train split with its features. The licence is `other`: the data's is the seed set's and
+    the model's terms, which the job's owner knows."""
+    written = _written(records)
+    rows = max((records[name] for name in written), default=0)
+    meta = {
+        "license": "other",
+        "task_categories": ["text-generation"],
+        "tags": ["self-instruct", "synthetic", "instruction-tuning"],
+        "size_categories": [_size(rows)],
+        "configs": [
+            {
+                "config_name": CONFIGS[name][0],
+                "data_files": [{"split": "train", "path": name}],
+                **({"default": True} if i == 0 else {}),
+            }
+            for i, name in enumerate(written)
+        ],
+        "dataset_info": [
+            {
+                "config_name": CONFIGS[name][0],
+                "features": [_feature(k, v) for k, v in CONFIGS[name][1].items()],
+            }
+            for name in written
+        ],
+    }
+    return ["---", yaml.safe_dump(meta, sort_keys=False).rstrip(), "---", ""]
+
+
+def _feature(name: str, kind: Any) -> dict[str, Any]:
+    """A column in the header's terms: a dtype, or a list of records with named string fields."""
+    if isinstance(kind, list):
+        return {"name": name, "list": [{"name": k, **v} for k, v in kind[0].items()]}
+    return {"name": name, **kind}
+
+
+def _size(rows: int) -> str:
+    """The Hub's size category for this many rows."""
+    for bound, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K")):
+        if rows < bound:
+            return name
+    return "100K<n<1M" if rows < 1_000_000 else "n>1M"
 
 
 def _cost(stats: dict[str, Any]) -> list[str]:
