@@ -134,7 +134,7 @@ class Settings:
     # (jobs.runner.queue); about the number of workers, so one team alone keeps them all busy
     team_job_slots: int = 8
     # a main run's requests (stages 1 and 2, and instances that fit one chunk) are answered by up to
-    # this many workers, its own included (1, the default: by its own alone); each helper works for a
+    # this many workers, its own included (1: by its own alone); each helper works for a
     # turn of spread_turn_seconds, then gives its worker back (other teams' work waiting gets it first)
     spread_workers: int = 8
     spread_turn_seconds: float = 15.0

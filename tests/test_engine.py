@@ -104,21 +104,25 @@ def test_same_seed_same_bytes_whatever_the_concurrency(tmp_path, fake_llm, seed_
     assert read_bytes(a)["alpaca.json"] != read_bytes(c)["alpaca.json"]
 
 
-@pytest.mark.parametrize("stage", ["instructions", "classification", "instances"])
-def test_stopped_run_resumes_without_losing_or_repeating(tmp_path, fake_llm, seed_tasks, stage):
-    # the paper's classification method, which asks the model: a request per instruction in stage 2
-    whole_run, whole = generate(tmp_path, fake_llm, seed_tasks, name="whole", classification_method="text")
+@pytest.mark.parametrize(
+    "stage, method",
+    [("instructions", "knn"), ("classification", "text"), ("instances", "knn"), ("instances", "text")],
+)
+def test_stopped_run_resumes_without_losing_or_repeating(tmp_path, fake_llm, seed_tasks, stage, method):
+    whole_run, whole = generate(tmp_path, fake_llm, seed_tasks, name="whole", classification_method=method)
     prompts, kept = whole_run.checkpoint.next_prompt, len(whole_run.checkpoint.instructions)
-    # items handled before the stop: stage-1 prompts, then one per instruction in stages 2 and 3
+    # items handled before the stop: stage-1 prompts, then one per instruction in stages 2 (where the
+    # method asks the model: knn's votes look for a stop once every 400) and 3
+    asked = kept if method == "text" else 0
     stop_after = {
         "instructions": prompts // 2,
         "classification": prompts + kept // 2,
-        "instances": prompts + kept + kept // 2,
+        "instances": prompts + asked + kept // 2,
     }[stage]
     with pytest.raises(Canceled):
-        generate(tmp_path, fake_llm, seed_tasks, "parts", stop_after, classification_method="text")
+        generate(tmp_path, fake_llm, seed_tasks, "parts", stop_after, classification_method=method)
     assert FileStore(tmp_path / "parts" / "state").load().stage == stage
-    _, resumed = generate(tmp_path, fake_llm, seed_tasks, name="parts", classification_method="text")
+    _, resumed = generate(tmp_path, fake_llm, seed_tasks, name="parts", classification_method=method)
     assert read_bytes(resumed) == read_bytes(whole)
 
 

@@ -115,6 +115,14 @@ def test_a_lease_not_renewed_goes_back_on_the_board(redis, redis_url):
         assert await board.recover({"k3": b"three"}) == 1
         assert await board.take(5) == ("k3", b"three")
         assert await board.recover({"k3": b"three"}) == 0
+        # requests that go first (follow-ups, expired leases) go in the order they came, then the rest
+        await board.post("late", b"late")
+        for key in ("f1", "f2", "f3"):
+            await board.post(key, key.encode(), front=True)
+        assert [(await board.take(0.3))[0] for _ in range(2)] == ["f1", "f2"]
+        await asyncio.sleep(0.4)
+        await board.maintain()  # f1 and f2 expired: after f3, before "late"
+        assert [(await board.take(5))[0] for _ in range(4)] == ["f3", "f1", "f2", "late"]
         await board.close()
 
     asyncio.run(main())

@@ -94,21 +94,21 @@ def enqueue(r: Redis, job: jobs_.Job, settings: Settings | None = None) -> None:
 
 
 def give_way(r: Redis, job_id: str, settings: Settings) -> str | None:
-    """Another job's main run (its RQ id is the job's: no part after a dash) has waited GIVE_WAY_AFTER
-    seconds on the queue, so no worker is free for it, and no chunk has given way to it yet: claim it
-    for a chunk of `job_id`, which gives its worker up; returns its RQ id. One chunk a waiting run, so
-    a big job's other chunks work on."""
-    waiting = [
-        rq_id for rq_id in queue(r, settings).get_job_ids(0, 20) if "-" not in rq_id and rq_id != job_id
-    ]
-    for rq_job in RQJob.fetch_many(waiting, connection=r):
-        if rq_job is None or rq_job.enqueued_at is None:
-            continue
-        if time.time() - rq_job.enqueued_at.timestamp() < GIVE_WAY_AFTER:
-            continue  # a worker may be on its way
-        if r.set(keyspace.given_way(rq_job.id), job_id, nx=True, ex=int(settings.job_timeout)):
-            return rq_job.id
-    return None
+    """Another job's main run (its RQ id is the job's: no part after a dash) is next on the queue and
+    has waited GIVE_WAY_AFTER seconds there, so no worker is free for it, and no chunk has given way to
+    it lately: claim it for a chunk of `job_id`, which gives its worker up; returns its RQ id. One chunk
+    a waiting run (for a minute: a run still waiting then may have another), so a big job's other
+    chunks work on."""
+    head = queue(r, settings).get_job_ids(0, 1)
+    if not head or "-" in head[0] or head[0] == job_id:
+        return None
+    rq_job = RQJob.fetch_many(head, connection=r)[0]
+    if rq_job is None or rq_job.enqueued_at is None:
+        return None
+    seconds, micros = r.time()  # Redis's clock, as every other wait here
+    if seconds + micros / 1e6 - rq_job.enqueued_at.timestamp() < GIVE_WAY_AFTER:
+        return None  # a worker may be on its way
+    return rq_job.id if r.set(keyspace.given_way(rq_job.id), job_id, nx=True, ex=60) else None
 
 
 def enqueue_helper(r: Redis, job: jobs_.Job, helper: str, settings: Settings) -> None:

@@ -1,7 +1,8 @@
 """A run's board in Redis: its spread requests and their answers (jobs.method.transport.spread).
 
-- todo (list): request keys no sender holds, in the order senders take them (a follow-up and a
-  request whose lease ran out go first); requests (hash): key -> request;
+- todo (list): request keys no sender holds, in the order asked; first (list): those that go before
+  them, in the order they came (a follow-up, a request whose lease ran out); requests (hash): key ->
+  request;
 - leased (sorted set): keys a sender holds, by the time its lease runs out;
 - answers (hash): key -> answer, until the run reads it; done (list): a signal that one came;
 - posted (set): keys the run wants, so a request is posted once and an answer nobody wants is dropped;
@@ -24,19 +25,19 @@ from jobs import retry
 from jobs.store import keyspace
 
 TTL = 24 * 3600
-PARTS = keyspace.BOARD_PARTS[:7]  # the helpers' set is jobs.runner.helpers'
+PARTS = keyspace.BOARD_PARTS[:8]  # the helpers' set is jobs.runner.helpers'
 
 _NOW = "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) + tonumber(t[2]) / 1e6\n"
 _EXPIRE = "for _, k in ipairs(KEYS) do redis.call('EXPIRE', k, ARGV[#ARGV]) end\n"
 
-# KEYS: todo, requests, leased, answers, done, posted, closed (in every script). ARGV: ..., ttl.
+# KEYS: todo, requests, leased, answers, done, posted, closed, first (in every script). ARGV: ..., ttl.
 _POST = (
     """
 redis.call('DEL', KEYS[7])
 if redis.call('HEXISTS', KEYS[4], ARGV[1]) == 1 then return 0 end
 if redis.call('SADD', KEYS[6], ARGV[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call(ARGV[3] == '1' and 'LPUSH' or 'RPUSH', KEYS[1], ARGV[1])
+redis.call('RPUSH', ARGV[3] == '1' and KEYS[8] or KEYS[1], ARGV[1])
 """
     + _EXPIRE
     + "return 1"
@@ -44,7 +45,8 @@ redis.call(ARGV[3] == '1' and 'LPUSH' or 'RPUSH', KEYS[1], ARGV[1])
 
 # a request a sender has, or has answered, stays: its answer waits for a run that asks again
 _WITHDRAW = """
-if redis.call('LREM', KEYS[1], 0, ARGV[1]) == 0 then return 0 end
+local untaken = redis.call('LREM', KEYS[1], 0, ARGV[1]) + redis.call('LREM', KEYS[8], 0, ARGV[1])
+if untaken == 0 then return 0 end
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('SREM', KEYS[6], ARGV[1])
 return 1
@@ -54,7 +56,7 @@ _TAKE = (
     _NOW
     + """
 while true do
-  local key = redis.call('LPOP', KEYS[1])
+  local key = redis.call('LPOP', KEYS[8]) or redis.call('LPOP', KEYS[1])
   if not key then return nil end
   local request = redis.call('HGET', KEYS[2], key)
   if request then
@@ -108,7 +110,7 @@ local n = 0
 for i = 1, #ARGV - 1, 2 do
   local key = ARGV[i]
   if redis.call('HEXISTS', KEYS[4], key) == 0 and not redis.call('ZSCORE', KEYS[3], key)
-     and not redis.call('LPOS', KEYS[1], key) then
+     and not redis.call('LPOS', KEYS[1], key) and not redis.call('LPOS', KEYS[8], key) then
     redis.call('SADD', KEYS[6], key)
     redis.call('HSET', KEYS[2], key, ARGV[i + 1])
     redis.call('RPUSH', KEYS[1], key)
@@ -125,9 +127,9 @@ _MAINTAIN = (
     + """
 for _, key in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)) do
   redis.call('ZREM', KEYS[3], key)
-  if redis.call('HEXISTS', KEYS[2], key) == 1 then redis.call('LPUSH', KEYS[1], key) end
+  if redis.call('HEXISTS', KEYS[2], key) == 1 then redis.call('RPUSH', KEYS[8], key) end
 end
-return redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[3])
+return redis.call('LLEN', KEYS[1]) + redis.call('LLEN', KEYS[8]) + redis.call('ZCARD', KEYS[3])
 """
 )
 

@@ -38,7 +38,7 @@ API_KEYS = f"{PREFIX}:apikeys"
 JOBS_BY_STATE = f"{PREFIX}:stats:jobs_by_state"
 EXPIRING = f"{PREFIX}:jobs:expiring"
 SPREADING = f"{PREFIX}:spreading"
-BOARD_PARTS = ("todo", "requests", "leased", "answers", "done", "posted", "closed", "helpers")
+BOARD_PARTS = ("todo", "requests", "leased", "answers", "done", "posted", "closed", "first", "helpers")
 
 
 def job(job_id: str) -> str:

@@ -109,7 +109,7 @@ class SeedNeighbours:
         return {w: x / norm for w, x in vec.items()}
 
     def _nearest(self, vec: dict[str, float], skip: int | None = None) -> list[tuple[float, int]]:
-        dots = [0.0] * len(self.vectors)
+        dots = [0.0 if vec else 0] * len(self.vectors)  # as sum() of no words gave: an int 0
         for w, x in vec.items():
             for i, y in self.postings.get(w, ()):
                 dots[i] += x * y

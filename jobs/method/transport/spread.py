@@ -260,6 +260,8 @@ async def send(board: Board, llm: LLM, stop: Callable[[], bool], idle: float | N
         except EndpointError as error:
             answer = {"error": str(error)}
         except asyncio.CancelledError:  # the sender stops (its run closes): the request goes back
+            renewing.cancel()  # first, so that no renewal under way outlasts this one
+            await asyncio.gather(renewing, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await asyncio.shield(board.renew([key], 0.0))
             raise
