@@ -128,7 +128,7 @@ def test_a_lease_not_renewed_goes_back_on_the_board(redis, redis_url):
     asyncio.run(main())
 
 
-def test_an_items_follow_up_goes_before_other_items_requests(fake_llm, redis_url):
+def test_an_items_follow_up_goes_before_other_items_requests(fake_llm, redis, redis_url):
     """The window hands results over in index order, so an item's second request (asked once its first
     answer is in: stage 3's follow-up) is taken before the requests of items behind it: here, with one
     sender and a window of eight, within two requests of its first, not after the seven others. Items'
@@ -152,12 +152,12 @@ def test_an_items_follow_up_goes_before_other_items_requests(fake_llm, redis_url
         finally:
             await llm.close()
         # a run done with its board drops it; one that stopped leaves it for the run that resumes it
-        assert await RedisBoard(connection.connect_async(redis_url), "follow-up", 8).is_closed()
+        assert redis.exists(keyspace.board("follow-up", "closed"))
         stopped = RedisBoard(connection.connect_async(redis_url), "stopped-early", 8)
         llm = transport.SpreadLLM(fake_endpoint(fake_llm), 1, Usage(), None, stopped)
         await llm.complete("one", decoding, 0, "instances")
         await llm.close(finished=False)
-        assert not await RedisBoard(connection.connect_async(redis_url), "stopped-early", 8).is_closed()
+        assert not redis.exists(keyspace.board("stopped-early", "closed"))
 
     start = len(fake_llm.script.received)
     asyncio.run(main())

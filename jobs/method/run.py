@@ -36,7 +36,7 @@ Progress = Callable[[dict[str, Any]], None]
 History = Callable[[], Iterable[tuple[str, str, str]]]
 
 
-FREE_BATCH = 100
+FREE_BATCH = 100  # items that cost no request commit this many times less often (Run.handled)
 
 
 class Canceled(Exception):

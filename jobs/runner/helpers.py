@@ -60,12 +60,6 @@ class JobBoard(RedisBoard):
             log.warning("helpers_not_recruited", error=str(error)[:200])
 
 
-def _now(r: Redis) -> float:
-    """Redis's clock, which every machine's workers share (theirs may be skewed)."""
-    seconds, micros = r.time()
-    return seconds + micros / 1e6
-
-
 def board(ctx: Context) -> Callable[[], JobBoard] | None:
     """What makes the board the job's main run spreads its requests through (None: SPREAD_WORKERS 1)."""
     if ctx.settings.spread_workers <= 1:
@@ -83,7 +77,7 @@ def recruit(r: Redis, job: jobs_.Job, settings: Settings, pending: int, concurre
     workers = min(settings.spread_workers, settings.team_job_slots)
     wanted = min(workers, math.ceil(pending / max(concurrency, 1))) - 1
     key = keyspace.board(job.id, "helpers")
-    now = _now(r)
+    now = connection.now(r)
     r.zremrangebyscore(key, "-inf", now)
     r.zadd(keyspace.SPREADING, {job.id: now + SPREADING_SECONDS})
     have = r.zcard(key)
@@ -121,7 +115,7 @@ def serve(ctx: Context, helper: str) -> int:
     try:
         if ctx.r.exists(keyspace.board(ctx.job.id, "closed")) or ctx.stopping():
             return 0
-        ctx.r.zadd(key, {helper: _now(ctx.r) + HELPER_LEASE})
+        ctx.r.zadd(key, {helper: connection.now(ctx.r) + HELPER_LEASE})
         return asyncio.run(_turn(ctx, helper))
     finally:
         ctx.r.zrem(key, helper)
@@ -136,7 +130,7 @@ def _give_way(r: Redis, settings: Settings, job_id: str) -> bool:
             return True
         if all(rq_id.startswith(f"{job_id}-helper-") for rq_id in waiting):
             return False
-        share = _share(r, settings, _now(r))
+        share = _share(r, settings, connection.now(r))
         return share is not None and r.zcard(keyspace.board(job_id, "helpers")) > share
     except redis.exceptions.RedisError:
         return False
@@ -157,7 +151,7 @@ async def _turn(ctx: Context, helper: str) -> int:
         if time.monotonic() - state["checked"] >= 1.0:
             state["checked"] = time.monotonic()
             state["stop"] = ctx.stopping() or _give_way(ctx.r, s, ctx.job.id)
-            ctx.r.zadd(keyspace.board(ctx.job.id, "helpers"), {helper: _now(ctx.r) + HELPER_LEASE})
+            ctx.r.zadd(keyspace.board(ctx.job.id, "helpers"), {helper: connection.now(ctx.r) + HELPER_LEASE})
         return bool(state["stop"])
 
     endpoint = profile.keyed()

@@ -105,8 +105,7 @@ def give_way(r: Redis, job_id: str, settings: Settings) -> str | None:
     rq_job = RQJob.fetch_many(head, connection=r)[0]
     if rq_job is None or rq_job.enqueued_at is None:
         return None
-    seconds, micros = r.time()  # Redis's clock, as every other wait here
-    if seconds + micros / 1e6 - rq_job.enqueued_at.timestamp() < GIVE_WAY_AFTER:
+    if connection.now(r) - rq_job.enqueued_at.timestamp() < GIVE_WAY_AFTER:
         return None  # a worker may be on its way
     return rq_job.id if r.set(keyspace.given_way(rq_job.id), job_id, nx=True, ex=60) else None
 

@@ -84,3 +84,9 @@ def connect_async(url: str, **options: Any) -> redis.asyncio.Redis:
         return redis.asyncio.Redis.from_url(url, **options)
     watchers = redis.asyncio.sentinel.Sentinel(s.sentinels, sentinel_kwargs=_sentinel_options(s, options))
     return watchers.master_for(s.service, **_master_options(s, options))
+
+
+def now(r: Redis) -> float:
+    """Redis's clock, which every machine's workers share (theirs may be skewed)."""
+    seconds, micros = r.time()
+    return seconds + micros / 1e6
