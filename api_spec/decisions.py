@@ -3,6 +3,7 @@
 from marshmallow import Schema, fields, validate
 
 from api_spec.common import PageArgsSchema, PageSchema
+from jobs.method.decisions import SCAN
 from jobs.method.vocabulary import DECISION_STAGES as STAGES
 from jobs.method.vocabulary import RULES, VERDICTS
 
@@ -31,7 +32,14 @@ class DecisionSchema(Schema):
 
 class DecisionPageSchema(PageSchema):
     items = fields.List(fields.Nested(DecisionSchema), required=True)
-    total = fields.Integer(required=True, metadata={"description": "Decisions matching the filters so far."})
+    total = fields.Integer(
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "Decisions matching the filters so far; null for a text query (`q`) while the "
+            "job runs, whose pages read the log in bounded steps instead of counting it."
+        },
+    )
 
 
 class DecisionListArgsSchema(PageArgsSchema):
@@ -42,6 +50,16 @@ class DecisionListArgsSchema(PageArgsSchema):
     stage = fields.String(validate=validate.OneOf(STAGES))
     verdict = fields.String(validate=validate.OneOf(VERDICTS))
     rule = fields.String(validate=validate.OneOf(list(RULES)))
+    q = fields.String(
+        validate=validate.Length(1, 200),
+        metadata={
+            "description": "Text search: decisions whose text or input has every word of `q` (a run "
+            "of letters and digits) as the start of one of its words, case-insensitively; no word finds "
+            "nothing. While the job runs a page reads at "
+            f"most {SCAN:,} decisions, so it may hold fewer items than `limit` (none, even) and still have a "
+            "`next_cursor`: follow it to read on."
+        },
+    )
 
 
 class RuleSchema(Schema):

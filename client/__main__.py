@@ -4,6 +4,7 @@
     selfinstruct submit seeds.jsonl --instructions 2000 --max-cost 5 --wait --download out/
     selfinstruct extend JOB --instructions 4000 --wait --download out/
     selfinstruct logs JOB --follow
+    selfinstruct decisions JOB --verdict dropped --search "haiku poem"
     selfinstruct verify-webhook --secret whsec_... --headers headers.txt --body body.json
 
 Exit codes: 0 succeeded (or submitted, without --wait), 1 failed, 2 bad input, 3 canceled,
@@ -13,6 +14,7 @@ Exit codes: 0 succeeded (or submitted, without --wait), 1 failed, 2 bad input, 3
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -228,6 +230,24 @@ def logs(client: Client, args: argparse.Namespace) -> int:
     return OK
 
 
+def decisions(client: Client, args: argparse.Namespace) -> int:
+    """A line per decision (id, verdict, rule, score, text), or its JSON with --json."""
+    filters = {k: v for k in ("stage", "verdict", "rule") if (v := getattr(args, k))}
+    if args.search:
+        filters["q"] = args.search
+    for n, d in enumerate(client.decisions(args.job_id, **filters)):
+        if args.max is not None and n >= args.max:
+            break
+        if args.json:
+            print(json.dumps(d, ensure_ascii=False), flush=True)
+            continue
+        score = d["detail"].get("score")
+        text = f"{d['input']} -> {d['text']}" if d["input"] else d["text"]
+        score_text = f"{score:.3f}" if isinstance(score, (int, float)) else "-"
+        print(f"{d['id']}\t{d['verdict']}\t{d['rule']}\t{score_text}\t{text}", flush=True)
+    return OK
+
+
 def verify_webhook(args: argparse.Namespace) -> int:
     """0 when the delivery is the service's (signed with the secret, recent enough), else 1 and why."""
     if not args.secret:
@@ -312,6 +332,14 @@ def main(argv: list[str] | None = None) -> int:
     lg = sub.add_parser("logs", allow_abbrev=False, help="a job's events")
     lg.add_argument("job_id")
     lg.add_argument("--follow", "-f", action="store_true", help="keep following until the job ends")
+    dc = sub.add_parser("decisions", allow_abbrev=False, help="a job's decisions, filtered or searched")
+    dc.add_argument("job_id")
+    dc.add_argument("--stage", choices=["instruction", "instance"])
+    dc.add_argument("--verdict", choices=["kept", "dropped"])
+    dc.add_argument("--rule", help="a rule name (GET /v1/rules)")
+    dc.add_argument("--search", metavar="TEXT", help="decisions whose text or input has these words")
+    dc.add_argument("--max", type=int, metavar="N", help="stop after N decisions")
+    dc.add_argument("--json", action="store_true", help="print each decision's JSON")
     v = sub.add_parser(
         "verify-webhook",
         allow_abbrev=False,
@@ -352,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
             return preview(client, args)
         if args.command == "logs":
             return logs(client, args)
+        if args.command == "decisions":
+            return decisions(client, args)
         if args.command == "extend":
             job = client.extend(args.job_id, args.instructions)
             print(f"job {job['id']} {job['state']} (extends {args.job_id})")

@@ -13,6 +13,7 @@ from marshmallow import RAISE
 
 from api_spec.decisions import DecisionListArgsSchema, DecisionPageSchema, DecisionSchema, RuleSchema
 from jobs.blobs.decision_archive import NAME, ArchivedLog, Cache
+from jobs.method.decisions import Query
 from jobs.method.vocabulary import RULES, STAGE_RULES
 from jobs.store.decision_log import Cursor, DecisionLog
 from jobs.store.job import Job
@@ -49,12 +50,14 @@ class Decisions(MethodView):
         """A page of decisions in the order they were made; available while the job runs."""
         job = get_job(job_id)
         after = Cursor.decode(args.get("cursor")).seq  # the schema has checked its form
+        text = Query(args["q"]) if args.get("q") else None
         items, last, total = _log(job).page(
-            args.get("stage"), args.get("verdict"), args.get("rule"), after, args["limit"]
+            args.get("stage"), args.get("verdict"), args.get("rule"), after, args["limit"], text
         )
         # the stored records are DecisionSchema's JSON already: splice them in, don't re-serialise
         cursor = json.dumps(Cursor(last).encode() if last else None)
-        body = b'{"items": [' + b", ".join(items) + f'], "next_cursor": {cursor}, "total": {total}}}'.encode()
+        tail = f'], "next_cursor": {cursor}, "total": {json.dumps(total)}}}'
+        body = b'{"items": [' + b", ".join(items) + tail.encode()
         return Response(body, mimetype="application/json")
 
 

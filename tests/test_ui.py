@@ -6,9 +6,11 @@ Screenshots of the main pages go to $UI_SCREENSHOTS (default .run/ui-screenshots
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import threading
 import time
@@ -383,16 +385,65 @@ def test_filter_decisions_by_rule_and_page_to_the_end(page, stack, job):
         page.click("#next")
     assert shown == expected
     assert f"of {len(expected)} matching" in page.inner_text("#page-info")
-    # back one page, then a text search over the page
+    # back one page, then a text search through the API, over every page of the filter
     page.click("#prev")
     pages = (len(expected) - 1) // 10 + 1
     until(page, "n => document.querySelector('#page-info').textContent.startsWith(`Page ${n}:`)", pages - 1)
-    on_page = expected[(pages - 2) * 10 : (pages - 1) * 10]
-    page.fill("#search", on_page[3])
-    found = [d for d in on_page if on_page[3] in d]
-    assert page.locator("#decisions tbody tr").evaluate_all("rows => rows.map(r => r.dataset.id)") == found
-    assert f"({len(found)} shown by the search)" in page.inner_text("#page-info")
+    kept = stack.all_decisions(job, stage="instance", rule="kept")
+    words = [re.findall(r"[a-z0-9]+", f"{d['text']} {d['input'] or ''}".lower()) for d in kept]
+    # a word some but not all kept instances have, typed in capitals and cut short: a prefix search
+    counts = collections.Counter(w for ws in words for w in set(ws) if len(w) > 4)
+    word = next(w for w, n in counts.most_common() if n < len(kept))
+    found = [d["id"] for d, ws in zip(kept, words, strict=True) if any(w.startswith(word[:-1]) for w in ws)]
+    page.fill("#f-q", word[:-1].upper())
+    page.press("#f-q", "Enter")
+    until(page, "q => location.search.includes(`q=${q}`)", word[:-1].upper())
+    info = "n => document.querySelector('#page-info').textContent.includes(`of ${n} matching`)"
+    until(page, info, len(found))
+    rows = page.locator("#decisions tbody tr").evaluate_all("rows => rows.map(r => r.dataset.id)")
+    assert rows == found[:10]
     assert not page.watch.errors, page.watch.errors
+
+
+def test_a_running_jobs_search_reads_on_through_pages_without_a_match(page, stack, redis_url):
+    """12,000 decisions still in Redis, as a running job's are: a page reads at most 5,000, so the
+    page reads on by itself to the one match, near the end."""
+    from redis import Redis
+
+    from jobs.method.decisions import Decision
+    from jobs.store import keyspace
+    from jobs.store.decision_log import DecisionLog
+
+    stack.stop_worker()  # the job stays queued, its log in Redis: the decisions below are its own
+    created = stack.http.post("/v1/jobs", json={"seed_set_id": paper_seed_set(stack), "num_instructions": 5})
+    assert created.status_code == 202, created.text
+    job_id = created.json()["id"]
+    log = DecisionLog(Redis.from_url(redis_url), job_id)
+    texts = [f"Write step {n} of the plan" for n in range(12_000)]
+    texts[11_500] = "Explain the zebrafish genome"
+    for start in range(0, len(texts), 1000):
+        batch = [
+            Decision(f"i{n}", "instruction", texts[n], "kept", {"prompt": 0, "completion": 0, "position": n})
+            for n in range(start, start + 1000)
+        ]
+        log.commit(batch, keyspace.checkpoint(job_id), "")
+    try:
+        sign_in(page, stack, f"/ui/jobs/{job_id}/decisions")
+        page.wait_for_selector("#decisions tbody tr")
+        page.fill("#f-q", "zebra")
+        page.press("#f-q", "Enter")
+        until(page, "() => document.querySelector('#page-info').textContent.includes('1 decisions matching')")
+        assert page.locator("#decisions tbody tr").evaluate_all("rows => rows.map(r => r.dataset.id)") == [
+            "i11500"
+        ]
+        assert "the job is running" in page.inner_text("#page-info") and page.is_disabled("#next")
+        page.fill("#f-q", "zebu")
+        page.press("#f-q", "Enter")
+        until(page, "() => document.querySelector('#page-info').textContent === 'No decisions match.'")
+        assert page.locator("#decisions tbody tr").count() == 0
+        assert not page.watch.errors, page.watch.errors
+    finally:
+        assert stack.http.delete(f"/v1/jobs/{job_id}").status_code == 204
 
 
 def lcs_length(a: list[str], b: list[str]) -> int:

@@ -3,6 +3,7 @@
 Once a job's dataset is in S3 its decisions leave Redis (docs/reliability.md). The archive keeps
 every decision's stored JSON under its log seq, with the same filters, so pages, cursors and totals
 are those the Redis log gave: a page is one indexed range query, as cheap at the last page as the first.
+An FTS5 index of each decision's text and input answers text queries (jobs.method.decisions).
 An API process downloads an archive once and keeps the most recently used few on local disk.
 """
 
@@ -16,11 +17,19 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from jobs.method.decisions import Query
+
 NAME = "decisions.sqlite"
 _SCHEMA = """
 CREATE TABLE d (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, stage TEXT NOT NULL,
                 verdict TEXT NOT NULL, rule TEXT NOT NULL, body BLOB NOT NULL);
 CREATE TABLE totals (filter TEXT PRIMARY KEY, n INTEGER NOT NULL);
+"""
+# contentless: the words point at d's seq (the rowid); bodies are read from d
+_WORDS = """
+CREATE VIRTUAL TABLE words USING fts5(text, input, content='', tokenize='unicode61 remove_diacritics 0');
+INSERT INTO words (rowid, text, input) SELECT seq, json_extract(CAST(body AS TEXT), '$.text'),
+       coalesce(json_extract(CAST(body AS TEXT), '$.input'), '') FROM d;
 """
 # every filter a page can use; the composite indexes end in seq so a page is an ordered range scan
 _INDEXES = ("stage", "verdict", "rule", "stage, verdict", "stage, rule")
@@ -53,10 +62,22 @@ def build(decisions: Iterable[tuple[int, bytes]], path: Path) -> int:
         db.executemany("INSERT INTO totals VALUES (?, ?)", totals.items())
         for columns in _INDEXES:
             db.execute(f"CREATE INDEX ix_{columns.replace(', ', '_')} ON d ({columns}, seq)")
+        db.executescript(_WORDS)
         db.commit()
     finally:
         db.close()
     return count
+
+
+def add_words(path: Path) -> None:
+    """Give an archive written before text search its word index (a local copy; S3's is left as is)."""
+    db = sqlite3.connect(path)
+    try:
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'words'").fetchone():
+            db.executescript(_WORDS)
+            db.commit()
+    finally:
+        db.close()
 
 
 class ArchivedLog:
@@ -76,23 +97,34 @@ class ArchivedLog:
         rule: str | None = None,
         after: int = 0,
         limit: int = 50,
-    ) -> tuple[list[bytes], int | None, int]:
+        text: Query | None = None,
+    ) -> tuple[list[bytes], int | None, int | None]:
         if rule is not None and verdict is not None and verdict != ("kept" if rule == "kept" else "dropped"):
             return [], None, 0
-        where, args = ["seq > ?"], [after]
+        if text is not None and not text.terms:
+            return [], None, 0
+        where, args = [], []
         for column, value in (("stage", stage), ("rule", rule), ("verdict", None if rule else verdict)):
             if value is not None:
                 where.append(f"{column} = ?")
                 args.append(value)
-        sql = f"SELECT seq, body FROM d WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"
+        if text is not None:
+            where.append("seq IN (SELECT rowid FROM words WHERE words MATCH ?)")
+            args.append(text.fts())
+        sql = f"SELECT seq, body FROM d WHERE {' AND '.join(['seq > ?', *where])} ORDER BY seq LIMIT ?"
         with self.lock:
-            rows = self.db.execute(sql, [*args, limit + 1]).fetchall()
-            total = self.db.execute(
-                "SELECT n FROM totals WHERE filter = ?", (_filter_key(stage, verdict, rule),)
-            ).fetchone()
+            rows = self.db.execute(sql, [after, *args, limit + 1]).fetchall()
+            if text is None:
+                found = self.db.execute(
+                    "SELECT n FROM totals WHERE filter = ?", (_filter_key(stage, verdict, rule),)
+                ).fetchone()
+                total = found[0] if found else 0
+            else:
+                count = f"SELECT count(*) FROM d WHERE {' AND '.join(where)}"
+                total = self.db.execute(count, args).fetchone()[0]
         more = len(rows) > limit
         rows = rows[:limit]
-        return [bytes(body) for _, body in rows], (rows[-1][0] if more else None), total[0] if total else 0
+        return [bytes(body) for _, body in rows], (rows[-1][0] if more else None), total
 
     def get(self, decision_id: str) -> bytes | None:
         with self.lock:
@@ -119,6 +151,7 @@ class Cache:
             if not path.exists():
                 tmp = path.with_suffix(f".{os.getpid()}.tmp")
                 download(tmp)
+                add_words(tmp)
                 os.replace(tmp, path)
             self.open[job_id] = ArchivedLog(path)
             while len(self.open) > self.keep:

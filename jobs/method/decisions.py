@@ -1,7 +1,17 @@
-"""Decision records: one per candidate instruction and per candidate instance, kept or dropped, and why."""
+"""Decision records: one per candidate instruction and per candidate instance, kept or dropped, and why;
+and their text search (`Query`).
+
+A query is its words; a decision matches when every word begins some word of its text or input,
+case-insensitively ("classif" finds "Classify this"); a query of no words finds nothing. Words
+are runs of letters and digits, as SQLite FTS5's unicode61 tokenizer splits them, so a running
+job's log (scanned in Redis) and a finished job's archive (an FTS5 index,
+jobs.blobs.decision_archive) give the same answers.
+"""
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -41,3 +51,34 @@ class Decision:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Decision:
         return cls(**{k: v for k, v in data.items() if k != "verdict"})
+
+
+# the decisions one text-query page of a running job reads at most: a page costs the same however
+# rare the words are, and its cursor says where the next page reads on
+SCAN = 5000
+_WORD = re.compile(r"[^\W_]+")
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+class Query:
+    """A text search: its words, each asked for as the start of a word of a decision's text or input."""
+
+    def __init__(self, text: str):
+        self.terms = list(dict.fromkeys(words(text)))  # unique, in the order given
+
+    def matches(self, body: bytes | str) -> bool:
+        """Whether a stored decision (its JSON) has every term as the start of one of its words."""
+        if not self.terms:
+            return False
+        d = json.loads(body)
+        # " word word ...": a term starts a word where " term" occurs; one C-speed scan a term
+        joined = " " + " ".join(words(d["text"]) + words(d.get("input") or ""))
+        return all(f" {t}" in joined for t in self.terms)
+
+    def fts(self) -> str:
+        """The FTS5 MATCH expression: each term a quoted prefix, all required. Terms are letters and
+        digits only, so nothing in them is FTS5 syntax."""
+        return " AND ".join(f'"{t}"*' for t in self.terms)

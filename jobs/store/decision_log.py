@@ -2,7 +2,8 @@
 
 Its keys (jobs.store.keyspace): decision JSON by seq, seq by decision id, the last seq, and one sorted
 set of seqs per filter (stage, verdict, rule, stage+verdict and stage+rule). A page is one
-ZRANGEBYSCORE (or, unfiltered, one HMGET of consecutive seqs) plus one HMGET of the bodies.
+ZRANGEBYSCORE (or, unfiltered, one HMGET of consecutive seqs) plus one HMGET of the bodies. A text
+query has no index here: it reads the bodies in order, at most SCAN of them a page (see `page`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from redis import Redis
 
-from jobs.method.decisions import Decision
+from jobs.method.decisions import SCAN, Decision, Query
 from jobs.store import keyspace
 
 # Appends decisions (skipping ids already logged) and the checkpoint delta (skipped when its commit
@@ -106,12 +107,17 @@ class DecisionLog:
         rule: str | None = None,
         after: int = 0,
         limit: int = 50,
-    ) -> tuple[list[bytes], int | None, int]:
+        text: Query | None = None,
+    ) -> tuple[list[bytes], int | None, int | None]:
         """Decisions after seq `after`, in log order, as stored JSON: (items, last seq if more remain,
         total matching). Bodies go out as they are: a page is never decoded and re-encoded."""
         if rule is not None and verdict is not None and verdict != ("kept" if rule == "kept" else "dropped"):
             return [], None, 0
+        if text is not None and not text.terms:
+            return [], None, 0
         key = keyspace.decision_filter(stage, verdict, rule)
+        if text is not None:
+            return self._search(key, text, after, limit)
         if not key:
             total = self.count()
             seqs = list(range(after + 1, min(after + limit, total) + 1))
@@ -126,6 +132,33 @@ class DecisionLog:
             more = len(found) > limit
         bodies = self.redis.hmget(self.bodies_key, seqs) if seqs else []
         return [b for b in bodies if b is not None], (seqs[-1] if more else None), int(total)
+
+    def _search(self, key: str, text: Query, after: int, limit: int) -> tuple[list[bytes], int | None, None]:
+        """Read the filter's decisions after `after` in order until `limit` match or SCAN are read. The
+        cursor is the last match, or the last decision read when SCAN ran out: a page may hold
+        fewer than `limit` (none, even) while the log goes on. The total is unknown (None)."""
+        index = keyspace.decision_index(self.job_id, key) if key else None
+        last = self.count()
+        found: list[tuple[int, bytes]] = []
+        read, at = 0, after
+        while read < SCAN:
+            batch = min(500, SCAN - read)
+            if index is not None:
+                seqs = [int(s) for s in self.redis.zrangebyscore(index, f"({at}", "+inf", start=0, num=batch)]
+            else:
+                seqs = list(range(at + 1, min(at + batch, last) + 1))
+            if not seqs:
+                return [body for _, body in found], None, None
+            for seq, body in zip(seqs, self.redis.hmget(self.bodies_key, seqs), strict=True):
+                read += 1
+                at = seq
+                if body is not None and text.matches(body):
+                    found.append((seq, body))
+                    if len(found) > limit:
+                        return [body for _, body in found[:limit]], found[limit - 1][0], None
+        # read SCAN without finishing: go on from the last decision read, if the log has more
+        more = self.redis.zcount(index, f"({at}", "+inf") > 0 if index is not None else at < last
+        return [body for _, body in found], at if more else None, None
 
 
 @dataclass(frozen=True)
