@@ -233,7 +233,7 @@ def logs(client: Client, args: argparse.Namespace) -> int:
 def decisions(client: Client, args: argparse.Namespace) -> int:
     """A line per decision (id, verdict, rule, score, text), or its JSON with --json."""
     filters = {k: v for k in ("stage", "verdict", "rule") if (v := getattr(args, k))}
-    if args.search:
+    if args.search is not None:
         filters["q"] = args.search
     for n, d in enumerate(client.decisions(args.job_id, **filters)):
         if args.max is not None and n >= args.max:

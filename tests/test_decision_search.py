@@ -31,7 +31,7 @@ def test_a_query_is_its_words_each_the_start_of_a_word_in_the_text_or_input():
     assert not q.matches(body("Classify a sentence."))  # every word is needed
     assert not q.matches(body("reclassify the sentence"))  # a word's start, not its middle
     assert Query("café").matches(body("Un café noir")) and not Query("cafe").matches(body("café"))
-    # underscores and punctuation split words, as FTS5's unicode61 tokenizer does
+    # underscores and punctuation split words
     assert Query("snake").matches(body("use snake_case")) and Query("case").matches(body("snake_case"))
     # FTS5's syntax in a query is only words: quotes, stars, NEAR, OR, column filters
     assert (
@@ -131,30 +131,90 @@ def test_a_query_too_long_is_a_422_naming_q_and_one_of_no_words_finds_nothing(
     assert client.get(url, query_string={"q": "x" * 200}).json["items"] == []
 
 
-def test_an_archive_written_before_text_search_gets_its_word_index(tmp_path):
-    decisions = [
-        {
-            "id": f"i{n}",
-            "stage": "instruction",
-            "text": text,
-            "input": None,
-            "verdict": "kept",
-            "rule": "kept",
-            "detail": {},
-            "source": {},
-        }
-        for n, text in enumerate(["Write a haiku.", "Sort the list.", "Write a poem about the sea."])
+def stored(texts: list[str]) -> list[tuple[int, bytes]]:
+    """(seq, stored JSON) of an instruction decision a text, as a log holds them."""
+    return [
+        (
+            n + 1,
+            json.dumps(
+                {
+                    "id": f"i{n}",
+                    "stage": "instruction",
+                    "text": text,
+                    "input": None,
+                    "verdict": "kept",
+                    "rule": "kept",
+                    "detail": {},
+                    "source": {},
+                }
+            ).encode(),
+        )
+        for n, text in enumerate(texts)
     ]
+
+
+def test_the_archive_and_the_scan_read_the_same_words_in_any_script(tmp_path):
+    texts = [
+        "İstanbul gezisi",
+        "ΟΔΟΣΤΡΩΜΑ",
+        "nai\u0308ve",
+        "5 µm",
+        "🤖robot arm",
+        "हिन्दी भाषा",
+        "ที่นี่",
+        "snake_case",
+        "Straße",
+        "abc",
+        "ᦰabc",
+        "Ｆｕｌｌ width",
+    ]
+    bodies = stored(texts)
+    decision_archive.build(iter(bodies), tmp_path / "a.sqlite")
+    archived = decision_archive.ArchivedLog(tmp_path / "a.sqlite")
+    queries = [
+        "οδος",
+        "ΟΔΟΣ",
+        "naïve",
+        "ve",
+        "μm",
+        "robot",
+        "हिन्दी",
+        "ह",
+        "ที่",
+        "snake",
+        "case",
+        "STRASSE",
+        "a",
+        "ᦰ",
+        "full",
+        "i̇stanbul",
+        "gez",
+    ]
+    found = 0
+    for q in queries:
+        scanned = [seq for seq, b in bodies if Query(q).matches(b)]
+        items, _, total = archived.page(text=Query(q), limit=100)
+        assert [json.loads(b)["id"] for b in items] == [f"i{s - 1}" for s in scanned], q
+        assert total == len(scanned)
+        found += bool(scanned)
+    assert found == len(queries) - 1  # all but "ve", which is no word's start
+
+
+def test_an_archive_written_before_text_search_gets_its_word_index(tmp_path):
     old = tmp_path / "old.sqlite"
-    decision_archive.build(((n + 1, json.dumps(d).encode()) for n, d in enumerate(decisions)), old)
+    decision_archive.build(iter(stored(["Write a haiku.", "Sort the list.", "Write a poem."])), old)
     db = sqlite3.connect(old)
     db.execute("DROP TABLE words")
     db.commit()
     db.close()
     cache = decision_archive.Cache(tmp_path / "cache")
-    archived = cache.get("j1", lambda path: path.write_bytes(old.read_bytes()))
-    items, cursor, total = archived.page(text=Query("writ"))
-    assert [json.loads(b)["id"] for b in items] == ["i0", "i2"] and cursor is None and total == 2
+    # downloaded now, and a copy already on disk (from before an upgrade)
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "j2.sqlite").write_bytes(old.read_bytes())
+    for job_id in ("j1", "j2"):
+        archived = cache.get(job_id, lambda path: path.write_bytes(old.read_bytes()))
+        items, cursor, total = archived.page(text=Query("writ"))
+        assert [json.loads(b)["id"] for b in items] == ["i0", "i2"] and cursor is None and total == 2
 
 
 def test_the_command_line_searches_a_jobs_decisions_through_gunicorn(

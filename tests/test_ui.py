@@ -432,7 +432,7 @@ def test_a_running_jobs_search_reads_on_through_pages_without_a_match(page, stac
         page.wait_for_selector("#decisions tbody tr")
         page.fill("#f-q", "zebra")
         page.press("#f-q", "Enter")
-        until(page, "() => document.querySelector('#page-info').textContent.includes('1 decisions matching')")
+        until(page, "() => document.querySelector('#page-info').textContent.includes('1 decision matching')")
         assert page.locator("#decisions tbody tr").evaluate_all("rows => rows.map(r => r.dataset.id)") == [
             "i11500"
         ]

@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from jobs.method.decisions import Query
+from jobs.method.decisions import Query, searchable
 
 NAME = "decisions.sqlite"
 _SCHEMA = """
@@ -25,12 +25,11 @@ CREATE TABLE d (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, stage TEXT NOT
                 verdict TEXT NOT NULL, rule TEXT NOT NULL, body BLOB NOT NULL);
 CREATE TABLE totals (filter TEXT PRIMARY KEY, n INTEGER NOT NULL);
 """
-# contentless: the words point at d's seq (the rowid); bodies are read from d
-_WORDS = """
-CREATE VIRTUAL TABLE words USING fts5(text, input, content='', tokenize='unicode61 remove_diacritics 0');
-INSERT INTO words (rowid, text, input) SELECT seq, json_extract(CAST(body AS TEXT), '$.text'),
-       coalesce(json_extract(CAST(body AS TEXT), '$.input'), '') FROM d;
-"""
+# Contentless, keyed by d's seq. It holds each decision's words as Query's tokenizer made them,
+# joined by spaces: the ascii tokenizer splits at the spaces only (every other character in a word is
+# a letter, digit or non-ASCII), so the index's words are the Redis scan's. Prefix indexes keep
+# one- and two-letter prefixes ("a", "wr") from merging thousands of words' lists a query.
+_WORDS = "CREATE VIRTUAL TABLE words USING fts5(w, content='', tokenize='ascii', prefix='1 2')"
 # every filter a page can use; the composite indexes end in seq so a page is an ordered range scan
 _INDEXES = ("stage", "verdict", "rule", "stage, verdict", "stage, rule")
 
@@ -62,20 +61,28 @@ def build(decisions: Iterable[tuple[int, bytes]], path: Path) -> int:
         db.executemany("INSERT INTO totals VALUES (?, ?)", totals.items())
         for columns in _INDEXES:
             db.execute(f"CREATE INDEX ix_{columns.replace(', ', '_')} ON d ({columns}, seq)")
-        db.executescript(_WORDS)
+        _index_words(db)
         db.commit()
     finally:
         db.close()
     return count
 
 
+def _index_words(db: sqlite3.Connection) -> None:
+    db.execute(_WORDS)
+    rows = db.cursor().execute("SELECT seq, body FROM d")
+    db.executemany("INSERT INTO words (rowid, w) VALUES (?, ?)", ((s, searchable(b)) for s, b in rows))
+
+
 def add_words(path: Path) -> None:
-    """Give an archive written before text search its word index (a local copy; S3's is left as is)."""
-    db = sqlite3.connect(path)
+    """Give an archive written before text search its word index (a local copy; S3's is left as is).
+    The write lock comes first, so two processes that open one old copy index it once."""
+    db = sqlite3.connect(path, timeout=120, isolation_level=None)
     try:
+        db.execute("BEGIN IMMEDIATE")
         if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'words'").fetchone():
-            db.executescript(_WORDS)
-            db.commit()
+            _index_words(db)
+        db.execute("COMMIT")
     finally:
         db.close()
 
@@ -151,8 +158,8 @@ class Cache:
             if not path.exists():
                 tmp = path.with_suffix(f".{os.getpid()}.tmp")
                 download(tmp)
-                add_words(tmp)
                 os.replace(tmp, path)
+            add_words(path)  # a copy downloaded, or kept on disk, before text search existed
             self.open[job_id] = ArchivedLog(path)
             while len(self.open) > self.keep:
                 old_id, old = self.open.popitem(last=False)

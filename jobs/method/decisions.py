@@ -2,18 +2,20 @@
 and their text search (`Query`).
 
 A query is its words; a decision matches when every word begins some word of its text or input,
-case-insensitively ("classif" finds "Classify this"); a query of no words finds nothing. Words
-are runs of letters and digits, as SQLite FTS5's unicode61 tokenizer splits them, so a running
-job's log (scanned in Redis) and a finished job's archive (an FTS5 index,
-jobs.blobs.decision_archive) give the same answers.
+case-insensitively ("classif" finds "Classify this"); a query of no words finds nothing. Words are
+runs of letters, digits and combining marks, after NFKC normalisation and case folding. `words` is
+the one tokenizer: a running job's log is scanned with it (jobs.store.decision_log), and a finished
+job's FTS5 index holds its output (jobs.blobs.decision_archive), so both give the same answers.
 """
 
 from __future__ import annotations
 
 import json
-import re
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
+
+import regex
 
 from jobs.method.vocabulary import STAGE_RULES
 
@@ -56,11 +58,17 @@ class Decision:
 # the decisions one text-query page of a running job reads at most: a page costs the same however
 # rare the words are, and its cursor says where the next page reads on
 SCAN = 5000
-_WORD = re.compile(r"[^\W_]+")
+_WORD = regex.compile(r"[\p{L}\p{N}\p{M}]+")
 
 
 def words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
+    return _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
+
+
+def searchable(body: bytes | str) -> str:
+    """A stored decision's words, text then input, joined by spaces: what a query is matched against."""
+    d = json.loads(body)
+    return " ".join(words(d["text"]) + words(d.get("input") or ""))
 
 
 class Query:
@@ -73,9 +81,8 @@ class Query:
         """Whether a stored decision (its JSON) has every term as the start of one of its words."""
         if not self.terms:
             return False
-        d = json.loads(body)
-        # " word word ...": a term starts a word where " term" occurs; one C-speed scan a term
-        joined = " " + " ".join(words(d["text"]) + words(d.get("input") or ""))
+        # a term starts a word where " term" occurs in " word word ...": one C-speed scan a term
+        joined = " " + searchable(body)
         return all(f" {t}" in joined for t in self.terms)
 
     def fts(self) -> str:

@@ -607,15 +607,18 @@ async function decisionsPage() {
     );
   };
 
+  let loads = 0; // a newer load (another search, another page) makes an older one's answers moot
   const load = async () => {
+    const mine = ++loads;
     const f = filters();
     let page = await api(`${base}${query({ ...f, cursor: cursors[cursors.length - 1] })}`);
     // a running job's text search reads the log in bounded steps: an empty page with a cursor means
     // "nothing found yet, read on"; read on (40 steps at most) and show the first page with a match
-    for (let hops = 0; !page.items.length && page.next_cursor && hops < 40; hops++) {
+    for (let hops = 0; mine === loads && !page.items.length && page.next_cursor && hops < 40; hops++) {
       cursors[cursors.length - 1] = page.next_cursor;
       page = await api(`${base}${query({ ...f, cursor: page.next_cursor })}`);
     }
+    if (mine !== loads) return;
     items = page.items;
     next = page.next_cursor;
     renderRows();
@@ -623,7 +626,7 @@ async function decisionsPage() {
     $("#page-info").textContent =
       page.total === null
         ? items.length
-          ? `Page ${cursors.length}: ${number(items.length)} decisions matching (the job is running: the total comes when it ends)`
+          ? `Page ${cursors.length}: ${number(items.length)} ${items.length === 1 ? "decision" : "decisions"} matching (the job is running: the total comes when it ends)`
           : next
             ? "No match yet; Next page reads on."
             : "No decisions match."
