@@ -54,8 +54,8 @@ class DecisionListArgsSchema(PageArgsSchema):
         validate=validate.Length(1, 200),
         metadata={
             "description": "Text search: decisions whose text or input has every word of `q` (a run "
-            "of letters and digits) as the start of one of its words, case-insensitively; no word finds "
-            "nothing. While the job runs a page reads at "
+            "of letters, digits and combining marks) as the start of one of its words, case-insensitively; "
+            "no query syntax; no word finds nothing. While the job runs a page reads at "
             f"most {SCAN:,} decisions, so it may hold fewer items than `limit` (none, even) and still have a "
             "`next_cursor`: follow it to read on."
         },
