@@ -17,6 +17,7 @@ from jobs.runner import finalize, retention
 from jobs.store import decision_log
 from jobs.store import job as jobs_
 from tests.test_api import PROBLEM, make_seed_set, run_job
+from tests.test_retention import walk
 
 
 def body(text: str, input: str | None = None) -> str:
@@ -40,20 +41,6 @@ def test_a_query_is_its_words_each_the_start_of_a_word_in_the_text_or_input():
     )
     for nothing in ("", "  !!! ", "_"):  # no words: finds nothing
         assert Query(nothing).terms == [] and not Query(nothing).matches(body("_ !!! anything"))
-
-
-def walk(client, job_id: str, query: str, limit: int = 3) -> tuple[list[dict], list[int], object]:
-    """Every page of a query: the items, each page's size, and the last page's total."""
-    items, sizes, cursor = [], [], None
-    while True:
-        url = f"/v1/jobs/{job_id}/decisions?limit={limit}{query}" + (f"&cursor={cursor}" if cursor else "")
-        r = client.get(url)
-        assert r.status_code == 200, r.json
-        items += r.json["items"]
-        sizes.append(len(r.json["items"]))
-        cursor = r.json["next_cursor"]
-        if cursor is None:
-            return items, sizes, r.json["total"]
 
 
 def test_a_running_job_and_its_archive_find_the_same_decisions(

@@ -29,16 +29,18 @@ def job_keys(redis, job_id: str) -> set[str]:
     return {k.decode() for k in redis.scan_iter(match=keyspace.job(job_id) + "*")}
 
 
-def walk(client, job_id: str, query: str) -> tuple[list[dict], int]:
-    """Every page of a filter, 3 at a time, following the cursors."""
-    items, cursor = [], None
+def walk(client, job_id: str, query: str, limit: int = 3) -> tuple[list[dict], list[int], int | None]:
+    """Every page of a filter, following the cursors: the items, each page's size, the last total."""
+    items, sizes, cursor = [], [], None
     while True:
-        url = f"/v1/jobs/{job_id}/decisions?limit=3{query}" + (f"&cursor={cursor}" if cursor else "")
-        page = client.get(url).json
-        items += page["items"]
-        cursor = page["next_cursor"]
+        url = f"/v1/jobs/{job_id}/decisions?limit={limit}{query}" + (f"&cursor={cursor}" if cursor else "")
+        r = client.get(url)
+        assert r.status_code == 200, r.json
+        items += r.json["items"]
+        sizes.append(len(r.json["items"]))
+        cursor = r.json["next_cursor"]
         if cursor is None:
-            return items, page["total"]
+            return items, sizes, r.json["total"]
 
 
 def test_a_finished_job_serves_its_decisions_from_the_archive(client, redis, settings, worker_env):
@@ -60,7 +62,7 @@ def test_a_finished_job_serves_its_decisions_from_the_archive(client, redis, set
         ("&rule=kept&verdict=dropped", lambda d: False),
     ]
     for query, keep in filters:
-        items, total = walk(client, job["id"], query)
+        items, _, total = walk(client, job["id"], query)
         expected = [d for d in exported if keep(d)]
         assert total == len(expected) == len(items), query
         assert sorted(items, key=lambda d: d["id"]) == sorted(expected, key=lambda d: d["id"]), query

@@ -138,7 +138,7 @@ class DecisionLog:
         cursor is the last match, or the last decision read when SCAN ran out: a page may hold
         fewer than `limit` (none, even) while the log goes on. The total is unknown (None)."""
         index = keyspace.decision_index(self.job_id, key) if key else None
-        last = self.count()
+        last = self.count() if index is None else 0  # unfiltered, the seqs run 1 to the last
         found: list[tuple[int, bytes]] = []
         read, at = 0, after
         while read < SCAN:
