@@ -15,7 +15,8 @@ diverse, mostly keepable instructions and well-formed instances. It then runs --
 - the commit script's Redis time per call and the AOF bytes per commit, early and late in stage 1;
 - Redis peak memory, memory after each job, AOF size;
 - decision-page latency (wrk, paced to --rate) on the finished job, first and last page of a rule
-  filter, served from the archive.
+  filter, and the first page of that filter searched for a word of its first decision (`q`), served
+  from the archive.
 
 Latency and concurrency: the endpoint answers 16 requests per 0.1 s, 160 requests/s. A worker spends
 about 2-3 ms of CPU per request (OpenAI client, parsing, filters, commits), so at 160 requests/s the
@@ -46,6 +47,7 @@ from redis import Redis
 
 from benchmarks.api_reads import PACE, wrk
 from jobs.blobs.artifacts import Artifacts
+from jobs.method.decisions import words
 from jobs.settings import Profile, Settings
 from jobs.store import api_keys, keyspace
 from jobs.store.decision_log import DecisionLog
@@ -425,9 +427,12 @@ def run(
             script.write_text(PACE.format(rate=rate * 1.12 / 8))
             http.get(f"/v1/jobs/{job_id}/decisions?limit=1")  # the archive is fetched once per API process
             pages, measured = {}, {}
+            first_text = http.get(base).json()["items"][0]["text"]
+            word = next((w for w in words(first_text) if len(w) > 3), words(first_text)[0])
             for label, target in (
                 ("first page", base),
                 ("last page", f"{base}&cursor={cursor}" if cursor else base),
+                (f"text search q={word}, first page", f"{base}&q={word}"),
             ):
                 body = http.get(target).json()
                 pages[label] = {
@@ -452,6 +457,7 @@ def run(
         "redis": info,
         "query": query,
         "filter_total": total,
+        "word": word,
         "pages": pages,
         "wrk": measured,
         "worker_errors": problems,
@@ -507,8 +513,9 @@ def main() -> None:
         f"{len(results)} finished job(s); AOF {info['aof'] / 1e6:.1f} MB"
     )
     for label, res in out["wrk"].items():
+        total = out["pages"][label]["total"]
         print(
-            f"decisions {out['query'][1:]} ({out['filter_total']}), {label}: {res['rps']:.0f} req/s, "
+            f"decisions {out['query'][1:]} ({total}), {label}: {res['rps']:.0f} req/s, "
             f"p50 {res['p50']:.2f} ms, "
             f"p99 {res['p99']:.2f} ms, non-2xx {res['errors']}"
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 from contextlib import nullcontext
 from types import SimpleNamespace
 
@@ -221,7 +222,7 @@ def test_paper_scale_costs_are_reported_per_pool_size():
 def test_paper_scale_job_through_the_whole_stack():
     """benchmarks.paper_scale: a job through gunicorn, RQ workers, Redis and S3 on the scripted endpoint
     keeps the instructions asked for, without worker errors; its archived decision pages, first and
-    last of the kept filter, hold the right decisions under wrk."""
+    last of the kept filter and that filter searched for a word, hold the right decisions under wrk."""
     n = 300
     result = paper_scale.run(n, seconds=1)
     (job,) = result["results"]
@@ -239,6 +240,13 @@ def test_paper_scale_job_through_the_whole_stack():
     for page in (first, last):
         assert page["total"] == n
         assert {(d["stage"], d["rule"]) for d in page["items"]} == {("instruction", "kept")}
+    word = result["word"]
+    search = result["pages"][f"text search q={word}, first page"]
+    assert 1 <= search["total"] <= n and len(search["items"]) == min(search["total"], 50)
+    assert (search["next_cursor"] is not None) == (search["total"] > 50)
+    for d in search["items"]:
+        assert (d["stage"], d["rule"]) == ("instruction", "kept")
+        assert any(w.startswith(word) for w in re.findall(r"[a-z0-9]+", d["text"].lower()))
     for figures in result["wrk"].values():
         assert figures["errors"] == 0
         positive(figures, "rps", "p50", "p99")
