@@ -74,6 +74,39 @@ def test_a_killed_workers_lease_expires(redis, redis_url) -> None:
     assert run(main()) >= 0.4
 
 
+def test_an_attempt_abandoned_while_out_keeps_its_slot_while_the_endpoint_may_still_answer_it(
+    redis, redis_url, fake_llm
+) -> None:
+    """A run that stops (a chunk giving way, a sender cancelled) drops a request the endpoint goes on
+    answering: its slot stays taken as long as the longest answer took, so the next attempt, of any
+    worker, waits, and the endpoint never has more in flight than the shared limit."""
+    from jobs.method.recipe import Decoding
+    from jobs.method.transport import LLM, Usage
+    from tests.conftest import fake_endpoint
+
+    endpoint = fake_endpoint(fake_llm, max_in_flight=1, max_wait=5.0)
+    decoding = Decoding(max_tokens=8, temperature=0.0, top_p=1.0)
+    fake_llm.script.delay = 0.6
+
+    async def main() -> float:
+        stopping, other = gate(redis_url, endpoint), gate(redis_url, endpoint)
+        llm, next_llm = LLM(endpoint, 1, Usage(), stopping), LLM(endpoint, 1, Usage(), other)
+        await llm.complete("first", decoding, 0, "instructions")  # 0.6 s: the longest answer so far
+        abandoned = asyncio.ensure_future(llm.complete("abandoned", decoding, 0, "instructions"))
+        await asyncio.sleep(0.2)
+        abandoned.cancel()
+        await asyncio.gather(abandoned, return_exceptions=True)
+        started = time.monotonic()
+        await next_llm.complete("next", decoding, 0, "instructions")
+        for opened in (llm, next_llm, stopping, other):
+            await opened.close()
+        return time.monotonic() - started - 0.6
+
+    waited = run(main())
+    assert waited >= 0.3  # about the 0.4 s the abandoned request had left
+    assert fake_llm.script.most_in_flight == 1
+
+
 def test_a_429_halves_the_cap_and_answers_grow_it_back(redis, redis_url) -> None:
     """Once per congestion event: the 429s of one burst halve the cap once; a 429 a second later
     halves it again."""

@@ -3,7 +3,8 @@ the same model at the same server waits its turn at one gate (jobs.method.transp
 
 - In flight: each attempt holds a lease (a sorted set of tickets by expiry) while it is out. A lease
   expires by itself after the endpoint's timeout and a margin, so a worker killed mid-request cannot
-  leak it.
+  leak it. An attempt abandoned while out (its run stopped or gave way) keeps its lease as long as the
+  provider may still be answering it (Outcome.hold).
 - Requests and tokens a minute: one GCRA cell each (a theoretical arrival time; a minute's allowance
   may go at once). An attempt is charged its estimated tokens when it enters, corrected to what it spent
   when it leaves.
@@ -71,11 +72,16 @@ return '0'
 """
 
 # KEYS: leases, state. ARGV: ticket, answered (1/0), throttled (1/0), pause seconds (0: none), max in
-# flight (0: none), tokens a minute (0: none), tokens spent minus tokens charged.
+# flight (0: none), tokens a minute (0: none), tokens spent minus tokens charged, seconds the lease
+# is kept (0: given back now).
 _LEAVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-redis.call('ZREM', KEYS[1], ARGV[1])
+if tonumber(ARGV[8]) > 0 then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[8]), ARGV[1])
+else
+  redis.call('ZREM', KEYS[1], ARGV[1])
+end
 local most = tonumber(ARGV[5])
 if most > 0 then
   local cap = tonumber(redis.call('HGET', KEYS[2], 'cap') or ARGV[5])
@@ -153,7 +159,7 @@ class SharedGate:
         more = outcome.tokens - charged if outcome.ok else -charged if outcome.throttled else 0
         pause = pause_after(outcome, endpoint.max_wait)
         args = [passage.ticket, int(outcome.ok), int(outcome.throttled), pause, endpoint.max_in_flight or 0]
-        args += [endpoint.tokens_per_minute or 0, more]
+        args += [endpoint.tokens_per_minute or 0, more, outcome.hold]
         try:  # once: a lease not given back runs out by itself, and the request is done
             await self._leave(keys=self.keys, args=args)
         except redis.exceptions.RedisError as error:

@@ -180,6 +180,7 @@ class LLM:
         self._limits = RateLimits(endpoint.max_wait)
         self._in_flight = 0
         self._busy_since = 0.0
+        self._longest = 0.0  # the longest an answer has taken: how long an abandoned request may go on
 
     async def close(self, finished: bool = True) -> None:
         """`finished`: the run's stages are done (False: it stopped, and may resume)."""
@@ -344,7 +345,9 @@ class LLM:
             started = time.monotonic()
             response, headers = await self._send(prompt, params, seed, n)
             completions = self._parse(response, stage, "response_format" in params)
-            LLM_SECONDS.labels(stage).observe(time.monotonic() - started)
+            took = time.monotonic() - started
+            self._longest = max(self._longest, took)
+            LLM_SECONDS.labels(stage).observe(took)
             spent = sum(c.prompt_tokens + c.completion_tokens for c in completions)
             outcome = Outcome(ok=True, tokens=spent, headers=headers)
             return completions
@@ -354,6 +357,11 @@ class LLM:
                 self._limits.observe(headers, self._in_flight - 1, time.monotonic())
                 outcome = Outcome(False, exc.status_code == 429, retry_after(exc), headers=headers)
             self.usage.errors[_error_kind(exc)] += 1
+            raise
+        except asyncio.CancelledError:  # abandoned while out: the provider may still be answering it
+            if entered:
+                elapsed = time.monotonic() - started
+                outcome = Outcome(ok=False, hold=max((self._longest or self.endpoint.timeout) - elapsed, 0.0))
             raise
         finally:
             if entered:

@@ -28,13 +28,16 @@ class Passage:
 @dataclass(frozen=True)
 class Outcome:
     """How an attempt went: `ok` (answered), `throttled` (a 429; `retry_after` seconds when it said),
-    else failed; `tokens` it spent; the answer's headers (x-ratelimit-*, Retry-After)."""
+    else failed; `tokens` it spent; the answer's headers (x-ratelimit-*, Retry-After). `hold`: an
+    attempt abandoned while out (its run stopped) may still be worked on by the provider, which counts
+    it in flight: its slot stays taken this many seconds more."""
 
     ok: bool
     throttled: bool = False
     retry_after: float | None = None
     tokens: int = 0
     headers: Mapping[str, str] | None = None
+    hold: float = 0.0
 
 
 def pause_after(outcome: Outcome, max_wait: float) -> float:
