@@ -45,6 +45,9 @@ from jobs.method.transport.usage import Usage
 from jobs.method.vocabulary import TOKEN_LIMITS
 
 log = structlog.get_logger(__name__)
+# the longest an answer of each endpoint (its limit key) has taken in this process: how long the
+# provider may go on with a request abandoned while out (a run's fresh client has seen none yet)
+LONGEST: dict[str, float] = {}
 
 # Optional request parameters: when an endpoint refuses one (HTTP 400 naming it), the run drops it and
 # goes on, with a warning, instead of failing.
@@ -180,7 +183,6 @@ class LLM:
         self._limits = RateLimits(endpoint.max_wait)
         self._in_flight = 0
         self._busy_since = 0.0
-        self._longest = 0.0  # the longest an answer has taken: how long an abandoned request may go on
 
     async def close(self, finished: bool = True) -> None:
         """`finished`: the run's stages are done (False: it stopped, and may resume)."""
@@ -346,7 +348,7 @@ class LLM:
             response, headers = await self._send(prompt, params, seed, n)
             completions = self._parse(response, stage, "response_format" in params)
             took = time.monotonic() - started
-            self._longest = max(self._longest, took)
+            LONGEST[self.endpoint.limit_key] = max(LONGEST.get(self.endpoint.limit_key, 0.0), took)
             LLM_SECONDS.labels(stage).observe(took)
             spent = sum(c.prompt_tokens + c.completion_tokens for c in completions)
             outcome = Outcome(ok=True, tokens=spent, headers=headers)
@@ -361,7 +363,8 @@ class LLM:
         except asyncio.CancelledError:  # abandoned while out: the provider may still be answering it
             if entered:
                 elapsed = time.monotonic() - started
-                outcome = Outcome(ok=False, hold=max((self._longest or self.endpoint.timeout) - elapsed, 0.0))
+                longest = LONGEST.get(self.endpoint.limit_key, self.endpoint.timeout)
+                outcome = Outcome(ok=False, hold=max(longest - elapsed, 0.0))
             raise
         finally:
             if entered:
