@@ -281,9 +281,10 @@ def test_a_helper_killed_mid_request_loses_nothing(
     job_id = client.post("/v1/jobs", json={"seed_set_id": sid, **body}).json["id"]
     wait_until(lambda: client.get(f"/v1/jobs/{job_id}").json["stage"] == stage, what=f"stage {stage}")
     horse = wait_until(
-        # more leases out than the main run's own senders can hold: the helper holds some
+        # more requests at the endpoint than the main run's own senders can send: some are the
+        # helper's, sent (a lease taken but not yet sent would be sent once, by whoever takes it next)
         lambda: (
-            redis.zcard(keyspace.board(job_id, "leased")) > local.profiles["fake"].concurrency
+            fake_llm.script.in_flight > local.profiles["fake"].concurrency
             and _helper_horse(redis, workers, job_id)
         ),
         timeout=60,
