@@ -37,6 +37,14 @@ class ReportSchema(Schema):
         metadata={"description": "Figure 4: words -> count for instructions, non-empty inputs, outputs."},
     )
     filters = fields.Dict(required=True, metadata={"description": "stage -> rule -> candidates."})
+    classification_selection = fields.Dict(
+        allow_none=True,
+        metadata={
+            "description": "classification_method auto's choice: {chosen, tasks, classification_tasks, "
+            "methods: method -> {balanced_accuracy, tp, fn, tn, fp}, unavailable: method -> why} on the "
+            "seed tasks outside the demonstrations, or {skipped: why}; null for another method."
+        },
+    )
     figures = fields.Dict(required=True, metadata={"description": "The PNG files in the dataset."})
 
 

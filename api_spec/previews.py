@@ -62,8 +62,10 @@ class PreviewResultSchema(Schema):
         allow_none=True,
         required=True,
         metadata={
-            "description": "Tokens and cost per kept instruction, and for `full_num_instructions`, at the "
-            "preview's rate (null: nothing was kept): `cost` in the profile's `mode`, `cost_by_mode` both "
+            "description": "Tokens and cost per kept instruction, `once` (what a job spends whatever its "
+            "size: classification_method auto's requests), and for `full_num_instructions` (the "
+            "preview's rate times it, plus `once`; null: nothing was kept): `cost` in the profile's "
+            "`mode`, `cost_by_mode` both "
             "online and through the provider's Batch API (at the profile's batch prices). A preview "
             "always runs online."
         },

@@ -25,6 +25,7 @@ import random
 import statistics
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -100,8 +101,9 @@ def prior_threshold(margins: Sequence[float], rate: float) -> float:
 
 def predict(
     tasks: list[SeedTask], entry: dict[str, Any], held: list[SeedTask], demo_seed: int
-) -> dict[str, list[bool]]:
-    """Every method's answers for the held-out tasks, each fitted only on the seed tasks outside them."""
+) -> tuple[dict[str, list[bool]], str]:
+    """Every method's answers for the held-out tasks, each fitted only on the seed tasks outside them,
+    and the method auto chose on those seed tasks (its answers are that method's)."""
     held_ids = {t.id for t in held}
     seeds = [t for t in tasks if t.id not in held_ids]  # the run's seed set
     unseen = [t for t in seeds if t.id not in entry["demos"]]
@@ -119,7 +121,12 @@ def predict(
     knn_threshold = knn.fit_threshold()
     margins = [margin(t) for t in held]
     truth = [t.is_classification for t in held]
-    return {
+    said = [parsing.classification(entry["answers"][t.id]["text"]) == "yes" for t in fit]
+    free = [pair(a) for a in entry["content_free"].values()]
+    chosen = clf.select(seeds, fit, said, [pair(entry["answers"][t.id]) for t in fit], free)["selection"][
+        "chosen"
+    ]
+    out = {
         "text": [parsing.classification(entry["answers"][t.id]["text"]) == "yes" for t in held],
         "logprobs": [m + shift > 0 for m in margins],
         "calibrated": [m > 0 for m in margins],
@@ -132,16 +139,7 @@ def predict(
         if len(set(truth)) > 1
         else truth,
     }
-
-
-def confusion(truth: Sequence[bool], predicted: Sequence[bool]) -> dict[str, int]:
-    pairs = list(zip(truth, predicted, strict=True))
-    return {
-        "tp": sum(t and p for t, p in pairs),
-        "fn": sum(t and not p for t, p in pairs),
-        "tn": sum(not t and not p for t, p in pairs),
-        "fp": sum(not t and p for t, p in pairs),
-    }
+    return {**out, "auto": out[chosen]}, chosen
 
 
 def evaluate(
@@ -156,14 +154,15 @@ def evaluate(
         pool = [t for t in tasks if t.id not in cache[d]["demos"]]
         held = stratified(pool, n_yes, held_out, random.Random(j))
         truth = [t.is_classification for t in held]
-        predicted = predict(tasks, cache[d], held, int(d))
+        predicted, chosen = predict(tasks, cache[d], held, int(d))
         out.append(
             {
                 "split": j,
                 "demonstrations": int(d),
                 "held_out": [t.id for t in held],
+                "auto_chose": chosen,
                 "balanced_accuracy": {m: clf.balanced_accuracy(truth, p) for m, p in predicted.items()},
-                "confusion": {m: confusion(truth, p) for m, p in predicted.items()},
+                "confusion": {m: clf.confusion(truth, p) for m, p in predicted.items()},
             }
         )
     return out
@@ -178,13 +177,10 @@ def leave_one_out(tasks: list[SeedTask], cache: dict[str, Any]) -> dict[str, Any
             if t.id in entry["demos"]:
                 continue
             truth.append(t.is_classification)
-            for m, p in predict(tasks, entry, [t], int(d)).items():
+            for m, p in predict(tasks, entry, [t], int(d))[0].items():
                 predicted.setdefault(m, []).extend(p)
     predicted.pop("hindsight")
-    return {
-        m: {"balanced_accuracy": clf.balanced_accuracy(truth, p), **confusion(truth, p)}
-        for m, p in predicted.items()
-    }
+    return {m: clf.confusion(truth, p) for m, p in predicted.items()}
 
 
 def spread(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -204,7 +200,7 @@ def summary(results: list[dict[str, Any]], loo: dict[str, Any] | None) -> str:
     ]
     for m, s in spread(results).items():
         row = f"| {m} | " + " | ".join(f"{s[k]:.3f}" for k in ("mean", "sd", "min", "max")) + " |"
-        if loo and m in loo:
+        if loo and m in loo:  # balanced accuracy rounded to 4 places
             c = loo[m]
             row += f" {c['balanced_accuracy']:.3f} (tp {c['tp']} fn {c['fn']} tn {c['tn']} fp {c['fp']}) |"
         elif loo:
@@ -284,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.demo_seeds} demonstration draws"
     )
     print(summary(results, loo))
+    chosen = Counter(r["auto_chose"] for r in results)
+    print("\nauto chose: " + ", ".join(f"{m} in {n} splits" for m, n in chosen.most_common()))
     print("\nper split: tp fn tn fp (balanced accuracy)")
     print(per_split(results))
     if args.out:

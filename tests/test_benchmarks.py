@@ -28,11 +28,12 @@ from benchmarks import (
 )
 from jobs.method.endpoint import cost
 from jobs.method.recipe import Recipe
+from jobs.method.stages import classification as clf
 from tests.conftest import DATA, SHARED
 from tests.fake_llm import FakeLLM, Script
 
 STREAM = SHARED / "data" / "instruction_stream_50k.jsonl"
-METHODS = {"text", "logprobs", "calibrated", "fitted", "prior", "knn", "always_no", "hindsight"}
+METHODS = {"text", "logprobs", "calibrated", "fitted", "prior", "knn", "always_no", "hindsight", "auto"}
 MARGIN_METHODS = ("logprobs", "calibrated", "fitted", "prior")
 
 
@@ -121,8 +122,8 @@ def test_engine_replays_the_jobs_requests():
 def test_classification_scores_every_method_on_held_out_tasks(seed_tasks, tmp_path):
     """benchmarks.classification: every method is scored on every split, each balanced accuracy in
     [0, 1]; held-out tasks are never among their draw's demonstrations; each split keeps the seed set's
-    class ratio; `hindsight` is a ceiling for the margin methods; leave-one-out scores every task
-    outside the demonstrations."""
+    class ratio; `hindsight` is a ceiling for the margin methods; `auto` answers as the method it chose
+    on the split's seed tasks; leave-one-out scores every task outside the demonstrations."""
     # a smaller seed set (every classification task, 44 others) keeps the scoring and the
     # leave-one-out fits short; the demonstrations still take 12 and 19 of them
     yes = [t for t in seed_tasks if t.is_classification]
@@ -147,6 +148,8 @@ def test_classification_scores_every_method_on_held_out_tasks(seed_tasks, tmp_pa
         assert split["balanced_accuracy"]["always_no"] == 0.5
         for method in MARGIN_METHODS:
             assert split["balanced_accuracy"]["hindsight"] >= split["balanced_accuracy"][method]
+        assert split["auto_chose"] in clf.CHOICES
+        assert split["confusion"]["auto"] == split["confusion"][split["auto_chose"]]
     assert set(result["spread"]) == METHODS
     loo = result["leave_one_out"]
     assert set(loo) == METHODS - {"hindsight"}

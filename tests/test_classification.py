@@ -75,7 +75,7 @@ def classify(
     run.checkpoint.instructions = [{"id": f"i{n}", "text": text} for n, text in enumerate(tasks)]
 
     async def go() -> None:
-        llm = LLM(endpoint, execution.concurrency)
+        llm = LLM(endpoint, execution.concurrency, run.usage)
         try:
             await clf.run_stage(run, llm)
         finally:
@@ -170,11 +170,11 @@ KNN_TASKS = {  # worded like the Yes seed tasks, like the No ones
 }
 
 
-def test_auto_is_knn_and_asks_the_model_nothing(tmp_path: Path) -> None:
+def test_knn_asks_the_model_nothing(tmp_path: Path) -> None:
     """knn reads no answer of the model, so stage 2 sends no request at all; each answer says it was
     not asked (raw null, asked false)."""
     with FakeLLM(Script(logprobs="top", label_logprobs=planted())) as server:
-        run = classify(tmp_path, fake_endpoint(server), "auto", tasks=KNN_TASKS)
+        run = classify(tmp_path, fake_endpoint(server), "knn", tasks=KNN_TASKS)
         bodies = [body for _, body in server.script.bodies]
     assert bodies == [] and run.usage.requests == {}
     answers = [run.checkpoint.classification[f"i{n}"] for n in range(3)]
@@ -188,6 +188,116 @@ def test_auto_is_knn_and_asks_the_model_nothing(tmp_path: Path) -> None:
         assert "margin" not in answer
     summary = exports.run_record(run)["classification_method"]
     assert summary["methods"] == {"knn": 3} and summary["threshold"] == answers[0]["threshold"]
+    assert "selection" not in summary
+
+
+def perfect(tasks: list[SeedTask]) -> dict[str, tuple[float, float]]:
+    """Label log-probabilities that answer every task right (and say nothing on content-free inputs)."""
+    return {one_line(t.instruction): (-0.1, -2.5) if t.is_classification else (-2.5, -0.1) for t in tasks} | {
+        text: (-0.7, -0.7) for text in CONTENT_FREE
+    }
+
+
+@pytest.mark.parametrize("logprobs", ["top", "none", "refuse"])
+def test_auto_asks_a_model_that_knows_the_seed_tasks(
+    tmp_path: Path, seed_tasks: list[SeedTask], logprobs: str
+) -> None:
+    """An endpoint answering every seed task right scores 1.0 with every method that reads it, more
+    than the knn vote: auto picks the cheapest of those (text), and records the table once."""
+    with FakeLLM(Script(logprobs=logprobs, label_logprobs=perfect(seed_tasks))) as server:
+        run = classify(tmp_path, fake_endpoint(server), "auto", seed_tasks, KNN_TASKS)
+    selection = run.checkpoint.calibration["selection"]
+    fit = clf.fit_tasks(run)
+    assert selection["chosen"] == "text" and selection["tasks"] == len(fit) == clf.FIT_TASKS
+    assert selection["classification_tasks"] == sum(t.is_classification for t in fit) == clf.FIT_TASKS // 2
+    table = selection["methods"]
+    models = ["text", "logprobs", "calibrated", "fitted"] if logprobs == "top" else ["text"]
+    assert list(table) == ["knn", *models]
+    for method in models:
+        assert table[method] == {"balanced_accuracy": 1.0, "tp": 20, "fn": 0, "tn": 20, "fp": 0}
+    assert 0.5 < table["knn"]["balanced_accuracy"] < 1.0
+    if logprobs != "top":
+        assert set(selection["unavailable"]) == {"logprobs", "calibrated", "fitted"}
+        why = "the endpoint gave no log-probabilities" if logprobs == "none" else "log-probabilities failed: "
+        assert all(said.startswith(why) for said in selection["unavailable"].values())
+    if logprobs == "refuse":  # refused at once: the fit tasks are then asked for their text alone
+        assert run.usage.requests[clf.SELECTION_STAGE] >= clf.FIT_TASKS
+    else:  # the content-free inputs and the fit tasks, as one round
+        asked = len(CONTENT_FREE) + clf.FIT_TASKS
+        assert run.usage.requests == {clf.SELECTION_STAGE: asked, clf.STAGE: len(KNN_TASKS)}
+    for answer in run.checkpoint.classification.values():
+        assert answer["method"] == "text" and "selection" not in answer
+        assert answer["label"] == parsing.classification(answer["raw"])
+    summary = exports.stats(run)["classification_method"]
+    assert summary["methods"] == {"text": 3} and summary["selection"] == selection
+    assert exports.run_record(run)["classification_method"] == summary
+
+
+def test_auto_keeps_knn_on_a_model_that_answers_at_random(tmp_path: Path, seed_tasks: list[SeedTask]) -> None:
+    """Label log-probabilities drawn at random: no reading of them beats the vote of the seed tasks, and
+    stage 2 then sends nothing more."""
+    with FakeLLM(Script(logprobs="top")) as server:
+        run = classify(tmp_path, fake_endpoint(server), "auto", seed_tasks, KNN_TASKS)
+        requests = server.script.counts["requests"]
+    selection = run.checkpoint.calibration["selection"]
+    table = selection["methods"]
+    assert selection["chosen"] == "knn" and list(table) == ["knn", "text", "logprobs", "calibrated", "fitted"]
+    assert "unavailable" not in selection
+    for method in ("text", "logprobs", "calibrated", "fitted"):
+        assert table[method]["balanced_accuracy"] < table["knn"]["balanced_accuracy"]
+    assert requests == len(CONTENT_FREE) + clf.FIT_TASKS  # the selection's, and none for the tasks
+    knn = clf.SeedNeighbours(seed_tasks)
+    for answer in run.checkpoint.classification.values():
+        assert answer["method"] == "knn" and answer["threshold"] == pytest.approx(knn.fit_threshold())
+
+
+def test_selection_answers_each_task_without_its_own_label(monkeypatch: pytest.MonkeyPatch) -> None:
+    """By hand on four fit tasks: fitted thresholds each on the other three, knn votes with the other
+    seed tasks; a method costlier to run than another must beat it by more than MARGIN."""
+    seeds, free = seed_set(), list(CONTENT_FREE.values())  # Yes, Yes, No, No; shift log 2
+    calibrated = [1.0, -0.3, 0.5, -1.0]
+    pairs = [(-0.1, -0.1 - m - SHIFT) for m in calibrated]
+    got = clf.select(seeds, seeds, [True, True, False, True], pairs, free)  # the text: wrong on the last
+    table = got["selection"]["methods"]
+    assert table["text"] == {"balanced_accuracy": 0.75, "tp": 2, "fn": 0, "tn": 1, "fp": 1}
+    assert table["logprobs"] == table["text"]  # raw margins 1.69, 0.39, 1.19, -0.31
+    assert table["calibrated"] == {"balanced_accuracy": 0.5, "tp": 1, "fn": 1, "tn": 1, "fp": 1}
+    # each left out, the others' best threshold: -0.65 (s0 Yes), 0.75 (s1 No), -0.65 (s2 Yes), 0.75
+    # (s3 No); fitted on all four, 0.75 would answer all four right
+    assert clf.held_out_thresholds(calibrated, [True, True, False, False], range(4)) == pytest.approx(
+        [-0.65, 0.75, -0.65, 0.75]
+    )
+    assert table["fitted"] == {"balanced_accuracy": 0.5, "tp": 1, "fn": 1, "tn": 1, "fp": 1}
+    assert table["knn"]["balanced_accuracy"] < 0.75
+    assert got == {"method": "text", "selection": got["selection"]} and got["selection"]["chosen"] == "text"
+    monkeypatch.setattr(clf, "MARGIN", 0.3)  # text's lead over knn (0.25) is now within the noise
+    assert clf.select(seeds, seeds, [True, True, False, True], pairs, free)["selection"]["chosen"] == "knn"
+    monkeypatch.undo()
+    # seed tasks whose wording separates the classes: knn answers each right without it, and wins
+    worded = knn_seeds(
+        {"classify a": True, "classify b": True, "write c": False, "write d": False, "write e": False}
+    )
+    got = clf.select(worded, worded, [True, False, False, False, False], None, None, "none given")
+    assert got["selection"]["methods"]["knn"]["balanced_accuracy"] == 1.0
+    assert got["selection"]["methods"]["text"]["balanced_accuracy"] == 0.75
+    assert got["selection"]["unavailable"] == dict.fromkeys(
+        ("logprobs", "calibrated", "fitted"), "none given"
+    )
+    assert got["method"] == "knn" and got["threshold"] == clf.SeedNeighbours(worded).fit_threshold()
+
+
+def test_auto_without_both_classes_outside_the_demonstrations_asks_nothing(tmp_path: Path) -> None:
+    others = [t for t in seed_set() if not t.is_classification]
+    with FakeLLM(Script(logprobs="top")) as server:
+        run = classify(tmp_path, fake_endpoint(server), "auto", others, KNN_TASKS)
+        assert server.script.counts.get("requests", 0) == len(KNN_TASKS)  # the tasks' own only
+    assert run.checkpoint.calibration["selection"] == {
+        "skipped": "the seed tasks outside the demonstrations lack a class"
+    }
+    assert all(
+        a["method"] == "text" and "2 seed tasks" in a["fallback"]
+        for a in run.checkpoint.classification.values()
+    )
 
 
 def test_knn_needs_two_seed_tasks_of_each_class(tmp_path: Path) -> None:

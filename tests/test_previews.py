@@ -12,6 +12,7 @@ import pytest
 from rq import Queue, SimpleWorker
 
 from client.__main__ import main as cli
+from jobs.method.stages.classification import SELECTION_STAGE
 from jobs.runner import queue
 from jobs.settings import get_settings
 from jobs.store import keyspace
@@ -47,11 +48,16 @@ def check_result(preview: dict, full: int) -> None:
     assert all(k["classification"]["label"] in ("yes", "no", "unparseable") for k in kept)
     assert any(k["instances"] for k in kept)
     tokens = result["tokens"]
-    per = (tokens["prompt"] / len(kept), tokens["completion"] / len(kept))
+    # classification_method auto asked about the seed tasks once: a cost the full job pays once too
+    once = [tokens[f"{k}_by_stage"][SELECTION_STAGE] for k in ("prompt", "completion")]
     estimate = result["estimate"]
-    assert estimate["full_job"]["prompt_tokens"] == round(per[0] * full)
-    assert estimate["full_job"]["completion_tokens"] == round(per[1] * full)
-    expected = (per[0] * full * PRICES["prompt"] + per[1] * full * PRICES["completion"]) / 1e6
+    assert [estimate["once"]["prompt_tokens"], estimate["once"]["completion_tokens"]] == once
+    assert once[0] > 0
+    per = ((tokens["prompt"] - once[0]) / len(kept), (tokens["completion"] - once[1]) / len(kept))
+    total = (per[0] * full + once[0], per[1] * full + once[1])
+    assert estimate["full_job"]["prompt_tokens"] == round(total[0])
+    assert estimate["full_job"]["completion_tokens"] == round(total[1])
+    expected = (total[0] * PRICES["prompt"] + total[1] * PRICES["completion"]) / 1e6
     assert estimate["full_job"]["cost"] == pytest.approx(expected, abs=1e-6) and estimate["currency"] == "USD"
     assert result["cost"]["total"] == round(
         (tokens["prompt"] * PRICES["prompt"] + tokens["completion"] * PRICES["completion"]) / 1e6, 6

@@ -123,8 +123,9 @@ class Recipe:
     # "logprobs" compares the two labels' log-probabilities; "calibrated" first divides out the model's
     # bias on content-free inputs; "fitted" thresholds the calibrated margin where it best separates the
     # seed tasks left out of the demonstrations; "knn" votes with the seed tasks nearest in wording
-    # (TF-IDF) and asks the model nothing; "auto" is "knn", the best on held-out seed tasks
-    # (benchmarks/classification.py measures them).
+    # (TF-IDF) and asks the model nothing; "auto" asks the run's own endpoint about the seed tasks left
+    # out of the demonstrations and takes the method that answers them best (benchmarks/classification.py
+    # measures them all, auto included).
     classification_method: str = "auto"
     similarity_threshold: float = 0.7
     min_words: int = 4

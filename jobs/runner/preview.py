@@ -20,6 +20,7 @@ from jobs.method.engine import execute
 from jobs.method.recipe import Execution, Recipe
 from jobs.method.run import Run
 from jobs.method.seed_tasks import parse_jsonl
+from jobs.method.stages.classification import SELECTION_STAGE
 from jobs.method.transport import EndpointError
 from jobs.method.vocabulary import MODES
 from jobs.runner import queue
@@ -125,11 +126,16 @@ def _run(preview: dict[str, Any], settings: Any) -> dict[str, Any]:
 
 def _estimate(tokens: dict[str, Any], kept: int, full: int | None, profile: Profile) -> dict[str, Any] | None:
     """The full job at the preview's tokens per kept instruction (every stage's tokens over the kept),
+    plus what a run spends once whatever its size (`once`: classification_method auto's requests),
     priced in the profile's mode (`cost`) and in both (`cost_by_mode`: online, and batch through the
     provider's Batch API)."""
     if not kept:
         return None
-    per = {"prompt_tokens": tokens["prompt"] / kept, "completion_tokens": tokens["completion"] / kept}
+    once = {f"{k}_tokens": tokens[f"{k}_by_stage"].get(SELECTION_STAGE, 0) for k in ("prompt", "completion")}
+    per = {
+        "prompt_tokens": (tokens["prompt"] - once["prompt_tokens"]) / kept,
+        "completion_tokens": (tokens["completion"] - once["completion_tokens"]) / kept,
+    }
 
     def priced(prompt: float, completion: float) -> dict[str, Any]:
         by_mode = {}
@@ -140,12 +146,14 @@ def _estimate(tokens: dict[str, Any], kept: int, full: int | None, profile: Prof
 
     out: dict[str, Any] = {
         "per_instruction": {**{k: round(v, 1) for k, v in per.items()}, **priced(*per.values())},
+        "once": {**once, **priced(*once.values())},
         "currency": profile.endpoint.currency if profile.prices else None,
         "mode": profile.mode,
         "full_job": None,
     }
     if full:
-        prompt, completion = per["prompt_tokens"] * full, per["completion_tokens"] * full
+        prompt = per["prompt_tokens"] * full + once["prompt_tokens"]
+        completion = per["completion_tokens"] * full + once["completion_tokens"]
         out["full_job"] = {
             "num_instructions": full,
             "prompt_tokens": round(prompt),

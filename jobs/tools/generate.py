@@ -295,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         choices=CLASSIFICATION_METHODS,
         default="auto",
         help="stage 2: text (the paper's greedy answer), logprobs, calibrated (content-free inputs), fitted "
-        "(threshold fitted on the seed tasks), knn (nearest seed tasks by wording); auto: knn",
+        "(threshold fitted on the seed tasks), knn (nearest seed tasks by wording); auto: the best of them "
+        "on the seed tasks outside the demonstrations, asked of this endpoint",
     )
     g.add_argument("--decoding", help='per-stage overrides, JSON: {"instructions": {"temperature": 1.0}}')
     g.add_argument("--run-json", help="take the whole configuration from a previous run.json")

@@ -196,5 +196,30 @@ def section(report: dict[str, Any]) -> list[str]:
         "",
         f"![Instruction, non-empty input and output lengths (the paper's Figure 4)]({FIGURES['lengths']})",
         "",
+        *_selection(report.get("classification_selection")),
     ]
     return lines
+
+
+def _selection(selection: dict[str, Any] | None) -> list[str]:
+    """classification_method auto's table, when the run chose its method so."""
+    if not selection:
+        return []
+    if "skipped" in selection:
+        return [f"Classification method: knn, chosen without a comparison ({selection['skipped']}).", ""]
+    lines = [
+        f"Classification method: `{selection['chosen']}`, the best of these on the "
+        f"{selection['tasks']} seed tasks outside the demonstrations "
+        f"({selection['classification_tasks']} of them classification), each answered without its own label:",
+        "",
+        "| method | balanced accuracy | tp | fn | tn | fp |",
+        "|---|---|---|---|---|---|",
+    ]
+    for method, row in selection["methods"].items():
+        counts = " | ".join(str(row[k]) for k in ("tp", "fn", "tn", "fp"))
+        lines.append(f"| {method} | {row['balanced_accuracy']:.3f} | {counts} |")
+    lines += [
+        f"| {method} | not available: {why} | | | | |"
+        for method, why in selection.get("unavailable", {}).items()
+    ]
+    return [*lines, ""]

@@ -296,7 +296,8 @@ def run_record(run: Run) -> dict[str, Any]:
 
 
 def classification_method(checkpoint: Checkpoint) -> dict[str, Any]:
-    """How stage 2 decided: answers per method, why any fell back to text, the shift and threshold."""
+    """How stage 2 decided: answers per method, why any fell back to text, the shift and threshold, and
+    for auto the table it chose the method from (`selection`)."""
     methods: dict[str, int] = {}
     fallbacks: dict[str, int] = {}
     shared: dict[str, Any] = {}
@@ -307,4 +308,10 @@ def classification_method(checkpoint: Checkpoint) -> dict[str, Any]:
             fallbacks[reason] = fallbacks.get(reason, 0) + 1
         if not shared and ("shift" in answer or "threshold" in answer):
             shared = {k: answer[k] for k in ("shift", "threshold") if k in answer}
-    return {"methods": methods, "fallbacks": fallbacks, **shared}
+    selection = (checkpoint.calibration or {}).get("selection")
+    return {
+        "methods": methods,
+        "fallbacks": fallbacks,
+        **shared,
+        **({"selection": selection} if selection else {}),
+    }

@@ -88,6 +88,8 @@ def build(checkpoint: Checkpoint, seed_tasks: list[SeedTask], stats: dict[str, A
             "output_words": _histogram(outputs),
         },
         "filters": stats.get("verdicts", {}),
+        # auto's table: each classification method on the seed tasks outside the demonstrations
+        "classification_selection": (checkpoint.calibration or {}).get("selection"),
         "figures": FIGURES,
     }
 

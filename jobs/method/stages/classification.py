@@ -4,9 +4,11 @@ The paper reads the greedy answer's text. Where the endpoint gives log-probabili
 instead compare the two labels' probabilities, corrected for the model's bias measured on content-free
 inputs (contextual calibration, Zhao et al. 2021, "Calibrate Before Use"), and optionally thresholded
 where the calibrated margin best separates the seed tasks that are not among the demonstrations.
-The default needs no log-probabilities and no model: a vote of the instruction's nearest seed tasks
-by TF-IDF similarity of their wording, which held-out seed tasks show to generalise much better than
-any reading of this small model's answer (benchmarks/classification.py).
+Another needs no log-probabilities and no model: a vote of the instruction's nearest seed tasks by
+TF-IDF similarity of their wording, which held-out seed tasks show to generalise much better than any
+reading of the small embedded model's answer (benchmarks/classification.py). The default, `auto`,
+decides for the endpoint the run is on: it asks the model about the seed tasks outside the
+demonstrations, scores every method on them, and takes the best (`select`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,13 @@ from jobs.method.transport import LLM, Completion, EndpointError, ordered
 
 STAGE = "classification"
 TOP_LOGPROBS = 5  # OpenAI's completions allow at most 5
+# auto's requests are counted apart: a cost a run pays once, not one per instruction
+SELECTION_STAGE = "classification_selection"
+# the methods auto weighs, cheapest to run first; a costlier one is taken only if its balanced accuracy
+# is higher by more than MARGIN, about one standard error of the difference of two methods' on 40 tasks
+# (on the embedded model a lower one let chance pick a model method over knn: benchmarks/classification.py)
+CHOICES = ("knn", "text", "logprobs", "calibrated", "fitted")
+MARGIN = 0.1
 FIT_TASKS = 40  # seed tasks scored to fit the threshold: every classification one, then others
 NEIGHBOURS = 20  # seed tasks that vote in the knn method
 EVIDENCE_NEIGHBOURS = 3  # of them, recorded with each answer
@@ -67,14 +76,50 @@ def balanced_accuracy(truth: Sequence[bool], predicted: Sequence[bool]) -> float
 
 def fit_threshold(margins: Sequence[float], truth: Sequence[bool]) -> float:
     """The threshold (answer Yes above it) with the best balanced accuracy on these labelled margins,
-    midway between neighbours; ties go to the one nearest zero."""
+    midway between neighbours; ties go to the one nearest zero. One sweep up the sorted margins, each
+    passed margin turning its answer to No."""
     points = sorted(set(margins))
     candidates = [points[0] - 1.0, *((a + b) / 2 for a, b in itertools.pairwise(points)), points[-1] + 1.0]
+    at: dict[float, list[int]] = {p: [0, 0] for p in points}  # margin -> [Yes tasks, No tasks] there
+    for m, t in zip(margins, truth, strict=True):
+        at[m][0 if t else 1] += 1
+    pos = sum(1 for t in truth if t)
+    neg = len(truth) - pos
+    tp, tn = pos, 0  # below every margin: all Yes
+    best: tuple[tuple[float, float], float] | None = None
+    for k, t in enumerate(candidates):
+        recalls = ([tp / pos] if pos else []) + ([tn / neg] if neg else [])
+        key = (sum(recalls) / len(recalls) if recalls else 0.0, -abs(t))
+        if best is None or key > best[0]:
+            best = (key, t)
+        if k < len(points):
+            tp -= at[points[k]][0]
+            tn += at[points[k]][1]
+    assert best is not None
+    return best[1]
 
-    def score(t: float) -> tuple[float, float]:
-        return balanced_accuracy(truth, [m > t for m in margins]), -abs(t)
 
-    return max(candidates, key=score)
+def held_out_thresholds(margins: Sequence[float], truth: Sequence[bool], which: Sequence[int]) -> list[float]:
+    """For each index in `which`, the threshold fitted on every other margin: that one's answer is then
+    made without its own label."""
+    return [
+        fit_threshold(
+            [m for j, m in enumerate(margins) if j != i], [t for j, t in enumerate(truth) if j != i]
+        )
+        for i in which
+    ]
+
+
+def confusion(truth: Sequence[bool], predicted: Sequence[bool]) -> dict[str, Any]:
+    """Balanced accuracy with the counts it comes from."""
+    pairs = list(zip(truth, predicted, strict=True))
+    return {
+        "balanced_accuracy": round(balanced_accuracy(truth, predicted), 4),
+        "tp": sum(t and p for t, p in pairs),
+        "fn": sum(t and not p for t, p in pairs),
+        "tn": sum(not t and not p for t, p in pairs),
+        "fp": sum(not t and p for t, p in pairs),
+    }
 
 
 def _words(text: str) -> list[str]:
@@ -132,12 +177,17 @@ class SeedNeighbours:
         ]
         return self._score(nearest), evidence
 
+    def left_out_scores(self) -> list[float]:
+        """Each seed task's vote by the others."""
+        return [self._score(self._nearest(vec, skip=i)) for i, vec in enumerate(self.vectors)]
+
     def fit_threshold(self) -> float:
-        scores = [self._score(self._nearest(vec, skip=i)) for i, vec in enumerate(self.vectors)]
-        return fit_threshold(scores, [t.is_classification for t in self.tasks])
+        return fit_threshold(self.left_out_scores(), [t.is_classification for t in self.tasks])
 
 
-def _request(run: Run, llm: LLM, text: str, key: str, logprobs: bool) -> Awaitable[list[Completion]]:
+def _request(
+    run: Run, llm: LLM, text: str, key: str, logprobs: bool, stage: str = STAGE
+) -> Awaitable[list[Completion]]:
     cfg = run.recipe
     decoding = cfg.decoding[STAGE]
     schema = chat.schema(STAGE) if llm.structured else None
@@ -147,7 +197,7 @@ def _request(run: Run, llm: LLM, text: str, key: str, logprobs: bool) -> Awaitab
     if logprobs:
         extra = {"logprobs": True, "top_logprobs": TOP_LOGPROBS} if llm.chat else {"logprobs": TOP_LOGPROBS}
     prompt = run.prompts.classification(text)
-    return llm.complete(prompt, decoding, cfg.derived_seed(STAGE, key), STAGE, schema, n=1, **extra)
+    return llm.complete(prompt, decoding, cfg.derived_seed(STAGE, key), stage, schema, n=1, **extra)
 
 
 def _parse(llm: LLM, raw: str) -> parsing.ClassificationAnswer:
@@ -163,7 +213,8 @@ async def calibration(run: Run, llm: LLM, method: str) -> dict[str, Any]:
     for answer in run.checkpoint.classification.values():
         if "method" in answer:
             return {k: answer[k] for k in ("method", "shift", "threshold", "fallback") if k in answer}
-    run.checkpoint.calibration = await METHODS[method].calibrate(run, llm, method)
+    calibrate = _auto if method == "auto" else METHODS[method].calibrate
+    run.checkpoint.calibration = await calibrate(run, llm, method)
     return run.checkpoint.calibration
 
 
@@ -215,6 +266,116 @@ async def _by_logprobs(run: Run, llm: LLM, method: str) -> dict[str, Any]:
 
 async def _text(run: Run, llm: LLM, method: str) -> dict[str, Any]:
     return {"method": "text"}
+
+
+async def _auto(run: Run, llm: LLM, method: str) -> dict[str, Any]:
+    """The method `select` finds best on the fit tasks, from the model's answers to them (and to the
+    content-free inputs, where the endpoint gives log-probabilities), with the table it chose from under
+    `selection`. The requests go as one round (in batch mode, one batch: a resumed run finds it)."""
+    fit = fit_tasks(run)
+    if len({t.is_classification for t in fit}) < 2:  # nothing to tell the methods apart by
+        skipped = "the seed tasks outside the demonstrations lack a class"
+        return {**await _knn(run, llm, "knn"), "selection": {"skipped": skipped}}
+    why = None
+    if llm.reasoning:
+        why = "reasoning models give no log-probabilities"
+    elif llm.structured:
+        why = "structured chat replies carry no label log-probabilities"
+    texts = [(t.instruction, f"fit:{i}") for i, t in enumerate(fit)]
+    if why is None:
+        texts = [(text, f"content-free:{i}") for i, text in enumerate(CONTENT_FREE)] + texts
+    try:
+        answers = await _answers(run, llm, texts, why is None)
+    except EndpointError as exc:  # e.g. llama.cpp's Python server without logits_all: HTTP 500
+        if why is not None:
+            raise
+        why = f"log-probabilities failed: {exc}"
+        texts = texts[len(CONTENT_FREE) :]
+        answers = await _answers(run, llm, texts, False)
+    pairs = [label_logprobs(c.top_logprobs) if c.top_logprobs else None for c in answers]
+    if why is None and None in pairs:
+        missing = pairs.count(None)
+        why = "the endpoint gave no log-probabilities" + (
+            f" for {missing} of {len(pairs)} requests" if missing < len(pairs) else ""
+        )
+    labels = [_parse(llm, c.text) == "yes" for c in answers[-len(fit) :]]
+    if why is None:
+        free, given = pairs[: len(CONTENT_FREE)], pairs[len(CONTENT_FREE) :]
+        return select(run.seed_tasks, fit, labels, given, free)  # type: ignore[arg-type]
+    return select(run.seed_tasks, fit, labels, None, None, why)
+
+
+async def _answers(run: Run, llm: LLM, texts: list[tuple[str, str]], logprobs: bool) -> list[Completion]:
+    """The classification prompt's answer for each (text, request key), in order: auto's requests."""
+    answers: list[Completion] = []
+
+    def build(i: int) -> Awaitable[list[Completion]] | None:
+        return _request(run, llm, *texts[i], logprobs, SELECTION_STAGE) if i < len(texts) else None
+
+    def handle(i: int, completions: list[Completion]) -> bool:
+        answers.append(completions[0])
+        return False
+
+    await ordered(0, build, handle, llm.capacity(run.execution.concurrency), max(len(texts), 1))
+    return answers
+
+
+def select(
+    seeds: Sequence[SeedTask],
+    fit: Sequence[SeedTask],
+    labels: Sequence[bool],
+    pairs: Sequence[Pair] | None,
+    free: Sequence[Pair] | None,
+    why: str | None = None,
+) -> dict[str, Any]:
+    """auto's choice: every method's balanced accuracy on the fit tasks (seed tasks outside the
+    demonstrations), each answer made without that task's own label: knn votes with the other seed tasks
+    and thresholds where they are best separated, fitted thresholds on the other fit tasks. `labels`:
+    the model's answer to each (Yes: True); `pairs` and `free`: the label log-probabilities of the fit
+    tasks and the content-free inputs, None (with `why`) where the endpoint gave none. The best method
+    (a costlier one only when better by more than MARGIN, CHOICES) with what every answer of it shares,
+    and the table under `selection`."""
+    truth = [t.is_classification for t in fit]
+    predicted: dict[str, list[bool]] = {}
+    unavailable: dict[str, str] = {}
+    shared: dict[str, dict[str, Any]] = {"text": {"method": "text"}}
+    sizes = Counter(t.is_classification for t in seeds)
+    if min(sizes[True], sizes[False]) >= 2:
+        knn = SeedNeighbours(seeds)
+        scores, known = knn.left_out_scores(), [t.is_classification for t in seeds]
+        where = {t.id: i for i, t in enumerate(seeds)}
+        rows = [where[t.id] for t in fit]
+        cuts = held_out_thresholds(scores, known, rows)
+        predicted["knn"] = [scores[i] > cut for i, cut in zip(rows, cuts, strict=True)]
+        shared["knn"] = {"method": "knn", "threshold": fit_threshold(scores, known)}
+    else:
+        unavailable["knn"] = "knn needs at least 2 seed tasks of each class"
+    predicted["text"] = list(labels)
+    if pairs is None or free is None:
+        unavailable |= dict.fromkeys(("logprobs", "calibrated", "fitted"), why or "no log-probabilities")
+    else:
+        shift = content_free_shift(free)
+        margins = [yes - no - shift for yes, no in pairs]
+        cuts = held_out_thresholds(margins, truth, range(len(fit)))
+        predicted["logprobs"] = [m + shift > 0 for m in margins]
+        predicted["calibrated"] = [m > 0 for m in margins]
+        predicted["fitted"] = [m > cut for m, cut in zip(margins, cuts, strict=True)]
+        shared["logprobs"] = {"method": "logprobs"}
+        shared["calibrated"] = {"method": "calibrated", "shift": shift}
+        shared["fitted"] = {"method": "fitted", "shift": shift, "threshold": fit_threshold(margins, truth)}
+    table = {m: confusion(truth, predicted[m]) for m in CHOICES if m in predicted}
+    chosen = next(iter(table))
+    for m in table:  # cheapest first: a costlier method must do better by more than the noise
+        if table[m]["balanced_accuracy"] > table[chosen]["balanced_accuracy"] + MARGIN:
+            chosen = m
+    selection = {
+        "chosen": chosen,
+        "tasks": len(fit),
+        "classification_tasks": sum(truth),
+        "methods": table,
+        **({"unavailable": unavailable} if unavailable else {}),
+    }
+    return {**shared[chosen], "selection": selection}
 
 
 async def score_texts(
@@ -308,7 +469,6 @@ METHODS: dict[str, Method] = {
     # the seed tasks nearest in wording vote: the model is not asked (its answer would go unread)
     "knn": Method(_knn, _decide_knn, asks=False, voters=SeedNeighbours),
 }
-AUTO = "knn"  # the best on held-out seed tasks (benchmarks/classification.py)
 
 
 def decide(
@@ -335,8 +495,10 @@ async def run_stage(run: Run, llm: LLM) -> None:
     run.stage_done = len(cp.instructions) - len(todo)
     if not todo:
         return
-    method = AUTO if cfg.classification_method == "auto" else cfg.classification_method
-    shared = await calibration(run, llm, method)
+    # what every answer carries: not auto's table, which run.json and the report hold once
+    shared = {
+        k: v for k, v in (await calibration(run, llm, cfg.classification_method)).items() if k != "selection"
+    }
     chosen = METHODS[shared["method"]]
     neighbours = chosen.voters(run.seed_tasks) if chosen.voters else None
 
