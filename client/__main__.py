@@ -108,6 +108,23 @@ def summary(client: Client, job: dict[str, Any], out: Path | None) -> None:
                 f"  {path.name:<20} {manifest[path.name]['bytes']:>10} bytes"
                 + (f" {records:>7} records" if records is not None else "")
             )
+        if (out / "stats.json").exists():
+            print(_selection(json.loads((out / "stats.json").read_text())["classification_method"]))
+
+
+def _selection(how: dict[str, Any]) -> str:
+    """How stage 2 decided; for classification_method auto, what it chose from."""
+    methods = ", ".join(f"{m} {n}" for m, n in how["methods"].items())
+    selection = how.get("selection")
+    if not selection:
+        return f"classification: {methods or 'none'}"
+    if "methods" not in selection:
+        return f"classification (auto): {methods}; no comparison ({selection['skipped']})"
+    table = ", ".join(f"{m} {r['balanced_accuracy']:.3f}" for m, r in selection["methods"].items())
+    return (
+        f"classification (auto): {selection['chosen']}, balanced accuracy on {selection['tasks']} seed tasks "
+        f"outside the demonstrations: {table}"
+    )
 
 
 def submit(client: Client, args: argparse.Namespace) -> int:

@@ -105,6 +105,16 @@ def test_submit_wait_download_through_gunicorn_and_a_worker(stack):
         files[f["name"]] = body
     alpaca = json.loads(files["alpaca.json"])
     assert all(set(row) == {"instruction", "input", "output"} for row in alpaca)
+    # classification_method auto asked the model about the seed tasks and says what it chose
+    selection = json.loads(files["stats.json"])["classification_method"]["selection"]
+    assert selection["tasks"] == 40 and set(selection["methods"]) == {
+        "knn",
+        "text",
+        "logprobs",
+        "calibrated",
+        "fitted",
+    }
+    assert f"classification (auto): {selection['chosen']}, balanced accuracy on 40 seed tasks" in done.stdout
     assert {row["instruction"] for row in alpaca} <= {d["text"] for d in kept["items"]}
     chat = [json.loads(line) for line in files["chat.jsonl"].decode().splitlines()]
     assert len(chat) == len(alpaca) and all(m["messages"][1]["role"] == "assistant" for m in chat)

@@ -353,6 +353,19 @@ def test_submit_a_job_and_watch_it_go_from_queued_to_succeeded_without_reloading
         "rouge_l_to_nearest_seed"
     ]["counts"]
     assert sum(report["rouge_l_to_nearest_seed"]["counts"]) == 8
+    # classification_method auto's table, as the report gives it, the chosen method marked
+    selection = report["classification_selection"]
+    assert set(selection["methods"]) == {"knn", "text"} and selection["unavailable"]  # no log-probabilities
+    rows = page.locator("#selection tbody tr").evaluate_all(
+        "rows => rows.map(r => [r.dataset.method, r.className, ...[...r.cells].map(c => c.textContent)])"
+    )
+    assert rows[: len(selection["methods"])] == [
+        [m, "chosen" if m == selection["chosen"] else "", m, f"{r['balanced_accuracy']:.3f}"]
+        + [str(r[k]) for k in ("tp", "fn", "tn", "fp")]
+        for m, r in selection["methods"].items()
+    ]
+    assert [r[0] for r in rows[len(selection["methods"]) :]] == list(selection["unavailable"])
+    assert f"Classification method: {selection['chosen']}" in page.inner_text("#selection-note")
     shot(page, "job")
     assert not page.watch.errors, page.watch.errors
 

@@ -426,8 +426,35 @@ async function qualityReport(jobId) {
     figures.push(histogram(`Figure 4: length of ${name} in words`, counts));
   }
   $("#report-figures").replaceChildren(...figures);
+  selectionTable(report.classification_selection);
   show($("#report"), true);
   show($("#report-note"), false);
+}
+
+// classification_method auto's choice: each method on the seed tasks outside the demonstrations.
+function selectionTable(selection) {
+  const note = $("#selection-note");
+  show($("#selection"), Boolean(selection && selection.methods));
+  show(note, Boolean(selection));
+  if (!selection) return;
+  if (!selection.methods) {
+    note.textContent = `Classification method: knn, chosen without a comparison (${selection.skipped}).`;
+    return;
+  }
+  note.textContent = `Classification method: ${selection.chosen}, the best on the ${selection.tasks} seed tasks outside the demonstrations (${selection.classification_tasks} of them classification), each answered without its own label.`;
+  const rows = Object.entries(selection.methods).map(([method, r]) =>
+    el(
+      "tr",
+      { "data-method": method, class: method === selection.chosen ? "chosen" : null },
+      el("td", {}, method),
+      el("td", { class: "num" }, r.balanced_accuracy.toFixed(3)),
+      ...["tp", "fn", "tn", "fp"].map((k) => el("td", { class: "num" }, String(r[k]))),
+    ),
+  );
+  for (const [method, why] of Object.entries(selection.unavailable || {})) {
+    rows.push(el("tr", { "data-method": method }, el("td", {}, method), el("td", { colspan: 5 }, `not available: ${why}`)));
+  }
+  $("#selection tbody").replaceChildren(...rows);
 }
 
 async function datasetTable(jobId) {
