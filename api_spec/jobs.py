@@ -6,10 +6,11 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
 
 from api_spec.common import PageArgsSchema, PageSchema
+from api_spec.reference_sets import decontaminate_against_field
 from api_spec.seed_sets import SHA256
 from api_spec.webhooks import DeliverySchema
 from jobs.method.fields import Name, StrictBoolean, StrictFloat, StrictInteger
-from jobs.method.recipe import REQUEST_FIELDS, Recipe, RecipeError
+from jobs.method.recipe import MAX_NGRAM, REQUEST_FIELDS, Recipe, RecipeError
 from jobs.method.seed_tasks import GivenInstructionSchema
 from jobs.method.vocabulary import CLASSIFICATION_METHODS, EXPORT_FORMATS
 from jobs.store.job import JOB_STATES
@@ -17,6 +18,7 @@ from jobs.webhooks import MAX_URL_CHARS
 
 MAX_INSTRUCTIONS = 100_000  # the schema's ceiling; the operator's MAX_INSTRUCTIONS may be lower
 DEFAULTS = Recipe()  # what a field left out means: the recipe's default (documented from here)
+NULLABLE = ("contamination_threshold",)  # recipe fields whose null means something
 
 
 class StageDecodingSchema(Schema):
@@ -162,6 +164,25 @@ class JobCreateSchema(Schema):
     similarity_threshold = StrictFloat(
         validate=validate.Range(0.0, 1.0), metadata={"default": DEFAULTS.similarity_threshold}
     )
+    decontaminate_against = decontaminate_against_field()
+    contamination_ngram = StrictInteger(
+        validate=validate.Range(0, MAX_NGRAM),
+        metadata={
+            "default": DEFAULTS.contamination_ngram,
+            "description": "With `decontaminate_against`: the run of words (rouge-score's tokens: "
+            "lower-cased, alphanumeric) that an instruction or instance must not share with a reference "
+            "item; 0 turns the rule off. Items shorter than it are matched by ROUGE-L only.",
+        },
+    )
+    contamination_threshold = StrictFloat(
+        allow_none=True,
+        validate=validate.Range(0.0, 1.0),
+        metadata={
+            "default": DEFAULTS.contamination_threshold,
+            "description": "With `decontaminate_against`: the ROUGE-L F-measure against a reference item "
+            "above which an instruction or instance is dropped; null turns the rule off.",
+        },
+    )
     max_requests = StrictInteger(
         validate=validate.Range(1, 10_000_000),
         metadata={"description": "Stage-1 request budget; default 20 + 10 per instruction."},
@@ -200,7 +221,10 @@ class JobCreateSchema(Schema):
     def _recipe(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         """The body's recipe fields load straight into the recipe, checked here once: `recipe` beside
         the fields as given (a stage-level job's count comes from its instruction list)."""
-        given = {k: data[k] for k in REQUEST_FIELDS if data.get(k) is not None}
+        # (a null threshold is given: it turns its rule off)
+        given = {
+            k: data[k] for k in REQUEST_FIELDS if data.get(k) is not None or (k in NULLABLE and k in data)
+        }
         try:
             data["recipe"] = Recipe.build(given)
         except RecipeError as e:

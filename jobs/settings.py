@@ -140,6 +140,7 @@ class Settings:
     spread_turn_seconds: float = 15.0
     max_request_bytes: int = 8 * 1024 * 1024
     max_seed_tasks: int = 10_000
+    max_reference_items: int = 200_000
     max_instructions: int = 100_000
     log_level: str = "INFO"
     work_dir: str = "/tmp"
@@ -203,6 +204,7 @@ class Settings:
             spread_turn_seconds=float(e.get("SPREAD_TURN_SECONDS", cls.spread_turn_seconds)),
             max_request_bytes=int(e.get("MAX_REQUEST_BYTES", cls.max_request_bytes)),
             max_seed_tasks=int(e.get("MAX_SEED_TASKS", cls.max_seed_tasks)),
+            max_reference_items=int(e.get("MAX_REFERENCE_ITEMS", cls.max_reference_items)),
             max_instructions=int(e.get("MAX_INSTRUCTIONS", cls.max_instructions)),
             log_level=e.get("LOG_LEVEL", cls.log_level),
             work_dir=e.get("WORK_DIR", cls.work_dir),
@@ -259,6 +261,7 @@ class Settings:
             "SPREAD_TURN_SECONDS": str(self.spread_turn_seconds),
             "MAX_REQUEST_BYTES": str(self.max_request_bytes),
             "MAX_SEED_TASKS": str(self.max_seed_tasks),
+            "MAX_REFERENCE_ITEMS": str(self.max_reference_items),
             "MAX_INSTRUCTIONS": str(self.max_instructions),
             "LOG_LEVEL": self.log_level,
             "WORK_DIR": self.work_dir,

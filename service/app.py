@@ -38,6 +38,7 @@ from service import (
     health,
     previews,
     profiles,
+    reference_sets,
     seed_sets,
     ui,
     webhooks,
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None, configure_logging: bool = True)
     api = Api(app)
     for module in (
         seed_sets,
+        reference_sets,
         generation_jobs,
         events,
         previews,

@@ -149,6 +149,7 @@ def _read_create() -> tuple[dict[str, Any], str, str | None]:
         _check_notify_url(args["notify_url"], errors)
     job_body.seed_set(args, errors)
     job_body.dedup_against(args, errors)
+    job_body.decontaminate_against(args, errors)
     if errors:
         problem(422, "invalid job request", errors)
     return args, profile, key

@@ -11,6 +11,7 @@ from typing import Any
 from api_spec.jobs import MAX_DEDUP_JOBS
 from jobs.method.recipe import REQUEST_FIELDS, Recipe
 from jobs.store import job as jobs_
+from jobs.store import reference_sets as reference_set_store
 from jobs.store import seed_sets as seed_set_store
 from service.context import services, team
 from service.errors import problem
@@ -72,6 +73,19 @@ def dedup_against(args: dict[str, Any], errors: list[dict[str, Any]]) -> None:
         problem(404, f"no job {missing[0]}")
 
 
+def decontaminate_against(args: dict[str, Any], errors: list[dict[str, Any]]) -> None:
+    """Every reference set named must be the team's (404 when that is the only fault)."""
+    missing = []
+    for i, sha in enumerate(args.get("decontaminate_against", [])):
+        if reference_set_store.get(services().redis, team(), sha) is None:
+            missing.append(sha)
+            errors.append({"field": f"decontaminate_against[{i}]", "message": "no such reference set"})
+    if missing and len(errors) == len(missing):
+        problem(404, f"no reference set {missing[0]}")
+    if "decontaminate_against" in args:
+        args["decontaminate_against"] = list(dict.fromkeys(args["decontaminate_against"]))
+
+
 def recipe(args: dict[str, Any], profile: str) -> Recipe:
     """The body's recipe (built and checked when the schema loaded it) as the profile's endpoint carries
     it out (Recipe.for_endpoint), which is what the job or preview records and runs."""
@@ -84,8 +98,9 @@ def config(args: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
     recipe holds it, given or by default, the job's earlier jobs not to repeat, and its priority."""
     held = recipe.to_dict()
     config = {k: held[k] for k in REQUEST_FIELDS}
-    if "dedup_against" in args:
-        config["dedup_against"] = args["dedup_against"]
+    for name in ("dedup_against", "decontaminate_against"):
+        if name in args:
+            config[name] = args[name]
     if args.get("priority"):
         config["priority"] = args["priority"]
     return config

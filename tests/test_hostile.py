@@ -219,6 +219,12 @@ def test_schemathesis_all_checks_against_gunicorn(live, client, redis, worker_en
     victim = http.post("/v1/jobs", json={"seed_set_id": seed_set_id, "num_instructions": 2}).json()
     work(redis)
     decision = http.get(f"/v1/jobs/{job['id']}/decisions?limit=1").json()["items"][0]["id"]
+    # reference sets exist only once uploaded (random bytes are no JSONL): one to read, one to delete
+    ndjson = {"Content-Type": "application/x-ndjson"}
+    kept, gone = (
+        http.post("/v1/reference-sets", content=f'{{"text": "{text}"}}\n', headers=ndjson).json()["id"]
+        for text in ("Is the sky blue?", "Name a prime.")
+    )
     # a finished job for the paths no POST creates (its decisions and dataset); the stateful phase
     # follows links from what it creates itself
     real = {"job_id": job["id"], "decision_id": decision, "name": "alpaca.json"}
@@ -263,6 +269,20 @@ phases.fuzzing.extra-data-sources.responses = false
 [[operations]]
 include-name = "POST /v1/seed-sets"
 checks.positive_data_acceptance.enabled = false
+
+[[operations]]
+include-name = "POST /v1/reference-sets"
+checks.positive_data_acceptance.enabled = false
+
+[[operations]]
+include-name = "GET /v1/reference-sets/{{reference_set_id}}"
+parameters = {{ reference_set_id = "{kept}" }}
+
+[[operations]]
+include-name = "DELETE /v1/reference-sets/{{reference_set_id}}"
+parameters = {{ reference_set_id = "{gone}" }}
+phases.coverage.extra-data-sources.responses = false
+phases.fuzzing.extra-data-sources.responses = false
 
 [[operations]]
 include-name = "POST /v1/previews"

@@ -19,6 +19,7 @@ from tests.test_api import make_seed_set, run_job
 # and a job naming a seed set or an operator profile that may not exist. Every other check applies.
 CONTENT_BEYOND_SCHEMA = {
     "POST /v1/seed-sets",
+    "POST /v1/reference-sets",
     "POST /v1/jobs",
     "POST /v1/previews",
     "POST /v1/jobs/{job_id}/extensions",  # the target must be above the job's own

@@ -82,6 +82,23 @@ class Artifacts:
     def delete_seed_set(self, team: str, sha: str) -> None:
         self._retry(self.s3.delete_object, Bucket=self.bucket, Key=self.seed_set_key(team, sha))
 
+    # --- reference sets ---
+
+    @staticmethod
+    def reference_set_key(team: str, sha: str) -> str:
+        return f"teams/{team}/reference-sets/{sha}.jsonl"
+
+    def put_reference_set(self, team: str, sha: str, data: bytes) -> None:
+        key = self.reference_set_key(team, sha)
+        self._retry(self.s3.put_object, Bucket=self.bucket, Key=key, Body=data)
+
+    def get_reference_set(self, team: str, sha: str) -> bytes:
+        key = self.reference_set_key(team, sha)
+        return self._retry(lambda: self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+
+    def delete_reference_set(self, team: str, sha: str) -> None:
+        self._retry(self.s3.delete_object, Bucket=self.bucket, Key=self.reference_set_key(team, sha))
+
     # --- datasets ---
 
     @staticmethod

@@ -1,5 +1,6 @@
-"""Earlier jobs' datasets read back: their kept instructions (a job's `dedup_against`), and what an
-extension takes over from the job it extends (jobs.method.lineage)."""
+"""What a job reads back before it runs: earlier jobs' datasets (their kept instructions, a job's
+`dedup_against`, and what an extension takes over from the job it extends: jobs.method.lineage), and the
+reference sets its data must not overlap (`decontaminate_against`)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,16 @@ from botocore.exceptions import ClientError
 
 from jobs.blobs.artifacts import Artifacts
 from jobs.method.lineage import Carried
+from jobs.method.recipe import Recipe
+from jobs.method.similarity import ReferenceIndex
 
 
 class HistoryGone(Exception):
     """An earlier job's dataset was deleted (or its retention ended) before this job read it."""
+
+
+class ReferenceSetGone(HistoryGone):
+    """A reference set the job names was deleted before the job read it."""
 
 
 def _local(artifacts: Artifacts, team: str, job_id: str, name: str, directory: str, why: str) -> Path:
@@ -57,3 +64,21 @@ def carried(artifacts: Artifacts, team: str, job_id: str, work_dir: str) -> Carr
         decisions = _local(artifacts, team, job_id, "decisions.jsonl", tmp, "extends")
         instructions = _local(artifacts, team, job_id, "instructions.jsonl", tmp, "extends")
         return Carried.read(job_id, _records(decisions), _records(instructions))
+
+
+def reference_index(artifacts: Artifacts, team: str, ids: list[str], recipe: Recipe) -> ReferenceIndex | None:
+    """The named sets' items in one ReferenceIndex with the recipe's rules (None: no set, or no rule)."""
+    if not ids or (not recipe.contamination_ngram and recipe.contamination_threshold is None):
+        return None
+    out = ReferenceIndex(recipe.contamination_ngram, recipe.contamination_threshold)
+    for sha in ids:
+        try:
+            data = artifacts.get_reference_set(team, sha)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
+                raise
+            raise ReferenceSetGone(f"the reference set {sha} is gone") from e
+        for line in data.splitlines():
+            item = json.loads(line)
+            out.add(sha, item["id"], item["text"])
+    return out

@@ -71,6 +71,8 @@ REQUEST_FIELDS = (
     "include_seed_tasks",
     "instance_followup",
     "similarity_threshold",
+    "contamination_ngram",
+    "contamination_threshold",
     "max_requests",
     "max_tokens",
     "max_cost",
@@ -79,6 +81,8 @@ REQUEST_FIELDS = (
 )
 
 
+# The longest run of words the decontamination rule may ask to be shared.
+MAX_NGRAM = 64
 # Stage-1 prompts a batch-mode round sends when the recipe names no round_size.
 BATCH_ROUND = 200
 
@@ -128,6 +132,11 @@ class Recipe:
     # measures them all, auto included).
     classification_method: str = "auto"
     similarity_threshold: float = 0.7
+    # Against the reference sets a job names (decontaminate_against): an instruction or instance sharing a
+    # run of this many words with a reference item is dropped (0: no such rule; 13 as GPT-3's and NeMo
+    # Curator's), as is one whose ROUGE-L against an item is above the threshold (None: no such rule).
+    contamination_ngram: int = 13
+    contamination_threshold: float | None = 0.7
     min_words: int = 4
     max_words: int = 150
     keyword_blacklist: tuple[str, ...] = PAPER_BLACKLIST
@@ -188,6 +197,10 @@ class Recipe:
             )
         if not 0.0 <= self.similarity_threshold <= 1.0:
             out.append(("similarity_threshold", "similarity_threshold must be within [0, 1]"))
+        if not 0 <= self.contamination_ngram <= MAX_NGRAM:
+            out.append(("contamination_ngram", f"contamination_ngram must be within [0, {MAX_NGRAM}]"))
+        if self.contamination_threshold is not None and not 0.0 <= self.contamination_threshold <= 1.0:
+            out.append(("contamination_threshold", "contamination_threshold must be within [0, 1] or null"))
         if unknown := set(self.export_formats) - set(EXPORT_FORMATS):
             out.append(("export_formats", f"unknown export formats: {sorted(unknown)}"))
         if self.classification_method not in CLASSIFICATION_METHODS:

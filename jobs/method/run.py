@@ -21,6 +21,7 @@ from jobs.method.prompts.chat import ChatPrompts
 from jobs.method.prompts.layouts import Prompts
 from jobs.method.recipe import Execution, Recipe
 from jobs.method.seed_tasks import SeedTask
+from jobs.method.similarity import ReferenceIndex
 from jobs.method.transport import Usage
 
 log = structlog.get_logger(__name__)
@@ -77,16 +78,21 @@ class Run:
         execution: Execution | None = None,
         history: History | None = None,
         carried: Carried | None = None,
+        references: Callable[[], ReferenceIndex | None] | None = None,
     ):
         """`recipe` was checked when it was built (Recipe.build); the run carries it out as its endpoint's
         mode and API kind imply (Recipe.for_endpoint). `spent_elsewhere`: see Accounting.
         `history`: earlier jobs' instructions that candidates must not repeat. `carried`: what an
-        extension takes over from the job it extends (jobs.method.lineage)."""
+        extension takes over from the job it extends (jobs.method.lineage). `references`: builds the
+        index of the reference sets the run's data must not overlap (None: it names none); built once,
+        when a stage first asks (`references()`)."""
         self.run_id = run_id
         self.seed_tasks = seed_tasks
         self.recipe = recipe.for_endpoint(endpoint.mode, endpoint.api)
         self.execution = execution or Execution()
         self.history: History = history or (lambda: ())
+        self._references = references
+        self._reference_index: ReferenceIndex | None = None
         if recipe.classification_only and not any(t.is_classification for t in seed_tasks):
             raise ValueError("classification_only needs classification tasks in the seed set")
         self.endpoint = endpoint
@@ -175,6 +181,11 @@ class Run:
     def set_elapsed(self, seconds: float) -> None:
         """Wall time measured elsewhere (a job whose stages ran in several processes)."""
         self._elapsed_before, self._session_start = seconds, time.monotonic()
+
+    def references(self) -> ReferenceIndex | None:
+        if self._reference_index is None and self._references is not None:
+            self._reference_index = self._references()
+        return self._reference_index
 
     def report(self) -> None:
         if self._progress:

@@ -1,4 +1,5 @@
-"""Seed tasks: parse and validate a seed set (JSONL or JSON records), reporting every bad line and field."""
+"""Seed tasks: parse and validate a seed set (JSONL or JSON records), reporting every bad line and field;
+and the other JSONL a team uploads, checked the same way: instruction files and reference sets."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate
 
 from jobs.method.fields import Name, StrictBoolean, Text
 
@@ -67,6 +68,23 @@ _schema = SeedTaskSchema()
 _instruction_schema = GivenInstructionSchema()
 
 
+class ReferenceItemSchema(Schema):
+    """One item of a reference set (an evaluation prompt, a benchmark's question): what a job's data must
+    not contain. Other fields (an answer, a label) are allowed and not read."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    id = Name(
+        validate=validate.Length(min=1, max=200),
+        metadata={"description": "Default: `line<N>` (1-based)."},
+    )
+    text = Text(required=True, validate=[validate.Length(min=1, max=MAX_FIELD_CHARS), _not_blank])
+
+
+_reference_schema = ReferenceItemSchema()
+
+
 @dataclass(frozen=True)
 class Instance:
     input: str
@@ -117,6 +135,10 @@ class SeedSetError(ValueError):
 
 class InstructionsError(SeedSetError):
     what = "instruction list"
+
+
+class ReferenceSetError(SeedSetError):
+    what = "reference set"
 
 
 @dataclass
@@ -292,3 +314,31 @@ def parse_instruction_records(records: list[Any], limit: int = 100_000) -> list[
 def instructions_hash(instructions: list[dict[str, str]]) -> str:
     lines = "".join(json.dumps(i, ensure_ascii=False, sort_keys=True) + "\n" for i in instructions)
     return hashlib.sha256(lines.encode()).hexdigest()
+
+
+# --- reference sets: what a job's instructions and instances are checked against (decontamination) ---
+
+
+def parse_references_jsonl(data: bytes, limit: int = 200_000) -> list[dict[str, str]]:
+    """A reference set: JSONL, one {"text", "id"?} object a line (other fields ignored), as
+    {"id", "text"}; raises ReferenceSetError naming every bad line and field, duplicate ids included."""
+    col = _Collector()
+    out: list[dict[str, str]] = []
+    first_id: dict[str, int | None] = {}
+    for _, line, prefix, value in _objects(_decode_lines(data), limit, "items", col):
+        try:
+            item = _reference_schema.load(value)
+        except ValidationError as e:
+            col.add_messages(e.messages, prefix, line)
+            continue
+        item_id = item.get("id") or f"line{line}"
+        if item_id in first_id:
+            col.errors.append(FieldError("id", f"duplicate id, first used at line {first_id[item_id]}", line))
+            continue
+        first_id[item_id] = line
+        out.append({"id": item_id, "text": item["text"]})
+    if not col.errors and not out:
+        col.errors.append(FieldError("items", "the reference set has no items"))
+    if col.errors:
+        raise ReferenceSetError(col.errors)
+    return out

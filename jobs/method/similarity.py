@@ -313,3 +313,99 @@ def _fmeasures(lcs: np.ndarray, candidate_len: int, pool_lens: np.ndarray) -> np
     scores = np.zeros_like(total)
     np.divide(2 * precision * recall, total, out=scores, where=total > 0)
     return scores
+
+
+class Overlap(NamedTuple):
+    """A text's overlap with a reference item: `how` is "ngram" (the shared run of words in `ngram`) or
+    "rouge_l" (its ROUGE-L F-measure in `score`)."""
+
+    index: int  # the reference item, in the order added
+    how: str
+    ngram: str | None = None
+    score: float | None = None
+
+
+class ReferenceIndex:
+    """Texts a job's data must not contain (evaluation prompts, a benchmark's questions): a text overlaps
+    an item when they share a run of `n` words (rouge-score's tokens: lower-cased, alphanumeric) or, with
+    a `threshold`, when its ROUGE-L F-measure against the item is above it (RougeLIndex, exact).
+
+    Every n-word run of every item is a 64-bit hash of its word ids, kept in one sorted array (a
+    million runs take 16 MB); a text's runs are looked up with one binary search for all, and a hit is
+    confirmed word for word, so a hash collision never drops anything. Items shorter than `n` words
+    can only be matched by ROUGE-L. `n` 0: no n-gram rule."""
+
+    _MUL = np.uint64(0x9E3779B97F4A7C15)
+
+    def __init__(self, n: int, threshold: float | None = None):
+        self.n = n
+        self.threshold = threshold
+        self.rouge = RougeLIndex() if threshold is not None else None
+        self._vocab: dict[str, int] = {}
+        self._tokens: list[np.ndarray] = []  # each item's word ids
+        self._hashes: list[np.ndarray] = []
+        self._owners: list[np.ndarray] = []
+        self._sorted: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.items: list[tuple[str, str, str]] = []  # (reference set, item id, text), in the order added
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    def _ids(self, text: str, grow: bool) -> np.ndarray:
+        vocab = self._vocab
+        if grow:
+            return np.array([vocab.setdefault(t, len(vocab) + 1) for t in tokenize(text)], dtype=np.uint64)
+        return np.array([vocab.get(t, 0) for t in tokenize(text)], dtype=np.uint64)
+
+    def _runs(self, ids: np.ndarray) -> np.ndarray:
+        """The hash of each n-word run, in order (a polynomial in the word ids, wrapping at 2**64)."""
+        if not self.n or len(ids) < self.n:
+            return np.empty(0, dtype=np.uint64)
+        windows = np.lib.stride_tricks.sliding_window_view(ids, self.n)
+        powers = self._MUL ** np.arange(self.n, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            return (windows * powers).sum(axis=1, dtype=np.uint64)
+
+    def add(self, source: str, item_id: str, text: str) -> None:
+        self.items.append((source, item_id, text))
+        ids = self._ids(text, grow=True)
+        self._tokens.append(ids)
+        runs = self._runs(ids)
+        self._hashes.append(runs)
+        self._owners.append(np.full(len(runs), len(self._tokens) - 1, dtype=np.int64))
+        self._sorted = None
+        if self.rouge is not None:
+            self.rouge.add(item_id, text)
+
+    def _table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every run's hash sorted, with its item and its start in the item."""
+        if self._sorted is None:
+            hashes = np.concatenate(self._hashes) if self._hashes else np.empty(0, dtype=np.uint64)
+            owners = np.concatenate(self._owners) if self._owners else np.empty(0, dtype=np.int64)
+            starts = np.concatenate([np.arange(len(h)) for h in self._hashes]) if self._hashes else owners
+            order = np.argsort(hashes, kind="stable")
+            self._sorted = (hashes[order], owners[order], starts[order])
+        return self._sorted
+
+    def check(self, text: str) -> Overlap | None:
+        """The first overlap found (n-gram runs in the text's order, then ROUGE-L), or None."""
+        if self.n:
+            ids = self._ids(text, grow=False)
+            runs = self._runs(ids)
+            if len(runs):
+                hashes, owners, starts = self._table()
+                at = np.searchsorted(hashes, runs)
+                found = np.nonzero(hashes[np.minimum(at, len(hashes) - 1)] == runs)[0] if len(hashes) else []
+                for i in found:
+                    j = int(at[i])
+                    while j < len(hashes) and hashes[j] == runs[i]:  # confirm: a collision is no match
+                        item, start = int(owners[j]), int(starts[j])
+                        if np.array_equal(self._tokens[item][start : start + self.n], ids[i : i + self.n]):
+                            words = tokenize(text)[i : i + self.n]
+                            return Overlap(item, "ngram", ngram=" ".join(words))
+                        j += 1
+        if self.rouge is not None and len(self.rouge):
+            match = self.rouge.nearest(text)
+            if match.index is not None and match.score > self.threshold:  # type: ignore[operator]
+                return Overlap(match.index, "rouge_l", score=match.score)
+        return None

@@ -19,7 +19,7 @@ from rq import get_current_job
 
 from jobs import retry
 from jobs.blobs.artifacts import Artifacts
-from jobs.blobs.history import HistoryGone, carried, earlier_instructions
+from jobs.blobs.history import HistoryGone, carried, earlier_instructions, reference_index
 from jobs.method.recipe import BEFORE_FIELDS, REQUEST_FIELDS, Execution, Recipe
 from jobs.method.run import BudgetReached, Canceled, Run
 from jobs.method.seed_tasks import parse_jsonl
@@ -133,6 +133,9 @@ class Context:
             execution=Execution(concurrency=profile.concurrency),
             history=lambda: earlier_instructions(self.artifacts, job.team, earlier, settings.work_dir),
             carried=carried(self.artifacts, job.team, extends, settings.work_dir) if extends else None,
+            references=lambda: reference_index(
+                self.artifacts, job.team, job.config.get("decontaminate_against", []), recipe_of(job)
+            ),
         )
         self.reporter = reporter
         return self.current

@@ -163,6 +163,14 @@ def seed_set_users(team: str, seed_set_id: str) -> str:
     return f"{seed_set(team, seed_set_id)}:active"
 
 
+def team_reference_sets(team: str) -> str:
+    return f"{_team(team)}:refsets"
+
+
+def reference_set(team: str, reference_set_id: str) -> str:
+    return f"{_team(team)}:refset:{reference_set_id}"
+
+
 def team_turns(team: str) -> str:
     """The name of RQ's rate limit through which a team's generation RQ jobs take turns (RQ keeps it
     under rq:rl:<name>; jobs.runner.queue)."""

@@ -7,7 +7,9 @@ uploaded twice, as a file or a JSON body, are recognised as one set.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from redis import Redis
 
@@ -87,16 +89,22 @@ def page(
     r: Redis, team: str, after: tuple[float, str] | None, limit: int
 ) -> tuple[list[SeedSet], tuple | None]:
     """Newest first; `after` is the (created_at, id) of the previous page's last set."""
+    return newest_first(r, keyspace.team_seed_sets(team), after, limit, lambda sha: get(r, team, sha))
+
+
+def newest_first(
+    r: Redis, listing: str, after: tuple[float, str] | None, limit: int, fetch: Callable[[str], Any]
+) -> tuple[list[Any], tuple | None]:
+    """A page of the records a sorted set lists by creation time, newest first (`fetch` reads one by
+    id; None: gone); `after` is the (created_at, id) of the previous page's last record."""
     upper = "+inf" if after is None else after[0]
-    rows = r.zrevrangebyscore(
-        keyspace.team_seed_sets(team), upper, "-inf", start=0, num=limit + 200, withscores=True
-    )
-    found: list[SeedSet] = []
+    rows = r.zrevrangebyscore(listing, upper, "-inf", start=0, num=limit + 200, withscores=True)
+    found: list[Any] = []
     for raw_id, score in rows:
         sha = raw_id.decode()
         if after is not None and (score, sha) >= after:
             continue
-        if (record := get(r, team, sha)) is not None:
+        if (record := fetch(sha)) is not None:
             found.append(record)
         if len(found) > limit:
             break

@@ -25,7 +25,7 @@ async def run_stage(run: Run, llm: LLM) -> None:
     seeds = [t for t in run.seed_tasks if t.is_classification] if cfg.classification_only else run.seed_tasks
     seed_texts = [t.instruction for t in seeds]
     # The pool is the prompt's seed instructions plus kept machine instructions, as in the reference.
-    pool = InstructionFilter(cfg, RougeLIndex())
+    pool = InstructionFilter(cfg, RougeLIndex(), run.references())
     for task in seeds:
         pool.add(task.id, task.instruction)
     for job, item_id, text in run.history():  # read-only: never sampled into prompts

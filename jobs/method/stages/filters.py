@@ -11,7 +11,7 @@ from typing import Any
 from prometheus_client import Histogram
 
 from jobs.method.recipe import Recipe
-from jobs.method.similarity import Similarity
+from jobs.method.similarity import ReferenceIndex, Similarity
 
 DEDUP_SECONDS = Histogram(
     "selfinstruct_dedup_seconds",
@@ -60,14 +60,33 @@ def starts_with_non_ascii(text: str) -> Outcome | None:
     return ("starts_with_non_ascii", {}) if not text[:1].isascii() else None
 
 
+def contamination_check(references: ReferenceIndex) -> Check:
+    """Dropped as contaminated: the text overlaps a reference item (ReferenceIndex), named in the detail."""
+
+    def check(text: str) -> Outcome | None:
+        if (hit := references.check(text)) is None:
+            return None
+        source, item_id, reference = references.items[hit.index]
+        detail: dict[str, Any] = {
+            "reference_set": source,
+            "reference_id": item_id,
+            "reference_text": reference,
+        }
+        detail |= {"ngram": hit.ngram} if hit.how == "ngram" else {"score": hit.score}
+        return "contaminated", detail
+
+    return check
+
+
 class InstructionFilter:
-    """The stage-1 filters in the paper's order, then exact and ROUGE-L duplicates against the pool.
+    """The stage-1 filters in the paper's order, then the job's reference sets (when it names some),
+    then exact and ROUGE-L duplicates against the pool.
 
     Kept candidates must be `add`ed: the pool is seeds, then earlier jobs' kept instructions (read-only,
     `job` names each one's job), then kept machine instructions, in that order.
     """
 
-    def __init__(self, config: Recipe, index: Similarity):
+    def __init__(self, config: Recipe, index: Similarity, references: ReferenceIndex | None = None):
         self.threshold = config.similarity_threshold
         self.checks: list[Check] = [
             length_check(config.min_words, config.max_words),
@@ -75,6 +94,7 @@ class InstructionFilter:
             write_a_program,
             starts_with_punctuation,
             starts_with_non_ascii,
+            *([contamination_check(references)] if references is not None else []),
         ]
         self.index = index
         self._texts: list[str] = []
@@ -118,9 +138,14 @@ def _invalid(inst_input: str, output: str) -> Outcome | None:
 
 
 def filter_instances(
-    parsed: list[tuple[str, str]], truncated: bool, limit: int, rng: random.Random
+    parsed: list[tuple[str, str]],
+    truncated: bool,
+    limit: int,
+    rng: random.Random,
+    contaminated: Check | None = None,
 ) -> list[Outcome]:
-    """One outcome per parsed (input, output), in order, as the reference's stage-4 filtering.
+    """One outcome per parsed (input, output), in order, as the reference's stage-4 filtering, with
+    `contaminated` (contamination_check) asked of the input, then the output, after the validity rules.
 
     Note the reference's order: an instance whose output equals its (empty) input counts as
     output_equals_input before empty_output.
@@ -132,6 +157,13 @@ def filter_instances(
     for i in live:
         outcomes[i] = _invalid(*parsed[i])
     live = [i for i in live if outcomes[i] is None]
+    if contaminated is not None:
+        for i in live:
+            for name, text in zip(("input", "output"), parsed[i], strict=True):
+                if text and (found := contaminated(text)):
+                    outcomes[i] = (found[0], {**found[1], "field": name})
+                    break
+        live = [i for i in live if outcomes[i] is None]
 
     first_output: dict[str, tuple[int, str]] = {}
     conflict = None

@@ -10,7 +10,7 @@ from jobs.method.prompts import chat, parsing
 from jobs.method.recipe import Decoding
 from jobs.method.run import Run
 from jobs.method.stages.classification import is_classification
-from jobs.method.stages.filters import filter_instances
+from jobs.method.stages.filters import contamination_check, filter_instances
 from jobs.method.transport import LLM, Completion, ordered
 
 STAGE = "instances"
@@ -27,6 +27,8 @@ async def run_stage(run: Run, llm: LLM, instruction_ids: list[str] | None = None
     decoding = cfg.decoding[STAGE]
     run.start_stage(len(tasks))
     run.stage_done = len(tasks) - len(todo)
+    references = run.references() if todo else None
+    contaminated = contamination_check(references) if references is not None else None
 
     def build(i: int) -> Awaitable[list[Completion]] | None:
         if i >= len(todo):
@@ -57,7 +59,8 @@ async def run_stage(run: Run, llm: LLM, instruction_ids: list[str] | None = None
         kept: list[dict[str, str]] = []
         if not parsed:
             run.record(Decision(f"{task_id}:x", "instance", completion.text, "unparseable", source))
-        outcomes = filter_instances(parsed, truncated, cfg.max_instances_per_task, cfg.rng(STAGE, task_id))
+        rng = cfg.rng(STAGE, task_id)
+        outcomes = filter_instances(parsed, truncated, cfg.max_instances_per_task, rng, contaminated)
         for k, ((inst_input, output), (rule, detail)) in enumerate(zip(parsed, outcomes, strict=True)):
             if "duplicate_of" in detail:
                 detail = {"duplicate_of": f"{task_id}:{detail['duplicate_of']}"}
