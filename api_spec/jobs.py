@@ -128,8 +128,9 @@ class JobCreateSchema(Schema):
             "description": "How stage 2 decides Yes/No: text (the paper's greedy answer), logprobs (the "
             "labels' log-probabilities), calibrated (divided by the bias on content-free inputs), fitted "
             "(the calibrated margin thresholded on the seed tasks outside the demonstrations), knn (a vote "
-            "of the nearest seed tasks by wording; sends no request), auto (the best of these by balanced "
-            "accuracy on the seed tasks outside the demonstrations, asked of the job's endpoint at stage "
+            "of the nearest seed tasks by wording; sends no request), auto (the cheapest of these within 0.1 "
+            "of the best balanced accuracy on the seed tasks outside the demonstrations, asked of the job's "
+            "endpoint at stage "
             "2's start: a request per such task, at most 40, and one per content-free input; the table is "
             "in run.json, stats.json and the report). A fallback's reason is recorded in stats.json.",
         },

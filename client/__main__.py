@@ -108,8 +108,10 @@ def summary(client: Client, job: dict[str, Any], out: Path | None) -> None:
                 f"  {path.name:<20} {manifest[path.name]['bytes']:>10} bytes"
                 + (f" {records:>7} records" if records is not None else "")
             )
-        if (out / "stats.json").exists():
-            print(_selection(json.loads((out / "stats.json").read_text())["classification_method"]))
+        if "stats.json" in manifest:  # this job's, just downloaded
+            how = json.loads((out / "stats.json").read_text()).get("classification_method")
+            if how:
+                print(_selection(how))
 
 
 def _selection(how: dict[str, Any]) -> str:
@@ -122,8 +124,8 @@ def _selection(how: dict[str, Any]) -> str:
         return f"classification (auto): {methods}; no comparison ({selection['skipped']})"
     table = ", ".join(f"{m} {r['balanced_accuracy']:.3f}" for m, r in selection["methods"].items())
     return (
-        f"classification (auto): {selection['chosen']}, balanced accuracy on {selection['tasks']} seed tasks "
-        f"outside the demonstrations: {table}"
+        f"classification (auto): {selection['chosen']}, the cheapest within {selection.get('margin', 0)} of "
+        f"the best balanced accuracy on {selection['tasks']} seed tasks outside the demonstrations: {table}"
     )
 
 

@@ -377,3 +377,20 @@ def test_a_creation_whose_answer_is_lost_is_looked_for_not_made_again(tmp_path, 
     no_second_submission(script)
     _, online = drive(tmp_path / "online", seed_tasks, Script(), "online")
     same_data(online, out)
+
+
+def test_auto_in_batch_mode_on_an_endpoint_failing_log_probabilities_ends(tmp_path, seed_tasks) -> None:
+    """The selection's round with log-probabilities fails: the run records that before its text-only
+    round waits, so the run that resumes asks for that round, not the failed one again."""
+    script = Script(logprobs="refuse")
+    run, _ = drive(tmp_path, seed_tasks, script, "batch")
+    selection = run.checkpoint.calibration["selection"]
+    assert set(selection["unavailable"]) == {"logprobs", "calibrated", "fitted"}
+    assert selection["unavailable"]["logprobs"].startswith("the endpoint refused log-probabilities:")
+    # what each batch asked: the selection's first round (and its retry), then its text-only round
+    batches = script.batches
+    asked = [batches.files[batches.batches[b]["input_file_id"]]["content"].decode() for b in batches.created]
+    selection_rounds = [
+        a for a in asked if '"classification_selection-' in a or "classification_selection-" in a
+    ]
+    assert 2 <= len(selection_rounds) <= 3, len(selection_rounds)

@@ -218,10 +218,11 @@ def test_auto_asks_a_model_that_knows_the_seed_tasks(
     assert 0.5 < table["knn"]["balanced_accuracy"] < 1.0
     if logprobs != "top":
         assert set(selection["unavailable"]) == {"logprobs", "calibrated", "fitted"}
-        why = "the endpoint gave no log-probabilities" if logprobs == "none" else "log-probabilities failed: "
+        why = "the endpoint gave no" if logprobs == "none" else "log-probabilities failed: "
         assert all(said.startswith(why) for said in selection["unavailable"].values())
     if logprobs == "refuse":  # refused at once: the fit tasks are then asked for their text alone
-        assert run.usage.requests[clf.SELECTION_STAGE] >= clf.FIT_TASKS
+        assert run.usage.requests[clf.SELECTION_STAGE] == clf.FIT_TASKS
+        assert "logprobs" in run.usage.dropped  # recorded: a resumed run does not ask again
     else:  # the content-free inputs and the fit tasks, as one round
         asked = len(CONTENT_FREE) + clf.FIT_TASKS
         assert run.usage.requests == {clf.SELECTION_STAGE: asked, clf.STAGE: len(KNN_TASKS)}
@@ -292,7 +293,8 @@ def test_auto_without_both_classes_outside_the_demonstrations_asks_nothing(tmp_p
         run = classify(tmp_path, fake_endpoint(server), "auto", others, KNN_TASKS)
         assert server.script.counts.get("requests", 0) == len(KNN_TASKS)  # the tasks' own only
     assert run.checkpoint.calibration["selection"] == {
-        "skipped": "the seed tasks outside the demonstrations lack a class"
+        "chosen": "text",  # knn's fallback: it needs 2 seed tasks of each class
+        "skipped": "the seed tasks outside the demonstrations lack a class",
     }
     assert all(
         a["method"] == "text" and "2 seed tasks" in a["fallback"]

@@ -114,7 +114,8 @@ def test_submit_wait_download_through_gunicorn_and_a_worker(stack):
         "calibrated",
         "fitted",
     }
-    assert f"classification (auto): {selection['chosen']}, balanced accuracy on 40 seed tasks" in done.stdout
+    assert f"classification (auto): {selection['chosen']}, the cheapest within 0.1 of" in done.stdout
+    assert "on 40 seed tasks outside the demonstrations" in done.stdout
     assert {row["instruction"] for row in alpaca} <= {d["text"] for d in kept["items"]}
     chat = [json.loads(line) for line in files["chat.jsonl"].decode().splitlines()]
     assert len(chat) == len(alpaca) and all(m["messages"][1]["role"] == "assistant" for m in chat)

@@ -58,7 +58,7 @@ def paper_decoding(max_instances: int = 5) -> dict[str, Decoding]:
 
 
 # What a recipe recorded before these fields existed (a job's record, a run.json) ran with.
-BEFORE_FIELDS = {"instance_followup": False}
+BEFORE_FIELDS = {"instance_followup": False, "auto_selects": False}
 
 # The fields a request (the API, a preview, the CLI) may set; the others keep their defaults.
 REQUEST_FIELDS = (
@@ -131,6 +131,8 @@ class Recipe:
     # out of the demonstrations and takes the method that answers them best (benchmarks/classification.py
     # measures them all, auto included).
     classification_method: str = "auto"
+    # "auto" chooses per endpoint (recorded so since it does; a record without this field meant knn)
+    auto_selects: bool = True
     similarity_threshold: float = 0.7
     # Against the reference sets a job names (decontaminate_against): an instruction or instance sharing a
     # run of this many words with a reference item is dropped (0: no such rule; 13 as GPT-3's and NeMo

@@ -206,11 +206,16 @@ def _selection(selection: dict[str, Any] | None) -> list[str]:
     if not selection:
         return []
     if "skipped" in selection:
-        return [f"Classification method: knn, chosen without a comparison ({selection['skipped']}).", ""]
+        chosen = selection.get("chosen", "knn")
+        return [
+            f"Classification method: `{chosen}`, chosen without a comparison ({selection['skipped']}).",
+            "",
+        ]
     lines = [
-        f"Classification method: `{selection['chosen']}`, the best of these on the "
-        f"{selection['tasks']} seed tasks outside the demonstrations "
-        f"({selection['classification_tasks']} of them classification), each answered without its own label:",
+        f"Classification method: `{selection['chosen']}`, the cheapest of these within "
+        f"{selection.get('margin', 0)} of the best balanced accuracy on the {selection['tasks']} seed tasks "
+        f"outside the demonstrations ({selection['classification_tasks']} of them classification), each "
+        "answered without its own label:",
         "",
         "| method | balanced accuracy | tp | fn | tn | fp |",
         "|---|---|---|---|---|---|",
@@ -218,8 +223,7 @@ def _selection(selection: dict[str, Any] | None) -> list[str]:
     for method, row in selection["methods"].items():
         counts = " | ".join(str(row[k]) for k in ("tp", "fn", "tn", "fp"))
         lines.append(f"| {method} | {row['balanced_accuracy']:.3f} | {counts} |")
-    lines += [
-        f"| {method} | not available: {why} | | | | |"
-        for method, why in selection.get("unavailable", {}).items()
-    ]
+    for method, why in selection.get("unavailable", {}).items():  # an endpoint's words: one table cell
+        cell = " ".join(why.split()).replace("|", "\\|")
+        lines.append(f"| {method} | not available: {cell} | | | | |")
     return [*lines, ""]

@@ -32,9 +32,9 @@ STAGE = "classification"
 TOP_LOGPROBS = 5  # OpenAI's completions allow at most 5
 # auto's requests are counted apart: a cost a run pays once, not one per instruction
 SELECTION_STAGE = "classification_selection"
-# the methods auto weighs, cheapest to run first; a costlier one is taken only if its balanced accuracy
-# is higher by more than MARGIN, about one standard error of the difference of two methods' on 40 tasks
-# (on the embedded model a lower one let chance pick a model method over knn: benchmarks/classification.py)
+# the methods auto weighs, cheapest to run first; it takes the cheapest whose balanced accuracy is within
+# MARGIN of the best, about one standard error of the difference of two methods' on 40 tasks (on the
+# embedded model a lower one let chance pick a model method over knn: benchmarks/classification.py)
 CHOICES = ("knn", "text", "logprobs", "calibrated", "fitted")
 MARGIN = 0.1
 FIT_TASKS = 40  # seed tasks scored to fit the threshold: every classification one, then others
@@ -213,8 +213,11 @@ async def calibration(run: Run, llm: LLM, method: str) -> dict[str, Any]:
     for answer in run.checkpoint.classification.values():
         if "method" in answer:
             return {k: answer[k] for k in ("method", "shift", "threshold", "fallback") if k in answer}
+    if method == "auto" and not run.recipe.auto_selects:  # recorded when auto meant knn
+        method = "knn"
     calibrate = _auto if method == "auto" else METHODS[method].calibrate
     run.checkpoint.calibration = await calibrate(run, llm, method)
+    run.commit()  # what it cost (auto's requests) is not paid twice after a crash
     return run.checkpoint.calibration
 
 
@@ -274,13 +277,17 @@ async def _auto(run: Run, llm: LLM, method: str) -> dict[str, Any]:
     `selection`. The requests go as one round (in batch mode, one batch: a resumed run finds it)."""
     fit = fit_tasks(run)
     if len({t.is_classification for t in fit}) < 2:  # nothing to tell the methods apart by
+        shared = await _knn(run, llm, "knn")
         skipped = "the seed tasks outside the demonstrations lack a class"
-        return {**await _knn(run, llm, "knn"), "selection": {"skipped": skipped}}
+        return {**shared, "selection": {"chosen": shared["method"], "skipped": skipped}}
     why = None
+    refused = llm.usage.dropped.get("logprobs") or llm.usage.dropped.get("top_logprobs")
     if llm.reasoning:
         why = "reasoning models give no log-probabilities"
     elif llm.structured:
         why = "structured chat replies carry no label log-probabilities"
+    elif refused:  # refused by name, or (recorded below) failed: a resumed run asks without them
+        why = f"the endpoint refused log-probabilities: {refused}"
     texts = [(t.instruction, f"fit:{i}") for i, t in enumerate(fit)]
     if why is None:
         texts = [(text, f"content-free:{i}") for i, text in enumerate(CONTENT_FREE)] + texts
@@ -290,14 +297,21 @@ async def _auto(run: Run, llm: LLM, method: str) -> dict[str, Any]:
         if why is not None:
             raise
         why = f"log-probabilities failed: {exc}"
+        # kept with the run's usage (and committed): in batch mode the round below waits, and the run
+        # that resumes must ask for it, not the round that failed
+        llm.usage.dropped.setdefault("logprobs", why)
+        run.commit()
         texts = texts[len(CONTENT_FREE) :]
         answers = await _answers(run, llm, texts, False)
     pairs = [label_logprobs(c.top_logprobs) if c.top_logprobs else None for c in answers]
     if why is None and None in pairs:
         missing = pairs.count(None)
-        why = "the endpoint gave no log-probabilities" + (
-            f" for {missing} of {len(pairs)} requests" if missing < len(pairs) else ""
-        )
+        if refused := llm.usage.dropped.get("logprobs") or llm.usage.dropped.get("top_logprobs"):
+            why = f"the endpoint refused log-probabilities: {refused}"
+        else:
+            why = "the endpoint gave no log-probabilities" + (
+                f" for {missing} of {len(pairs)} requests" if missing < len(pairs) else ""
+            )
     labels = [_parse(llm, c.text) == "yes" for c in answers[-len(fit) :]]
     if why is None:
         free, given = pairs[: len(CONTENT_FREE)], pairs[len(CONTENT_FREE) :]
@@ -332,9 +346,9 @@ def select(
     demonstrations), each answer made without that task's own label: knn votes with the other seed tasks
     and thresholds where they are best separated, fitted thresholds on the other fit tasks. `labels`:
     the model's answer to each (Yes: True); `pairs` and `free`: the label log-probabilities of the fit
-    tasks and the content-free inputs, None (with `why`) where the endpoint gave none. The best method
-    (a costlier one only when better by more than MARGIN, CHOICES) with what every answer of it shares,
-    and the table under `selection`."""
+    tasks and the content-free inputs, None (with `why`) where the endpoint gave none. The cheapest
+    method (CHOICES) within MARGIN of the best, with what every answer of it shares, and the table under
+    `selection`."""
     truth = [t.is_classification for t in fit]
     predicted: dict[str, list[bool]] = {}
     unavailable: dict[str, str] = {}
@@ -364,12 +378,12 @@ def select(
         shared["calibrated"] = {"method": "calibrated", "shift": shift}
         shared["fitted"] = {"method": "fitted", "shift": shift, "threshold": fit_threshold(margins, truth)}
     table = {m: confusion(truth, predicted[m]) for m in CHOICES if m in predicted}
-    chosen = next(iter(table))
-    for m in table:  # cheapest first: a costlier method must do better by more than the noise
-        if table[m]["balanced_accuracy"] > table[chosen]["balanced_accuracy"] + MARGIN:
-            chosen = m
+    best = max(row["balanced_accuracy"] for row in table.values())
+    # the cheapest within the noise of the best (rounded: 0.1 apart is within, whatever the floats)
+    chosen = next(m for m in table if round(best - table[m]["balanced_accuracy"], 6) <= MARGIN)
     selection = {
         "chosen": chosen,
+        "margin": MARGIN,
         "tasks": len(fit),
         "classification_tasks": sum(truth),
         "methods": table,

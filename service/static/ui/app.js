@@ -438,10 +438,10 @@ function selectionTable(selection) {
   show(note, Boolean(selection));
   if (!selection) return;
   if (!selection.methods) {
-    note.textContent = `Classification method: knn, chosen without a comparison (${selection.skipped}).`;
+    note.textContent = `Classification method: ${selection.chosen || "knn"}, chosen without a comparison (${selection.skipped}).`;
     return;
   }
-  note.textContent = `Classification method: ${selection.chosen}, the best on the ${selection.tasks} seed tasks outside the demonstrations (${selection.classification_tasks} of them classification), each answered without its own label.`;
+  note.textContent = `Classification method: ${selection.chosen}, the cheapest within ${selection.margin ?? 0} of the best balanced accuracy on the ${selection.tasks} seed tasks outside the demonstrations (${selection.classification_tasks} of them classification), each answered without its own label.`;
   const rows = Object.entries(selection.methods).map(([method, r]) =>
     el(
       "tr",
