@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Response
 from flask.views import MethodView
@@ -15,6 +16,7 @@ from api_spec.decisions import DecisionListArgsSchema, DecisionPageSchema, Decis
 from jobs.blobs.decision_archive import NAME, ArchivedLog, Cache
 from jobs.method.decisions import Query
 from jobs.method.vocabulary import RULES, STAGE_RULES
+from jobs.store import keyspace
 from jobs.store.decision_log import Cursor, DecisionLog
 from jobs.store.job import Job
 from service.context import services
@@ -27,17 +29,27 @@ blp = Blueprint(
 
 
 _archives: Cache | None = None
+T = TypeVar("T")
 
 
-def _log(job: Job) -> DecisionLog | ArchivedLog:
-    """A running job's log is in Redis; a finished job's, archived in S3 (docs/reliability.md, Retention)."""
+def _archived(job: Job) -> ArchivedLog:
     global _archives
-    if not job.archived:
-        return DecisionLog(services().redis, job.id)
     if _archives is None:
         _archives = Cache(Path(services().settings.work_dir) / "decision-archives")
     artifacts = services().artifacts
     return _archives.get(job.id, lambda path: artifacts.download_archive(job.team, job.id, NAME, path))
+
+
+def _read(job: Job, read: Callable[[DecisionLog | ArchivedLog], T]) -> T:
+    """`read` from the job's log: a running job's is in Redis; a finished job's, archived in S3
+    (docs/reliability.md, Retention). A job archived while its Redis log was read may have lost that
+    log mid-read: the archive answers instead."""
+    if job.archived:
+        return read(_archived(job))
+    out = read(DecisionLog(services().redis, job.id))
+    if services().redis.hget(keyspace.job(job.id), "archived") == b"true":
+        return read(_archived(job))
+    return out
 
 
 @blp.route("/jobs/<job_id>/decisions")
@@ -51,8 +63,11 @@ class Decisions(MethodView):
         job = get_job(job_id)
         after = Cursor.decode(args.get("cursor")).seq  # the schema has checked its form
         text = Query(args["q"]) if args.get("q") else None
-        items, last, total = _log(job).page(
-            args.get("stage"), args.get("verdict"), args.get("rule"), after, args["limit"], text
+        items, last, total = _read(
+            job,
+            lambda log: log.page(
+                args.get("stage"), args.get("verdict"), args.get("rule"), after, args["limit"], text
+            ),
         )
         # the stored records are DecisionSchema's JSON already: splice them in, don't re-serialise
         cursor = json.dumps(Cursor(last).encode() if last else None)
@@ -69,7 +84,7 @@ class DecisionById(MethodView):
     def get(self, job_id: str, decision_id: str) -> Response:
         """One decision, with its nearest pool item and ROUGE-L score where it has one."""
         job = get_job(job_id)
-        decision = _log(job).get(decision_id)
+        decision = _read(job, lambda log: log.get(decision_id))
         if decision is None:
             problem(404, f"no decision {decision_id} in job {job_id}")
         return Response(decision, mimetype="application/json")

@@ -13,6 +13,7 @@ from jobs.runner import retention
 from jobs.settings import get_settings
 from jobs.store import job as jobs_
 from jobs.store import keyspace
+from jobs.store.decision_log import DecisionLog
 from tests.conftest import wait_until, work
 from tests.test_api import make_seed_set, run_job
 from tests.test_auth import as_team
@@ -69,6 +70,31 @@ def test_a_finished_job_serves_its_decisions_from_the_archive(client, redis, set
     one = exported[-1]
     assert client.get(f"/v1/jobs/{job['id']}/decisions/{one['id']}").json == one
     assert client.get(f"/v1/jobs/{job['id']}/decisions/nope").status_code == 404
+
+
+def test_a_page_read_while_its_job_is_archived_comes_from_the_archive(
+    client, redis, settings, worker_env, monkeypatch
+):
+    """The reader saw the job running, then the archiver moved its log to S3 and purged Redis while the
+    page was read: the archive answers, not the emptied Redis log."""
+    job = run_job(client, redis, make_seed_set(client), num_instructions=4)
+    kept = client.get(f"/v1/jobs/{job['id']}/decisions", query_string={"rule": "kept"}).json
+    one = kept["items"][0]
+    assert kept["total"] >= 4
+    jobs_.update(redis, job["id"], archived=False)  # as the reader found it
+    for name in ("page", "get"):
+        real = getattr(DecisionLog, name)
+
+        def flipped(self, *args, real=real, **kwargs):
+            out = real(self, *args, **kwargs)  # its log is gone already
+            jobs_.update(redis, job["id"], archived=True)  # the archiver flips the record meanwhile
+            return out
+
+        monkeypatch.setattr(DecisionLog, name, flipped)
+    again = client.get(f"/v1/jobs/{job['id']}/decisions", query_string={"rule": "kept"}).json
+    assert again == kept
+    jobs_.update(redis, job["id"], archived=False)
+    assert client.get(f"/v1/jobs/{job['id']}/decisions/{one['id']}").json == one
 
 
 def test_delete_removes_everything_is_idempotent_and_not_for_other_teams(
