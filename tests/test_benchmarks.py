@@ -18,6 +18,7 @@ from benchmarks import (
     api_reads,
     batch,
     classification,
+    decontamination,
     dedup,
     engine,
     history,
@@ -314,3 +315,12 @@ def test_scale_out_makes_one_dataset_on_any_number_of_workers():
     # stage 1 alone under each recipe compared: it kept what was asked, with some requests
     assert [row["recipe"] for row in out["stage1"]] == list(recipes)
     assert all(row["kept"] == 30 and row["requests"] > 0 and row["wall"] > 0 for row in out["stage1"])
+
+
+def test_decontamination_finds_every_planted_run_as_the_plain_way_does():
+    """benchmarks.decontamination on a small slice: every planted 13-word run found, the same candidates
+    flagged as the plain set of runs, and the ROUGE-L rule's nearest scores those of rouge-score's scan."""
+    result = decontamination.run(2000, 4000, 50, rouge_sample=50, scan_sample=2)
+    assert result["planted_found"] == result["planted"] == 50 and result["same_as_plain"] is True
+    assert result["flagged"] >= 50 and result["scan_same"] == 2
+    positive(result, "index_build_s", "index_check_s", "ratio", "rouge_ms_per_candidate", "scan_ratio")

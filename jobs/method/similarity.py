@@ -16,6 +16,7 @@ bit-parallel) is computed in decreasing bound order until no remaining bound can
 
 from __future__ import annotations
 
+import itertools
 import re
 from array import array
 from collections import Counter
@@ -330,80 +331,48 @@ class ReferenceIndex:
     an item when they share a run of `n` words (rouge-score's tokens: lower-cased, alphanumeric) or, with
     a `threshold`, when its ROUGE-L F-measure against the item is above it (RougeLIndex, exact).
 
-    Every n-word run of every item is a 64-bit hash of its word ids, kept in one sorted array (a
-    million runs take 16 MB); a text's runs are looked up with one binary search for all, and a hit is
-    confirmed word for word, so a hash collision never drops anything. Items shorter than `n` words
-    can only be matched by ROUGE-L. `n` 0: no n-gram rule."""
-
-    _MUL = np.uint64(0x9E3779B97F4A7C15)
+    Every n-word run of every item is kept by its hash (the first item holding it): a text's runs are
+    looked up one by one, and a hit is confirmed word for word; one that is not (a hash collision) is
+    looked for in every item, so a collision never drops a match nor makes one. Items shorter than `n`
+    words can only be matched by ROUGE-L. `n` 0: no n-gram rule."""
 
     def __init__(self, n: int, threshold: float | None = None):
         self.n = n
         self.threshold = threshold
         self.rouge = RougeLIndex() if threshold is not None else None
-        self._vocab: dict[str, int] = {}
-        self._tokens: list[np.ndarray] = []  # each item's word ids
-        self._hashes: list[np.ndarray] = []
-        self._owners: list[np.ndarray] = []
-        self._sorted: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._runs: dict[int, int] = {}  # hash of a run of n words -> the first item holding it
         self.items: list[tuple[str, str, str]] = []  # (reference set, item id, text), in the order added
 
     def __len__(self) -> int:
-        return len(self._tokens)
+        return len(self.items)
 
-    def _ids(self, text: str, grow: bool) -> np.ndarray:
-        vocab = self._vocab
-        if grow:
-            return np.array([vocab.setdefault(t, len(vocab) + 1) for t in tokenize(text)], dtype=np.uint64)
-        return np.array([vocab.get(t, 0) for t in tokenize(text)], dtype=np.uint64)
-
-    def _runs(self, ids: np.ndarray) -> np.ndarray:
-        """The hash of each n-word run, in order (a polynomial in the word ids, wrapping at 2**64)."""
-        if not self.n or len(ids) < self.n:
-            return np.empty(0, dtype=np.uint64)
-        windows = np.lib.stride_tricks.sliding_window_view(ids, self.n)
-        powers = self._MUL ** np.arange(self.n, dtype=np.uint64)
-        with np.errstate(over="ignore"):
-            return (windows * powers).sum(axis=1, dtype=np.uint64)
+    def _hashes(self, words: list[str]) -> list[int]:
+        n = self.n
+        return [hash(tuple(words[i : i + n])) for i in range(len(words) - n + 1)] if n else []
 
     def add(self, source: str, item_id: str, text: str) -> None:
+        index = len(self.items)
         self.items.append((source, item_id, text))
-        ids = self._ids(text, grow=True)
-        self._tokens.append(ids)
-        runs = self._runs(ids)
-        self._hashes.append(runs)
-        self._owners.append(np.full(len(runs), len(self._tokens) - 1, dtype=np.int64))
-        self._sorted = None
+        for h in self._hashes(tokenize(text)):
+            self._runs.setdefault(h, index)
         if self.rouge is not None:
             self.rouge.add(item_id, text)
 
-    def _table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every run's hash sorted, with its item and its start in the item."""
-        if self._sorted is None:
-            hashes = np.concatenate(self._hashes) if self._hashes else np.empty(0, dtype=np.uint64)
-            owners = np.concatenate(self._owners) if self._owners else np.empty(0, dtype=np.int64)
-            starts = np.concatenate([np.arange(len(h)) for h in self._hashes]) if self._hashes else owners
-            order = np.argsort(hashes, kind="stable")
-            self._sorted = (hashes[order], owners[order], starts[order])
-        return self._sorted
+    def _holds(self, item: int, run: list[str]) -> bool:
+        theirs = tokenize(self.items[item][2])
+        return any(theirs[j : j + self.n] == run for j in range(len(theirs) - self.n + 1))
 
     def check(self, text: str) -> Overlap | None:
         """The first overlap found (n-gram runs in the text's order, then ROUGE-L), or None."""
-        if self.n:
-            ids = self._ids(text, grow=False)
-            runs = self._runs(ids)
-            if len(runs):
-                hashes, owners, starts = self._table()
-                at = np.searchsorted(hashes, runs)
-                found = np.nonzero(hashes[np.minimum(at, len(hashes) - 1)] == runs)[0] if len(hashes) else []
-                for i in found:
-                    j = int(at[i])
-                    while j < len(hashes) and hashes[j] == runs[i]:  # confirm: a collision is no match
-                        item, start = int(owners[j]), int(starts[j])
-                        if np.array_equal(self._tokens[item][start : start + self.n], ids[i : i + self.n]):
-                            words = tokenize(text)[i : i + self.n]
-                            return Overlap(item, "ngram", ngram=" ".join(words))
-                        j += 1
+        words = tokenize(text)
+        runs = self._runs
+        for i, h in enumerate(self._hashes(words)):
+            if (item := runs.get(h)) is not None:
+                run = words[i : i + self.n]
+                # the item the hash names, else (a collision: never seen with 64-bit hashes) any item
+                for j in itertools.chain((item,), range(len(self.items))):
+                    if self._holds(j, run):
+                        return Overlap(j, "ngram", ngram=" ".join(run))
         if self.rouge is not None and len(self.rouge):
             match = self.rouge.nearest(text)
             if match.index is not None and match.score > self.threshold:  # type: ignore[operator]
