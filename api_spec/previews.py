@@ -4,6 +4,7 @@ from marshmallow import RAISE, Schema, fields, validate
 
 from api_spec.common import QueryInteger
 from api_spec.jobs import MAX_INSTRUCTIONS, CostSchema, JobCreateSchema, dedup_against_field
+from api_spec.reference_sets import decontaminate_against_field
 from jobs.method.fields import StrictInteger
 
 PREVIEW_STATES = ("queued", "running", "succeeded", "failed")
@@ -22,6 +23,7 @@ class PreviewCreateSchema(JobCreateSchema):
         metadata={"description": "Instructions to preview; default 5, at most PREVIEW_MAX_INSTRUCTIONS."},
     )
     dedup_against = dedup_against_field()
+    decontaminate_against = decontaminate_against_field()
     full_num_instructions = StrictInteger(
         validate=validate.Range(1, MAX_INSTRUCTIONS),
         metadata={"description": "The size of the job being considered: its tokens and cost are estimated."},

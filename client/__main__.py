@@ -147,6 +147,12 @@ def submit(client: Client, args: argparse.Namespace) -> int:
         options["dedup_against"] = "team" if args.dedup_against == ["team"] else args.dedup_against
     if args.notify_url:
         options["notify_url"] = args.notify_url
+    if args.decontaminate:
+        options["decontaminate_against"] = []
+        for path in args.decontaminate:
+            reference = client.create_reference_set(path, name=Path(path).name)
+            print(f"reference set {reference['id'][:12]}: {reference['items']} items ({Path(path).name})")
+            options["decontaminate_against"].append(reference["id"])
     job = client.create_job(
         seed_set["id"], args.instructions, idempotency_key=args.idempotency_key or uuid.uuid4().hex, **options
     )
@@ -319,6 +325,13 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         metavar="JOB",
         help="earlier job ids whose instructions this job must not repeat, or: team (every dataset kept)",
+    )
+    s.add_argument(
+        "--decontaminate",
+        nargs="+",
+        metavar="FILE",
+        help='reference sets (JSONL, one {"text"} a line: evaluation prompts, a benchmark\'s questions) the '
+        "job's instructions and instances must not overlap",
     )
     s.add_argument("--max-cost", type=float, help="stop the job (partial dataset) once it costs this much")
     s.add_argument("--max-tokens", type=int, help="stop the job (partial dataset) after this many tokens")

@@ -52,10 +52,17 @@ class Client:
     # --- seed sets ---
 
     def create_seed_set(self, jsonl: bytes | str | Path, name: str | None = None) -> dict[str, Any]:
+        return self._upload("/v1/seed-sets", jsonl, name)
+
+    def create_reference_set(self, jsonl: bytes | str | Path, name: str | None = None) -> dict[str, Any]:
+        """Texts a job's data must not overlap: JSONL, one {"text", "id"?} object a line."""
+        return self._upload("/v1/reference-sets", jsonl, name)
+
+    def _upload(self, path: str, jsonl: bytes | str | Path, name: str | None) -> dict[str, Any]:
         data = Path(jsonl).read_bytes() if isinstance(jsonl, str | Path) else jsonl
         params = {"name": name} if name else {}
         headers = {"Content-Type": "application/x-ndjson"}
-        return self._call("POST", "/v1/seed-sets", content=data, params=params, headers=headers).json()
+        return self._call("POST", path, content=data, params=params, headers=headers).json()
 
     # --- jobs ---
 

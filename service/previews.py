@@ -59,6 +59,7 @@ def _read() -> tuple[dict[str, Any], str]:
         errors.append({"field": "full_num_instructions", "message": f"at most {cap} on this service"})
     job_body.seed_set(args, errors)
     job_body.dedup_against(args, errors)
+    job_body.decontaminate_against(args, errors)
     if errors:
         problem(422, "invalid preview request", errors)
     return args, profile
@@ -92,6 +93,7 @@ class Previews(MethodView):
             full,
             ttl,
             args.get("dedup_against"),
+            args.get("decontaminate_against"),
         )
         queue.enqueue_preview(s.redis, preview_id, s.settings)
         log.info("preview_created", preview_id=preview_id, num_instructions=recipe.num_instructions)

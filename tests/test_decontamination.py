@@ -9,15 +9,19 @@ import json
 import random
 from dataclasses import replace
 
+import httpx
 import pytest
+from rq import Queue, SimpleWorker
 
+from client.__main__ import main as cli
 from jobs.method.recipe import Recipe
 from jobs.method.similarity import ReferenceIndex, tokenize
 from jobs.method.stages.filters import contamination_check, filter_instances
+from jobs.tools.local_stack import gunicorn
 from service.app import create_app
-from tests.conftest import work
+from tests.conftest import env_for, work
 from tests.fake_llm import TOPICS
-from tests.test_api import make_seed_set
+from tests.test_api import SEEDS, make_seed_set
 
 QUESTION = (
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
@@ -216,3 +220,44 @@ def test_recipe_limits() -> None:
     with pytest.raises(ValueError, match="contamination_ngram"):
         Recipe.build({"contamination_ngram": 100})
     assert Recipe.build({"contamination_threshold": None}).contamination_threshold is None
+
+
+@pytest.mark.slow
+def test_the_command_line_uploads_reference_files_and_names_them(
+    settings, fake_llm, spawn, tmp_path, api_key, capsys
+) -> None:
+    """`selfinstruct submit --decontaminate FILE...`: each file becomes a reference set the job names."""
+    fake_llm.script.plant = [COPIED]
+    spawn(settings, "worker")
+    api, url = gunicorn(env_for(settings), tmp_path / "gunicorn.log")
+    try:
+        seeds, gsm, stories = tmp_path / "seeds.jsonl", tmp_path / "gsm.jsonl", tmp_path / "stories.jsonl"
+        seeds.write_bytes(SEEDS)
+        gsm.write_bytes(jsonl({"id": "q1", "text": QUESTION}))
+        stories.write_bytes(jsonl({"text": SIMILAR_ITEM}))
+        argv = ["--url", url, "--api-key", api_key, "submit", str(seeds), "--instructions", "3"]
+        assert cli([*argv, "--decontaminate", str(gsm), str(stories), "--wait"]) == 0
+        out = capsys.readouterr().out
+        assert "reference set" in out and "1 items (gsm.jsonl)" in out and "(stories.jsonl)" in out
+        http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {api_key}"}, timeout=40)
+        job = http.get("/v1/jobs", params={"limit": 1}).json()["items"][0]
+        sets = {s["name"]: s["id"] for s in http.get("/v1/reference-sets").json()["items"]}
+        assert job["state"] == "succeeded"
+        assert job["config"]["decontaminate_against"] == [sets["gsm.jsonl"], sets["stories.jsonl"]]
+        dropped = http.get(f"/v1/jobs/{job['id']}/decisions", params={"rule": "contaminated"}).json()
+        assert [d["detail"]["reference_id"] for d in dropped["items"] if d["text"] == COPIED] == ["q1"]
+    finally:
+        api.stop()
+
+
+def test_a_preview_checks_the_reference_sets_too(client, redis, settings, fake_llm, worker_env) -> None:
+    fake_llm.script.plant = [COPIED]
+    questions = upload(client, jsonl({"id": "q1", "text": QUESTION})).json["id"]
+    body = {"seed_set_id": make_seed_set(client), "num_instructions": 3, "decontaminate_against": [questions]}
+    location = client.post("/v1/previews?wait=0", json=body).headers["Location"]
+    SimpleWorker([Queue(settings.preview_queue, connection=redis)], connection=redis).work(burst=True)
+    done = client.get(location).json
+    assert done["state"] == "succeeded", done
+    contaminated = [c for c in done["result"]["candidates"] if c["rule"] == "contaminated"]
+    assert [(c["text"], c["detail"]["reference_id"]) for c in contaminated] == [(COPIED, "q1")]
+    assert client.post("/v1/previews", json={**body, "decontaminate_against": ["1" * 64]}).status_code == 404

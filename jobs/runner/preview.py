@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 
 from jobs.blobs.artifacts import Artifacts
-from jobs.blobs.history import HistoryGone, earlier_instructions
+from jobs.blobs.history import HistoryGone, earlier_instructions, reference_index
 from jobs.method.checkpoint import FileStore
 from jobs.method.endpoint import cost
 from jobs.method.engine import execute
@@ -78,6 +78,9 @@ def _run(preview: dict[str, Any], settings: Any) -> dict[str, Any]:
             store,
             execution=execution,
             history=lambda: earlier_instructions(artifacts, preview["team"], earlier, settings.work_dir),
+            references=lambda: reference_index(
+                artifacts, preview["team"], preview["decontaminate_against"], recipe
+            ),
         )
         gate = partial(SharedGate.connect, settings.redis_url, profile.endpoint, settings.redis_retry_seconds)
         execute(run, gate=gate)

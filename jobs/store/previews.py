@@ -36,6 +36,7 @@ def create(
     full: int | None,
     ttl: int,
     dedup_against: list[str] | None = None,
+    decontaminate_against: list[str] | None = None,
 ) -> str:
     preview_id = uuid.uuid4().hex
     record = {
@@ -46,6 +47,7 @@ def create(
         "profile": profile,
         "recipe": json.dumps(recipe),
         "dedup_against": json.dumps(dedup_against or []),
+        "decontaminate_against": json.dumps(decontaminate_against or []),
         "full_num_instructions": "" if full is None else str(full),
         "created_at": str(time.time()),
     }
@@ -69,6 +71,7 @@ def get(r: Redis, preview_id: str) -> dict[str, Any] | None:
         "profile": raw["profile"],
         "recipe": json.loads(raw["recipe"]),
         "dedup_against": json.loads(raw.get("dedup_against", "[]")),
+        "decontaminate_against": json.loads(raw.get("decontaminate_against", "[]")),
         "full_num_instructions": int(full) if full else None,
         "created_at": float(raw["created_at"]),
         "finished_at": float(raw["finished_at"]) if raw.get("finished_at") else None,
