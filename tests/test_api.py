@@ -123,7 +123,8 @@ def test_job_runs_to_a_dataset(client, redis, worker_env):
     job = client.get(f"/v1/jobs/{created.json['id']}").json
     assert job["state"] == "succeeded" and job["stage"] == "done" and job["dataset_available"]
     p = job["progress"]
-    # stage 1, and one instance request a task (the default classification, knn, asks nothing)
+    # stage 1, and one instance request a task (the default classification, auto, chose knn on the
+    # scripted model's random answers: it asks nothing more)
     assert p["instructions_kept"] == 6 and p["requests"] >= 7 and p["completion_tokens"] > 0
     assert job["started_at"] and job["finished_at"] and job["eta_seconds"] is None
     listed = client.get("/v1/jobs?state=succeeded").json["items"]

@@ -43,7 +43,11 @@ def alpha_world(client, redis, worker_env):
     job = run_job(client, redis, seed_set_id, num_instructions=3)
     decision = client.get(f"/v1/jobs/{job['id']}/decisions?limit=1").json["items"][0]["id"]
     preview = client.post("/v1/previews?wait=0", json={"seed_set_id": seed_set_id, "num_instructions": 2})
+    reference = client.post(
+        "/v1/reference-sets", data=b'{"text": "Is the sky blue?"}\n', content_type="application/x-ndjson"
+    )
     return {
+        "reference_set_id": reference.json["id"],
         "seed_set_id": seed_set_id,
         "job_id": job["id"],
         "decision_id": decision,
@@ -91,6 +95,7 @@ def test_another_teams_resources_answer_404_on_every_endpoint(app, redis, client
     assert all(status in (200, 202, 204, 302, 409) for status in owner.values()), owner
     # lists show only the caller's own
     assert beta.get("/v1/seed-sets").json["items"] == [] and beta.get("/v1/jobs").json["items"] == []
+    assert beta.get("/v1/reference-sets").json["items"] == []
     # the same tasks are new for beta: nothing tells beta that alpha has them
     assert (
         beta.post(
@@ -100,6 +105,15 @@ def test_another_teams_resources_answer_404_on_every_endpoint(app, redis, client
         ).status_code
         == 201
     )
+    # a job of beta's naming alpha's reference set is refused like one naming a missing set
+    own = beta.get("/v1/seed-sets").json["items"][0]["id"]
+    named = {
+        "seed_set_id": own,
+        "num_instructions": 2,
+        "decontaminate_against": [alpha_world["reference_set_id"]],
+    }
+    r = beta.post("/v1/jobs", json=named)
+    assert r.status_code == 404 and alpha_world["reference_set_id"] in r.json["detail"]
 
 
 def test_webhook_secrets_are_per_team(app, redis):

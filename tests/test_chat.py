@@ -280,7 +280,7 @@ def test_a_reasoning_profile_sends_no_sampling_parameter(tmp_path, fake_llm, see
         "frequency_penalty",
     }
     assert all(v.startswith("left out: the profile") for v in stats["dropped_parameters"].values())
-    # the default (knn) needs no log-probabilities, which reasoning models do not give
+    # auto: reasoning models give no log-probabilities; knn, the seed tasks' vote, beat the text there
     assert stats["classification_method"]["methods"] == {"knn": 4}
     assert json.loads((out / "run.json").read_text())["endpoint"]["reasoning"] is True
 
@@ -299,7 +299,8 @@ def test_a_refused_temperature_says_the_model_reasons(tmp_path, seed_tasks) -> N
     )
     assert set(dropped) == {"temperature", "top_p", "presence_penalty", "frequency_penalty", "stop"}
     assert json.loads((out / "run.json").read_text())["endpoint"]["reasoning"] is True
-    assert stats["classification_method"]["methods"] == {"knn": 4}  # no log-probabilities asked for
+    assert stats["classification_method"]["methods"] == {"knn": 4}  # auto chose between knn and text
+    assert set(stats["classification_method"]["selection"]["methods"]) == {"knn", "text"}
 
 
 def strict_problems(schema: object, at: str = "$") -> list[str]:

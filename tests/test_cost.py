@@ -21,7 +21,7 @@ from tests.conftest import fake_endpoint, work
 from tests.test_api import make_seed_set
 
 # stage 2 by the paper's method, which asks the model: every stage then has requests and a cost (the
-# default, knn, asks nothing)
+# default, auto, asks about the seed tasks, then nothing when it keeps knn)
 TEXT = "text"
 
 PRICES = (2.5, 10.0)  # per million prompt, completion tokens

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.model
 
 
 def run_engine(tmp_path, endpoint, seed_tasks, name):
-    # stage 2 by the paper's method, so the real model answers it too (knn, the default, asks nothing)
+    # stage 2 by the paper's method, so the real model answers it too (auto would ask about the seed
+    # tasks, then likely keep knn, which asks nothing)
     config = Recipe(num_instructions=3, seed=11, classification_method="text")
     run = Run(
         name, seed_tasks, config, endpoint, FileStore(tmp_path / name / "state"), execution=Execution(1)

@@ -73,7 +73,7 @@ def test_worker_metrics(client, redis, settings, fake_llm, tmp_path):
     assert value(text, "selfinstruct_llm_requests_total", stage="instances", outcome="ok") == 4
     assert value(text, "selfinstruct_llm_retries_total", kind="429") == 1
     assert value(text, "selfinstruct_llm_tokens_total", kind="completion") > 0
-    # the default classification method (auto, knn) asks the model nothing
+    # the default classification method (auto) asked about the seed tasks, then kept knn: no more
     assert value(text, "selfinstruct_llm_request_seconds_count", stage="classification") == 0
     assert value(text, "selfinstruct_llm_request_seconds_count", stage="instances") == 4
     assert value(text, "selfinstruct_dedup_seconds_count") >= 4
