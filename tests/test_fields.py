@@ -73,10 +73,10 @@ def resolve(spec: dict, schema: dict) -> dict:
 
 def typed_fields(spec: dict, schema: dict, path: tuple = ()) -> Iterator[tuple[tuple, str]]:
     """(path, type) of every integer, number and boolean field, nested objects and lists included;
-    a list's items are reached through index 0."""
+    a list's items are reached through index 0. A nullable one's type is "<type>?" (null is right)."""
     schema = resolve(spec, schema)
     if schema.get("type") in ("integer", "number", "boolean"):
-        yield path, schema["type"]
+        yield path, schema["type"] + ("?" if schema.get("nullable") else "")
     for name, sub in schema.get("properties", {}).items():
         yield from typed_fields(spec, sub, (*path, name))
     if "items" in schema:
@@ -118,6 +118,7 @@ WRONG = {
         st.sampled_from(["true", "false", "yes", "1"]),
     ),
 }
+WRONG |= {f"{kind}?": wrong.filter(lambda v: v is not None) for kind, wrong in WRONG.items()}
 
 
 def operations(spec: dict) -> Iterator[tuple[str, str, dict]]:
@@ -171,6 +172,8 @@ def test_wrong_json_types_are_refused_naming_the_field(live, redis):
         "post /v1/jobs num_instructions",
         "post /v1/jobs seed",
         "post /v1/jobs similarity_threshold",
+        "post /v1/jobs contamination_ngram",
+        "post /v1/jobs contamination_threshold",
         "post /v1/jobs classification_only",
         "post /v1/jobs decoding.instructions.n",
         "post /v1/jobs decoding.instances.temperature",
