@@ -138,7 +138,7 @@ def test_reference_sets_upload_list_get_delete(client) -> None:
     assert client.delete(f"/v1/reference-sets/{created['id']}").status_code == 404
 
 
-def test_a_bad_upload_names_every_line_and_field(client, settings, monkeypatch) -> None:
+def test_a_bad_upload_names_every_line_and_field(client, settings) -> None:
     bad = b'{"text": "fine"}\nnot json\n[1]\n{"text": "   "}\n{"id": "a", "text": "x"}\n'
     bad += b'{"id": "a", "text": "y"}\n{"txt": "typo"}\n\xff\xfe\n'
     r = upload(client, bad)
