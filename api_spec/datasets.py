@@ -45,6 +45,14 @@ class ReportSchema(Schema):
             "seed tasks outside the demonstrations, or {skipped: why}; null for another method."
         },
     )
+    judge_scores = fields.Dict(
+        allow_none=True,
+        metadata={
+            "description": "The LLM judge's (judge_threshold): {counts: score 1-5 -> instances, unscored "
+            "(no score could be read), mean, rubric} over every instance the filters kept, the ones it "
+            "dropped included; null without a judge."
+        },
+    )
     figures = fields.Dict(required=True, metadata={"description": "The PNG files in the dataset."})
 
 

@@ -5,7 +5,17 @@ from marshmallow import RAISE, Schema, fields, validate
 from api_spec.common import QueryInteger
 
 EVENT_CURSOR = r"^\d{1,19}-\d{1,19}$"  # a Redis stream id; each part below 2**64
-EVENT_TYPES = ("state", "stage_started", "stage_ended", "progress", "retry", "warning", "webhook", "batch")
+EVENT_TYPES = (
+    "state",
+    "stage_started",
+    "stage_ended",
+    "progress",
+    "retry",
+    "warning",
+    "webhook",
+    "batch",
+    "hub",
+)
 MAX_WAIT_SECONDS = 25  # below gunicorn's worker timeout
 
 

@@ -18,7 +18,11 @@ from jobs.webhooks import MAX_URL_CHARS
 
 MAX_INSTRUCTIONS = 100_000  # the schema's ceiling; the operator's MAX_INSTRUCTIONS may be lower
 DEFAULTS = Recipe()  # what a field left out means: the recipe's default (documented from here)
-NULLABLE = ("contamination_threshold",)  # recipe fields whose null means something
+NULLABLE = (
+    "contamination_threshold",
+    "judge_threshold",
+    "semantic_threshold",
+)  # recipe fields whose null means something
 
 
 class StageDecodingSchema(Schema):
@@ -87,6 +91,22 @@ def dedup_against_field() -> DedupAgainst:
             ],
         }
     )
+
+
+# A Hub repository id: a namespace and a name (the Hub's own rules are checked when it is pushed to)
+HUB_REPO = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
+
+
+class PushToHubSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    repo_id = fields.String(
+        required=True,
+        validate=validate.Regexp(HUB_REPO, error="a Hub dataset repository, namespace/name"),
+        metadata={"description": "The dataset repository, namespace/name; made when it does not exist."},
+    )
+    private = StrictBoolean(load_default=True, metadata={"description": "A repository made now is private."})
 
 
 class JobCreateSchema(Schema):
@@ -184,6 +204,31 @@ class JobCreateSchema(Schema):
             "above which an instruction or instance is dropped; null turns the rule off.",
         },
     )
+    semantic_threshold = StrictFloat(
+        allow_none=True,
+        validate=validate.Range(-1.0, 1.0),
+        metadata={
+            "default": DEFAULTS.semantic_threshold,
+            "description": "Near-duplicates by meaning, beside ROUGE-L: a candidate instruction whose "
+            "embedding has a cosine above this with a pool item's (seeds, the `dedup_against` jobs', the "
+            "kept ones) is dropped with rule `semantic_duplicate`, naming the item and the cosine. Needs "
+            "a profile with an embedding endpoint (GET /v1/profiles: `embeddings`); the embedded "
+            "all-MiniLM-L6-v2 puts paraphrases at about 0.85-0.95 (docs/method.md). Null: not compared.",
+        },
+    )
+    judge_threshold = StrictInteger(
+        allow_none=True,
+        validate=validate.Range(1, 5),
+        metadata={
+            "default": DEFAULTS.judge_threshold,
+            "description": "The LLM judge: every instance the filters keep is scored by the profile's "
+            "model from 1 to 5 for following its instruction and being correct, with a one-sentence "
+            "rationale (the rubric: docs/method.md), and one scored below this is dropped with rule "
+            "`judge_low_score` (1: scores, drops none). Null: no judge. It costs one request per "
+            "instance (the preview prices it); the embedded 270M base model scores almost everything 1 or "
+            "2 (docs/benchmarks.md), so it is off by default.",
+        },
+    )
     max_requests = StrictInteger(
         validate=validate.Range(1, 10_000_000),
         metadata={"description": "Stage-1 request budget; default 20 + 10 per instruction."},
@@ -207,6 +252,16 @@ class JobCreateSchema(Schema):
             "default": 0,
             "description": "Among the team's own jobs waiting for a worker, higher goes first (teams take "
             "turns whatever their jobs' priorities).",
+        },
+    )
+    push_to_hub = fields.Nested(
+        PushToHubSchema,
+        metadata={
+            "description": "Also push the finished dataset (its files as downloaded, the README's Hub "
+            "header included) to this Hugging Face Hub dataset repository, as one commit with the "
+            "operator's token; only where the operator configured one (HUB_TOKEN_ENV). The job's `hub` "
+            "event says where it went, or what the Hub answered: a failed push leaves the job "
+            "succeeded, with a `warning` event."
         },
     )
     notify_url = fields.String(

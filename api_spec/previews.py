@@ -15,7 +15,7 @@ class PreviewCreateSchema(JobCreateSchema):
     its answer: it takes no notify_url, and it waits for no worker of the generation queue (no priority)."""
 
     class Meta(JobCreateSchema.Meta):
-        exclude = ("notify_url", "priority")
+        exclude = ("notify_url", "priority", "push_to_hub")
 
     num_instructions = StrictInteger(
         load_default=5,
@@ -55,7 +55,10 @@ class PreviewResultSchema(Schema):
     kept = fields.List(
         fields.Dict(),
         required=True,
-        metadata={"description": "Kept instructions: classification answer, instances, dropped instances."},
+        metadata={
+            "description": "Kept instructions: classification answer, instances, dropped instances (each "
+            "with its rule); with the LLM judge, each instance's judge_score and judge_rationale."
+        },
     )
     tokens = fields.Dict(required=True)
     requests = fields.Integer(required=True)

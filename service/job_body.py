@@ -25,6 +25,13 @@ def profile(args: dict[str, Any], body: dict[str, Any], errors: list[dict[str, A
     if ("profile" in args or "profile" not in body) and name not in settings.profiles:
         offered = ", ".join(sorted(settings.profiles)) or "none configured"
         errors.append({"field": "profile", "message": f"one of: {offered}"})
+    elif (
+        args.get("semantic_threshold") is not None
+        and name in settings.profiles
+        and settings.profiles[name].embeddings is None
+    ):
+        message = f"profile {name} has no embedding endpoint to compare meanings with"
+        errors.append({"field": "semantic_threshold", "message": message})
     return name
 
 
@@ -98,7 +105,7 @@ def config(args: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
     recipe holds it, given or by default, the job's earlier jobs not to repeat, and its priority."""
     held = recipe.to_dict()
     config = {k: held[k] for k in REQUEST_FIELDS}
-    for name in ("dedup_against", "decontaminate_against"):
+    for name in ("dedup_against", "decontaminate_against", "push_to_hub"):
         if name in args:
             config[name] = args[name]
     if args.get("priority"):

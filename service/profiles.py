@@ -33,6 +33,9 @@ class Profiles(MethodView):
                 "currency": p.endpoint.currency,
                 "mode": p.mode,
                 "batch_price_per_million_tokens": _prices(p.batch_prices),
+                "embeddings": None
+                if p.embeddings is None
+                else {"model": p.embeddings.model, "price_per_million_tokens": p.embeddings.price},
             }
             for p in settings.profiles.values()
         ]

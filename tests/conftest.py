@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.method.endpoint import Endpoint
+from jobs.method.endpoint import EmbeddingEndpoint, Endpoint
 from jobs.method.seed_tasks import SeedTask, load_file
 from jobs.tools.local_stack import Process, rq_worker
 from tests.fake_llm import FakeLLM, Script
@@ -43,6 +43,16 @@ def local_model() -> Iterator[Endpoint]:
     (ROOT / ".run").mkdir(exist_ok=True)
     with LocalModel(log_file=ROOT / ".run" / "test-local-model.log") as model:
         yield Endpoint(base_url=model.base_url, model=MODEL_ALIAS, timeout=300.0)
+
+
+@pytest.fixture(scope="session")
+def embedding_model() -> Iterator[EmbeddingEndpoint]:
+    """The embedded embedding model (all-MiniLM-L6-v2 on llama-server), once per test session."""
+    from jobs.tools.embedding_model import EMBEDDING_ALIAS, EmbeddingModel
+
+    (ROOT / ".run").mkdir(exist_ok=True)
+    with EmbeddingModel(log_file=ROOT / ".run" / "test-embedding-model.log") as model:
+        yield EmbeddingEndpoint(model.base_url, EMBEDDING_ALIAS)
 
 
 # --- real Redis and S3 for the service, once per session ---
@@ -92,7 +102,15 @@ def settings(redis, redis_url, s3_endpoint, fake_llm):
         s3_public_endpoint_url=s3_endpoint,
         s3_bucket=f"t-{uuid.uuid4().hex[:12]}",
         profiles={
-            "fake": Profile.of("fake", fake_llm.base_url, "fake", timeout=5, max_attempts=4, max_wait=0.2)
+            "fake": Profile.of(
+                "fake",
+                fake_llm.base_url,
+                "fake",
+                timeout=5,
+                max_attempts=4,
+                max_wait=0.2,
+                embeddings={"base_url": fake_llm.base_url, "model": "fake-embed"},
+            )
         },
         default_profile="fake",
         instance_chunk_size=1000,

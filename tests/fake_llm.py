@@ -177,9 +177,22 @@ def _listed(prompt: str) -> list[str]:
     return [m.group(1) for m in re.finditer(r"^\d+\. (.+)$", prompt, re.M)]
 
 
+def judged(item: str) -> tuple[str, int]:
+    """A judge's verdict on the last item shown (jobs.method.prompts.judge's layout): an output like
+    "Answer 3." (a placeholder) scores 1, others 2 to 5 by their hash."""
+    output = item.rsplit("Response:", 1)[-1].split("\n", 1)[0].strip()
+    if re.fullmatch(r"Answer \d+\.", output):
+        return "The response is a placeholder, not an answer.", 1
+    score = _rng("judge", output).randint(2, 5)
+    return f"The response is on the task, rated {score} for its content.", score
+
+
 def compose(prompt: str, seed: int | None, temperature: float) -> str:
     """The text a well-behaved model might write for this prompt."""
     rng = _rng(prompt, seed if temperature > 0 else None)
+    if prompt.endswith("Rationale:"):
+        rationale, score = judged(prompt.rsplit("Instruction:", 1)[-1])
+        return f" {rationale}\nScore: {score}"
     if prompt.rstrip().endswith("Is it classification?"):
         return " Yes" if rng.random() < 0.3 else " No"
     if re.search(r"\n\d+\.$", prompt):
@@ -216,6 +229,13 @@ def compose_chat(
     """What a well-behaved instruction-following model might answer to the chat prompts."""
     user = messages[-1]["content"]
     rng = _rng(user, seed if temperature > 0 else None)
+    if user.startswith("Rate the response from 1 to 5"):
+        rationale, score = judged(user)
+        return (
+            json.dumps({"rationale": rationale, "score": score})
+            if structured
+            else (f"Rationale: {rationale}\nScore: {score}")
+        )
     if "Is it classification?" in user:
         answer = "Yes" if rng.random() < 0.3 else "No"
         return json.dumps({"answer": answer}) if structured else answer
@@ -347,6 +367,9 @@ class Script:
     # before the answer goes out (a proxy reset): the client cannot tell that it was done
     lose: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # /v1/embeddings: every request's texts, and statuses to answer the first requests with (then 200)
+    embedding_requests: list[list[str]] = field(default_factory=list)
+    embedding_faults: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.batches = Batches(self)
@@ -447,6 +470,59 @@ class Script:
         return "".join(f" {item}\n{number + i + 1}." for i, item in enumerate(items)) + raw
 
 
+# The scripted embedding model: a bag of words hashed into DIMENSIONS, each word first mapped to its
+# synonym here, so a paraphrase in other words embeds like its original (ROUGE-L sees the words differ).
+SYNONYMS = {
+    "compose": "write",
+    "draft": "write",
+    "pen": "write",
+    "tale": "story",
+    "narrative": "story",
+    "ocean": "sea",
+    "brief": "short",
+    "concise": "short",
+    "describe": "explain",
+    "clarify": "explain",
+    "kids": "children",
+    "youngsters": "children",
+}
+DIMENSIONS = 64
+
+
+def embedding(text: str) -> list[float]:
+    vector = [0.0] * DIMENSIONS
+    for word in re.findall(r"[a-z0-9]+", text.lower()):
+        digest = hashlib.sha256(SYNONYMS.get(word, word).encode()).digest()
+        vector[digest[0] % DIMENSIONS] += 1.0 if digest[1] % 2 else -1.0
+    norm = sum(x * x for x in vector) ** 0.5 or 1.0
+    return [x / norm for x in vector]
+
+
+def _embeddings(script: Script, body: dict[str, Any]) -> tuple[int, bytes, dict[str, str]]:
+    texts = body.get("input")
+    if isinstance(texts, str):
+        texts = [texts]
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts) or not texts:
+        return (
+            400,
+            json.dumps({"error": {"message": "input must be a string or a list of strings"}}).encode(),
+            {},
+        )
+    with script.lock:
+        status = script.embedding_faults.pop(0) if script.embedding_faults else 200
+        script.embedding_requests.append(texts)
+    if status != 200:
+        return status, json.dumps({"error": {"message": "scripted fault"}}).encode(), {"Retry-After": "0.1"}
+    data = [{"object": "embedding", "index": i, "embedding": embedding(t)} for i, t in enumerate(texts)]
+    tokens = sum(len(t.split()) for t in texts)
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return (
+        200,
+        json.dumps({"object": "list", "data": data, "model": body.get("model"), "usage": usage}).encode(),
+        {},
+    )
+
+
 class Handler(BaseHTTPRequestHandler):
     script: Script
     protocol_version = "HTTP/1.1"
@@ -492,6 +568,9 @@ class Handler(BaseHTTPRequestHandler):
                 self.connection.close()
                 return
             self._send(status, answer, headers)
+            return
+        if path == "/v1/embeddings":
+            self._send(*_embeddings(self.script, json.loads(raw or b"{}")))
             return
         if path not in ("/v1/chat/completions", "/v1/completions"):
             self._send(404, b'{"error": {"message": "not found"}}')

@@ -32,7 +32,9 @@ from tests.test_faults import DATA_FILES, dataset, finish, horse_of, read, refer
 RECIPE = {"num_instructions": 12, "seed": 4, "round_size": 4, "instance_followup": False}
 
 
-def drive(tmp: Path, seed_tasks, script: Script, mode: str, api: str = "completions") -> tuple[Run, Path]:
+def drive(
+    tmp: Path, seed_tasks, script: Script, mode: str, api: str = "completions", recipe: dict | None = None
+) -> tuple[Run, Path]:
     """A whole run on the scripted server, resumed after each wait as the worker's polls resume it."""
     with FakeLLM(script) as server:
         endpoint = replace(fake_endpoint(server), mode=mode, api=api)
@@ -41,7 +43,7 @@ def drive(tmp: Path, seed_tasks, script: Script, mode: str, api: str = "completi
             run = Run(
                 "r",
                 seed_tasks,
-                Recipe.build(RECIPE),
+                Recipe.build(RECIPE if recipe is None else recipe),
                 endpoint,
                 FileStore(tmp / "state"),
                 execution=Execution(2),

@@ -25,6 +25,7 @@ from benchmarks import (
     instances,
     paper_scale,
     scale_out,
+    semantic_dedup,
     servers,
 )
 from jobs.method.endpoint import cost
@@ -324,3 +325,18 @@ def test_decontamination_finds_every_planted_run_as_the_plain_way_does():
     assert result["planted_found"] == result["planted"] == 50 and result["same_as_plain"] is True
     assert result["flagged"] >= 50 and result["scan_same"] == 2
     positive(result, "index_build_s", "index_check_s", "ratio", "rouge_ms_per_candidate", "scan_ratio")
+
+
+@pytest.mark.model
+def test_semantic_dedup_is_exact_and_drops_beyond_rouge_l(embedding_model):
+    """benchmarks.semantic_dedup on a small slice with the embedded model: the index's nearest item and
+    cosine are the brute force's at every pool size, and the semantic rule drops texts ROUGE-L kept."""
+    result = semantic_dedup.run([300, 1000], 40, 1500, 0.9, embedding_model)
+    assert [row["exact"] for row in result["search"]] == [40, 40]
+    for row in result["search"]:
+        positive(row, "semantic_ms", "rouge_ms", "ratio")
+    rouge, semantic = (result["beyond_rouge"][k]["rules"] for k in ("rouge", "semantic"))
+    assert semantic["semantic_duplicate"] > 0 and "semantic_duplicate" not in rouge
+    # a text dropped by meaning is not in the pool: ROUGE-L may keep a later one it would have dropped
+    assert semantic["kept"] + semantic["semantic_duplicate"] >= rouge["kept"] > semantic["kept"]
+    positive(result, "embed_ms_per_text")

@@ -226,7 +226,10 @@ def run_mode(mode: Mode, tmp: Path, seed_tasks) -> Exchanges:
             reasoning=mode.reasoning,
             mode="batch" if mode.batch else "online",
         )
-        recipe = Recipe.build({"num_instructions": 5, "seed": 9, "classification_method": "fitted"})
+        # with the judge: its requests are checked in every mode too
+        recipe = Recipe.build(
+            {"num_instructions": 5, "seed": 9, "classification_method": "fitted", "judge_threshold": 2}
+        )
         for _ in range(100):  # batch mode: again after each wait, as the worker's polls do
             run = Run(
                 mode.name, seed_tasks, recipe, endpoint, FileStore(tmp / "state"), execution=Execution(2)

@@ -236,14 +236,32 @@ def test_the_command_line_uploads_reference_files_and_names_them(
         gsm.write_bytes(jsonl({"id": "q1", "text": QUESTION}))
         stories.write_bytes(jsonl({"text": SIMILAR_ITEM}))
         argv = ["--url", url, "--api-key", api_key, "submit", str(seeds), "--instructions", "3"]
-        assert cli([*argv, "--decontaminate", str(gsm), str(stories), "--wait"]) == 0
+        # with the judge and semantic dedup, whose flags ride along (their summary line too)
+        more = ["--judge-threshold", "2", "--semantic-threshold", "0.95"]
+        assert (
+            cli(
+                [
+                    *argv,
+                    *more,
+                    "--decontaminate",
+                    str(gsm),
+                    str(stories),
+                    "--wait",
+                    "--download",
+                    str(tmp_path / "d"),
+                ]
+            )
+            == 0
+        )
         out = capsys.readouterr().out
+        assert "judge scores (" in out and "instances dropped under the threshold" in out
         assert "reference set" in out and "1 items (gsm.jsonl)" in out and "(stories.jsonl)" in out
         http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {api_key}"}, timeout=40)
         job = http.get("/v1/jobs", params={"limit": 1}).json()["items"][0]
         sets = {s["name"]: s["id"] for s in http.get("/v1/reference-sets").json()["items"]}
         assert job["state"] == "succeeded"
         assert job["config"]["decontaminate_against"] == [sets["gsm.jsonl"], sets["stories.jsonl"]]
+        assert (job["config"]["judge_threshold"], job["config"]["semantic_threshold"]) == (2, 0.95)
         dropped = http.get(f"/v1/jobs/{job['id']}/decisions", params={"rule": "contaminated"}).json()
         assert [d["detail"]["reference_id"] for d in dropped["items"] if d["text"] == COPIED] == ["q1"]
     finally:

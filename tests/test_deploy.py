@@ -31,6 +31,7 @@ VALUE_SETS = {
         "config": {
             "webhookAllowedHosts": ["ci.example.com", "*.hooks.example.com"],
             "webhookRetrySeconds": 300,
+            "hub": {"tokenSecret": {"name": "hub", "key": "token"}},
         },
         "redis": {"internal": {"enabled": True, "storageClassName": "fast"}},
         "s3": {
@@ -70,6 +71,11 @@ VALUE_SETS = {
                     "maxInFlight": 64,
                     "requestsPerMinute": 5000,
                     "tokensPerMinute": 2000000,
+                    "embeddings": {
+                        "baseUrl": "https://e.example.com/v1",
+                        "model": "e",
+                        "pricePerMillionTokens": 0.02,
+                    },
                 },
             },
         },
@@ -176,6 +182,9 @@ def test_rendered_workloads_are_locked_down_and_probed():
     keys = {e["name"]: e for e in worker["containers"][0]["env"]}
     assert keys["LLM_KEY_BIG_MODEL"]["valueFrom"]["secretKeyRef"] == {"name": "llm", "key": "big"}
     assert "LLM_KEY_BIG_MODEL" not in {e["name"] for e in api["env"]}  # the API never calls the LLM
+    # jobs' push_to_hub: the token reaches the workers only
+    assert keys["HUB_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hub", "key": "token"}
+    assert "HUB_TOKEN" not in {e["name"] for e in api["env"]}
 
 
 def test_rendered_configuration_loads_in_the_service():
@@ -195,8 +204,19 @@ def test_rendered_configuration_loads_in_the_service():
         and settings.profiles["big-model"].endpoint.api == "completions"
     )
     assert (settings.team_job_slots, settings.redis_memory_limit) == (8, 0.9)
+    assert (settings.hub_token_env, settings.hub_endpoint) == ("HUB_TOKEN", "https://huggingface.co")
+    minimal = next(d for d in render(VALUE_SETS["minimal"]) if d["kind"] == "ConfigMap")["data"]
+    assert Settings.from_env({**minimal, "REDIS_URL": "redis://x:6379/0"}).hub_token_env is None
     big = settings.profiles["big-model"].endpoint  # the provider's limits, held for every worker
     assert (big.max_in_flight, big.requests_per_minute, big.tokens_per_minute) == (64, 5000, 2000000)
+    embeddings = settings.profiles["big-model"].keyed_embeddings()  # the profile's key: its variable's
+    assert embeddings is not None and (embeddings.base_url, embeddings.model, embeddings.price) == (
+        "https://e.example.com/v1",
+        "e",
+        0.02,
+    )
+    assert settings.profiles["big-model"].embeddings_key_env is None
+    assert settings.profiles["openai"].embeddings is None
     local, reasoner = settings.profiles["local"].endpoint, settings.profiles["reasoner"].endpoint
     assert local.api == "chat" and local.response_format == "json_object"
     assert local.max_tokens_param == "max_tokens" and local.send_seed is True and local.reasoning is False

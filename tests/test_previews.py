@@ -231,3 +231,24 @@ def test_a_batch_profiles_preview_runs_online_and_prices_the_job_both_ways(
     assert full["cost_by_mode"]["online"] == pytest.approx(online, rel=1e-3)
     assert full["cost_by_mode"]["batch"] == pytest.approx(batch, rel=1e-3)
     assert full["cost"] == full["cost_by_mode"]["batch"]
+
+
+def test_a_preview_with_the_judge_prices_it_and_shows_each_score(priced, redis, api_key):
+    client = create_app(priced, configure_logging=False).test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {api_key}"
+    sid = make_seed_set(client)
+    body = {"seed_set_id": sid, "num_instructions": 4, "judge_threshold": 3, "full_num_instructions": 1000}
+    location = client.post("/v1/previews?wait=0", json=body).headers["Location"]
+    SimpleWorker([Queue(priced.preview_queue, connection=redis)], connection=redis).work(burst=True)
+    done = client.get(location).json
+    assert done["state"] == "succeeded", done
+    result = done["result"]
+    check_result(done, 1000)  # the judge's tokens are in the per-instruction rate the estimate uses
+    shown = [i for k in result["kept"] for i in k["instances"] + k["dropped_instances"]]
+    judged = [i for i in shown if "judge_score" in i]
+    assert result["tokens"]["prompt_by_stage"]["judge"] > 0 and judged
+    assert all(i["judge_score"] >= 3 for k in result["kept"] for i in k["instances"])
+    low = [d for k in result["kept"] for d in k["dropped_instances"] if d["rule"] == "judge_low_score"]
+    assert all(d["judge_score"] < 3 and d["judge_rationale"] for d in low)
+    r = client.post("/v1/previews?wait=0", json={**body, "judge_threshold": 6})
+    assert r.status_code == 422 and "judge_threshold" in r.get_data(as_text=True)

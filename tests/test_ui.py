@@ -279,6 +279,7 @@ def test_submit_a_job_and_watch_it_go_from_queued_to_succeeded_without_reloading
     page.set_input_files("#seed-file", str(DATA / "seed_tasks.jsonl"))
     page.fill("#count", "8")
     page.fill("#decoding", '{"instructions": {"temperature": 0.9}}')
+    page.fill("#judge", "3")
     page.click("#job-form button[type=submit]")
     row = page.locator("#jobs tbody tr").first
     until(page, "() => document.querySelector('#jobs tbody tr')?.dataset.state === 'queued'")
@@ -287,6 +288,7 @@ def test_submit_a_job_and_watch_it_go_from_queued_to_succeeded_without_reloading
     assert created["config"]["num_instructions"] == 8 and created["profile"] == "fake"
     decoding = created["config"]["decoding"]  # the recipe's: the form's override over the paper's
     assert decoding["instructions"]["temperature"] == 0.9 and decoding["instances"]["temperature"] == 0.0
+    assert created["config"]["judge_threshold"] == 3
     assert "queued" in row.inner_text()
     shot(page, "jobs-queued")
 
@@ -353,6 +355,11 @@ def test_submit_a_job_and_watch_it_go_from_queued_to_succeeded_without_reloading
         "rouge_l_to_nearest_seed"
     ]["counts"]
     assert sum(report["rouge_l_to_nearest_seed"]["counts"]) == 8
+    # the LLM judge's scores, the last figure
+    judge = page.locator("#report-figures figure").last
+    assert "LLM judge" in judge.inner_text()
+    bars = judge.locator("rect").evaluate_all("bars => bars.map(b => Number(b.dataset.count))")
+    assert bars == list(report["judge_scores"]["counts"].values()) and sum(bars) > 0
     # classification_method auto's table, as the report gives it, the chosen method marked
     selection = report["classification_selection"]
     assert set(selection["methods"]) == {"knn", "text"} and selection["unavailable"]  # no log-probabilities

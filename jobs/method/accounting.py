@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from jobs.method.endpoint import EMBEDDINGS_STAGE as EMBEDDINGS
 from jobs.method.endpoint import Endpoint, cost_summary
 from jobs.method.endpoint import cost as cost_of
 from jobs.method.recipe import Recipe
@@ -19,13 +20,19 @@ class Accounting:
         recipe: Recipe,
         endpoint: Endpoint,
         spent_elsewhere: Callable[[], tuple[int, int]] | None = None,
+        embedding_price: float | None = None,
     ):
         """`spent_elsewhere`: prompt and completion tokens the job's other runs (chunks) spent, which
-        count against the whole-job budgets too."""
+        count against the whole-job budgets too. `embedding_price`: per million embedding tokens (the
+        embedding endpoint's; they are priced apart, and their cost is in the cost budget)."""
         self.usage = usage
         self._recipe = recipe
         self._endpoint = endpoint
         self._spent_elsewhere = spent_elsewhere
+        self._embedding_price = embedding_price
+
+    def _embedding_cost(self) -> float:
+        return self.usage.embedding_tokens * (self._embedding_price or 0.0) / 1_000_000
 
     def tokens_spent(self) -> tuple[int, int]:
         """Prompt and completion tokens of the whole job so far (this run and the others)."""
@@ -47,7 +54,7 @@ class Accounting:
         if (
             recipe.max_cost is not None
             and prices is not None
-            and cost_of(prompt, completion, prices) >= recipe.max_cost
+            and cost_of(prompt, completion, prices) + self._embedding_cost() >= recipe.max_cost
         ):
             return "cost_budget"
         return None
@@ -57,4 +64,8 @@ class Accounting:
         if self._endpoint.prices is None:
             return None
         usage, endpoint = self.usage, self._endpoint
-        return cost_summary(usage.prompt_tokens, usage.completion_tokens, endpoint.prices, endpoint.currency)
+        out = cost_summary(usage.prompt_tokens, usage.completion_tokens, endpoint.prices, endpoint.currency)
+        if usage.embedding_tokens:
+            out["by_stage"][EMBEDDINGS] = round(self._embedding_cost(), 6)
+            out["total"] = round(out["total"] + self._embedding_cost(), 6)
+        return out

@@ -26,7 +26,7 @@ from jobs.method.decisions import Decision
 
 CHECKPOINT_VERSION = 2
 _READABLE = (1, 2)  # a version-1 checkpoint is a snapshot at commit 0
-_GROWING = ("instructions", "classification", "instances")
+_GROWING = ("instructions", "classification", "instances", "unjudged")
 
 
 def _tail(d: dict[str, Any], count: int) -> dict[str, Any]:
@@ -86,6 +86,14 @@ class InstanceRecord(TypedDict):
     output: str
 
 
+class UnjudgedInstance(TypedDict):
+    """An instance the filters kept, waiting for the LLM judge (jobs.method.stages.instances)."""
+
+    position: int  # in its response: its decision's id is <instruction id>:<position>
+    input: str
+    output: str
+
+
 @dataclass
 class Checkpoint:
     """`instructions`, `classification` and `instances` only grow (entries are added, never replaced
@@ -97,6 +105,8 @@ class Checkpoint:
     classification: dict[str, ClassificationAnswer] = field(default_factory=dict)  # by instruction id
     # instruction id -> its kept instances (present once its response was handled)
     instances: dict[str, list[InstanceRecord]] = field(default_factory=dict)
+    # with the LLM judge: instruction id -> the instances its filters kept, before the judge scored them
+    unjudged: dict[str, list[UnjudgedInstance]] = field(default_factory=dict)
     decisions: int = 0  # decisions committed so far
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # stage -> rule -> count
     usage: dict[str, Any] | None = None  # jobs.method.transport.usage.Usage.to_dict()
@@ -114,7 +124,7 @@ class Checkpoint:
 
     def __post_init__(self) -> None:
         self._instances_seen = self._instances_kept = 0
-        self._saved = (0, 0, 0)  # nothing persisted yet; a store's load() marks what it read
+        self._saved = (0,) * len(_GROWING)  # nothing persisted yet; a store's load() marks what it read
 
     def to_dict(self) -> dict[str, Any]:
         """The whole state (a snapshot); no copies, so serialise it before changing the checkpoint."""
@@ -146,10 +156,12 @@ class Checkpoint:
         """Commit number `commit`: the entries added since mark_saved() and every small field."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _GROWING}
         out["commits"] = commit
-        n_instructions, n_classification, n_instances = self._saved
+        n_instructions, n_classification, n_instances, n_unjudged = self._saved
         out["instructions"] = self.instructions[n_instructions:]
         out["classification"] = _tail(self.classification, len(self.classification) - n_classification)
         out["instances"] = _tail(self.instances, len(self.instances) - n_instances)
+        if n_unjudged < len(self.unjudged):  # a judged run's only: other runs' deltas read as before
+            out["unjudged"] = _tail(self.unjudged, len(self.unjudged) - n_unjudged)
         return out
 
     def apply(self, delta: dict[str, Any]) -> None:
@@ -159,6 +171,7 @@ class Checkpoint:
         self.instructions.extend(delta["instructions"])
         self.classification.update(delta["classification"])
         self.instances.update(delta["instances"])
+        self.unjudged.update(delta.get("unjudged", {}))
         for f in fields(self):
             if f.name not in _GROWING and f.name != "version" and f.name in delta:  # older deltas lack some
                 setattr(self, f.name, delta[f.name])

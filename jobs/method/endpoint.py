@@ -1,6 +1,7 @@
 """Where completions come from (an Endpoint: an OpenAI-compatible server, its API kind and mode, its
-options) and what its tokens cost at its prices: pure data and arithmetic, shared by the engine, the
-workers and the API (the operator's profiles hold one each: jobs.settings)."""
+options), where semantic deduplication's embeddings come from (an EmbeddingEndpoint), and what their
+tokens cost at their prices: pure data and arithmetic, shared by the engine, the workers and the API
+(the operator's profiles hold one each: jobs.settings)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from jobs.method.vocabulary import API_KINDS, MODES, RESPONSE_FORMATS, TOKEN_LIM
 # A 400 naming `temperature`, which no other refusal drops, says a chat endpoint is a reasoning model.
 REASONING_SIGN = "temperature"
 LIMITS = ("max_in_flight", "requests_per_minute", "tokens_per_minute")
+EMBEDDINGS_STAGE = "embeddings"  # the usage's name for embedding requests (semantic deduplication)
 
 Prices = tuple[float, float]  # per million prompt tokens, per million completion tokens
 
@@ -144,3 +146,34 @@ def token_limit(endpoint: Endpoint, dropped: Mapping[str, str]) -> str:
 def is_reasoning(endpoint: Endpoint, dropped: Mapping[str, str]) -> bool:
     """A reasoning model: the profile says so, or the endpoint refused `temperature`."""
     return endpoint.reasoning or (endpoint.api == "chat" and REASONING_SIGN in dropped)
+
+
+@dataclass(frozen=True)
+class EmbeddingEndpoint:
+    """Where embeddings come from. `price`: per million input tokens (None: not priced). `max_chars`: a
+    text is cut to this many characters first (an instruction that long is dropped as too long before
+    it is compared; the embedded model reads at most 512 tokens)."""
+
+    base_url: str
+    model: str
+    api_key: str = "sk-local"
+    timeout: float = 60.0
+    max_attempts: int = 6
+    max_wait: float = 30.0
+    batch: int = 64
+    price: float | None = None
+    max_chars: int = 1500
+
+    def __post_init__(self) -> None:
+        for name in ("timeout", "max_wait"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ValueError(f"embeddings.{name} is a positive number of seconds")
+        for name in ("batch", "max_attempts", "max_chars"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"embeddings.{name} is a whole number of at least 1")
+
+    def public(self) -> dict[str, object]:
+        """What run.json records: never the key."""
+        return {"base_url": self.base_url, "model": self.model, "price_per_million_tokens": self.price}

@@ -73,6 +73,8 @@ REQUEST_FIELDS = (
     "similarity_threshold",
     "contamination_ngram",
     "contamination_threshold",
+    "judge_threshold",
+    "semantic_threshold",
     "max_requests",
     "max_tokens",
     "max_cost",
@@ -139,6 +141,12 @@ class Recipe:
     # Curator's), as is one whose ROUGE-L against an item is above the threshold (None: no such rule).
     contamination_ngram: int = 13
     contamination_threshold: float | None = 0.7
+    # The LLM judge (jobs.method.prompts.judge): every instance the filters keep is scored 1-5 by the
+    # run's endpoint, and one scored below this is dropped (None: no judge; 1: scores, drops none).
+    judge_threshold: int | None = None
+    # Near-duplicates by meaning, beside ROUGE-L: a candidate whose embedding's cosine with a pool item's
+    # is above this is dropped (None: not compared; needs a profile with an embedding endpoint).
+    semantic_threshold: float | None = None
     min_words: int = 4
     max_words: int = 150
     keyword_blacklist: tuple[str, ...] = PAPER_BLACKLIST
@@ -203,6 +211,10 @@ class Recipe:
             out.append(("contamination_ngram", f"contamination_ngram must be within [0, {MAX_NGRAM}]"))
         if self.contamination_threshold is not None and not 0.0 <= self.contamination_threshold <= 1.0:
             out.append(("contamination_threshold", "contamination_threshold must be within [0, 1] or null"))
+        if self.semantic_threshold is not None and not -1.0 <= self.semantic_threshold <= 1.0:
+            out.append(("semantic_threshold", "semantic_threshold must be within [-1, 1] or null"))
+        if self.judge_threshold is not None and not 1 <= self.judge_threshold <= 5:
+            out.append(("judge_threshold", "judge_threshold must be within [1, 5] or null"))
         if unknown := set(self.export_formats) - set(EXPORT_FORMATS):
             out.append(("export_formats", f"unknown export formats: {sorted(unknown)}"))
         if self.classification_method not in CLASSIFICATION_METHODS:
@@ -268,8 +280,9 @@ class Recipe:
 
     def record(self, execution: Execution) -> dict[str, Any]:
         """run.json's `config`: the recipe with the execution settings in the places they have always
-        had there (datasets stay byte-stable across versions)."""
-        recipe = [(k, v) for k, v in self.to_dict().items() if k != "round_size" or v is not None]
+        had there (datasets stay byte-stable across versions; so do the optional fields left unset)."""
+        optional = ("round_size", "judge_threshold", "semantic_threshold")
+        recipe = [(k, v) for k, v in self.to_dict().items() if k not in optional or v is not None]
         return {
             **dict(recipe[:2]),
             "concurrency": execution.concurrency,

@@ -15,7 +15,7 @@ from prometheus_client import Counter
 from jobs.method.accounting import Accounting
 from jobs.method.checkpoint import Checkpoint, Store
 from jobs.method.decisions import Decision
-from jobs.method.endpoint import Endpoint
+from jobs.method.endpoint import EmbeddingEndpoint, Endpoint
 from jobs.method.lineage import Carried
 from jobs.method.prompts.chat import ChatPrompts
 from jobs.method.prompts.layouts import Prompts
@@ -79,13 +79,15 @@ class Run:
         history: History | None = None,
         carried: Carried | None = None,
         references: Callable[[], ReferenceIndex | None] | None = None,
+        embeddings: EmbeddingEndpoint | None = None,
     ):
         """`recipe` was checked when it was built (Recipe.build); the run carries it out as its endpoint's
         mode and API kind imply (Recipe.for_endpoint). `spent_elsewhere`: see Accounting.
         `history`: earlier jobs' instructions that candidates must not repeat. `carried`: what an
         extension takes over from the job it extends (jobs.method.lineage). `references`: builds the
         index of the reference sets the run's data must not overlap (None: it names none); built once,
-        when a stage first asks (`references()`)."""
+        when a stage first asks (`references()`). `embeddings`: where the recipe's semantic_threshold
+        gets its embeddings (the profile's embedding endpoint)."""
         self.run_id = run_id
         self.seed_tasks = seed_tasks
         self.recipe = recipe.for_endpoint(endpoint.mode, endpoint.api)
@@ -95,7 +97,10 @@ class Run:
         self._reference_index: ReferenceIndex | None = None
         if recipe.classification_only and not any(t.is_classification for t in seed_tasks):
             raise ValueError("classification_only needs classification tasks in the seed set")
+        if recipe.semantic_threshold is not None and embeddings is None:
+            raise ValueError("semantic_threshold needs an embedding endpoint (the profile has none)")
         self.endpoint = endpoint
+        self.embeddings = embeddings
         self.store = store
         self.carried = carried
         loaded = store.load()
@@ -104,7 +109,8 @@ class Run:
             store.commit(loaded, decisions)  # one step: a crash before it starts over
         self.checkpoint = loaded or _first_checkpoint(given)
         usage = Usage.from_dict(self.checkpoint.usage) if self.checkpoint.usage else Usage()
-        self.accounting = Accounting(usage, recipe, endpoint, spent_elsewhere)
+        price = embeddings.price if embeddings is not None else None
+        self.accounting = Accounting(usage, recipe, endpoint, spent_elsewhere, price)
         self.prompts = (
             ChatPrompts(
                 seed_tasks,

@@ -1,4 +1,5 @@
-"""ROUGE-L similarity against the pool: the reference scan and an exact index with the same answers.
+"""ROUGE-L similarity against the pool: the reference scan and an exact index with the same answers;
+the n-gram index of reference sets (decontamination); and the pool's embeddings (SemanticIndex).
 
 Semantics are rouge-score's `RougeScorer(["rougeL"], use_stemmer=False).score(candidate, pool_item)`
 F-measure, as the paper calls it: the candidate is the target (recall side), the pool item the
@@ -378,3 +379,49 @@ class ReferenceIndex:
             if match.index is not None and match.score > self.threshold:  # type: ignore[operator]
                 return Overlap(match.index, "rouge_l", score=match.score)
         return None
+
+
+# --- near-duplicates by meaning ---
+
+
+class Nearest(NamedTuple):
+    index: int | None  # pool position; None: the pool is empty
+    cosine: float
+
+
+class SemanticIndex:
+    """The pool's embeddings, for semantic deduplication beside ROUGE-L: the exact nearest item by cosine.
+
+    Vectors are unit length (jobs.method.transport's Embedder), so a cosine is a dot product; the pool
+    is one float32 matrix, grown by doubling (from _MIN_CAPACITY rows), and a query is one
+    matrix-vector product over it: exact, at a cost per candidate linear in the pool
+    (benchmarks/semantic_dedup.py measures it up to the paper's 52K). Ties go to the earliest item, as
+    ROUGE-L's do."""
+
+    def __init__(self) -> None:
+        self._matrix: np.ndarray | None = None
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def add(self, vector: np.ndarray) -> None:
+        if self._matrix is None:
+            self._matrix = np.empty((_MIN_CAPACITY, vector.shape[0]), dtype=np.float32)
+        elif self._size == len(self._matrix):
+            grown = np.empty((2 * len(self._matrix), self._matrix.shape[1]), dtype=np.float32)
+            grown[: self._size] = self._matrix
+            self._matrix = grown
+        self._matrix[self._size] = vector
+        self._size += 1
+
+    def nearest(self, vector: np.ndarray) -> Nearest:
+        if self._matrix is None or not self._size:
+            return Nearest(None, 0.0)
+        if vector.shape[0] != self._matrix.shape[1]:
+            raise ValueError(
+                f"a {vector.shape[0]}-dimension vector against a {self._matrix.shape[1]}-dimension pool"
+            )
+        scores = self._matrix[: self._size] @ vector
+        best = int(np.argmax(scores))
+        return Nearest(best, float(scores[best]))

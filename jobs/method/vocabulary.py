@@ -51,6 +51,8 @@ RULES: dict[str, str] = {
     "to, an item of a reference set the job names (detail.reference_set, reference_id, reference_text)",
     "exact_duplicate": "the same text is already in the pool (detail.nearest_id)",
     "too_similar": "ROUGE-L F-measure above the threshold against a pool item (detail.nearest_*, score)",
+    "semantic_duplicate": "the cosine of its embedding and a pool item's is above the recipe's "
+    "semantic_threshold (detail.nearest_*, cosine; rouge_l: its best ROUGE-L, which passed)",
     "target_reached": "the run had kept enough instructions before this candidate was considered",
     # instance stage
     "unparseable": "no instance could be parsed from the response (text is the raw response)",
@@ -61,6 +63,8 @@ RULES: dict[str, str] = {
     "conflicting_outputs": "two instances of the task share an input but not the output: all dropped",
     "duplicate_instance": "the same input and output already kept for the task (detail.duplicate_of)",
     "over_limit": "more instances than the per-task limit; a random sample is kept",
+    "judge_low_score": "the LLM judge scored it below the recipe's judge_threshold (detail.judge_score, "
+    "judge_rationale)",
 }
 STAGE_RULES: dict[str, tuple[str, ...]] = {
     "instruction": (
@@ -74,6 +78,7 @@ STAGE_RULES: dict[str, tuple[str, ...]] = {
         "contaminated",
         "exact_duplicate",
         "too_similar",
+        "semantic_duplicate",
         "target_reached",
     ),
     "instance": (
@@ -87,5 +92,6 @@ STAGE_RULES: dict[str, tuple[str, ...]] = {
         "conflicting_outputs",
         "duplicate_instance",
         "over_limit",
+        "judge_low_score",
     ),
 }

@@ -136,6 +136,7 @@ class Context:
             references=lambda: reference_index(
                 self.artifacts, job.team, job.config.get("decontaminate_against", []), recipe_of(job)
             ),
+            embeddings=profile.keyed_embeddings(),
         )
         self.reporter = reporter
         return self.current

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import structlog
 
+from jobs.blobs import hub
 from jobs.method import transport
 from jobs.method.outputs import exports
 from jobs.method.run import Run
@@ -87,12 +90,35 @@ def complete(ctx: Context, run: Run | None = None, partial: bool = False) -> Non
         records["events.jsonl"] = _write_events(ctx, Path(tmp) / "events.jsonl")
         extends = ctx.job.config.get("extends")
         ctx.artifacts.upload_dataset(ctx.job.team, ctx.job.id, Path(tmp), records, partial, extends)
+        if not partial and (target := ctx.job.config.get("push_to_hub")):
+            _push(ctx, Path(tmp), target)
     if partial:
         ctx.update(dataset=True)
     elif not ctx.transition("succeeded", ("running",), dataset=True, stage="done"):
         return
     log.info("job_finished", partial=partial, records=records)
     _archive(ctx)
+
+
+def _push(ctx: Context, folder: Path, target: dict[str, Any]) -> None:
+    """The dataset to the job's Hub repository; a failure is the job's warning, not its end."""
+    settings, repo_id = ctx.settings, target["repo_id"]
+    token = os.environ.get(settings.hub_token_env or "", "")
+    try:
+        if not token:
+            raise hub.HubError(f"no Hub token in ${settings.hub_token_env}")
+        message = f"selfinstruct job {ctx.job.id}"
+        pushed = hub.push(folder, repo_id, target.get("private", True), token, settings.hub_endpoint, message)
+    except hub.HubError as e:
+        log.warning("hub_push_failed", repo_id=repo_id, error=str(e))
+        ctx.retry(
+            events.emit, ctx.r, ctx.job.id, "hub", settings.max_job_events, repo_id=repo_id, error=str(e)
+        )
+        warning = f"the dataset was not pushed to {repo_id}: {e}"
+        ctx.retry(events.emit, ctx.r, ctx.job.id, "warning", settings.max_job_events, message=warning)
+        return
+    log.info("hub_pushed", **pushed)
+    ctx.retry(events.emit, ctx.r, ctx.job.id, "hub", settings.max_job_events, **pushed)
 
 
 def _write_events(ctx: Context, path: Path) -> int:

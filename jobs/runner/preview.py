@@ -81,6 +81,7 @@ def _run(preview: dict[str, Any], settings: Any) -> dict[str, Any]:
             references=lambda: reference_index(
                 artifacts, preview["team"], preview["decontaminate_against"], recipe
             ),
+            embeddings=profile.keyed_embeddings(),
         )
         gate = partial(SharedGate.connect, settings.redis_url, profile.endpoint, settings.redis_retry_seconds)
         execute(run, gate=gate)
@@ -92,20 +93,22 @@ def _run(preview: dict[str, Any], settings: Any) -> dict[str, Any]:
         if d["stage"] == "instruction":
             nearest = (d.get("detail") or {}).get("nearest_id")
             candidates.append({**d, "nearest_text": texts.get(nearest) if nearest else None})
-    dropped_instances: dict[str, list[dict[str, Any]]] = {}
+    # instances by their instruction, in order, with the LLM judge's score and rationale when it ran
+    instances: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for d in decisions:
-        if d["stage"] == "instance" and d["verdict"] == "dropped":
-            owner = d["source"]["instruction_id"]
-            dropped_instances.setdefault(owner, []).append(
-                {"rule": d["rule"], "input": d.get("input"), "output": d["text"]}
-            )
+        if d["stage"] == "instance":
+            judged = {k: v for k, v in (d.get("detail") or {}).items() if k.startswith("judge_")}
+            shown = {"input": d.get("input"), "output": d["text"], **judged}
+            if d["verdict"] == "dropped":
+                shown = {"rule": d["rule"], **shown}
+            instances.setdefault((d["source"]["instruction_id"], d["verdict"]), []).append(shown)
     kept = [
         {
             "id": k["id"],
             "text": k["text"],
             "classification": cp.classification.get(k["id"]),
-            "instances": cp.instances.get(k["id"], []),
-            "dropped_instances": dropped_instances.get(k["id"], []),
+            "instances": instances.get((k["id"], "kept"), []),
+            "dropped_instances": instances.get((k["id"], "dropped"), []),
         }
         for k in cp.instructions
     ]

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from jobs import logs
 from jobs.method.checkpoint import FileStore
-from jobs.method.endpoint import Endpoint
+from jobs.method.endpoint import EmbeddingEndpoint, Endpoint
 from jobs.method.engine import execute
 from jobs.method.outputs import exports
 from jobs.method.recipe import BEFORE_FIELDS, CLASSIFICATION_METHODS, EXPORT_FORMATS, Execution, Recipe
@@ -37,6 +37,7 @@ from jobs.method.seed_tasks import (
     parse_jsonl,
 )
 from jobs.method.transport import EndpointError
+from jobs.tools.embedding_model import EMBEDDING_ALIAS, EmbeddingModel
 from jobs.tools.local_model import MODEL_ALIAS, REQUEST_OPTIONS, LocalModel
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -97,6 +98,8 @@ def _recipe(args: argparse.Namespace) -> tuple[Recipe, Execution]:
         "instance_followup": not args.no_instance_followup,
         "classification_only": args.classification_only,
         "classification_method": args.classification_method,
+        "judge_threshold": args.judge_threshold,
+        "semantic_threshold": args.semantic_threshold,
         "export_formats": args.formats,
     }
     if args.decoding:
@@ -175,9 +178,19 @@ def generate(args: argparse.Namespace) -> int:
 
     api_key = os.environ.get(args.api_key_env, "sk-local") if args.api_key_env else "sk-local"
     local = None if args.base_url else LocalModel(log_file=state_dir / "local-model.log")
+    semantic = recipe.semantic_threshold is not None
+    embedder = (
+        EmbeddingModel(log_file=state_dir / "embedding-model.log")
+        if semantic and not args.embeddings_url
+        else None
+    )
     options = request_options(args, embedded=local is not None)
     bars = StageBars()
-    with local or nullcontext():
+    with local or nullcontext(), embedder or nullcontext():
+        embeddings = None
+        if semantic:
+            url = args.embeddings_url or embedder.base_url  # type: ignore[union-attr]
+            embeddings = EmbeddingEndpoint(url, args.embeddings_model or EMBEDDING_ALIAS, api_key=api_key)
         endpoint = Endpoint(
             base_url=args.base_url or local.base_url,  # type: ignore[union-attr]
             model=args.model or MODEL_ALIAS,
@@ -196,6 +209,7 @@ def generate(args: argparse.Namespace) -> int:
             progress=bars,
             given=given,
             execution=execution,
+            embeddings=embeddings,
         )
         try:
             try:
@@ -290,6 +304,20 @@ def main(argv: list[str] | None = None) -> int:
         help="one instance request per instruction (the paper); default: one-instance answers ask again",
     )
     g.add_argument("--classification-only", action="store_true")
+    g.add_argument(
+        "--semantic-threshold",
+        type=float,
+        metavar="COSINE",
+        help="drop instructions whose embedding's cosine with a pool item's is above this",
+    )
+    g.add_argument("--embeddings-url", help="OpenAI-compatible /v1/embeddings; default: the embedded one")
+    g.add_argument("--embeddings-model", help=f"embedding model name (default {EMBEDDING_ALIAS})")
+    g.add_argument(
+        "--judge-threshold",
+        type=int,
+        metavar="N",
+        help="the LLM judge: score every kept instance 1-5 with the model, drop those under N",
+    )
     g.add_argument(
         "--classification-method",
         choices=CLASSIFICATION_METHODS,

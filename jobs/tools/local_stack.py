@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 
 from jobs.settings import Profile, Settings
+from jobs.tools.embedding_model import EMBEDDING_ALIAS, EmbeddingModel
 from jobs.tools.local_model import MODEL_ALIAS, PARALLEL, REQUEST_OPTIONS, LocalModel, free_port
 
 BIN = Path(sys.executable).parent
@@ -226,6 +227,10 @@ class Stack:
                 base_url, model_name = model.base_url, MODEL_ALIAS
             else:
                 base_url, model_name = self.endpoint
+            # the embedding model, for semantic_threshold (a second llama-server, about 80 MB)
+            embedder = EmbeddingModel(log_file=run / "embedding-model.log").start()
+            self.parts.append(embedder)
+            embeddings = {"base_url": embedder.base_url, "model": EMBEDDING_ALIAS}
             self.settings = Settings(
                 redis_url=redis_url,
                 s3_endpoint_url=s3_url,
@@ -237,6 +242,7 @@ class Stack:
                         model_name,
                         timeout=300,
                         concurrency=PARALLEL if self.endpoint is None else 1,
+                        embeddings=embeddings,
                         **(REQUEST_OPTIONS if self.endpoint is None else {}),
                     )
                 },

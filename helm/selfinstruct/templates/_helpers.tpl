@@ -50,6 +50,13 @@ app.kubernetes.io/component: {{ .component }}
 {{- $_ := set $profile $option (get $p $key) -}}
 {{- end -}}
 {{- end -}}
+{{- with $p.embeddings -}}
+{{- $embeddings := dict "base_url" .baseUrl "model" .model -}}
+{{- if hasKey . "pricePerMillionTokens" -}}
+{{- $_ := set $embeddings "price_per_million_tokens" .pricePerMillionTokens -}}
+{{- end -}}
+{{- $_ := set $profile "embeddings" $embeddings -}}
+{{- end -}}
 {{- if $p.apiKeySecret -}}
 {{- $_ := set $profile "api_key_env" (printf "LLM_KEY_%s" ($name | upper | replace "-" "_")) -}}
 {{- end -}}

@@ -197,8 +197,27 @@ def section(report: dict[str, Any]) -> list[str]:
         f"![Instruction, non-empty input and output lengths (the paper's Figure 4)]({FIGURES['lengths']})",
         "",
         *_selection(report.get("classification_selection")),
+        *_judge(report.get("judge_scores")),
     ]
     return lines
+
+
+def _judge(scores: dict[str, Any] | None) -> list[str]:
+    """The LLM judge's score distribution, when the run had one."""
+    if not scores:
+        return []
+    counts = " | ".join(str(n) for n in scores["counts"].values())
+    return [
+        f"LLM judge: each instance the filters kept scored 1-5 (mean {scores['mean']}); "
+        f"{scores['unscored']} replies gave no score (kept). The rubric:",
+        "",
+        *(f"> {line}  " for line in scores["rubric"].splitlines()),
+        "",
+        f"| score | {' | '.join(scores['counts'])} |",
+        f"|---|{'---|' * len(scores['counts'])}",
+        f"| instances | {counts} |",
+        "",
+    ]
 
 
 def _selection(selection: dict[str, Any] | None) -> list[str]:

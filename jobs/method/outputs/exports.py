@@ -258,6 +258,8 @@ def stats(run: Run) -> dict[str, Any]:
         "verdicts": {s: c for s, c in counts.items() if s in ("instruction", "instance")},
         "classification": counts.get("classification", {}),
         "classification_method": classification_method(cp),
+        # the LLM judge's scores (score or "unscored" -> instances), when the recipe asks for it
+        **({"judge_scores": counts["judge"]} if "judge" in counts else {}),
         "truncated_responses": cp.truncated_responses,
         "requests": usage["requests"],
         "retries": usage["retries"],
@@ -289,6 +291,12 @@ def run_record(run: Run) -> dict[str, Any]:
         "instance_demonstrations": run.prompts.demonstrations,
         "random_seed": run.recipe.seed,
         "endpoint": run.endpoint.public(run.usage.dropped),
+        # semantic deduplication's embeddings (a run without it records as before)
+        **(
+            {"embeddings": run.embeddings.public()}
+            if run.embeddings and run.recipe.semantic_threshold is not None
+            else {}
+        ),
         "config": run.recipe.record(run.execution),
         "classification_method": classification_method(run.checkpoint),
         **({"extends": run.carried.extends} if run.carried else {}),

@@ -13,6 +13,7 @@ from statistics import fmean
 from typing import Any
 
 from jobs.method.checkpoint import Checkpoint
+from jobs.method.prompts import judge
 from jobs.method.seed_tasks import SeedTask
 from jobs.method.similarity import RougeLIndex
 
@@ -90,7 +91,21 @@ def build(checkpoint: Checkpoint, seed_tasks: list[SeedTask], stats: dict[str, A
         "filters": stats.get("verdicts", {}),
         # auto's table: each classification method on the seed tasks outside the demonstrations
         "classification_selection": (checkpoint.calibration or {}).get("selection"),
+        "judge_scores": judge_scores(stats.get("judge_scores")),
         "figures": FIGURES,
+    }
+
+
+def judge_scores(counts: dict[str, int] | None) -> dict[str, Any] | None:
+    """The LLM judge's score distribution over the instances the filters kept (None: no judge)."""
+    if counts is None:
+        return None
+    scores = [int(score) for score, n in counts.items() if score != "unscored" for _ in range(n)]
+    return {
+        "counts": {str(score): counts.get(str(score), 0) for score in judge.SCORES},
+        "unscored": counts.get("unscored", 0),
+        "mean": round(fmean(scores), 3) if scores else None,
+        "rubric": judge.RUBRIC,
     }
 
 

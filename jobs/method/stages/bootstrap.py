@@ -1,4 +1,8 @@
-"""Stage 1, instruction bootstrapping: prompt with sampled pool instructions, parse, filter, grow the pool."""
+"""Stage 1, instruction bootstrapping: prompt with sampled pool instructions, parse, filter, grow the pool.
+
+With the recipe's semantic_threshold, the pool's items are embedded when the stage starts (seeds, earlier
+jobs' instructions, what the run kept before a resume), and each answer's candidates as it arrives,
+before its turn to be filtered comes."""
 
 from __future__ import annotations
 
@@ -12,26 +16,41 @@ from jobs.method.decisions import Decision
 from jobs.method.prompts import chat, parsing
 from jobs.method.recipe import paper_decoding
 from jobs.method.run import Run
-from jobs.method.similarity import RougeLIndex
+from jobs.method.similarity import RougeLIndex, SemanticIndex
 from jobs.method.stages.filters import InstructionFilter
-from jobs.method.transport import LLM, Completion, ordered
+from jobs.method.transport import LLM, Completion, Embedder, ordered
 
 STAGE = "instructions"
 
 
 async def run_stage(run: Run, llm: LLM) -> None:
+    embedder = None
+    if run.recipe.semantic_threshold is not None:
+        if run.embeddings is None:
+            raise ValueError("semantic_threshold needs an embedding endpoint")
+        embedder = Embedder(run.embeddings, run.usage, run.execution.concurrency)
+    try:
+        await _bootstrap(run, llm, embedder)
+    finally:
+        if embedder is not None:
+            await embedder.close()
+
+
+async def _bootstrap(run: Run, llm: LLM, embedder: Embedder | None) -> None:
     cfg, cp = run.recipe, run.checkpoint
     target = cfg.num_instructions
     seeds = [t for t in run.seed_tasks if t.is_classification] if cfg.classification_only else run.seed_tasks
     seed_texts = [t.instruction for t in seeds]
-    # The pool is the prompt's seed instructions plus kept machine instructions, as in the reference.
-    pool = InstructionFilter(cfg, RougeLIndex(), run.references())
-    for task in seeds:
-        pool.add(task.id, task.instruction)
-    for job, item_id, text in run.history():  # read-only: never sampled into prompts
-        pool.add(item_id, text, job=job)
-    for kept in cp.instructions:
-        pool.add(kept["id"], kept["text"])
+    # The pool is the prompt's seed instructions plus kept machine instructions, as in the reference;
+    # earlier jobs' instructions are read-only (`job`): never sampled into prompts.
+    pool = InstructionFilter(cfg, RougeLIndex(), run.references(), SemanticIndex() if embedder else None)
+    items = [(task.id, task.instruction, None) for task in seeds]
+    items += [(item_id, text, job) for job, item_id, text in run.history()]
+    items += [(kept["id"], kept["text"], None) for kept in cp.instructions]
+    vectors = await embedder.embed([text for _, text, _ in items]) if embedder else [None] * len(items)
+    for (item_id, text, job), vector in zip(items, vectors, strict=True):
+        pool.add(item_id, text, job, vector)
+    del items, vectors
     machine = [kept["text"] for kept in cp.instructions]
     kept_at = [kept["prompt"] for kept in cp.instructions]  # prompt index of each, non-decreasing
     decoding = cfg.decoding[STAGE]
@@ -40,6 +59,23 @@ async def run_stage(run: Run, llm: LLM) -> None:
         decoding = replace(decoding, stop=())
     parse = chat.instructions if llm.chat else parsing.instructions
     role = {"role": "assistant"} if llm.chat else {}
+    embedded: dict[int, dict[str, Any]] = {}  # prompt -> its candidates' embeddings, until handled
+
+    def candidates_of(completion: Completion) -> list[str]:
+        candidates = completion.candidates if completion.candidates is not None else parse(completion.text)
+        if completion.finish_reason == "length":
+            # a continued list is discarded whole, as the reference does; a chat reply's items are
+            # whole lines, so only its last (cut) item goes
+            return candidates[:-1] if llm.chat else []
+        return candidates
+
+    async def with_embeddings(i: int, request: Awaitable[list[Completion]]) -> list[Completion]:
+        completions = await request
+        assert embedder is not None
+        texts = list(dict.fromkeys(t for c in completions for t in candidates_of(c) if pool.needs_vector(t)))
+        embedded[i] = dict(zip(texts, await embedder.embed(texts), strict=True))
+        return completions
+
     run.start_stage(target)
     run.stage_done = len(machine)
     rounds = cfg.round_size
@@ -88,30 +124,27 @@ async def run_stage(run: Run, llm: LLM) -> None:
         chosen += rng.sample(seed_texts, min(cfg.prompt_instructions - len(chosen), len(seed_texts)))
         rng.shuffle(chosen)
         if run.carried and (recorded := run.carried.completions(i, decoding.n)) is not None:
-            return _replayed(recorded)  # handled by the run this one extends: no request
-        prompt = run.prompts.instructions(chosen, cfg.classification_only)
-        return llm.complete(prompt, decoding, cfg.derived_seed(STAGE, i), STAGE)
+            request = _replayed(recorded)  # handled by the run this one extends: no request
+        else:
+            prompt = run.prompts.instructions(chosen, cfg.classification_only)
+            request = llm.complete(prompt, decoding, cfg.derived_seed(STAGE, i), STAGE)
+        return with_embeddings(i, request) if embedder else request
 
     def handle(i: int, completions: list[Completion]) -> bool:
+        vectors = embedded.pop(i, {})
         for j, completion in enumerate(completions):
-            candidates = (
-                completion.candidates if completion.candidates is not None else parse(completion.text)
-            )
             if completion.finish_reason == "length":
                 cp.truncated_responses += 1
-                # a continued list is discarded whole, as the reference does; a chat reply's items
-                # are whole lines, so only its last (cut) item goes
-                candidates = candidates[:-1] if llm.chat else []
-            for k, text in enumerate(candidates):
+            for k, text in enumerate(candidates_of(completion)):
                 candidate_id = f"i{i}.{j}.{k}"
                 source = {"prompt": i, "completion": j, "position": k, **role}
                 if len(machine) >= target:
                     run.record(Decision(candidate_id, "instruction", text, "target_reached", source))
                     continue
-                rule, detail = pool(text)
+                rule, detail = pool(text, vectors.get(text))
                 run.record(Decision(candidate_id, "instruction", text, rule, source, detail))
                 if rule == "kept":
-                    pool.add(candidate_id, text)
+                    pool.add(candidate_id, text, vector=vectors.get(text))
                     machine.append(text)
                     kept_at.append(i)
                     kept_record: KeptInstruction = {

@@ -8,10 +8,11 @@ import string
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from prometheus_client import Histogram
 
 from jobs.method.recipe import Recipe
-from jobs.method.similarity import ReferenceIndex, Similarity
+from jobs.method.similarity import ReferenceIndex, SemanticIndex, Similarity
 
 DEDUP_SECONDS = Histogram(
     "selfinstruct_dedup_seconds",
@@ -80,35 +81,59 @@ def contamination_check(references: ReferenceIndex) -> Check:
 
 class InstructionFilter:
     """The stage-1 filters in the paper's order, then the job's reference sets (when it names some),
-    then exact and ROUGE-L duplicates against the pool.
+    then exact and ROUGE-L duplicates against the pool, then (with `semantic`, the recipe's
+    semantic_threshold) near-duplicates by meaning: the cosine of embeddings against the pool's.
 
     Kept candidates must be `add`ed: the pool is seeds, then earlier jobs' kept instructions (read-only,
-    `job` names each one's job), then kept machine instructions, in that order.
+    `job` names each one's job), then kept machine instructions, in that order. With `semantic`, every
+    item comes with its embedding, and so does every candidate that passes `needs_vector`.
     """
 
-    def __init__(self, config: Recipe, index: Similarity, references: ReferenceIndex | None = None):
+    def __init__(
+        self,
+        config: Recipe,
+        index: Similarity,
+        references: ReferenceIndex | None = None,
+        semantic: SemanticIndex | None = None,
+    ):
         self.threshold = config.similarity_threshold
-        self.checks: list[Check] = [
+        self.paper_checks: list[Check] = [
             length_check(config.min_words, config.max_words),
             blacklist_check(config.keyword_blacklist),
             write_a_program,
             starts_with_punctuation,
             starts_with_non_ascii,
+        ]
+        self.checks = [
+            *self.paper_checks,
             *([contamination_check(references)] if references is not None else []),
         ]
         self.index = index
+        self.semantic = semantic
+        self.semantic_threshold = config.semantic_threshold
+        self._ids: list[str] = []
         self._texts: list[str] = []
         self._jobs: dict[int, str] = {}  # pool position -> the earlier job it came from
         self._by_text: dict[str, tuple[str, str | None]] = {}
 
-    def add(self, item_id: str, text: str, job: str | None = None) -> None:
+    def add(self, item_id: str, text: str, job: str | None = None, vector: np.ndarray | None = None) -> None:
         if job is not None:
             self._jobs[len(self._texts)] = job
         self.index.add(item_id, text)
+        if self.semantic is not None:
+            if vector is None:
+                raise ValueError("a pool item without its embedding")
+            self.semantic.add(vector)
+        self._ids.append(item_id)
         self._texts.append(text)
         self._by_text.setdefault(text, (item_id, job))
 
-    def __call__(self, text: str) -> Outcome:
+    def needs_vector(self, text: str) -> bool:
+        """Whether a candidate can reach the semantic check (the paper's rules, which need no pool, let
+        it through): only those are embedded."""
+        return self.semantic is not None and not any(check(text) for check in self.paper_checks)
+
+    def __call__(self, text: str, vector: np.ndarray | None = None) -> Outcome:
         for check in self.checks:
             if outcome := check(text):
                 return outcome
@@ -124,7 +149,25 @@ class InstructionFilter:
         }
         if match.index in self._jobs:
             detail["nearest_job"] = self._jobs[match.index]
-        return ("too_similar" if match.score > self.threshold else "kept"), detail
+        if match.score > self.threshold or self.semantic is None:
+            return ("too_similar" if match.score > self.threshold else "kept"), detail
+        if vector is None:
+            raise ValueError("a candidate without its embedding")
+        near = self.semantic.nearest(vector)
+        if near.index is None:
+            return "kept", detail
+        cosine = round(near.cosine, 6)
+        assert self.semantic_threshold is not None
+        if cosine > self.semantic_threshold:
+            same = {
+                "nearest_id": self._ids[near.index],
+                "nearest_text": self._texts[near.index],
+                "cosine": cosine,
+            }
+            if near.index in self._jobs:
+                same["nearest_job"] = self._jobs[near.index]
+            return "semantic_duplicate", {**same, "rouge_l": match.score}
+        return "kept", {**detail, "cosine": cosine, "cosine_nearest_id": self._ids[near.index]}
 
 
 def _invalid(inst_input: str, output: str) -> Outcome | None:

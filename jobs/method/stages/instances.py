@@ -1,12 +1,20 @@
-"""Stage 3, instance generation and filtering: output-first for classification, input-first otherwise."""
+"""Stage 3, instance generation and filtering: output-first for classification, input-first otherwise;
+then, when the recipe asks for the LLM judge, the judge's score for every instance the filters kept.
+
+With the judge the stage goes in two passes: generation puts what the filters kept in the checkpoint's
+`unjudged`, and the judge pass decides them. A batch-mode run sends each pass as its own batch round,
+the first one's answers committed before the second goes.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from dataclasses import replace
+from typing import Any
 
 from jobs.method.decisions import Decision
-from jobs.method.prompts import chat, parsing
+from jobs.method.prompts import chat, judge, parsing
 from jobs.method.recipe import Decoding
 from jobs.method.run import Run
 from jobs.method.stages.classification import is_classification
@@ -23,10 +31,11 @@ async def run_stage(run: Run, llm: LLM, instruction_ids: list[str] | None = None
     cfg, cp = run.recipe, run.checkpoint
     wanted = set(instruction_ids) if instruction_ids is not None else None
     tasks = [k for k in cp.instructions if wanted is None or k["id"] in wanted]
-    todo = [k for k in tasks if k["id"] not in cp.instances]
+    judged = cfg.judge_threshold is not None
+    todo = [k for k in tasks if k["id"] not in cp.instances and k["id"] not in cp.unjudged]
     decoding = cfg.decoding[STAGE]
-    run.start_stage(len(tasks))
-    run.stage_done = len(tasks) - len(todo)
+    run.start_stage(len(tasks) * (2 if judged else 1))  # with the judge, each task is handled twice
+    run.stage_done = len(tasks) - len(todo) + sum(1 for k in tasks if k["id"] in cp.instances and judged)
     references = run.references() if todo else None
     contaminated = contamination_check(references) if references is not None else None
 
@@ -66,16 +75,77 @@ async def run_stage(run: Run, llm: LLM, instruction_ids: list[str] | None = None
                 detail = {"duplicate_of": f"{task_id}:{detail['duplicate_of']}"}
             if "between" in detail:
                 detail = {"between": [f"{task_id}:{b}" for b in detail["between"]]}
+            if rule == "kept" and judged:  # decided by the judge pass
+                kept.append({"position": k, "input": inst_input, "output": output})
+                continue
             where = {"instruction_id": task_id, "position": k, **role}
             run.record(Decision(f"{task_id}:{k}", "instance", output, rule, where, detail, input=inst_input))
             if rule == "kept":
                 kept.append({"input": inst_input, "output": output})
-        cp.instances[task_id] = kept
+        if judged:
+            cp.unjudged[task_id] = kept  # type: ignore[assignment]
+        else:
+            cp.instances[task_id] = kept  # type: ignore[assignment]
         run.handled()
         return False
 
     concurrency = llm.capacity(run.execution.concurrency)
     await ordered(0, build, handle, concurrency, lag=4 * max(concurrency, cfg.window))
+    if judged:
+        await _judge(run, llm, tasks)
+
+
+async def _judge(run: Run, llm: LLM, tasks: list[dict[str, Any]]) -> None:
+    """The judge pass: score the unjudged instances of each task not judged yet, keep those at or above
+    the threshold."""
+    cfg, cp = run.recipe, run.checkpoint
+    threshold = cfg.judge_threshold
+    assert threshold is not None
+    # (the task's place in the stage's tasks, which a resume lists the same: it makes request seeds)
+    todo = [(n, k) for n, k in enumerate(tasks) if k["id"] not in cp.instances]
+    structured = llm.structured
+    decoding = judge.CHAT_DECODING if llm.chat else judge.DECODING
+    if llm.reasoning:  # its reasoning counts against the cap before it writes a word of the verdict
+        decoding = replace(decoding, max_tokens=judge.REASONING_MAX_TOKENS)
+    schema = judge.SCHEMA if structured else None
+
+    def build(i: int) -> Awaitable[list[Completion]] | None:
+        if i >= len(todo):
+            return None
+        place, task = todo[i]
+        asked = []
+        for item in cp.unjudged[task["id"]]:
+            args = (task["text"], item["input"], item["output"])
+            prompt = judge.chat_messages(*args, structured) if llm.chat else judge.completion_prompt(*args)
+            # a seed unique in the run (a batch request's id is its stage and seed)
+            seed = place * 10_000 + item["position"]
+            asked.append(llm.complete(prompt, decoding, seed, judge.STAGE, schema, n=1))
+        return _joined(asked)
+
+    def handle(i: int, completions: list[Completion]) -> bool:
+        task_id = todo[i][1]["id"]
+        kept = []
+        role = {"role": "assistant"} if llm.chat else {}
+        for item, completion in zip(cp.unjudged[task_id], completions, strict=True):
+            verdict = judge.read(completion.text, structured, continued=not llm.chat)
+            run.count(judge.STAGE, "unscored" if verdict.score is None else str(verdict.score))
+            rule = "judge_low_score" if verdict.score is not None and verdict.score < threshold else "kept"
+            detail = {"judge_score": verdict.score, "judge_rationale": verdict.rationale}
+            k, inst_input, output = item["position"], item["input"], item["output"]
+            where = {"instruction_id": task_id, "position": k, **role}
+            run.record(Decision(f"{task_id}:{k}", "instance", output, rule, where, detail, inst_input))
+            if rule == "kept":
+                kept.append({"input": inst_input, "output": output})
+        cp.instances[task_id] = kept  # type: ignore[assignment]
+        run.handled()
+        return False
+
+    concurrency = llm.capacity(run.execution.concurrency)
+    await ordered(0, build, handle, concurrency, lag=4 * max(concurrency, cfg.window))
+
+
+async def _joined(asked: list[Awaitable[list[Completion]]]) -> list[Completion]:
+    return [answer for answers in await asyncio.gather(*asked) for answer in answers]
 
 
 async def _asked_again(

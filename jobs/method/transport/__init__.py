@@ -14,6 +14,7 @@ from __future__ import annotations
 from jobs.method.endpoint import Endpoint
 from jobs.method.transport.batch import BatchBook, BatchLLM, Waiting, cancel, open_batches, refresh, settle
 from jobs.method.transport.client import LLM, Completion, EndpointError, Prompt
+from jobs.method.transport.embeddings import Embedder
 from jobs.method.transport.gate import Gate, OpenGate, Outcome, Passage, pause_after
 from jobs.method.transport.spread import Board, SpreadLLM, send
 from jobs.method.transport.usage import Usage
@@ -24,6 +25,7 @@ __all__ = [
     "BatchBook",
     "Board",
     "Completion",
+    "Embedder",
     "EndpointError",
     "Gate",
     "Leftover",

@@ -22,6 +22,9 @@ class Usage:
     # requests held back until a rate limit's reset (RateLimits), and how long they waited in all
     rate_limit_waits: int = 0
     rate_limit_seconds: float = 0.0
+    # input tokens of embedding requests (their count is requests["embeddings"]): priced apart, at the
+    # embedding endpoint's price, and not in the generation budgets
+    embedding_tokens: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -34,6 +37,7 @@ class Usage:
             "dropped": dict(sorted(self.dropped.items())),
             "rate_limit_waits": self.rate_limit_waits,
             "rate_limit_seconds": round(self.rate_limit_seconds, 3),
+            "embedding_tokens": self.embedding_tokens,
         }
 
     def merge(self, other: Usage) -> None:
@@ -47,6 +51,7 @@ class Usage:
         self.busy_seconds += other.busy_seconds
         self.rate_limit_waits += other.rate_limit_waits
         self.rate_limit_seconds += other.rate_limit_seconds
+        self.embedding_tokens += other.embedding_tokens
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Usage:
@@ -60,4 +65,5 @@ class Usage:
             dict(data.get("dropped", {})),
             data.get("rate_limit_waits", 0),
             data.get("rate_limit_seconds", 0.0),
+            data.get("embedding_tokens", 0),
         )

@@ -248,6 +248,7 @@ async function jobForm() {
       profile: $("#profile").value || undefined,
       num_instructions: Number($("#count").value),
       seed: Number($("#seed").value),
+      judge_threshold: $("#judge").value ? Number($("#judge").value) : undefined,
       decoding,
     };
   };
@@ -424,6 +425,11 @@ async function qualityReport(jobId) {
   for (const [key, name] of [["instruction_words", "instructions"], ["non_empty_input_words", "non-empty inputs"], ["output_words", "outputs"]]) {
     const counts = Object.entries(report.lengths[key] || {}).sort((a, b) => Number(a[0]) - Number(b[0]));
     figures.push(histogram(`Figure 4: length of ${name} in words`, counts));
+  }
+  const judge = report.judge_scores;
+  if (judge) {
+    const title = `LLM judge: instances per score, 1 to 5 (mean ${judge.mean ?? "none"}; ${judge.unscored} unscored)`;
+    figures.push(histogram(title, Object.entries(judge.counts)));
   }
   $("#report-figures").replaceChildren(...figures);
   selectionTable(report.classification_selection);
