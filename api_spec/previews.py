@@ -71,8 +71,9 @@ class PreviewResultSchema(Schema):
             "size: classification_method auto's requests), and for `full_num_instructions` (the "
             "preview's rate times it, plus `once`; null: nothing was kept): `cost` in the profile's "
             "`mode`, `cost_by_mode` both "
-            "online and through the provider's Batch API (at the profile's batch prices). A preview "
-            "always runs online."
+            "online and through the provider's Batch API (at the profile's batch prices). With "
+            "`semantic_threshold`, `embedding_tokens` per instruction and for the full job, priced at "
+            "the embedding endpoint's price. A preview always runs online."
         },
     )
     stop_reason = fields.String(allow_none=True, required=True)

@@ -252,3 +252,34 @@ def test_a_preview_with_the_judge_prices_it_and_shows_each_score(priced, redis, 
     assert all(d["judge_score"] < 3 and d["judge_rationale"] for d in low)
     r = client.post("/v1/previews?wait=0", json={**body, "judge_threshold": 6})
     assert r.status_code == 422 and "judge_threshold" in r.get_data(as_text=True)
+
+
+def test_a_preview_with_semantic_dedup_prices_its_embeddings(settings, redis, api_key, monkeypatch):
+    fake = settings.profiles["fake"]
+    embeddings = {**fake.options()["embeddings"], "price_per_million_tokens": 50.0}
+    profile = fake.with_options(price_per_million_tokens=PRICES, embeddings=embeddings)
+    priced = replace(settings, profiles={"fake": profile})
+    for name, value in priced.to_env().items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    client = create_app(priced, configure_logging=False).test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {api_key}"
+    body = {"seed_set_id": make_seed_set(client), "num_instructions": 4, "semantic_threshold": 0.95}
+    location = client.post("/v1/previews?wait=0", json={**body, "full_num_instructions": 1000}).headers[
+        "Location"
+    ]
+    SimpleWorker([Queue(priced.preview_queue, connection=redis)], connection=redis).work(burst=True)
+    get_settings.cache_clear()
+    result = client.get(location).json["result"]
+    tokens, estimate, kept = result["tokens"], result["estimate"], len(result["kept"])
+    assert tokens["embeddings"] > 0 and kept
+    per = estimate["per_instruction"]
+    assert per["embedding_tokens"] == round(tokens["embeddings"] / kept, 1)
+    once = [estimate["once"]["prompt_tokens"], estimate["once"]["completion_tokens"]]
+    prompt = (tokens["prompt"] - once[0]) / kept * 1000 + once[0]
+    completion = (tokens["completion"] - once[1]) / kept * 1000 + once[1]
+    embedding = tokens["embeddings"] / kept * 1000
+    expected = (prompt * PRICES["prompt"] + completion * PRICES["completion"] + embedding * 50.0) / 1e6
+    assert estimate["full_job"]["embedding_tokens"] == round(embedding)
+    assert estimate["full_job"]["cost"] == pytest.approx(expected, abs=1e-6)
+    assert result["cost"]["by_stage"]["embeddings"] == round(tokens["embeddings"] * 50.0 / 1e6, 6)

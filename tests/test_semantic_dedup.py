@@ -111,6 +111,9 @@ def test_a_paraphrase_rouge_l_keeps_is_dropped_naming_the_item_and_the_cosine(tm
     )
     assert run.usage.requests["embeddings"] == len(script.embedding_requests)
     assert run.usage.embedding_tokens == sum(len(t.split()) for t in embedded)
+    stats = json.loads((tmp_path / "semantic" / "out" / "stats.json").read_text())
+    assert stats["tokens"]["embeddings"] == run.usage.embedding_tokens
+    assert stats["requests"]["embeddings"] == len(script.embedding_requests)
     run_json = json.loads((tmp_path / "semantic" / "out" / "run.json").read_text())
     assert run_json["config"]["semantic_threshold"] == THRESHOLD
     assert run_json["embeddings"] == {
@@ -193,3 +196,19 @@ def test_the_embedded_model_puts_a_paraphrase_near_and_another_task_far(embeddin
     near, far = float(vectors[0] @ vectors[1]), float(vectors[0] @ vectors[2])
     assert near > 0.85 and far < 0.3
     assert float(vectors[3] @ vectors[4]) > 0.8
+
+
+def test_embeddings_are_priced_at_their_own_price_and_count_against_the_cost_budget() -> None:
+    from jobs.method.accounting import Accounting
+    from jobs.method.endpoint import Endpoint
+
+    usage = Usage(embedding_tokens=2_000_000)
+    usage.prompt_tokens["instructions"] = 1_000_000
+    endpoint = Endpoint("http://x/v1", "m", prices=(1.0, 2.0))
+    accounting = Accounting(usage, Recipe(max_cost=1.05), endpoint, embedding_price=0.02)
+    cost = accounting.cost()
+    assert cost is not None and cost["by_stage"] == {"instructions": 1.0, "embeddings": 0.04}
+    assert cost["total"] == 1.04 and accounting.budget_reached() is None
+    usage.embedding_tokens = 3_000_000  # 1.06 in all: the budget is spent
+    assert accounting.budget_reached() == "cost_budget"
+    assert Accounting(usage, Recipe(), endpoint).cost()["total"] == 1.0  # type: ignore[index]  # unpriced

@@ -96,8 +96,8 @@ class UnjudgedInstance(TypedDict):
 
 @dataclass
 class Checkpoint:
-    """`instructions`, `classification` and `instances` only grow (entries are added, never replaced
-    or removed): that is what lets a commit write only their new entries."""
+    """`instructions`, `classification`, `instances` and `unjudged` only grow (entries are added, never
+    replaced or removed): that is what lets a commit write only their new entries."""
 
     stage: str = "instructions"  # instructions -> classification -> instances -> export -> done
     next_prompt: int = 0  # stage-1 prompts [0, next_prompt) are fully handled

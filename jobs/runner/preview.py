@@ -118,6 +118,7 @@ def _run(preview: dict[str, Any], settings: Any) -> dict[str, Any]:
         "completion": sum(completion.values()),
         "prompt_by_stage": dict(prompt),
         "completion_by_stage": dict(completion),
+        "embeddings": run.usage.embedding_tokens,  # semantic deduplication's, priced apart
     }
     return {
         "candidates": candidates,
@@ -134,7 +135,8 @@ def _estimate(tokens: dict[str, Any], kept: int, full: int | None, profile: Prof
     """The full job at the preview's tokens per kept instruction (every stage's tokens over the kept),
     plus what a run spends once whatever its size (`once`: classification_method auto's requests),
     priced in the profile's mode (`cost`) and in both (`cost_by_mode`: online, and batch through the
-    provider's Batch API)."""
+    provider's Batch API). Embedding tokens (semantic deduplication; the seeds' included, a slight
+    overestimate) count per instruction, at the embedding endpoint's price, online in either mode."""
     if not kept:
         return None
     once = {f"{k}_tokens": tokens[f"{k}_by_stage"].get(SELECTION_STAGE, 0) for k in ("prompt", "completion")}
@@ -142,16 +144,23 @@ def _estimate(tokens: dict[str, Any], kept: int, full: int | None, profile: Prof
         "prompt_tokens": (tokens["prompt"] - once["prompt_tokens"]) / kept,
         "completion_tokens": (tokens["completion"] - once["completion_tokens"]) / kept,
     }
+    embedding_price = profile.embeddings.price if profile.embeddings else None
+    per_embedding = tokens.get("embeddings", 0) / kept
 
-    def priced(prompt: float, completion: float) -> dict[str, Any]:
+    def priced(prompt: float, completion: float, embedding: float = 0.0) -> dict[str, Any]:
         by_mode = {}
         for mode in MODES:
             prices = profile.mode_prices(mode)
-            by_mode[mode] = None if prices is None else round(cost(prompt, completion, prices), 6)
+            extra = embedding * (embedding_price or 0.0) / 1_000_000
+            by_mode[mode] = None if prices is None else round(cost(prompt, completion, prices) + extra, 6)
         return {"cost": by_mode[profile.mode], "cost_by_mode": by_mode}
 
     out: dict[str, Any] = {
-        "per_instruction": {**{k: round(v, 1) for k, v in per.items()}, **priced(*per.values())},
+        "per_instruction": {
+            **{k: round(v, 1) for k, v in per.items()},
+            **({"embedding_tokens": round(per_embedding, 1)} if per_embedding else {}),
+            **priced(*per.values(), per_embedding),
+        },
         "once": {**once, **priced(*once.values())},
         "currency": profile.endpoint.currency if profile.prices else None,
         "mode": profile.mode,
@@ -164,6 +173,7 @@ def _estimate(tokens: dict[str, Any], kept: int, full: int | None, profile: Prof
             "num_instructions": full,
             "prompt_tokens": round(prompt),
             "completion_tokens": round(completion),
-            **priced(prompt, completion),
+            **({"embedding_tokens": round(per_embedding * full)} if per_embedding else {}),
+            **priced(prompt, completion, per_embedding * full),
         }
     return out

@@ -269,6 +269,8 @@ def stats(run: Run) -> dict[str, Any]:
             "completion": sum(usage["completion_tokens"].values()),
             "prompt_by_stage": usage["prompt_tokens"],
             "completion_by_stage": usage["completion_tokens"],
+            # semantic deduplication's embedding requests' (a run without them records as before)
+            **({"embeddings": usage["embedding_tokens"]} if usage["embedding_tokens"] else {}),
         },
         "wasted": cp.wasted,
         # sampling parameters the endpoint refused and the run went on without

@@ -23,7 +23,7 @@ class Usage:
     rate_limit_waits: int = 0
     rate_limit_seconds: float = 0.0
     # input tokens of embedding requests (their count is requests["embeddings"]): priced apart, at the
-    # embedding endpoint's price, and not in the generation budgets
+    # embedding endpoint's price, and not in the token budget (max_tokens counts the LLM's)
     embedding_tokens: int = 0
 
     def to_dict(self) -> dict[str, Any]:
