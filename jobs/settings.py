@@ -36,8 +36,10 @@ def _embeddings(value: Any) -> tuple[EmbeddingEndpoint, str | None] | None:
     batch?}, for semantic deduplication; with its key's variable (None: the profile's)."""
     if value is None:
         return None
-    if not isinstance(value, dict) or not isinstance(value.get("base_url"), str) or not value.get("model"):
-        raise ValueError("embeddings is {base_url, model, ...}")
+    if not isinstance(value, dict) or not all(
+        isinstance(value.get(k), str) and value[k] for k in ("base_url", "model")
+    ):
+        raise ValueError("embeddings is {base_url, model, ...}, both non-empty strings")
     options = dict(value)
     key_env = options.pop("api_key_env", None)
     price = options.pop("price_per_million_tokens", None)

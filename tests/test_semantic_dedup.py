@@ -212,3 +212,21 @@ def test_embeddings_are_priced_at_their_own_price_and_count_against_the_cost_bud
     usage.embedding_tokens = 3_000_000  # 1.06 in all: the budget is spent
     assert accounting.budget_reached() == "cost_budget"
     assert Accounting(usage, Recipe(), endpoint).cost()["total"] == 1.0  # type: ignore[index]  # unpriced
+
+
+@pytest.mark.parametrize(
+    "bad, said",
+    [
+        ({"base_url": "http://x/v1", "model": 3}, "both non-empty strings"),
+        ({"model": "m"}, "both non-empty strings"),
+        ({"base_url": "http://x/v1", "model": "m", "timeout": -1}, "embeddings.timeout"),
+        ({"base_url": "http://x/v1", "model": "m", "batch": 0}, "embeddings.batch"),
+        ({"base_url": "http://x/v1", "model": "m", "price_per_million_tokens": -1}, "non-negative"),
+        ({"base_url": "http://x/v1", "model": "m", "nope": 1}, "unknown option"),
+    ],
+)
+def test_a_profile_s_bad_embeddings_option_is_refused_when_settings_load(bad, said) -> None:
+    from jobs.settings import Profile
+
+    with pytest.raises(ValueError, match=f"profile 'p': .*{said}"):
+        Profile.of("p", "http://a/v1", "m", embeddings=bad)
