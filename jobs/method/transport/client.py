@@ -145,6 +145,14 @@ def _retryable(exc: BaseException) -> bool:
 REFUSALS = ("logprobs is not supported",)
 
 
+def retry_wait(state: RetryCallState, max_wait: float) -> float:
+    """How long a retry waits: exponential backoff with jitter, or the endpoint's Retry-After, at most
+    max_wait (completions and embeddings alike)."""
+    backoff = wait_exponential_jitter(multiplier=0.5, max=max_wait, jitter=1.0)(state)
+    hinted = retry_after(state.outcome.exception() if state.outcome else None)
+    return backoff if hinted is None else min(hinted, max_wait)
+
+
 class LLM:
     """Completions with at most `concurrency` requests in flight; counts tokens, retries, busy time."""
 
@@ -189,9 +197,7 @@ class LLM:
         await self._client.close()
 
     def _wait(self, state: RetryCallState) -> float:
-        backoff = wait_exponential_jitter(multiplier=0.5, max=self.endpoint.max_wait, jitter=1.0)(state)
-        hinted = retry_after(state.outcome.exception() if state.outcome else None)
-        return backoff if hinted is None else min(hinted, self.endpoint.max_wait)
+        return retry_wait(state, self.endpoint.max_wait)
 
     def _before_sleep(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None

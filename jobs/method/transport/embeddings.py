@@ -14,11 +14,11 @@ import asyncio
 import httpx
 import numpy as np
 import openai
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from jobs.method.endpoint import EMBEDDINGS_STAGE as STAGE
 from jobs.method.endpoint import EmbeddingEndpoint
-from jobs.method.transport.client import EndpointError, _describe, _error_kind, _retryable, retry_after
+from jobs.method.transport.client import EndpointError, _describe, _error_kind, _retryable, retry_wait
 from jobs.method.transport.usage import Usage
 
 
@@ -77,11 +77,8 @@ class Embedder:
         self.usage.embedding_tokens += response.usage.prompt_tokens if response.usage else 0
         return np.array([d.embedding for d in data], dtype=np.float32)
 
-    def _wait(self, state: object) -> float:
-        backoff = wait_exponential_jitter(multiplier=0.5, max=self.endpoint.max_wait, jitter=1.0)(state)  # type: ignore[arg-type]
-        outcome = getattr(state, "outcome", None)
-        hinted = retry_after(outcome.exception() if outcome else None)
-        return backoff if hinted is None else min(hinted, self.endpoint.max_wait)
+    def _wait(self, state: RetryCallState) -> float:
+        return retry_wait(state, self.endpoint.max_wait)
 
     def _retried(self) -> None:
         self.usage.retries += 1
