@@ -117,9 +117,11 @@ async def serve_endpoint(
 ) -> None:
     """Answers after `latency` seconds (or a uniform draw up to `latency_max`), at most `concurrency`
     at once (the rest wait their turn); GET /stats: requests served, and the most ever in flight (held
-    or waiting for a slot)."""
+    or waiting for a slot), and the answers of each wall-clock second (`answered`: second -> count), which
+    tell where in a run the endpoint sat idle."""
     slots = asyncio.Semaphore(concurrency)
-    served = {"requests": 0, "in_flight": 0, "most_in_flight": 0}
+    answered: dict[int, int] = {}
+    served: dict[str, Any] = {"requests": 0, "in_flight": 0, "most_in_flight": 0, "answered": answered}
     draw = random.Random(0)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -140,6 +142,8 @@ async def serve_endpoint(
                             wait = latency if latency_max is None else draw.uniform(latency, latency_max)
                             await asyncio.sleep(wait)
                             served["requests"] += 1
+                            second = int(time.time())
+                            answered[second] = answered.get(second, 0) + 1
                     finally:
                         served["in_flight"] -= 1
                     text = compose(body["prompt"], body.get("seed"))
@@ -216,7 +220,7 @@ def run_job(
     http: httpx.Client, r: Redis, seed_set: str, n: int, workers: list[Process], marks: list[int]
 ) -> dict:
     job = http.post("/v1/jobs", json={"seed_set_id": seed_set, "num_instructions": n}).json()
-    start = time.monotonic()
+    start, wall_start = time.monotonic(), time.time()
     pids = [w.pid for w in workers]
     samples: list[tuple[float, int, int, float, dict[str, float]]] = []  # t, kept, decisions, cpu, redis
     stages: dict[str, float] = {}
@@ -258,12 +262,30 @@ def run_job(
     return {
         "job": body,
         "wall": wall,
+        "wall_start": wall_start,
         "stages": stages,
         "archived": archived,
         "windows": windows,
         "decisions": max(s[2] for s in samples),
         "peak": running_peak,
     }
+
+
+def endpoint_busy(answered: dict[str, int], res: dict[str, Any], cost: float) -> dict[str, dict[str, float]]:
+    """Each stage's span against the endpoint time its answers took (`cost` seconds an answer at full
+    use): where a run left the endpoint idle. `after last answer`: the export and upload."""
+    # a second's answers at its start (the first second's, at the job's start)
+    start = res["wall_start"]
+    seconds = [(max(int(k) - start, 0.0), v) for k, v in answered.items() if int(k) + 1 >= start]
+    last = max((t for t, _ in seconds), default=-1.0) + 1
+    bounds = [*res["stages"].items(), ("done", res["wall"])]
+    out = {}
+    for (stage, began), (_, ended) in itertools.pairwise(bounds):
+        stop = min(ended, last)
+        answers = sum(v for t, v in seconds if began <= t < stop)
+        out[stage] = {"span": max(stop - began, 0.0), "busy": answers * cost}
+    out["after last answer"] = {"span": max(res["wall"] - last, 0.0), "busy": 0.0}
+    return out
 
 
 def key_usage(r: Redis) -> dict[str, int]:
@@ -407,6 +429,9 @@ def run(
                 )
                 res["after"] = redis_info(r)
                 res["ideal"] = res["requests"] * latency / concurrency
+                res["busy"] = endpoint_busy(
+                    httpx.get(f"http://127.0.0.1:{port}/stats").json()["answered"], res, latency / concurrency
+                )
                 res["vs_ideal"] = res["wall"] / res["ideal"]
                 results.append(res)
                 p = res["job"]["progress"]
@@ -495,6 +520,8 @@ def main() -> None:
     first = results[0]
     began = ", ".join(f"{k} {v:.0f}" for k, v in first["stages"].items())
     print(f"stages began at (s): {began}; decisions archived {first['archived']:.1f} s after")
+    busy = ", ".join(f"{k} {v['span']:.0f} s ({v['busy']:.0f} s busy)" for k, v in first["busy"].items())
+    print(f"endpoint use (span, of it the endpoint's answer time): {busy}")
     print(f"Redis keys of the finished jobs: {out['keys']}")
     print(
         f"\n{'kept instructions':>18} {'CPU ms/candidate':>17} {'CPU ms/kept':>12} "

@@ -234,6 +234,9 @@ def test_paper_scale_job_through_the_whole_stack():
     assert job["job"]["progress"]["instructions_kept"] == n
     assert job["decisions"] > n and job["requests"] > 0
     positive(job, "ideal", "wall", "vs_ideal")
+    # every answer of the job falls in one stage's span; the export after the last one is timed
+    assert sum(stage["busy"] for stage in job["busy"].values()) == pytest.approx(job["ideal"])
+    assert job["busy"]["instructions"]["busy"] > 0
     assert job["after"]["used"] > result["baseline"]
     assert set(result["worker_errors"].values()) == {0}
     assert result["filter_total"] == n

@@ -54,6 +54,12 @@ def _generation(ctx: Context) -> None:
     reporter({**run.progress(), "stage": "instances", "stage_total": len(ids), "stage_done": 0}, force=True)
     size = chunk_size(len(ids), ctx.settings.instance_chunk_size, ctx.settings.spread_workers)
     chunks = [ids[start : start + size] for start in range(0, len(ids), size)]
+    # each chunk's first checkpoint from the one in hand: a chunk that had to load the main checkpoint
+    # (52K instructions) would leave the endpoint idle while every worker starts its next chunk
+    for index, chunk in enumerate(chunks):
+        store = ctx.store(f"chunk{index}")
+        if not store.exists():  # a re-run of a main run that fanned out: its chunks may have gone on
+            store.commit(_first(run.checkpoint, chunk), [])
     rq_ids = queue.fan_out(ctx.r, ctx.job, chunks, ctx.settings)
     ctx.update(rq_ids=[ctx.job.id, *rq_ids], chunks=len(chunks))
     log.info("instances_fanned_out", chunks=len(chunks))
@@ -84,20 +90,24 @@ def _chunk(ctx: Context, index: int, ids: list[str]) -> None:
     ctx.gives_way = True  # another team's job starts within seconds while a big one's chunks run
     part = f"chunk{index}"
     store = ctx.store(part)
-    if store.load() is None:
+    if not store.exists():  # queued by a main run that did not write its chunks' checkpoints
         main = ctx.store().load()
         assert main is not None, "a chunk runs after stages 1 and 2"
-        wanted = set(ids)
-        first = Checkpoint(
-            stage="instances",
-            instructions=[k for k in main.instructions if k["id"] in wanted],
-            classification={i: c for i, c in main.classification.items() if i in wanted},
-        )
-        store.commit(first, [])
+        store.commit(_first(main, ids), [])
     reporter = Reporter(ctx.r, ctx.job.id, part)
     run = ctx.run(part, reporter)
     execute(run, until="export", gate=ctx.gate())
     reporter(run.progress(), force=True)
+
+
+def _first(main: Checkpoint, ids: list[str]) -> Checkpoint:
+    """A chunk's checkpoint before it starts: its instructions and their labels."""
+    wanted = set(ids)
+    return Checkpoint(
+        stage="instances",
+        instructions=[k for k in main.instructions if k["id"] in wanted],
+        classification={i: c for i, c in main.classification.items() if i in wanted},
+    )
 
 
 def poll(job_id: str) -> None:

@@ -16,6 +16,7 @@ Two departures from a stock `rq worker`, both for long generation jobs:
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import signal
 import sys
@@ -30,6 +31,7 @@ from rq.job import Job
 from rq.scheduler import RQScheduler
 
 from jobs import logs
+from jobs.runner import queue as entry_points
 from jobs.settings import get_settings
 from jobs.store.connection import connect
 
@@ -114,10 +116,18 @@ def _multiprocess_metrics_dir() -> None:
         stale.unlink()
 
 
+def _preload() -> None:
+    """Import the job functions' modules (the method, the transport, openai) once, here: a work horse
+    is forked per RQ job and would otherwise import them again, about a second of CPU for each chunk."""
+    for name in entry_points.ENTRY_POINTS:
+        importlib.import_module(name.rpartition(".")[0])
+
+
 def main() -> None:
     _multiprocess_metrics_dir()
     settings = get_settings()
     logs.configure(settings.log_level)
+    _preload()
     connection = connect(settings.redis_url)
     if METRICS_PORT:
         from jobs.runner import metrics_server

@@ -58,6 +58,9 @@ class RedisStore:
     def load(self) -> Checkpoint | None:
         return self._retry(self._load)
 
+    def exists(self) -> bool:
+        return bool(self._retry(self.redis.exists, self.key, self.deltas_key))
+
     def _load(self) -> Checkpoint | None:
         pipe = self.redis.pipeline(transaction=True)
         pipe.hget(self.key, "snapshot")
