@@ -301,6 +301,48 @@ def test_fan_out_gives_the_same_dataset(client, redis, worker_env, settings, mon
     assert split["progress"]["stage_done"] == 9
 
 
+def test_a_chunk_without_its_first_checkpoint_makes_it_from_the_main_one(
+    client, redis, worker_env, settings, monkeypatch
+):
+    """The main run writes each chunk's first checkpoint as it fans out; a chunk queued without one (by
+    an earlier version's main run) makes it from the main checkpoint: the same dataset either way."""
+    from jobs.runner import generation
+    from jobs.settings import get_settings
+    from jobs.store import keyspace
+
+    sid = make_seed_set(client)
+    monkeypatch.setenv("INSTANCE_CHUNK_SIZE", "4")
+    get_settings.cache_clear()
+    written = run_job(client, redis, sid, num_instructions=9, seed=3)
+    chunk, dropped = generation._chunk, []
+
+    def without_checkpoint(ctx, index, ids):
+        if index == 1:
+            keys = keyspace.checkpoint(ctx.job.id, "chunk1"), keyspace.checkpoint_deltas(ctx.job.id, "chunk1")
+            dropped.append(redis.delete(*keys))
+        chunk(ctx, index, ids)
+
+    monkeypatch.setattr(generation, "_chunk", without_checkpoint)
+    made = run_job(client, redis, sid, num_instructions=9, seed=3)
+    assert dropped == [2] and made["state"] == written["state"] == "succeeded"
+    assert made["progress"]["requests"] == written["progress"]["requests"]  # chunk 1 did only its part
+    for name in ("finetune.jsonl", "decisions.jsonl"):
+        a = httpx.get(_file_url(client, written["id"], name)).content
+        b = httpx.get(_file_url(client, made["id"], name)).content
+        assert a == b, name
+
+
+def test_every_queued_function_is_importable():
+    """The functions RQ jobs name (and workers import before forking) exist."""
+    import importlib
+
+    from jobs.runner.queue import ENTRY_POINTS
+
+    for name in ENTRY_POINTS:
+        module, _, function = name.rpartition(".")
+        assert callable(getattr(importlib.import_module(module), function)), name
+
+
 # --- health and the spec ---
 
 
