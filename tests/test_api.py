@@ -333,13 +333,16 @@ def test_a_chunk_without_its_first_checkpoint_makes_it_from_the_main_one(
 
 
 def test_every_queued_function_is_importable():
-    """The functions RQ jobs name (and workers import before forking) exist."""
+    """The functions RQ jobs name exist, in the modules a worker imports before it forks."""
     import importlib
 
-    from jobs.runner.queue import ENTRY_POINTS
+    from jobs.runner import queue
 
-    for name in ENTRY_POINTS:
+    names = [v for k, v in vars(queue).items() if k.isupper() and str(v).startswith("jobs.")]
+    assert len(names) == 7
+    for name in names:
         module, _, function = name.rpartition(".")
+        assert module in {f"jobs.runner.{m}" for m in ("delivery", "finalize", "generation", "preview")}
         assert callable(getattr(importlib.import_module(module), function)), name
 
 

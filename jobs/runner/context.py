@@ -24,9 +24,8 @@ from jobs.method.recipe import BEFORE_FIELDS, REQUEST_FIELDS, Execution, Recipe
 from jobs.method.run import BudgetReached, Canceled, Run
 from jobs.method.seed_tasks import parse_jsonl
 from jobs.method.transport import EndpointError, Waiting
-from jobs.runner import queue
+from jobs.runner import PREEMPT_SIGNAL, queue
 from jobs.runner.reporter import Reporter
-from jobs.runner.worker import PREEMPT_SIGNAL
 from jobs.settings import get_settings
 from jobs.store import batches, keyspace, progress
 from jobs.store import job as jobs_

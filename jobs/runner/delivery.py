@@ -27,8 +27,7 @@ import httpx
 import structlog
 
 from jobs import __version__, retry
-from jobs.runner import queue
-from jobs.runner.worker import PREEMPT_SIGNAL
+from jobs.runner import PREEMPT_SIGNAL, queue
 from jobs.settings import Settings, get_settings
 from jobs.store import job as jobs_
 from jobs.store import webhooks as records

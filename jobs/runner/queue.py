@@ -37,15 +37,6 @@ RUN_PREVIEW = "jobs.runner.preview.run_preview"
 DELIVER_WEBHOOK = "jobs.runner.delivery.deliver"
 POLL_BATCHES = "jobs.runner.generation.poll"
 HELP_RUN = "jobs.runner.generation.help_run"
-ENTRY_POINTS = (
-    RUN_GENERATION,
-    GENERATE_CHUNK,
-    FINALIZE,
-    RUN_PREVIEW,
-    DELIVER_WEBHOOK,
-    POLL_BATCHES,
-    HELP_RUN,
-)
 
 
 def connect(settings: Settings | None = None) -> Redis:

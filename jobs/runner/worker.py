@@ -16,9 +16,7 @@ Two departures from a stock `rq worker`, both for long generation jobs:
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
-import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -31,7 +29,7 @@ from rq.job import Job
 from rq.scheduler import RQScheduler
 
 from jobs import logs
-from jobs.runner import queue as entry_points
+from jobs.runner import PREEMPT_SIGNAL
 from jobs.settings import get_settings
 from jobs.store.connection import connect
 
@@ -40,7 +38,6 @@ HEARTBEAT_SLACK = int(os.environ.get("WORKER_HEARTBEAT_SLACK", "15"))
 MAINTENANCE_INTERVAL = int(os.environ.get("WORKER_MAINTENANCE_INTERVAL", "10"))
 WORKER_TTL = 30  # idle workers wake from their blocking dequeue every WORKER_TTL - 15 s
 ABANDONED_BOUND = MONITORING_INTERVAL + HEARTBEAT_SLACK + max(MAINTENANCE_INTERVAL, WORKER_TTL - 15)
-PREEMPT_SIGNAL = signal.SIGUSR1
 HORSE_NAME = "rq-work-horse"  # a work horse's process name (Linux keeps 15 characters)
 
 
@@ -116,18 +113,15 @@ def _multiprocess_metrics_dir() -> None:
         stale.unlink()
 
 
-def _preload() -> None:
-    """Import the job functions' modules (the method, the transport, openai) once, here: a work horse
-    is forked per RQ job and would otherwise import them again, about a second of CPU for each chunk."""
-    for name in entry_points.ENTRY_POINTS:
-        importlib.import_module(name.rpartition(".")[0])
-
-
 def main() -> None:
     _multiprocess_metrics_dir()
     settings = get_settings()
     logs.configure(settings.log_level)
-    _preload()
+    # The modules of the functions RQ jobs name (the method, the transport, openai), imported once here,
+    # after the metrics directory is swept: a work horse is forked per RQ job and would import them
+    # again, about a second of CPU a chunk.
+    from jobs.runner import delivery, finalize, generation, preview  # noqa: F401
+
     connection = connect(settings.redis_url)
     if METRICS_PORT:
         from jobs.runner import metrics_server
