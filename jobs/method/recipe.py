@@ -117,7 +117,7 @@ class Recipe:
     # Prompt i samples machine instructions from the pool as it stood after prompts < i - window + 1
     # were filtered, so up to `window` prompts can be in flight. Part of the recipe (like the paper's
     # batch of 5): the same window and seed give the same prompts.
-    window: int = 16
+    window: int = 32
     # Stage 1 in rounds of this many prompts instead: every prompt of a round samples the pool as it
     # stood when the round began. A batch-mode run's rounds are its batches (for_endpoint); an online run
     # with the same round size makes the same dataset.
