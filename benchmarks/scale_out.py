@@ -166,7 +166,8 @@ def stage_seconds(run: dict) -> dict[str, float]:
 def small_beside(stack: Stack, instructions: int, small: int, when: str) -> tuple[float, str]:
     """The small job's wall time when sent while the big one is in stage 1 (`when` "stage 1") or just
     after its instance chunks were queued ("chunks queued"), and the big job's stage then (a big job
-    too small for chunks, or too quick to be seen in stage 1, gets it when it is first seen past)."""
+    too quick to be seen in stage 1 gets it when it is first seen past; one too small for chunks, when
+    it has ended)."""
     big = stack.submit("big", instructions)
     http, _ = stack.teams["big"]
     while True:
@@ -176,7 +177,8 @@ def small_beside(stack: Stack, instructions: int, small: int, when: str) -> tupl
             break
         if when == "chunks queued" and stack.r.hget(keyspace.job(big), "chunks") is not None:
             break
-        if past and body["state"] != "queued":
+        # a big job that never fans out: stage 1's moment once past it, the chunks' once it has ended
+        if past and body["state"] != "queued" and (when == "stage 1" or body["state"] != "running"):
             break
         time.sleep(0.05)
     at = body["stage"] or body["state"]
