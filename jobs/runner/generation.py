@@ -56,10 +56,10 @@ def _generation(ctx: Context) -> None:
     chunks = [ids[start : start + size] for start in range(0, len(ids), size)]
     # each chunk's first checkpoint from the one in hand: a chunk that had to load the main checkpoint
     # (52K instructions) would leave the endpoint idle while every worker starts its next chunk
-    for index, chunk in enumerate(chunks):
+    for index, first in enumerate(_firsts(run.checkpoint, chunks)):
         store = ctx.store(f"chunk{index}")
         if not store.exists():  # a re-run of a main run that fanned out: its chunks may have gone on
-            store.commit(_first(run.checkpoint, chunk), [])
+            store.commit(first, [])
     rq_ids = queue.fan_out(ctx.r, ctx.job, chunks, ctx.settings)
     ctx.update(rq_ids=[ctx.job.id, *rq_ids], chunks=len(chunks))
     log.info("instances_fanned_out", chunks=len(chunks))
@@ -93,21 +93,24 @@ def _chunk(ctx: Context, index: int, ids: list[str]) -> None:
     if not store.exists():  # queued by a main run that did not write its chunks' checkpoints
         main = ctx.store().load()
         assert main is not None, "a chunk runs after stages 1 and 2"
-        store.commit(_first(main, ids), [])
+        store.commit(_firsts(main, [ids])[0], [])
     reporter = Reporter(ctx.r, ctx.job.id, part)
     run = ctx.run(part, reporter)
     execute(run, until="export", gate=ctx.gate())
     reporter(run.progress(), force=True)
 
 
-def _first(main: Checkpoint, ids: list[str]) -> Checkpoint:
-    """A chunk's checkpoint before it starts: its instructions and their labels."""
-    wanted = set(ids)
-    return Checkpoint(
-        stage="instances",
-        instructions=[k for k in main.instructions if k["id"] in wanted],
-        classification={i: c for i, c in main.classification.items() if i in wanted},
-    )
+def _firsts(main: Checkpoint, chunks: list[list[str]]) -> list[Checkpoint]:
+    """Each chunk's checkpoint before it starts: its instructions and their labels, in one pass over the
+    main checkpoint (a 52K job in chunks of 50 has a thousand of them)."""
+    chunk_of = {i: n for n, ids in enumerate(chunks) for i in ids}
+    firsts = [Checkpoint(stage="instances") for _ in chunks]
+    for kept in main.instructions:
+        if (n := chunk_of.get(kept["id"])) is not None:
+            firsts[n].instructions.append(kept)
+            if kept["id"] in main.classification:
+                firsts[n].classification[kept["id"]] = main.classification[kept["id"]]
+    return firsts
 
 
 def poll(job_id: str) -> None:
