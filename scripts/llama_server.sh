@@ -11,7 +11,15 @@ version=$(sed -n 's/^llama_cpp_python==//p' constraints.txt)
 # built for this CPU (llama.cpp's default, several times faster than a generic build): the key holds
 # the CPU's flags, so a cache shared with another kind of machine is not used there
 cpu=$(grep -m1 '^flags' /proc/cpuinfo | md5sum | cut -c1-8)
-cache="${XDG_CACHE_HOME:-$HOME/.cache}/selfinstruct-service/llama-server-$version-$(uname -m)-$cpu"
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/selfinstruct-service/llama-server-$version-$(uname -m)-$cpu-noamx"
+# No AMX, even where the CPU reports it: on VMs that report it without letting a process use the tile
+# registers, ggml's AMX matrix multiply dies of SIGSEGV at its first `ldtilecfg` (when the model is
+# loaded). The AVX-512 path it falls back to is plenty for a 270M model.
+flags=()
+if [ "$(uname -m)" = x86_64 ]; then
+    noamx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    flags=("-DCMAKE_C_FLAGS=$noamx" "-DCMAKE_CXX_FLAGS=$noamx")
+fi
 # LLAMA_SERVER_PORTABLE=1: llama.cpp's generic build instead (GGML_NATIVE=OFF; on x86-64 that is AVX2
 # and FMA, no AVX-512), whose floating point differs from the native one's, to check that the model
 # tests hold on another build. It has a cache of its own, leaves .venv/bin alone and prints its path
@@ -23,7 +31,7 @@ if [ "${LLAMA_SERVER_PORTABLE:-}" = 1 ]; then
     portable=(-DGGML_NATIVE=OFF)
     out=2
     log=$PWD/.run/llama-server-build-portable.log
-    cache="${cache%-"$cpu"}-portable"
+    cache="${cache%-"$cpu"-noamx}-portable"
 fi
 mkdir -p "$cache" .run
 exec 9> "$cache/.lock"
@@ -44,7 +52,7 @@ if [ ! -x "$cache/llama-server" ]; then
             cmake -S "$src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
                 -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON \
                 -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF \
-                "${portable[@]}" &&
+                "${flags[@]}" "${portable[@]}" &&
             cmake --build "$work/build" --target llama-server -j "$(nproc)"
     } > "$log" 2>&1; then
         tail -30 "$log" >&"$out"
