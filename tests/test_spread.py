@@ -90,6 +90,36 @@ def test_a_spread_run_makes_what_a_lone_run_makes(tmp_path, fake_llm, seed_tasks
     ]
 
 
+class _NoHelpers(RedisBoard):
+    """A board whose run can have none of the helpers it asks for: `stand_ins` workers' worth of them
+    are for its own worker to send (what jobs.runner.helpers answers while other teams hold the
+    workers)."""
+
+    def __init__(self, redis_url: str, run_id: str, workers: int, stand_ins: int):
+        super().__init__(connection.connect_async(redis_url), run_id, workers)
+        self.stand_ins = stand_ins
+
+    async def recruit(self, pending: int) -> int:
+        return self.stand_ins
+
+
+def test_a_run_without_helpers_sends_their_share_itself_within_its_capacity(
+    tmp_path, fake_llm, seed_tasks, redis_url
+):
+    """A run told to stand in for 3 helpers it cannot have (concurrency 2, a board of 4 workers) keeps
+    2 x 4 requests in flight from its own process, never more, where one that is not keeps 2; both
+    write the lone run's bytes."""
+    fake_llm.script.delay = 0.1
+    lone = _run(tmp_path, "lone", fake_llm, seed_tasks)
+    execute(lone)
+    for stand_ins, most in ((0, 2), (3, 8)):
+        fake_llm.script.most_in_flight = 0
+        run = _run(tmp_path, f"stand-in-{stand_ins}", fake_llm, seed_tasks)
+        execute(run, board=lambda run=run, n=stand_ins: _NoHelpers(redis_url, run.run_id, 4, n))
+        assert fake_llm.script.most_in_flight == most
+        assert _files(run, tmp_path / f"out-{stand_ins}") == _files(lone, tmp_path / "lone-out")
+
+
 def test_a_lease_not_renewed_goes_back_on_the_board(redis, redis_url):
     """A sender killed mid-request stops renewing: once its lease runs out the request is taken again;
     a request read or withdrawn is gone; one lost is posted again."""
@@ -408,3 +438,43 @@ def test_runs_that_spread_at_once_share_the_workers(client, redis, settings):
     assert helpers._give_way(redis, local, big.id) and not helpers._give_way(redis, local, small.id)
     redis.delete(keyspace.SPREADING)  # the small run no longer asks: the big one keeps its helpers
     assert not helpers._give_way(redis, local, big.id)
+
+
+def test_a_run_stands_in_for_the_helpers_other_teams_work_keeps_out(client, redis, settings):
+    """Every worker busy: a run alone (its team's work only) stands in for no helper; beside another
+    team's work it stands in for its team's share of the workers (8 workers, 2 teams: 4) less what its
+    team runs, however many of its helpers wait in the queue, and never for more than it wants."""
+    local = replace(settings, spread_workers=8)
+    big = jobs_.get(
+        redis,
+        client.post("/v1/jobs", json={"seed_set_id": make_seed_set(client), "num_instructions": 50}).json[
+            "id"
+        ],
+    )
+    other = client.application.test_client()
+    other.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {api_keys.create(redis, 'beta')[1]}"
+    body = {"seed_set_id": make_seed_set(other), "num_instructions": 5}
+    small = jobs_.get(redis, other.post("/v1/jobs", json=body).json["id"])
+    q = queue(redis, local)
+    q.empty()
+    started = StartedJobRegistry(queue=q)
+    for i in range(8):
+        worker = Worker([q], connection=redis, name=f"busy-{i}")
+        worker.register_birth()
+        worker.set_state("busy")
+    for i in range(7):
+        redis.zadd(started.key, {f"{big.id}-chunk{i}:execution": time.time() + 600})
+    stand_ins = partial(helpers.stand_ins, redis, settings=local, concurrency=2)
+    assert stand_ins(job=big, pending=100) == 0  # only its own team's work runs
+    redis.zadd(started.key, {f"{small.id}:execution": time.time() + 600})
+    assert stand_ins(job=small, pending=100) == 3
+    assert stand_ins(job=small, pending=4) == 1  # it wants one helper besides itself
+    assert stand_ins(job=small, pending=2) == 0
+    q.enqueue("jobs.runner.generation.help_run", small.id, "h1", job_id=f"{small.id}-helper-h1")
+    redis.zadd(keyspace.board(small.id, "helpers"), {"h1": time.time() + 60})
+    assert stand_ins(job=small, pending=4) == 1  # a helper waiting in the queue helps nobody yet
+    assert stand_ins(job=small, pending=100) == 3
+    redis.zrem(started.key, f"{big.id}-chunk6:execution")
+    redis.zadd(started.key, {f"{small.id}-helper-h1:execution": time.time() + 600})
+    assert stand_ins(job=small, pending=100) == 2  # one of its helpers runs
+    assert stand_ins(job=small, pending=4) == 0

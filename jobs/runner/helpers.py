@@ -8,7 +8,9 @@ a run above its share give way to another's. Each helper takes its team's turn l
 (jobs.runner.queue), sends requests for SPREAD_TURN_SECONDS, until none come for a moment, or until
 other work waits on the queue, and gives its worker back; the run asks again while there is work and
 workers are idle, so other teams' work queued meanwhile gets the worker first. A helper killed
-mid-request stops renewing its lease, and the run puts that request back on the board.
+mid-request stops renewing its lease, and the run puts that request back on the board. While other
+teams' work holds every worker, the run's own worker stands in for the helpers it cannot have, up to
+its team's share of the workers (`stand_ins`).
 """
 
 from __future__ import annotations
@@ -53,11 +55,16 @@ class JobBoard(RedisBoard):
         self.r, self.job, self.settings = ctx.r, ctx.job, s
         self.concurrency = s.profiles[ctx.job.profile].concurrency
 
-    async def recruit(self, pending: int) -> None:
+    async def recruit(self, pending: int) -> int:
         try:
-            await asyncio.to_thread(recruit, self.r, self.job, self.settings, pending, self.concurrency)
+            return await asyncio.to_thread(self._recruit, pending)
         except redis.exceptions.RedisError as error:  # helpers only speed a run up: it asks again later
             log.warning("helpers_not_recruited", error=str(error)[:200])
+            return 0
+
+    def _recruit(self, pending: int) -> int:
+        recruit(self.r, self.job, self.settings, pending, self.concurrency)
+        return stand_ins(self.r, self.job, self.settings, pending, self.concurrency)
 
 
 def board(ctx: Context) -> Callable[[], JobBoard] | None:
@@ -96,6 +103,37 @@ def recruit(r: Redis, job: jobs_.Job, settings: Settings, pending: int, concurre
         r.expire(key, settings.job_timeout)
         queue.enqueue_helper(r, job, helper, settings)
     return max(short, 0)
+
+
+def stand_ins(r: Redis, job: jobs_.Job, settings: Settings, pending: int, concurrency: int) -> int:
+    """Helpers the run wants and has not, for which its own worker sends instead: while other teams'
+    work holds the workers (so none is idle to help), up to its team's share of them (the workers
+    split evenly between the teams with work on them or queued for them) less what the team holds. A
+    small job that arrives while a big one's chunks fill every worker thus sends about as many requests
+    at once as its share of the workers would, from the one worker it got; the endpoint's limits (the
+    shared gate) still hold every request."""
+    workers = min(settings.spread_workers, settings.team_job_slots)
+    wanted = min(workers, math.ceil(pending / max(concurrency, 1))) - 1
+    if wanted <= 0:
+        return 0
+    q = queue.queue(r, settings)
+    started = StartedJobRegistry(queue=q).get_job_ids(cleanup=False)
+    # its helpers that run: those queued behind other teams' work may not start soon
+    missing = wanted - sum(1 for rq_id in started if rq_id.startswith(f"{job.id}-helper-"))
+    if missing <= 0:
+        return 0
+    # RQ ids are the job's id, or it and a suffix after a dash (a chunk, a helper, finalize)
+    running = [rq_id.split("-")[0] for rq_id in started]
+    ids = sorted({*running, *(rq_id.split("-")[0] for rq_id in q.get_job_ids()), job.id})
+    with r.pipeline() as pipe:
+        for job_id in ids:
+            pipe.hget(keyspace.job(job_id), "team")
+        team_of = dict(zip(ids, pipe.execute(), strict=True))
+    teams = set(team_of.values())
+    if len(teams) < 2:  # no other team's work: helpers come as workers free
+        return 0
+    held = sum(1 for job_id in running if team_of[job_id] == team_of[job.id])
+    return max(0, min(missing, Worker.count(queue=q) // len(teams) - held))
 
 
 def _share(r: Redis, settings: Settings, now: float) -> int | None:

@@ -199,8 +199,8 @@ class RedisBoard:
             return 0
         return int(await self._run("recover", *(x for pair in requests.items() for x in pair)))
 
-    async def recruit(self, pending: int) -> None:
-        return None  # no helpers: the run's own senders answer everything
+    async def recruit(self, pending: int) -> int:
+        return 0  # no helpers: the run's own senders answer everything
 
     async def is_closed(self) -> bool:
         return bool(await self.client.exists(self.keys[6]))

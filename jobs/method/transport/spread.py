@@ -80,8 +80,10 @@ class Board(Protocol):
         answered); returns how many."""
         ...
 
-    async def recruit(self, pending: int) -> None:
-        """Ask for helpers for `pending` requests (the board decides how many, up to `workers`)."""
+    async def recruit(self, pending: int) -> int:
+        """Ask for helpers for `pending` requests (the board decides how many, up to `workers`); returns
+        how many of those it could not have the run's own process should stand in for, sending their
+        share of requests itself."""
         ...
 
     async def close(self) -> None:
@@ -100,7 +102,8 @@ def request_key(prompt: Prompt, decoding: Decoding, seed: int, stage: str, extra
 
 class SpreadLLM(LLM):
     """An LLM whose requests go through a Board: answered by this process's `concurrency` senders and
-    by helpers'. Counts what every sender spent on its requests in this run's usage."""
+    by helpers' (and by more of its own, standing in for helpers it cannot have). Counts what every
+    sender spent on its requests in this run's usage."""
 
     def __init__(self, endpoint: Endpoint, concurrency: int, usage: Usage, gate: Gate | None, board: Board):
         super().__init__(endpoint, concurrency, usage, gate)
@@ -123,12 +126,17 @@ class SpreadLLM(LLM):
         if self._tasks:
             return
         self._tasks.append(asyncio.ensure_future(self._dispatch()))
-        for _ in range(self._concurrency):
+        self._tasks[-1].add_done_callback(self._ended)
+        self._senders_up_to(self._concurrency)
+
+    def _senders_up_to(self, count: int) -> None:
+        """Run at least `count` senders in this process (never fewer: the board's requests, at most
+        `capacity`, bound what is in flight however many take them)."""
+        while len(self._senders) < count:
             self._senders.append(LLM(self.endpoint, 1, Usage(), self._gate))
             sender = send(self.board, self._senders[-1], lambda: self._closing)
             self._tasks.append(asyncio.ensure_future(sender))
-        for task in self._tasks:
-            task.add_done_callback(self._ended)
+            self._tasks[-1].add_done_callback(self._ended)
 
     def _ended(self, task: asyncio.Task[Any]) -> None:
         """A sender or the dispatcher stopped before the run closed (an error: Redis gone past its
@@ -197,7 +205,8 @@ class SpreadLLM(LLM):
                 checked = time.monotonic()
                 pending = await self.board.maintain()
                 if pending:
-                    await self.board.recruit(pending)
+                    stand_ins = await self.board.recruit(pending)
+                    self._senders_up_to(self._concurrency * min(1 + stand_ins, self.board.workers))
                 # a safety net: a request waited for this long that is nowhere on the board goes again
                 old = {k: r for k, (at, r) in self._posted.items() if checked - at > RECOVER_SECONDS}
                 if old and (again := await self.board.recover(old)):
