@@ -82,8 +82,8 @@ class Board(Protocol):
 
     async def recruit(self, pending: int) -> int:
         """Ask for helpers for `pending` requests (the board decides how many, up to `workers`); returns
-        how many of those it could not have the run's own process should stand in for, sending their
-        share of requests itself."""
+        how many helpers the run cannot have and its own process should stand in for (sending what they
+        would)."""
         ...
 
     async def close(self) -> None:
