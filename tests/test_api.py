@@ -304,8 +304,9 @@ def test_fan_out_gives_the_same_dataset(client, redis, worker_env, settings, mon
 def test_a_chunk_without_its_first_checkpoint_makes_it_from_the_main_one(
     client, redis, worker_env, settings, monkeypatch
 ):
-    """The main run writes each chunk's first checkpoint as it fans out; a chunk queued without one (by
-    an earlier version's main run) makes it from the main checkpoint: the same dataset either way."""
+    """The main run writes each chunk's first checkpoint as it fans out, and folds its own deltas (the
+    chunks start with none left); a chunk queued without its first checkpoint (by an earlier version's
+    main run) makes it from the main checkpoint: the same dataset either way."""
     from jobs.runner import generation
     from jobs.settings import get_settings
     from jobs.store import keyspace
@@ -314,9 +315,10 @@ def test_a_chunk_without_its_first_checkpoint_makes_it_from_the_main_one(
     monkeypatch.setenv("INSTANCE_CHUNK_SIZE", "4")
     get_settings.cache_clear()
     written = run_job(client, redis, sid, num_instructions=9, seed=3)
-    chunk, dropped = generation._chunk, []
+    chunk, dropped, main_deltas = generation._chunk, [], []
 
     def without_checkpoint(ctx, index, ids):
+        main_deltas.append(redis.llen(keyspace.checkpoint_deltas(ctx.job.id, None)))
         if index == 1:
             keys = keyspace.checkpoint(ctx.job.id, "chunk1"), keyspace.checkpoint_deltas(ctx.job.id, "chunk1")
             dropped.append(redis.delete(*keys))
@@ -325,6 +327,7 @@ def test_a_chunk_without_its_first_checkpoint_makes_it_from_the_main_one(
     monkeypatch.setattr(generation, "_chunk", without_checkpoint)
     made = run_job(client, redis, sid, num_instructions=9, seed=3)
     assert dropped == [2] and made["state"] == written["state"] == "succeeded"
+    assert main_deltas == [0, 0, 0]
     assert made["progress"]["requests"] == written["progress"]["requests"]  # chunk 1 did only its part
     for name in ("finetune.jsonl", "decisions.jsonl"):
         a = httpx.get(_file_url(client, written["id"], name)).content

@@ -60,6 +60,10 @@ def _generation(ctx: Context) -> None:
         store = ctx.store(f"chunk{index}")
         if not store.exists():  # a re-run of a main run that fanned out: its chunks may have gone on
             store.commit(first, [])
+    # the main checkpoint's deltas folded now, while the chunks' checkpoints are small: left to finalize,
+    # they and their snapshot (52K instructions each) met every chunk's instances in Redis
+    run.commit()
+    ctx.store().fold(run.checkpoint)
     rq_ids = queue.fan_out(ctx.r, ctx.job, chunks, ctx.settings)
     ctx.update(rq_ids=[ctx.job.id, *rq_ids], chunks=len(chunks))
     log.info("instances_fanned_out", chunks=len(chunks))

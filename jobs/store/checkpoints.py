@@ -75,6 +75,13 @@ class RedisStore:
             self._compact(keys=[self.key, self.deltas_key], args=[body, len(deltas)])
         return checkpoint
 
+    def fold(self, checkpoint: Checkpoint) -> None:
+        """Make `checkpoint`, the run's own with every entry committed, the snapshot, and drop the deltas
+        it includes: a load's compaction, without reading them back."""
+        body = json.dumps(checkpoint.to_dict(), ensure_ascii=False)
+        count = self._retry(self.redis.llen, self.deltas_key)
+        self._retry(self._compact, keys=[self.key, self.deltas_key], args=[body, count])
+
     def commit(self, checkpoint: Checkpoint, decisions: list[Decision]) -> None:
         number = checkpoint.commits + 1
         body = json.dumps(checkpoint.delta(number), ensure_ascii=False)
