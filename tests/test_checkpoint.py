@@ -126,21 +126,34 @@ def test_redis_store_resumes_across_compactions_byte_identical(tmp_path, redis, 
 
 
 def test_a_fold_is_a_load_without_reading_back(tmp_path, redis, fake_llm, seed_tasks, whole):
-    """A run's own checkpoint, every entry committed, folded into the snapshot: no deltas left, the
-    load that follows gives the same state, and the run resumes from it to the same bytes."""
+    """A run's own checkpoint, once committed, is what a load of the store would give; folded into the
+    snapshot it leaves no deltas, the load that follows gives it back, and the run resumes from it to
+    the same bytes."""
     store = redis_store(redis, uuid.uuid4().hex)
     assert run_once(store(), fake_llm, seed_tasks, tmp_path / "o", stop_after=5) is None
-    held = store().load()
-    assert run_once(store(), fake_llm, seed_tasks, tmp_path / "o", stop_after=9) is None
-    assert redis.llen(store().deltas_key) > 0
+    calls = {"n": 0}
+
+    def should_stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 9
+
+    held = store()
+    run = Run(
+        "run-1", seed_tasks, RECIPE, fake_endpoint(fake_llm), held, None, should_stop, execution=EXECUTION
+    )
+    with pytest.raises(Canceled):
+        execute(run)
+    run.commit()
+    assert redis.llen(held.deltas_key) > 0
     pipe = redis.pipeline()  # what a load would fold, read without compacting
-    pipe.hget(store().key, "snapshot")
-    pipe.lrange(store().deltas_key, 0, -1)
+    pipe.hget(held.key, "snapshot")
+    pipe.lrange(held.deltas_key, 0, -1)
     snapshot, deltas = pipe.execute()
-    expected = replay(Checkpoint.from_dict(json.loads(snapshot)), [json.loads(d) for d in deltas])
-    store().fold(expected)
-    assert redis.llen(store().deltas_key) == 0
-    assert store().load().to_dict() == expected.to_dict() != held.to_dict()
+    loaded = replay(Checkpoint.from_dict(json.loads(snapshot)), [json.loads(d) for d in deltas])
+    assert run.checkpoint.to_dict() == loaded.to_dict()
+    held.fold(run.checkpoint)
+    assert redis.llen(held.deltas_key) == 0
+    assert store().load().to_dict() == loaded.to_dict()
     assert run_once(store(), fake_llm, seed_tasks, tmp_path / "out") is not None
     assert read_bytes(tmp_path / "out") == whole
 

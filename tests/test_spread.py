@@ -112,12 +112,39 @@ def test_a_run_without_helpers_sends_their_share_itself_within_its_capacity(
     fake_llm.script.delay = 0.1
     lone = _run(tmp_path, "lone", fake_llm, seed_tasks)
     execute(lone)
-    for stand_ins, most in ((0, 2), (3, 8)):
+    for stand_ins in (0, 3):
         fake_llm.script.most_in_flight = 0
         run = _run(tmp_path, f"stand-in-{stand_ins}", fake_llm, seed_tasks)
         execute(run, board=lambda run=run, n=stand_ins: _NoHelpers(redis_url, run.run_id, 4, n))
-        assert fake_llm.script.most_in_flight == most
+        most = fake_llm.script.most_in_flight
+        assert most == 2 if stand_ins == 0 else 2 < most <= 8, most
         assert _files(run, tmp_path / f"out-{stand_ins}") == _files(lone, tmp_path / "lone-out")
+
+
+def test_senders_past_the_grant_pause_until_it_grows(fake_llm, redis_url):
+    """Stand-ins granted and then withdrawn (a helper came, say): the senders past the grant take
+    nothing more, and take again once it grows."""
+    fake_llm.script.delay = 0.2
+    decoding = Decoding(max_tokens=16, temperature=0.0, top_p=1.0)
+
+    async def main() -> list[int]:
+        board = RedisBoard(connection.connect_async(redis_url), "grant", 4)
+        llm = transport.SpreadLLM(fake_endpoint(fake_llm), 1, Usage(), None, board)
+        most = []
+        try:
+            for batch, grant in enumerate((4, 1, 4)):
+                llm._start()
+                llm._grant(grant)
+                fake_llm.script.most_in_flight = 0
+                await asyncio.gather(
+                    *(llm.complete(f"{batch}-{i}", decoding, i, "instances") for i in range(8))
+                )
+                most.append(fake_llm.script.most_in_flight)
+        finally:
+            await llm.close()
+        return most
+
+    assert asyncio.run(main()) == [4, 1, 4]
 
 
 def test_a_lease_not_renewed_goes_back_on_the_board(redis, redis_url):
@@ -441,40 +468,53 @@ def test_runs_that_spread_at_once_share_the_workers(client, redis, settings):
 
 
 def test_a_run_stands_in_for_the_helpers_other_teams_work_keeps_out(client, redis, settings):
-    """Every worker busy: a run alone (its team's work only) stands in for no helper; beside another
-    team's work it stands in for its team's share of the workers (8 workers, 2 teams: 4) less what its
-    team runs, however many of its helpers wait in the queue, and never for more than it wants."""
+    """A run stands in for helpers only while every worker is busy or spoken for, and beside another
+    team's work: for its team's share of the workers (8 workers, 2 teams: 4) less what its team runs,
+    split between the team's main runs, never for more than it wants; its helpers waiting in the queue
+    help nobody yet, and a job whose record is gone is no team."""
     local = replace(settings, spread_workers=8)
+    sid = make_seed_set(client)
     big = jobs_.get(
-        redis,
-        client.post("/v1/jobs", json={"seed_set_id": make_seed_set(client), "num_instructions": 50}).json[
-            "id"
-        ],
+        redis, client.post("/v1/jobs", json={"seed_set_id": sid, "num_instructions": 50}).json["id"]
     )
     other = client.application.test_client()
     other.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {api_keys.create(redis, 'beta')[1]}"
     body = {"seed_set_id": make_seed_set(other), "num_instructions": 5}
-    small = jobs_.get(redis, other.post("/v1/jobs", json=body).json["id"])
+    small, second = (jobs_.get(redis, other.post("/v1/jobs", json=body).json["id"]) for _ in range(2))
     q = queue(redis, local)
     q.empty()
     started = StartedJobRegistry(queue=q)
+
+    def run(*rq_ids: str) -> None:
+        redis.zadd(started.key, {f"{rq_id}:execution": time.time() + 600 for rq_id in rq_ids})
+
+    def stop(*rq_ids: str) -> None:
+        redis.zrem(started.key, *(f"{rq_id}:execution" for rq_id in rq_ids))
+
     for i in range(8):
         worker = Worker([q], connection=redis, name=f"busy-{i}")
         worker.register_birth()
         worker.set_state("busy")
-    for i in range(7):
-        redis.zadd(started.key, {f"{big.id}-chunk{i}:execution": time.time() + 600})
     stand_ins = partial(helpers.stand_ins, redis, settings=local, concurrency=2)
+    run(*(f"{big.id}-chunk{i}" for i in range(8)))
     assert stand_ins(job=big, pending=100) == 0  # only its own team's work runs
-    redis.zadd(started.key, {f"{small.id}:execution": time.time() + 600})
+    stop(f"{big.id}-chunk7")
+    run(small.id)
     assert stand_ins(job=small, pending=100) == 3
     assert stand_ins(job=small, pending=4) == 1  # it wants one helper besides itself
     assert stand_ins(job=small, pending=2) == 0
+    stop(f"{big.id}-chunk6")
+    assert stand_ins(job=small, pending=100) == 0  # a worker is idle: a helper can have it
     q.enqueue("jobs.runner.generation.help_run", small.id, "h1", job_id=f"{small.id}-helper-h1")
     redis.zadd(keyspace.board(small.id, "helpers"), {"h1": time.time() + 60})
-    assert stand_ins(job=small, pending=4) == 1  # a helper waiting in the queue helps nobody yet
+    assert stand_ins(job=small, pending=4) == 1  # spoken for, by a helper that helps nobody yet
     assert stand_ins(job=small, pending=100) == 3
-    redis.zrem(started.key, f"{big.id}-chunk6:execution")
-    redis.zadd(started.key, {f"{small.id}-helper-h1:execution": time.time() + 600})
+    q.remove(f"{small.id}-helper-h1")
+    run(f"{small.id}-helper-h1")
     assert stand_ins(job=small, pending=100) == 2  # one of its helpers runs
     assert stand_ins(job=small, pending=4) == 0
+    run("0123456789abcdef0123456789abcdef-webhook-succeeded")  # a job whose record is gone
+    assert stand_ins(job=small, pending=100) == 2  # still 2 teams, not 3
+    stop(f"{small.id}-helper-h1", f"{big.id}-chunk5")
+    run(second.id)  # the team's second main run: the two split what is left of its share
+    assert stand_ins(job=small, pending=100) == stand_ins(job=second, pending=100) == 1

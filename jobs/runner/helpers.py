@@ -63,8 +63,10 @@ class JobBoard(RedisBoard):
             return 0
 
     def _recruit(self, pending: int) -> int:
+        # before recruiting: helpers it queues on idle workers are no reason to stand in for them
+        standing = stand_ins(self.r, self.job, self.settings, pending, self.concurrency)
         recruit(self.r, self.job, self.settings, pending, self.concurrency)
-        return stand_ins(self.r, self.job, self.settings, pending, self.concurrency)
+        return standing
 
 
 def board(ctx: Context) -> Callable[[], JobBoard] | None:
@@ -107,33 +109,36 @@ def recruit(r: Redis, job: jobs_.Job, settings: Settings, pending: int, concurre
 
 def stand_ins(r: Redis, job: jobs_.Job, settings: Settings, pending: int, concurrency: int) -> int:
     """Helpers the run wants and has not, for which its own worker sends instead: while other teams'
-    work holds the workers (so none is idle to help), up to its team's share of them (the workers
-    split evenly between the teams with work on them or queued for them) less what the team holds. A
-    small job that arrives while a big one's chunks fill every worker thus sends about as many requests
-    at once as its share of the workers would, from the one worker it got; the endpoint's limits (the
-    shared gate) still hold every request."""
+    work holds every worker (none is idle, with nothing queued for it), up to its team's share of them
+    (the workers split evenly between the teams with work on them or queued for them) less what the
+    team runs, split between the team's main runs. A small job that arrives while a big one's chunks
+    fill every worker thus sends about as many requests at once as its share of the workers would,
+    from the one worker it got; the endpoint's limits (the shared gate) still hold every request."""
     workers = min(settings.spread_workers, settings.team_job_slots)
     wanted = min(workers, math.ceil(pending / max(concurrency, 1))) - 1
     if wanted <= 0:
         return 0
     q = queue.queue(r, settings)
     started = StartedJobRegistry(queue=q).get_job_ids(cleanup=False)
+    workers_now = Worker.count(queue=q)
+    if workers_now - len(started) - q.count > 0:  # a worker is idle: a helper can have it
+        return 0
     # its helpers that run: those queued behind other teams' work may not start soon
     missing = wanted - sum(1 for rq_id in started if rq_id.startswith(f"{job.id}-helper-"))
     if missing <= 0:
         return 0
     # RQ ids are the job's id, or it and a suffix after a dash (a chunk, a helper, finalize)
-    running = [rq_id.split("-")[0] for rq_id in started]
-    ids = sorted({*running, *(rq_id.split("-")[0] for rq_id in q.get_job_ids()), job.id})
+    ids = sorted({rq_id.split("-")[0] for rq_id in [*started, *q.get_job_ids()]} | {job.id})
     with r.pipeline() as pipe:
         for job_id in ids:
             pipe.hget(keyspace.job(job_id), "team")
         team_of = dict(zip(ids, pipe.execute(), strict=True))
-    teams = set(team_of.values())
+    teams = {team for team in team_of.values() if team is not None}  # None: a job whose record is gone
     if len(teams) < 2:  # no other team's work: helpers come as workers free
         return 0
-    held = sum(1 for job_id in running if team_of[job_id] == team_of[job.id])
-    return max(0, min(missing, Worker.count(queue=q) // len(teams) - held))
+    ours = [rq_id for rq_id in started if team_of[rq_id.split("-")[0]] == team_of[job.id]]
+    runs = sum(1 for rq_id in ours if "-" not in rq_id)  # the team's main runs, this one among them
+    return max(0, min(missing, (workers_now // len(teams) - len(ours)) // max(runs, 1)))
 
 
 def _share(r: Redis, settings: Settings, now: float) -> int | None:

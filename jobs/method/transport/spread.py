@@ -116,6 +116,7 @@ class SpreadLLM(LLM):
         self._failed: BaseException | None = None
         self._closing = False
         self._posting = asyncio.Lock()  # fair: its waiters go in the order they came
+        self._granted = concurrency  # how many of the senders take requests (see _grant)
 
     def capacity(self, concurrency: int) -> int:
         return concurrency * self.board.workers
@@ -127,14 +128,21 @@ class SpreadLLM(LLM):
             return
         self._tasks.append(asyncio.ensure_future(self._dispatch()))
         self._tasks[-1].add_done_callback(self._ended)
-        self._senders_up_to(self._concurrency)
+        self._grant(self._concurrency)
 
-    def _senders_up_to(self, count: int) -> None:
-        """Run at least `count` senders in this process (never fewer: the board's requests, at most
-        `capacity`, bound what is in flight however many take them)."""
-        while len(self._senders) < count:
+    def _grant(self, count: int) -> None:
+        """Let `count` of this process's senders take requests: more start when there are fewer; those
+        past `count` pause between requests until it grows again."""
+        self._granted = count
+        while len(self._senders) < count and not self._closing:
             self._senders.append(LLM(self.endpoint, 1, Usage(), self._gate))
-            sender = send(self.board, self._senders[-1], lambda: self._closing)
+            index = len(self._senders) - 1
+            sender = send(
+                self.board,
+                self._senders[-1],
+                lambda: self._closing,
+                paused=lambda i=index: i >= self._granted,
+            )
             self._tasks.append(asyncio.ensure_future(sender))
             self._tasks[-1].add_done_callback(self._ended)
 
@@ -206,7 +214,7 @@ class SpreadLLM(LLM):
                 pending = await self.board.maintain()
                 if pending:
                     stand_ins = await self.board.recruit(pending)
-                    self._senders_up_to(self._concurrency * min(1 + stand_ins, self.board.workers))
+                    self._grant(self._concurrency * min(1 + stand_ins, self.board.workers))
                 # a safety net: a request waited for this long that is nowhere on the board goes again
                 old = {k: r for k, (at, r) in self._posted.items() if checked - at > RECOVER_SECONDS}
                 if old and (again := await self.board.recover(old)):
@@ -239,12 +247,22 @@ class SpreadLLM(LLM):
         await super().close(finished)
 
 
-async def send(board: Board, llm: LLM, stop: Callable[[], bool], idle: float | None = None) -> int:
+async def send(
+    board: Board,
+    llm: LLM,
+    stop: Callable[[], bool],
+    idle: float | None = None,
+    paused: Callable[[], bool] = lambda: False,
+) -> int:
     """One sender: take a request off the board, send it through `llm` (concurrency 1, its own usage),
     post the answer with what it spent (or the error it ended in); until `stop()` says so or, with
-    `idle`, nothing came to take for that many seconds. Returns how many requests it answered."""
+    `idle`, nothing came to take for that many seconds; takes nothing while `paused()`. Returns how
+    many requests it answered."""
     answered, quiet_since, poll = 0, time.monotonic(), 0.01
     while not stop():
+        if paused():
+            await asyncio.sleep(IDLE_POLL)
+            continue
         item = await board.take(LEASE_SECONDS)
         if item is None:
             if idle is not None and time.monotonic() - quiet_since >= idle:
