@@ -444,8 +444,15 @@ def test_cancel_in_every_stage_keeps_a_consistent_job(client, redis, settings, f
     # stage 2 by the paper's method, which asks the model: it lasts long enough to be cancelled in
     body = {"seed_set_id": sid, **BODY, "classification_method": "text"}
     job_id = client.post("/v1/jobs", json=body).json["id"]
+    committed = f"/v1/jobs/{job_id}/decisions?stage=instruction&rule=kept&limit=1"
+    # progress runs up to a few prompts ahead of the last commit, and a cancel drops what is not
+    # committed: wait for a kept instruction in the decision log, which the partial dataset must hold
     wait_until(
-        lambda: (j := jobs_.get(redis, job_id)).stage == stage and j.progress["stage_done"] >= 1,
+        lambda: (
+            (j := jobs_.get(redis, job_id)).stage == stage
+            and j.progress["stage_done"] >= 1
+            and client.get(committed).json["items"]
+        ),
         timeout=60,
         what=f"stage {stage}",
     )
