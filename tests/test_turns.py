@@ -24,7 +24,7 @@ from tests.conftest import wait_until
 from tests.test_api import make_seed_set
 from tests.test_faults import dataset, finish, reference
 
-BIG = {"num_instructions": 24, "seed": 3, "instance_followup": False}  # 12 chunks of 2
+BIG = {"num_instructions": 48, "seed": 3, "instance_followup": False}  # 24 chunks of 2
 SMALL = {"num_instructions": 2, "seed": 4, "instance_followup": False}  # one RQ job, no chunks
 
 
@@ -48,7 +48,7 @@ def held(redis, team_jobs: list[str]) -> int:
 def test_a_small_job_of_another_team_finishes_while_a_big_one_runs(
     settings, redis, fake_llm, spawn, monkeypatch
 ) -> None:
-    """Team alpha's big job fans out into 12 chunks on two workers; with two slots a team, no more than
+    """Team alpha's big job fans out into 24 chunks on two workers; with two slots a team, no more than
     two of its RQ jobs are ever queued or running, and team beta's small job, submitted once alpha's
     chunks wait in line, finishes first."""
     fake_llm.script.delay = 0.1  # chunks that last: the big job is still running when beta comes
