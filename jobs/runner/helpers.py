@@ -76,6 +76,13 @@ def board(ctx: Context) -> Callable[[], JobBoard] | None:
     return lambda: JobBoard(ctx)
 
 
+def _wanted(settings: Settings, pending: int, concurrency: int) -> int:
+    """Helpers a run wants besides itself: one per `concurrency` of its `pending` requests, up to
+    SPREAD_WORKERS workers (and its team's slots) with its own."""
+    workers = min(settings.spread_workers, settings.team_job_slots)
+    return min(workers, math.ceil(pending / max(concurrency, 1))) - 1
+
+
 def recruit(r: Redis, job: jobs_.Job, settings: Settings, pending: int, concurrency: int) -> int:
     """Queue helpers so that, with those queued or running, about one per `concurrency` of the
     `pending` requests works for the run besides itself; returns how many it queued.
@@ -83,8 +90,7 @@ def recruit(r: Redis, job: jobs_.Job, settings: Settings, pending: int, concurre
     Helpers go to workers idle now, not taken by work queued before (a helper never waits in line),
     except that a run with fewer helpers than its share, while other runs spread too, queues up to its
     share: the helpers of runs above theirs give way to it (see `_turn`)."""
-    workers = min(settings.spread_workers, settings.team_job_slots)
-    wanted = min(workers, math.ceil(pending / max(concurrency, 1))) - 1
+    wanted = _wanted(settings, pending, concurrency)
     key = keyspace.board(job.id, "helpers")
     now = connection.now(r)
     r.zremrangebyscore(key, "-inf", now)
@@ -114,8 +120,7 @@ def stand_ins(r: Redis, job: jobs_.Job, settings: Settings, pending: int, concur
     team runs, split between the team's main runs. A small job that arrives while a big one's chunks
     fill every worker thus sends about as many requests at once as its share of the workers would,
     from the one worker it got; the endpoint's limits (the shared gate) still hold every request."""
-    workers = min(settings.spread_workers, settings.team_job_slots)
-    wanted = min(workers, math.ceil(pending / max(concurrency, 1))) - 1
+    wanted = _wanted(settings, pending, concurrency)
     if wanted <= 0:
         return 0
     q = queue.queue(r, settings)
