@@ -128,12 +128,13 @@ def test_senders_past_the_grant_pause_until_it_grows(fake_llm, redis_url):
     decoding = Decoding(max_tokens=16, temperature=0.0, top_p=1.0)
 
     async def main() -> list[int]:
-        board = RedisBoard(connection.connect_async(redis_url), "grant", 4)
+        board = _NoHelpers(redis_url, "grant", 4, 0)
         llm = transport.SpreadLLM(fake_endpoint(fake_llm), 1, Usage(), None, board)
         most = []
         try:
             for batch, grant in enumerate((4, 1, 4)):
                 llm._start()
+                board.stand_ins = grant - 1  # what the run's next look at its board says too
                 llm._grant(grant)
                 fake_llm.script.most_in_flight = 0
                 await asyncio.gather(
